@@ -1,0 +1,67 @@
+# Atelier: `make run` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: run test test-fast lint fmt bench gpu-check worker migrate browser venv clean
+
+venv: $(STAMP)
+
+# torch first and pinned: any other order makes pip fetch a multi-GB CUDA build (STACK-NOTES).
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Atelier needs Python 3.11, found " + sys.version' 
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+migrate: $(STAMP)
+	$(PY) manage.py migrate
+
+run: $(STAMP)
+	$(PY) manage.py runplatform
+
+worker: $(STAMP)
+	$(PY) -m celery -A webapp worker -Q gpu,cpu,chain --pool=threads --concurrency=2 --loglevel=INFO
+
+# Debian's Chromium for the browser tests (never `playwright install`: it downloads a browser).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's chromium for the browser tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+	      || echo "WARNING: could not install chromium; browser tests will be skipped"; \
+	  else echo "NOTE: /usr/bin/chromium missing and not root: browser tests will be skipped"; fi; \
+	fi
+
+test: $(STAMP) browser
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not integration and not browser" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(STAMP)
+	$(PY) bench/dispatch.py
+
+gpu-check: $(STAMP)
+	$(PY) -m pytest -m gpu -v $(PYTEST_ARGS)
+
+clean:
+	rm -rf var/test.sqlite3* .pytest_cache

@@ -1,0 +1,1 @@
+# The User admin comes from django.contrib.auth; memberships are edited inline on projects.

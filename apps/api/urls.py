@@ -1,0 +1,13 @@
+from django.urls import path
+
+from apps.api import views
+
+app_name = "api"
+urlpatterns = [
+    path("projects/", views.projects, name="projects"),
+    path("projects/<int:project_id>/jobs/", views.jobs, name="jobs"),
+    path("projects/<int:project_id>/jobs/<int:job_id>/", views.job_detail, name="job"),
+    path("projects/<int:project_id>/jobs/<int:job_id>/events/", views.job_events_view, name="job_events"),
+    path("projects/<int:project_id>/jobs/<int:job_id>/cancel/", views.job_cancel, name="job_cancel"),
+    path("projects/<int:project_id>/jobs/<int:job_id>/retry/", views.job_retry, name="job_retry"),
+]

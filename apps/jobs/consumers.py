@@ -1,0 +1,125 @@
+"""Websockets: /ws/projects/<id>/ (job state changes) and /ws/jobs/<id>/?after=<seq> (events).
+
+Each consumer checks membership through the same selector as the views. The job consumer joins
+the group first, then replays from the database; live doorbells carry the events, and anything
+at or below the last sequence sent is dropped, so a client sees every event exactly once.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
+from apps.jobs import events as doorbell
+from apps.jobs import selectors, services
+from apps.jobs.models import Job
+from apps.projects.selectors import project_access
+
+REPLAY_BATCH = 1000
+
+
+class JobConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        self.job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
+        job = await database_sync_to_async(self._authorized_job)()
+        if job is None:
+            await self.close()  # before accept: the handshake is refused (HTTP 403)
+            return
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        try:
+            self.last_seq = max(0, int(query.get("after", ["0"])[0]))
+        except ValueError:
+            self.last_seq = 0
+        self.group = doorbell.job_group(self.job_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.send_json(
+            {"type": "snapshot", "job": {"id": job.pk, "state": job.state, "progress": job.progress, "attempt": job.attempt, "last_seq": job.last_seq}}
+        )
+        await self._catch_up()
+
+    def _authorized_job(self) -> Job | None:
+        user = self.scope.get("user")
+        job = Job.objects.filter(pk=self.job_id).only("project_id").first()
+        if job is None:
+            return None
+        try:
+            _, job = selectors.job_access(user=user, project_id=job.project_id, job_id=self.job_id)
+        except (Http404, PermissionDenied):
+            return None
+        return job
+
+    async def disconnect(self, code):
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        # Clients only listen; a ping keeps proxies from closing an idle socket.
+        if content.get("type") == "ping":
+            await self.send_json({"type": "pong"})
+
+    async def _catch_up(self):
+        while True:
+            batch = await database_sync_to_async(services.job_events_after)(
+                job_id=self.job_id, after=self.last_seq, limit=REPLAY_BATCH
+            )
+            for event in batch:
+                await self._send_event(event.as_message())
+            if len(batch) < REPLAY_BATCH:
+                return
+
+    async def _send_event(self, message: dict):
+        if message["seq"] != self.last_seq + 1:
+            return
+        await self.send_json(message)
+        self.last_seq = message["seq"]
+
+    async def job_events(self, message):
+        for event in message["events"]:
+            if event["seq"] <= self.last_seq:
+                continue  # already sent (replayed, or a duplicate doorbell)
+            if event["seq"] > self.last_seq + 1:
+                await self._catch_up()  # a doorbell was lost: fill the gap from the database
+                if event["seq"] <= self.last_seq:
+                    continue
+            await self._send_event(event)
+
+
+class ProjectConsumer(AsyncJsonWebsocketConsumer):
+    RECENT = 50
+
+    async def connect(self):
+        self.project_id = int(self.scope["url_route"]["kwargs"]["project_id"])
+        snapshots = await database_sync_to_async(self._authorized_snapshots)()
+        if snapshots is None:
+            await self.close()
+            return
+        self.group = doorbell.project_group(self.project_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        # On (re)connect the client gets the current state of recent jobs, so nothing missed
+        # while it was away stays stale.
+        for snap in reversed(snapshots):
+            await self.send_json({"type": "job", "job": snap})
+
+    def _authorized_snapshots(self) -> list[dict] | None:
+        try:
+            access = project_access(user=self.scope.get("user"), project_id=self.project_id)
+        except (Http404, PermissionDenied):
+            return None
+        return [doorbell.job_snapshot(j) for j in selectors.project_jobs(access=access, limit=self.RECENT)]
+
+    async def disconnect(self, code):
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        if content.get("type") == "ping":
+            await self.send_json({"type": "pong"})
+
+    async def job_changed(self, message):
+        await self.send_json({"type": "job", "job": message["job"]})

@@ -1,0 +1,71 @@
+"""The doorbell: after events are committed to the database, tell websocket consumers.
+
+Group names are built here, on the server, from ids (never from client strings). The database
+stays the source of truth: a lost doorbell only delays a client, whose consumer fetches any gap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+log = logging.getLogger(__name__)
+
+PROJECT_PROGRESS_INTERVAL = 1.0  # seconds between dashboard progress pushes for one job
+
+_last_project_push: dict[int, float] = {}
+_lock = threading.Lock()
+
+
+def job_group(job_id: int) -> str:
+    return f"job.{int(job_id)}"
+
+
+def project_group(project_id: int) -> str:
+    return f"project.{int(project_id)}"
+
+
+def job_snapshot(job) -> dict:
+    return {
+        "id": job.pk,
+        "kind": job.kind,
+        "kind_label": job.kind_label,
+        "state": job.state,
+        "state_label": job.get_state_display(),
+        "progress": round(job.progress, 4),
+        "attempt": job.attempt,
+        "url": job.get_absolute_url(),
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "created_by": job.created_by.username if job.created_by_id and job.created_by else "",
+    }
+
+
+def _send(group: str, message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:  # a broken doorbell must never undo a committed write
+        log.warning("could not notify %s", group, exc_info=True)
+
+
+def ring_job(job_id: int, messages: list[dict]) -> None:
+    _send(job_group(job_id), {"type": "job.events", "events": messages})
+
+
+def ring_project(job, *, state_changed: bool) -> None:
+    """Push a job's snapshot to its project's dashboards (progress at most once a second)."""
+    now = time.monotonic()
+    with _lock:
+        last = _last_project_push.get(job.pk, 0.0)
+        if not state_changed and now - last < PROJECT_PROGRESS_INTERVAL:
+            return
+        _last_project_push[job.pk] = now
+        if job.is_terminal:
+            _last_project_push.pop(job.pk, None)
+    _send(project_group(job.project_id), {"type": "job.changed", "job": job_snapshot(job)})

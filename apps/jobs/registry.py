@@ -1,0 +1,136 @@
+"""Job kinds register here: a params schema, a queue and a runner. One module adds one kind.
+
+A kind module calls `register(JobKind(...))` at import time. Modules named `jobkinds` in every
+installed app are imported at start-up, plus those listed in ATELIER_JOB_KIND_MODULES (tests add a
+test-only kind that way, so users never see it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from django.conf import settings
+from django.utils.module_loading import autodiscover_modules
+
+
+@dataclass
+class JobContext:
+    """What a runner gets: validated params, a Reporter, its own folder and checkpoints."""
+
+    job_id: int
+    project_id: int
+    attempt: int
+    params: Any  # an instance of the kind's params model
+    reporter: Any  # workers.ml.reporting.Reporter
+    workdir: Path
+    checkpoints: Any  # workers.ml.checkpoints.CheckpointStore
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    label: str
+    queue: str
+    params: type[pydantic.BaseModel]
+    runner: Callable[[JobContext], dict | None]
+    description: str = ""
+    # Kinds launched by other features (imports, scans) are not offered on the dashboard.
+    launchable: bool = True
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+class UnknownKind(KeyError):
+    pass
+
+
+_KINDS: dict[str, JobKind] = {}
+
+
+def register(kind: JobKind) -> JobKind:
+    if kind.queue not in {"gpu", "cpu", "chain"}:
+        raise ValueError(f"job kind {kind.name}: unknown queue {kind.queue!r}")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def get(name: str) -> JobKind:
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise UnknownKind(name) from None
+
+
+def find(name: str) -> JobKind | None:
+    return _KINDS.get(name)
+
+
+def all_kinds() -> list[JobKind]:
+    return sorted(_KINDS.values(), key=lambda k: k.label)
+
+
+def autodiscover() -> None:
+    autodiscover_modules("jobkinds")
+    for module in settings.ATELIER["JOB_KIND_MODULES"]:
+        importlib.import_module(module)
+
+
+def validate_params(kind: JobKind, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Validated, JSON-ready params, or errors keyed by field name."""
+    try:
+        model = kind.params.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        errors: dict[str, str] = {}
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err["loc"] else "__all__"
+            errors.setdefault(key, err["msg"])
+        return {}, errors
+    return model.model_dump(mode="json"), {}
+
+
+def form_fields(kind: JobKind) -> list[dict[str, Any]]:
+    """Describe the params model for a generic HTML form."""
+    schema = kind.params.model_json_schema()
+    defs = schema.get("$defs", {})
+    fields = []
+    for name, prop in schema.get("properties", {}).items():
+        if "$ref" in prop:
+            prop = {**defs[prop["$ref"].split("/")[-1]], **{k: v for k, v in prop.items() if k != "$ref"}}
+        if "allOf" in prop and prop["allOf"] and "$ref" in prop["allOf"][0]:
+            prop = {**defs[prop["allOf"][0]["$ref"].split("/")[-1]], **prop}
+        if "enum" in prop:
+            ftype, choices = "choice", prop["enum"]
+        else:
+            ftype = {"integer": "integer", "number": "number", "boolean": "boolean"}.get(
+                prop.get("type", "string"), "string"
+            )
+            choices = []
+        fields.append(
+            {
+                "name": name,
+                "label": prop.get("title", name),
+                "type": ftype,
+                "default": prop.get("default"),
+                "help": prop.get("description", ""),
+                "choices": choices,
+                "minimum": prop.get("minimum", prop.get("exclusiveMinimum")),
+                "maximum": prop.get("maximum", prop.get("exclusiveMaximum")),
+            }
+        )
+    return fields
+
+
+def coerce_form(kind: JobKind, data) -> dict[str, Any]:
+    """Turn HTML form strings into the raw dict the params model validates."""
+    raw: dict[str, Any] = {}
+    for f in form_fields(kind):
+        name = f["name"]
+        if f["type"] == "boolean":
+            raw[name] = name in data and data.get(name) not in ("", "0", "false", "off")
+        elif name in data and data.get(name) != "":
+            raw[name] = data.get(name)
+    return raw

@@ -1,0 +1,384 @@
+"""Every write of the job engine. State changes are conditional UPDATEs: 0 rows = did not happen."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.jobs import events as doorbell
+from apps.jobs import registry
+from apps.jobs.models import EventKind, Job, JobEvent
+from apps.jobs.states import ACTIVE, TERMINAL, IllegalTransition, JobState, can_transition
+from apps.projects.models import Project
+
+log = logging.getLogger(__name__)
+
+RUN_TASK = "atelier.run_job"
+BROKER_EPOCH_KEY = "atelier:broker-epoch"
+
+
+class JobParamsError(Exception):
+    """Params that failed the kind's schema; `errors` maps field name to message."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def _cfg(name: str):
+    return settings.ATELIER[name]
+
+
+# --------------------------------------------------------------------------- events
+
+
+def job_append_events(
+    *,
+    job_id: int,
+    events: list[tuple[str, dict]],
+    attempt: int | None = None,
+    progress: float | None = None,
+    eta_seconds: float | None = None,
+) -> list[JobEvent] | None:
+    """Append events with the next sequence numbers, then ring the doorbell after commit.
+
+    With `attempt`, the write is fenced: it happens only while that attempt still owns the
+    running job (a worker that lost its lease writes nothing). Returns None when fenced out.
+    """
+    if not events and progress is None:
+        return []
+    with transaction.atomic():
+        qs = Job.objects.select_for_update().filter(pk=job_id)
+        if attempt is not None:
+            qs = qs.filter(attempt=attempt, state__in=ACTIVE)
+        row = qs.values("last_seq").first()
+        if row is None:
+            return None
+        start = row["last_seq"]
+        objs = [
+            JobEvent(job_id=job_id, seq=start + i + 1, kind=kind, data=data, attempt=attempt or 0)
+            for i, (kind, data) in enumerate(events)
+        ]
+        JobEvent.objects.bulk_create(objs)
+        updates: dict[str, Any] = {"last_seq": start + len(objs)}
+        if progress is not None:
+            updates["progress"] = max(0.0, min(1.0, progress))
+            updates["eta_seconds"] = eta_seconds
+        Job.objects.filter(pk=job_id).update(**updates)
+        messages = [o.as_message() for o in objs]
+        state_changed = any(k == EventKind.STATE for k, _ in events)
+
+        def ring() -> None:
+            if messages:
+                doorbell.ring_job(job_id, messages)
+            job = Job.objects.select_related("created_by").get(pk=job_id)
+            doorbell.ring_project(job, state_changed=state_changed)
+
+        transaction.on_commit(ring)
+    return objs
+
+
+def job_events_after(*, job_id: int, after: int, limit: int = 5000) -> list[JobEvent]:
+    """Events with seq > after, in order: what a reconnecting client is missing."""
+    return list(JobEvent.objects.filter(job_id=job_id, seq__gt=after).order_by("seq")[:limit])
+
+
+# --------------------------------------------------------------------------- transitions
+
+
+def job_transition(
+    *,
+    job_id: int,
+    target: str,
+    sources: list[str] | tuple[str, ...],
+    attempt: int | None = None,
+    extra_filter: Q | None = None,
+    message: str = "",
+    **fields: Any,
+) -> bool:
+    """Move a job from one of `sources` to `target` with a conditional UPDATE; log a state event."""
+    for source in sources:
+        if not can_transition(source, target):
+            raise IllegalTransition(source, target)
+    with transaction.atomic():
+        qs = Job.objects.filter(pk=job_id, state__in=list(sources))
+        if attempt is not None:
+            qs = qs.filter(attempt=attempt)
+        if extra_filter is not None:
+            qs = qs.filter(extra_filter)
+        changed = qs.update(state=target, **fields)
+        if not changed:
+            return False
+        job = Job.objects.only("attempt", "error").get(pk=job_id)
+        data = {"state": target, "attempt": job.attempt, "error": job.error if target == JobState.FAILED else ""}
+        if message:
+            data["message"] = message
+        job_append_events(job_id=job_id, events=[(EventKind.STATE, data)])
+    return True
+
+
+# --------------------------------------------------------------------------- creation, dispatch
+
+
+def job_create(
+    *,
+    project: Project,
+    kind: str,
+    params: dict[str, Any],
+    created_by=None,
+    request=None,
+    retry_of: Job | None = None,
+) -> Job:
+    """Validate params against the kind's schema, create the row, and dispatch after commit."""
+    try:
+        job_kind = registry.get(kind)
+    except registry.UnknownKind:
+        raise JobParamsError({"kind": f"Unknown job kind {kind!r}"}) from None
+    clean, errors = registry.validate_params(job_kind, params)
+    if errors:
+        raise JobParamsError(errors)
+    with transaction.atomic():
+        job = Job.objects.create(
+            project=project,
+            created_by=created_by,
+            kind=job_kind.name,
+            queue=job_kind.queue,
+            params=clean,
+            max_attempts=_cfg("MAX_ATTEMPTS"),
+            retry_of=retry_of,
+        )
+        job_append_events(job_id=job.pk, events=[(EventKind.STATE, {"state": JobState.QUEUED, "attempt": 0, "error": ""})])
+        audit_record(
+            action="job.retry" if retry_of else "job.launch",
+            actor=created_by,
+            project=project,
+            target=job,
+            request=request,
+            data={"kind": job.kind, "retry_of": retry_of.pk if retry_of else None},
+        )
+        project_id = project.pk
+        transaction.on_commit(lambda: dispatch_waiting(project_id=project_id))
+    return job
+
+
+def _send(job_id: int, queue: str) -> bool:
+    from webapp.celery import app
+
+    try:
+        app.send_task(
+            RUN_TASK,
+            args=[job_id],
+            queue=queue,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        )
+    except Exception:
+        log.warning("could not send job %s to queue %s; the dispatcher will retry", job_id, queue, exc_info=True)
+        return False
+    Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
+        dispatched_at=timezone.now(), dispatch_count=F("dispatch_count") + 1
+    )
+    return True
+
+
+def _free_slots(project_id: int) -> int:
+    project = Project.objects.only("max_concurrent_jobs").get(pk=project_id)
+    active = Job.objects.filter(project_id=project_id, state__in=ACTIVE).count()
+    return max(0, project.concurrency_limit - active)
+
+
+def dispatch_waiting(*, project_id: int) -> int:
+    """Send the project's never-sent queued jobs, oldest first, while it has free run slots."""
+    free = _free_slots(project_id)
+    if free <= 0:
+        return 0
+    waiting = list(
+        Job.objects.filter(project_id=project_id, state=JobState.QUEUED, dispatched_at__isnull=True)
+        .order_by("created_at", "id")
+        .values_list("pk", "queue")[:free]
+    )
+    return sum(_send(pk, queue) for pk, queue in waiting)
+
+
+def _broker_lost_its_messages() -> bool:
+    """True when Redis no longer holds our epoch key: flushed or restarted empty."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+        created = client.set(BROKER_EPOCH_KEY, timezone.now().isoformat(), nx=True)
+    except Exception:
+        log.warning("redis unreachable while checking the broker epoch", exc_info=True)
+        return False
+    return bool(created)
+
+
+def dispatch_pending(*, now=None) -> int:
+    """The dispatcher: send queued jobs whose message may be lost. At-least-once, made
+    harmless by the claim."""
+    now = now or timezone.now()
+    sent = 0
+    if _broker_lost_its_messages():
+        # Every pointer in the broker may be gone: forget them all and send again.
+        Job.objects.filter(state=JobState.QUEUED).update(dispatched_at=None)
+    base = _cfg("REDISPATCH_AFTER")
+    # Messages sent long ago but never claimed: re-send with back-off (the broker may be slow
+    # because workers are busy, so don't flood it).
+    for job in Job.objects.filter(state=JobState.QUEUED, dispatched_at__isnull=False).only(
+        "pk", "queue", "dispatched_at", "dispatch_count"
+    ):
+        wait = base * (2 ** min(max(job.dispatch_count - 1, 0), 6))
+        if job.dispatched_at < now - timedelta(seconds=wait):
+            sent += _send(job.pk, job.queue)
+    for project_id in (
+        Job.objects.filter(state=JobState.QUEUED, dispatched_at__isnull=True)
+        .values_list("project_id", flat=True)
+        .distinct()
+    ):
+        sent += dispatch_waiting(project_id=project_id)
+    return sent
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def job_claim(*, job_id: int, worker_id: str) -> Job | None:
+    """Claim a queued job for this worker, respecting the project's concurrency limit.
+
+    Safe to call twice: a second claim (duplicate message, second worker) finds the job no
+    longer queued and returns None.
+    """
+    now = timezone.now()
+    lease = timedelta(seconds=_cfg("LEASE_SECONDS"))
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).only("state", "project_id").first()
+        if job is None or job.state != JobState.QUEUED:
+            return None
+        # Lock the project so two workers can't both take its last free slot.
+        Project.objects.select_for_update().filter(pk=job.project_id).values_list("pk").first()
+        if _free_slots(job.project_id) <= 0:
+            # It waits; dispatch_waiting sends it again when a slot frees.
+            Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(dispatched_at=None)
+            return None
+        changed = Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
+            state=JobState.RUNNING,
+            attempt=F("attempt") + 1,
+            lease_owner=worker_id,
+            lease_until=now + lease,
+            started_at=Coalesce("started_at", now),
+            dispatched_at=None,
+        )
+        if not changed:
+            return None
+        claimed = Job.objects.get(pk=job_id)
+        job_append_events(
+            job_id=job_id,
+            events=[(EventKind.STATE, {"state": JobState.RUNNING, "attempt": claimed.attempt, "error": "", "worker": worker_id})],
+        )
+    return claimed
+
+
+def job_heartbeat(*, job_id: int, attempt: int) -> str | None:
+    """Renew the lease; returns the job's state, or None when this attempt lost the job."""
+    lease_until = timezone.now() + timedelta(seconds=_cfg("LEASE_SECONDS"))
+    changed = Job.objects.filter(pk=job_id, attempt=attempt, state__in=ACTIVE).update(lease_until=lease_until)
+    if not changed:
+        return None
+    return Job.objects.filter(pk=job_id).values_list("state", flat=True).first()
+
+
+def job_finish(
+    *, job_id: int, attempt: int, target: str, result: dict | None = None, error: str = ""
+) -> bool:
+    """Record the outcome of this attempt (fenced), then start waiting jobs of the project."""
+    if target not in TERMINAL:
+        raise ValueError(f"{target} is not a final state")
+    fields: dict[str, Any] = {"finished_at": timezone.now(), "lease_until": None, "error": error[:10000]}
+    if result is not None:
+        fields["result"] = result
+    if target == JobState.SUCCEEDED:
+        fields["progress"] = 1.0
+        fields["eta_seconds"] = 0.0
+    sources = [s for s in ACTIVE if can_transition(s, target)]
+    done = job_transition(job_id=job_id, target=target, sources=sources, attempt=attempt, **fields)
+    if done:
+        project_id = Job.objects.filter(pk=job_id).values_list("project_id", flat=True).first()
+        transaction.on_commit(lambda: dispatch_waiting(project_id=project_id))
+    return done
+
+
+def reap_expired_leases(*, now=None) -> int:
+    """Re-queue running jobs whose worker stopped renewing its lease (killed, lost power)."""
+    now = now or timezone.now()
+    reaped = 0
+    expired = Job.objects.filter(state__in=ACTIVE, lease_until__lt=now).values_list(
+        "pk", "state", "attempt", "max_attempts", "project_id", "lease_owner"
+    )
+    for pk, state, attempt, max_attempts, project_id, owner in list(expired):
+        # The lease condition is repeated in the UPDATE: a heartbeat may have renewed it since.
+        still_expired = Q(lease_until__lt=now)
+        if state == JobState.CANCELLING:
+            ok = job_transition(
+                job_id=pk, target=JobState.CANCELLED, sources=[JobState.CANCELLING], attempt=attempt,
+                extra_filter=still_expired, message=f"worker {owner} lost while cancelling",
+                finished_at=now, lease_until=None,
+            )
+        elif attempt >= max_attempts:
+            ok = job_transition(
+                job_id=pk, target=JobState.FAILED, sources=[JobState.RUNNING], attempt=attempt,
+                extra_filter=still_expired, finished_at=now, lease_until=None,
+                error=f"The worker running this job was lost {attempt} times; giving up.",
+            )
+        else:
+            ok = job_transition(
+                job_id=pk, target=JobState.QUEUED, sources=[JobState.RUNNING], attempt=attempt,
+                extra_filter=still_expired,
+                message=f"worker {owner} stopped renewing its lease; re-queued to resume from the last checkpoint",
+                lease_owner="", lease_until=None, dispatched_at=None,
+            )
+        if ok:
+            reaped += 1
+            log.warning("reaped job %s (attempt %s, worker %s)", pk, attempt, owner)
+            dispatch_waiting(project_id=project_id)
+    return reaped
+
+
+# --------------------------------------------------------------------------- user actions
+
+
+def job_cancel(*, job: Job, actor, request=None) -> bool:
+    """Cancel: a queued job at once, a running one cooperatively (cancelling → cancelled)."""
+    done = job_transition(
+        job_id=job.pk, target=JobState.CANCELLED, sources=[JobState.QUEUED],
+        message="cancelled before it started", finished_at=timezone.now(),
+    ) or job_transition(
+        job_id=job.pk, target=JobState.CANCELLING, sources=[JobState.RUNNING],
+        message=f"cancel requested by {actor.get_username() if actor else 'system'}",
+    )
+    if done:
+        audit_record(action="job.cancel", actor=actor, project=job.project, target=job, request=request)
+    return done
+
+
+def job_retry(*, job: Job, actor, request=None) -> Job:
+    """Start a new job with the same kind and params as a failed or cancelled one."""
+    job.refresh_from_db(fields=["state"])
+    if job.state not in (JobState.FAILED, JobState.CANCELLED):
+        raise IllegalTransition(job.state, "retry")
+    return job_create(
+        project=job.project, kind=job.kind, params=job.params, created_by=actor, request=request,
+        retry_of=job,
+    )
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}"

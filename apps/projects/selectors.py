@@ -1,0 +1,76 @@
+"""The one permission layer: every view, API route and websocket consumer asks here.
+
+A user who is not a member of a project gets Http404 (the project's existence is not revealed);
+a member whose role lacks the capability gets PermissionDenied (403). Platform superusers act
+as project admins everywhere (they run the installation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+
+from apps.projects.models import Membership, Project, Role
+
+# capability -> roles that have it
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "view": frozenset({Role.ADMIN, Role.MEMBER, Role.REVIEWER, Role.VIEWER}),
+    "launch_job": frozenset({Role.ADMIN, Role.MEMBER}),
+    "cancel_job": frozenset({Role.ADMIN, Role.MEMBER}),
+    "review": frozenset({Role.ADMIN, Role.REVIEWER}),
+    "manage_members": frozenset({Role.ADMIN}),
+}
+
+
+@dataclass(frozen=True)
+class ProjectAccess:
+    project: Project
+    role: str
+
+    def can(self, capability: str) -> bool:
+        return self.role in CAPABILITIES[capability]
+
+
+def role_can(role: str, capability: str) -> bool:
+    return role in CAPABILITIES[capability]
+
+
+def project_access(*, user, project_id: int, need: str = "view") -> ProjectAccess:
+    """The project and the user's role in it; 404 for strangers, 403 for a missing capability."""
+    if need not in CAPABILITIES:
+        raise ValueError(f"unknown capability {need!r}")
+    if user is None or not user.is_authenticated or not user.is_active:
+        raise Http404("No such project")
+    try:
+        project = Project.objects.get(pk=project_id)
+    except (Project.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such project") from None
+    if user.is_superuser:
+        role = Role.ADMIN
+    else:
+        role = (
+            Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
+        )
+        if role is None:
+            raise Http404("No such project")
+    access = ProjectAccess(project=project, role=role)
+    if not access.can(need):
+        raise PermissionDenied(f"Your role ({role}) cannot {need.replace('_', ' ')} here")
+    return access
+
+
+def memberships_for_user(*, user) -> QuerySet[Membership]:
+    return Membership.objects.filter(user=user).select_related("project").order_by("project__name")
+
+
+def projects_for_user(*, user) -> QuerySet[Project]:
+    if user.is_superuser:
+        return Project.objects.all()
+    return Project.objects.filter(memberships__user=user)
+
+
+def project_memberships(*, project: Project) -> QuerySet[Membership]:
+    return project.memberships.select_related("user").order_by("user__username")

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from apps.audit.services import audit_record
+from apps.projects.models import Membership, Project, Role
+
+
+@transaction.atomic
+def project_create(*, name: str, description: str = "", created_by, request=None) -> Project:
+    """Create a project; its creator becomes its first admin."""
+    project = Project(name=name.strip(), description=description.strip(), created_by=created_by)
+    project.full_clean()
+    project.save()
+    Membership.objects.create(project=project, user=created_by, role=Role.ADMIN)
+    audit_record(action="project.create", actor=created_by, project=project, target=project, request=request)
+    return project
+
+
+def _admin_count(project: Project) -> int:
+    return project.memberships.filter(role=Role.ADMIN).count()
+
+
+@transaction.atomic
+def membership_add(*, project: Project, username: str, role: str, actor, request=None) -> Membership:
+    """Add an existing user to the project with a role."""
+    if role not in Role.values:
+        raise ValidationError({"role": f"Unknown role {role!r}"})
+    User = get_user_model()
+    try:
+        user = User.objects.get(username=username.strip())
+    except User.DoesNotExist:
+        raise ValidationError({"username": f"No user named {username.strip()!r}"}) from None
+    if Membership.objects.filter(project=project, user=user).exists():
+        raise ValidationError({"username": f"{user.username} is already a member"})
+    membership = Membership.objects.create(project=project, user=user, role=role)
+    audit_record(
+        action="membership.add", actor=actor, project=project, target=membership, request=request,
+        data={"user": user.username, "role": role},
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_change_role(*, membership: Membership, role: str, actor, request=None) -> Membership:
+    """Change a member's role; a project always keeps at least one admin."""
+    if role not in Role.values:
+        raise ValidationError({"role": f"Unknown role {role!r}"})
+    old = membership.role
+    if old == role:
+        return membership
+    if old == Role.ADMIN and _admin_count(membership.project) <= 1:
+        raise ValidationError("A project needs at least one admin")
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit_record(
+        action="membership.role", actor=actor, project=membership.project, target=membership,
+        request=request, data={"user": membership.user.username, "from": old, "to": role},
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, actor, request=None) -> None:
+    """Remove a member; the last admin cannot be removed."""
+    if membership.role == Role.ADMIN and _admin_count(membership.project) <= 1:
+        raise ValidationError("A project needs at least one admin")
+    audit_record(
+        action="membership.remove", actor=actor, project=membership.project, target=membership,
+        request=request, data={"user": membership.user.username, "role": membership.role},
+    )
+    membership.delete()

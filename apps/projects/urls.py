@@ -1,0 +1,15 @@
+from django.urls import path
+
+from apps.projects import views
+
+app_name = "projects"
+urlpatterns = [
+    path("", views.project_list, name="list"),
+    path("projects/<int:project_id>/", views.dashboard, name="dashboard"),
+    path("projects/<int:project_id>/members/", views.members, name="members"),
+    path(
+        "projects/<int:project_id>/members/<int:membership_id>/",
+        views.member_update,
+        name="member_update",
+    ),
+]

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from apps.jobs import selectors as job_selectors
+from apps.projects import selectors, services
+from apps.projects.forms import MemberAddForm, ProjectCreateForm
+from apps.projects.models import Membership, Role
+
+
+def _validation_messages(error: ValidationError) -> list[str]:
+    if hasattr(error, "message_dict"):
+        return [m for msgs in error.message_dict.values() for m in msgs]
+    return list(error.messages)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_list(request: HttpRequest) -> HttpResponse:
+    form = ProjectCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        project = services.project_create(
+            name=form.cleaned_data["name"],
+            description=form.cleaned_data["description"],
+            created_by=request.user,
+            request=request,
+        )
+        return redirect(project)
+    return render(
+        request,
+        "projects/project_list.html",
+        {"memberships": selectors.memberships_for_user(user=request.user), "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+@login_required
+def dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
+    access = selectors.project_access(user=request.user, project_id=project_id)
+    return render(request, "projects/dashboard.html", job_selectors.dashboard_context(access=access))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def members(request: HttpRequest, project_id: int) -> HttpResponse:
+    need = "manage_members" if request.method == "POST" else "view"
+    access = selectors.project_access(user=request.user, project_id=project_id, need=need)
+    project = access.project
+    add_form = MemberAddForm(request.POST or None)
+    if request.method == "POST" and add_form.is_valid():
+        try:
+            services.membership_add(
+                project=project,
+                username=add_form.cleaned_data["username"],
+                role=add_form.cleaned_data["role"],
+                actor=request.user,
+                request=request,
+            )
+        except ValidationError as exc:
+            for field, msgs in exc.message_dict.items():
+                for msg in msgs:
+                    add_form.add_error(field if field in add_form.fields else None, msg)
+        else:
+            messages.success(request, f"Added {add_form.cleaned_data['username']}")
+            return redirect("projects:members", project.pk)
+    return render(
+        request,
+        "projects/members.html",
+        {
+            "project": project,
+            "membership": access,
+            "memberships": selectors.project_memberships(project=project),
+            "is_admin": access.can("manage_members"),
+            "add_form": add_form,
+            "roles": Role.choices,
+        },
+        status=400 if add_form.errors else 200,
+    )
+
+
+@login_required
+@require_POST
+def member_update(request: HttpRequest, project_id: int, membership_id: int) -> HttpResponse:
+    access = selectors.project_access(user=request.user, project_id=project_id, need="manage_members")
+    membership = get_object_or_404(Membership, pk=membership_id, project=access.project)
+    action = request.POST.get("action")
+    try:
+        if action == "role":
+            services.membership_change_role(
+                membership=membership, role=request.POST.get("role", ""), actor=request.user,
+                request=request,
+            )
+            messages.success(request, f"{membership.user.username} is now {membership.get_role_display()}")
+        elif action == "remove":
+            username = membership.user.username
+            services.membership_remove(membership=membership, actor=request.user, request=request)
+            messages.success(request, f"Removed {username}")
+        else:
+            messages.error(request, "Unknown action")
+    except ValidationError as exc:
+        for msg in _validation_messages(exc):
+            messages.error(request, msg)
+    return redirect("projects:members", access.project.pk)

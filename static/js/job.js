@@ -1,0 +1,329 @@
+// Job page: replays the job's event log over the websocket, then follows it live.
+// The server numbers events per job; we keep the highest seq applied and ask for "after" it on every
+// (re)connect, so a reconnect neither loses nor repeats anything.
+
+import { TERMINAL_STATES, bindIndicator, connectLive, format, loadStrings, setProgress } from "./live.js";
+
+const MAX_LOG_LINES = 5000;
+const CHART_HEIGHT = 180;
+const PALETTE = ["#4f46e5", "#db2777", "#059669", "#d97706", "#0891b2", "#7c3aed", "#dc2626", "#65a30d"];
+
+const root = document.getElementById("job-root");
+const $ = (id) => document.getElementById(id);
+const strings = loadStrings();
+
+const ui = {
+  state: $("job-state"),
+  progress: $("job-progress"),
+  eta: $("job-eta"),
+  step: $("job-step"),
+  attempt: $("job-attempt"),
+  error: $("job-error"),
+  errorText: $("job-error-text"),
+  log: $("job-log"),
+  logNote: $("job-log-note"),
+  charts: $("job-charts"),
+  chartsEmpty: $("job-charts-empty"),
+  preview: $("job-preview"),
+  previewImg: $("job-preview-img"),
+  artifacts: $("job-artifacts"),
+  artifactsEmpty: $("job-artifacts-empty"),
+  cancel: $("job-cancel-form"),
+  retry: $("job-retry-form"),
+};
+
+let lastSeq = 0;
+let state = root?.dataset.state ?? "";
+
+// ---------- state, progress, ETA ----------
+
+function setState(next) {
+  if (!next) return;
+  state = next;
+  root.dataset.state = next;
+  ui.state.className = `badge state-${next}`;
+  ui.state.textContent = strings.states?.[next] ?? next;
+  ui.progress.classList.remove(...[...ui.progress.classList].filter((c) => c.startsWith("state-")));
+  ui.progress.classList.add(`state-${next}`);
+  // The forms exist only if the server allowed the action when the page was rendered;
+  // here we only hide what no longer applies to the current state.
+  if (ui.cancel) ui.cancel.hidden = !(next === "queued" || next === "running");
+  if (ui.retry) ui.retry.hidden = !(next === "failed" || next === "cancelled");
+  if (TERMINAL_STATES.has(next) || next === "cancelling") ui.eta.textContent = "";
+}
+
+function formatDuration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
+  if (m) return `${m}m ${String(s % 60).padStart(2, "0")}s`;
+  return `${s}s`;
+}
+
+function showProgress({ step, total, fraction, eta_seconds: eta }, withEta) {
+  let f = fraction;
+  if (f == null && Number(total) > 0) f = Number(step) / Number(total);
+  if (f != null) setProgress(ui.progress, f, ui.progress.querySelector(".progress-label"));
+  if (step != null && total != null) ui.step.textContent = format(strings.stepOf, { step, total });
+  // metrics events carry no ETA: keep the last one rather than blanking it.
+  if (withEta && !TERMINAL_STATES.has(state)) {
+    ui.eta.textContent = eta == null ? strings.etaUnknown ?? "" : format(strings.eta, { t: formatDuration(eta) });
+  }
+}
+
+function showError(text) {
+  ui.errorText.textContent = text;
+  ui.error.hidden = false;
+}
+
+// ---------- log ----------
+
+let pendingLog = [];
+let logTruncated = false;
+
+function queueLog(ts, level, message) {
+  pendingLog.push({ ts, level: String(level || "info").toLowerCase(), message: String(message ?? "") });
+  // A background tab gets no animation frames; keep the backlog bounded too.
+  if (pendingLog.length > MAX_LOG_LINES) {
+    pendingLog = pendingLog.slice(-MAX_LOG_LINES);
+    logTruncated = true;
+  }
+  scheduleFlush();
+}
+
+function clockTime(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? "" : d.toLocaleTimeString([], { hour12: false });
+}
+
+function flushLog() {
+  if (!pendingLog.length) return;
+  const log = ui.log;
+  // Follow the tail only if the reader is already at the bottom: do not yank them while they scroll back.
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 24;
+  const frag = document.createDocumentFragment();
+  for (const line of pendingLog) {
+    const row = document.createElement("span");
+    row.className = `log-line log-${line.level}`;
+    const ts = document.createElement("span");
+    ts.className = "ts";
+    ts.textContent = `${clockTime(line.ts)} `;
+    const lvl = document.createElement("span");
+    lvl.className = "lvl";
+    lvl.textContent = `${line.level.toUpperCase().padEnd(7)} `;
+    row.append(ts, lvl, document.createTextNode(`${line.message}\n`));
+    frag.append(row);
+  }
+  pendingLog = [];
+  log.append(frag);
+  let excess = log.childElementCount - MAX_LOG_LINES;
+  if (excess > 0) logTruncated = true;
+  while (excess-- > 0) log.firstElementChild.remove();
+  if (logTruncated) ui.logNote.textContent = strings.logTruncated ?? "";
+  if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+// ---------- metric charts (uPlot, one per metric name, x = step) ----------
+
+const charts = new Map(); // name -> { xs, ys, plot, dirty }
+
+// Learning rates live around 1e-4: uPlot's default ticks would all read "0".
+function formatNumber(v) {
+  if (v == null || !Number.isFinite(v)) return "--";
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-3 || a >= 1e6)) return Number(v.toPrecision(3)).toExponential();
+  return String(Number(v.toPrecision(4)));
+}
+
+function createChart(name) {
+  const figure = document.createElement("figure");
+  figure.className = "chart";
+  figure.dataset.metric = name;
+  const caption = document.createElement("figcaption");
+  caption.textContent = name;
+  const holder = document.createElement("div");
+  figure.append(caption, holder);
+  ui.charts.append(figure);
+  ui.chartsEmpty.hidden = true;
+
+  const entry = { xs: [], ys: [], plot: null, dirty: true };
+  if (typeof window.uPlot !== "function") return entry; // Vendor script failed to load: keep data, skip drawing.
+
+  const color = PALETTE[charts.size % PALETTE.length];
+  entry.plot = new window.uPlot(
+    {
+      width: Math.max(holder.clientWidth, 200),
+      height: CHART_HEIGHT,
+      scales: { x: { time: false } },
+      series: [
+        { label: strings.step ?? "step" },
+        { label: name, stroke: color, width: 1.5, fill: `${color}14`, points: { show: false }, value: (u, v) => formatNumber(v) },
+      ],
+      axes: [{}, { size: 64, values: (u, ticks) => ticks.map(formatNumber) }],
+      legend: { live: true },
+    },
+    [entry.xs, entry.ys],
+    holder,
+  );
+  // Charts follow their grid cell when the window (or the grid) changes width.
+  new ResizeObserver(() => {
+    const width = Math.max(holder.clientWidth, 200);
+    if (entry.plot && width !== entry.plot.width) entry.plot.setSize({ width, height: CHART_HEIGHT });
+  }).observe(holder);
+  return entry;
+}
+
+function addPoint(name, step, value) {
+  const x = Number(step);
+  const y = Number(value);
+  if (!Number.isFinite(x) || !Number.isFinite(y)) return;
+  let entry = charts.get(name);
+  if (!entry) {
+    entry = createChart(name);
+    charts.set(name, entry);
+  }
+  // A resumed attempt restarts from its last checkpoint and reports those steps again:
+  // the newer values replace the old tail, and x stays sorted as uPlot requires.
+  while (entry.xs.length && entry.xs[entry.xs.length - 1] >= x) {
+    entry.xs.pop();
+    entry.ys.pop();
+  }
+  entry.xs.push(x);
+  entry.ys.push(y);
+  entry.dirty = true;
+  scheduleFlush();
+}
+
+function flushCharts() {
+  for (const entry of charts.values()) {
+    if (entry.dirty && entry.plot) entry.plot.setData([entry.xs, entry.ys]);
+    entry.dirty = false;
+  }
+}
+
+// Replay can deliver thousands of events in one burst: redraw at most once per frame.
+let flushScheduled = false;
+function scheduleFlush() {
+  if (flushScheduled) return;
+  flushScheduled = true;
+  requestAnimationFrame(() => {
+    flushScheduled = false;
+    flushLog();
+    flushCharts();
+  });
+}
+
+// ---------- previews and artifacts ----------
+
+// Only http(s) links from the server become href/src; anything else (javascript:, data:) is dropped.
+function safeUrl(url) {
+  if (!url) return null;
+  try {
+    const u = new URL(url, location.href);
+    return u.protocol === "http:" || u.protocol === "https:" ? u.href : null;
+  } catch {
+    return null;
+  }
+}
+
+function humanSize(bytes) {
+  const n = Number(bytes);
+  if (!Number.isFinite(n) || n < 0) return "";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i ? v.toFixed(v < 10 ? 1 : 0) : v} ${units[i]}`;
+}
+
+function showArtifact({ name, url, size }) {
+  const key = String(name ?? "");
+  // A retried attempt may report the same file again: update it in place.
+  let li = [...ui.artifacts.children].find((el) => el.dataset.name === key);
+  if (!li) {
+    li = document.createElement("li");
+    li.dataset.name = key;
+    ui.artifacts.append(li);
+  }
+  const href = safeUrl(url);
+  const label = document.createElement(href ? "a" : "span");
+  label.className = "name";
+  label.textContent = key;
+  if (href) {
+    label.href = href;
+    label.setAttribute("download", "");
+  }
+  const sz = document.createElement("span");
+  sz.className = "size";
+  sz.textContent = humanSize(size);
+  li.replaceChildren(label, sz);
+  ui.artifactsEmpty.hidden = true;
+}
+
+function showPreview({ url }) {
+  const src = safeUrl(url);
+  if (!src) return;
+  ui.previewImg.src = src;
+  ui.preview.hidden = false;
+}
+
+// ---------- messages ----------
+
+function applyEvent(kind, data, ts) {
+  switch (kind) {
+    case "state":
+      setState(data.state);
+      if (data.attempt != null) ui.attempt.textContent = String(data.attempt);
+      if (data.error) showError(data.error);
+      else if (!TERMINAL_STATES.has(data.state)) ui.error.hidden = true; // A retry clears the old error.
+      break;
+    case "progress":
+      showProgress(data, true);
+      break;
+    case "metrics":
+      showProgress(data, false);
+      for (const [name, value] of Object.entries(data.values ?? {})) addPoint(name, data.step, value);
+      break;
+    case "log":
+      queueLog(ts, data.level, data.message);
+      break;
+    case "preview":
+      showPreview(data);
+      break;
+    case "artifact":
+      showArtifact(data);
+      break;
+    default:
+      break; // Newer servers may send kinds we do not know yet.
+  }
+}
+
+function onMessage(msg) {
+  if (msg.type === "snapshot" && msg.job) {
+    setState(msg.job.state);
+    if (msg.job.progress != null) setProgress(ui.progress, msg.job.progress, ui.progress.querySelector(".progress-label"));
+    if (msg.job.attempt != null) ui.attempt.textContent = String(msg.job.attempt);
+  } else if (msg.type === "event") {
+    const seq = Number(msg.seq);
+    // Replay and live delivery can overlap around a reconnect: apply each seq once.
+    if (!Number.isFinite(seq) || seq <= lastSeq) return;
+    lastSeq = seq;
+    applyEvent(msg.kind, msg.data ?? {}, msg.ts);
+  }
+}
+
+if (root && root.dataset.wsUrl) {
+  setState(state);
+  connectLive({
+    path: root.dataset.wsUrl,
+    query: () => `after=${lastSeq}`,
+    onMessage,
+    onStatus: bindIndicator($("job-live"), strings),
+    // A finished job's server closes the socket when it has sent everything: nothing more to wait for.
+    shouldStop: (ev) => TERMINAL_STATES.has(state) && ev.code === 1000,
+  });
+}

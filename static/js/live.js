@@ -1,0 +1,137 @@
+// Shared helpers for the live pages: a websocket that reconnects with backoff,
+// the "live / reconnecting…" indicator, and the translated strings from the page.
+
+const FIRST_DELAY_MS = 500;
+const MAX_DELAY_MS = 5000;
+
+export const TERMINAL_STATES = new Set(["succeeded", "failed", "cancelled"]);
+
+/** Strings rendered by templates/includes/js_strings.html, so the UI follows the user's language. */
+export function loadStrings() {
+  const el = document.getElementById("atelier-strings");
+  try {
+    return el ? JSON.parse(el.textContent) : { states: {} };
+  } catch {
+    return { states: {} };
+  }
+}
+
+/** "{t} left" + {t: "3 min"} -> "3 min left". */
+export function format(template, values) {
+  return String(template ?? "").replace(/\{(\w+)\}/g, (_, k) => (k in values ? values[k] : ""));
+}
+
+/** Status text beside the page title: connecting | live | reconnecting | closed | refused. */
+export function bindIndicator(el, strings) {
+  return (status) => {
+    if (!el) return;
+    el.dataset.status = status;
+    el.textContent = strings[status] ?? status;
+  };
+}
+
+/**
+ * Open a websocket to `path` (same host, ws: or wss: to match the page) and keep it open.
+ *
+ * query():          called before every attempt, so a reconnect asks for what it has not seen yet.
+ * onMessage(msg):   parsed JSON of each frame.
+ * onStatus(s):      "connecting" | "live" | "reconnecting" | "closed" | "refused".
+ * onReconnect():    after a socket that had been open comes back (to catch up on anything missed).
+ * shouldStop(ev):   return true to stay closed after this close event.
+ */
+export function connectLive({ path, query = () => "", onMessage, onStatus = () => {}, onReconnect, shouldStop = () => false }) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  let delay = FIRST_DELAY_MS;
+  let everOpened = false;
+  let timer = null;
+  let socket = null;
+  let stopped = false;
+
+  function open() {
+    timer = null;
+    const q = query();
+    socket = new WebSocket(`${scheme}//${location.host}${path}${q ? `?${q}` : ""}`);
+    let openedThisTime = false;
+
+    socket.addEventListener("open", () => {
+      openedThisTime = true;
+      onStatus("live");
+      if (everOpened && onReconnect) onReconnect();
+      everOpened = true;
+    });
+
+    socket.addEventListener("message", (ev) => {
+      // Reset the backoff only once the server actually talks to us: a server that accepts and
+      // drops at once should not be hammered every 500 ms.
+      delay = FIRST_DELAY_MS;
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch {
+        return; // Not ours to interpret; one bad frame must not kill the page.
+      }
+      onMessage(msg);
+    });
+
+    socket.addEventListener("close", (ev) => {
+      socket = null;
+      if (stopped) return;
+      // 4000-4999 are application codes: the server refused us (not a member, logged out).
+      // Retrying cannot fix that, so say so instead of looping.
+      if (ev.code >= 4000 && ev.code <= 4999) {
+        onStatus("refused");
+        return;
+      }
+      if (shouldStop(ev)) {
+        onStatus("closed");
+        return;
+      }
+      onStatus(openedThisTime || everOpened ? "reconnecting" : "connecting");
+      timer = setTimeout(open, delay);
+      delay = Math.min(delay * 2, MAX_DELAY_MS);
+    });
+  }
+
+  onStatus("connecting");
+  open();
+
+  // Leaving the page closes the socket itself; do not schedule a reconnect from its close event.
+  window.addEventListener("pagehide", () => {
+    stopped = true;
+    if (timer) clearTimeout(timer);
+    if (socket) socket.close(1000);
+  });
+  // Coming back from the back/forward cache: the page is live again.
+  window.addEventListener("pageshow", (ev) => {
+    if (ev.persisted && stopped) {
+      stopped = false;
+      everOpened = true; // Treat it as a reconnect, so the page catches up.
+      open();
+    }
+  });
+}
+
+/** ISO timestamp -> "YYYY-MM-DD HH:MM" in the browser's time zone (matches the server's format). */
+export function formatDateTime(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso ?? "";
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
+/** 0..1 (or anything) -> integer percent clamped to 0..100. */
+export function toPercent(fraction) {
+  const n = Number(fraction);
+  if (!Number.isFinite(n)) return 0;
+  return Math.max(0, Math.min(100, Math.round(n * 100)));
+}
+
+/** Update a .progress bar (fill width, aria-valuenow, optional text element). */
+export function setProgress(bar, fraction, textEl) {
+  if (!bar) return;
+  const pct = toPercent(fraction);
+  bar.setAttribute("aria-valuenow", String(pct));
+  const fill = bar.querySelector(".progress-fill");
+  if (fill) fill.style.width = `${pct}%`;
+  if (textEl) textEl.textContent = `${pct}%`;
+}

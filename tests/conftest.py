@@ -1,0 +1,116 @@
+"""Shared fixtures: a real Redis for the whole run, personas, and real platform processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Processes, database_url_for, redis_answers, start_embedded_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_VAR = ROOT / "var" / "test"
+
+# Fast engine timings for tests; subprocesses inherit them through the environment.
+ENGINE_ENV = {
+    "ATELIER_LEASE_SECONDS": "3",
+    "ATELIER_HEARTBEAT_SECONDS": "0.5",
+    "ATELIER_DISPATCH_INTERVAL": "0.5",
+    "ATELIER_REDISPATCH_AFTER": "5",
+    "ATELIER_EVENT_MIN_INTERVAL": "0.1",
+    "ATELIER_JOB_KIND_MODULES": "tests.jobkinds",
+    "ATELIER_CHANNEL_PREFIX": f"atelier-test-{os.getpid()}",
+}
+_redis_proc = None
+
+
+def pytest_configure(config):
+    """Point the already-loaded settings (and every child process) at a real Redis."""
+    global _redis_proc
+    from django.conf import settings
+
+    url = os.environ.get("REDIS_URL", "")
+    if not url or not redis_answers(url):
+        _redis_proc, url = start_embedded_redis(TEST_VAR / "redis")
+    os.environ["REDIS_URL"] = url
+    os.environ.update(ENGINE_ENV)
+    os.environ["ATELIER_MEDIA_ROOT"] = str(TEST_VAR / "media")
+    os.environ["ATELIER_JOBS_DIR"] = str(TEST_VAR / "jobs")
+    settings.REDIS_URL = url
+    settings.CELERY_BROKER_URL = url
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [{"address": url, "socket_timeout": None}]
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = ENGINE_ENV["ATELIER_CHANNEL_PREFIX"]
+    settings.MEDIA_ROOT = TEST_VAR / "media"
+    settings.JOBS_DIR = TEST_VAR / "jobs"
+    settings.ATELIER.update(
+        LEASE_SECONDS=3.0, HEARTBEAT_SECONDS=0.5, DISPATCH_INTERVAL=0.5, REDISPATCH_AFTER=5.0,
+        EVENT_MIN_INTERVAL=0.1,
+    )
+    import tests.jobkinds  # noqa: F401  (registers the test-only kinds in this process)
+    from webapp.celery import app
+
+    app.conf.broker_url = url
+
+
+def pytest_unconfigure(config):
+    if _redis_proc is not None:
+        _redis_proc.kill()
+
+
+@pytest.fixture(autouse=True)
+def _clean_job_dirs():
+    yield
+    shutil.rmtree(TEST_VAR / "jobs", ignore_errors=True)
+
+
+# ---------------------------------------------------------------- personas
+
+PERSONAS = ("admin", "member", "reviewer", "viewer")
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username: str, **extra):
+        return django_user_model.objects.create_user(username=username, password="pw-" + username, **extra)
+
+    return make
+
+
+@pytest.fixture
+def project(db):
+    from apps.projects.models import Project
+
+    return Project.objects.create(name="Clinic QA", description="persona project")
+
+
+@pytest.fixture
+def people(project, make_user):
+    """One user per role in `project`, plus an outsider with no membership."""
+    from apps.projects.models import Membership
+
+    users = {}
+    for role in PERSONAS:
+        users[role] = make_user(role)
+        Membership.objects.create(project=project, user=users[role], role=role)
+    users["outsider"] = make_user("outsider")
+    return users
+
+
+@pytest.fixture
+def member(people):
+    return people["member"]
+
+
+# ---------------------------------------------------------------- real processes
+
+@pytest.fixture
+def processes(transactional_db, tmp_path):
+    """Start/stop real worker, web and scheduler processes against the test database."""
+    from django.db import connection
+
+    env = {"DATABASE_URL": database_url_for(connection.settings_dict)}
+    procs = Processes(env=env, log_dir=tmp_path / "logs")
+    yield procs
+    procs.stop_all()

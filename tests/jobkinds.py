@@ -1,0 +1,50 @@
+"""Test-only job kind, registered through ATELIER_JOB_KIND_MODULES by the test harness.
+
+It counts steps, sleeping between them, checkpoints every few steps and records each executed
+step (with its attempt) in a file, so tests can prove what ran and what was resumed.
+"""
+
+import time
+
+from pydantic import BaseModel, Field
+
+from apps.jobs.registry import JobContext, JobKind, register
+from workers.ml.reporting import JobCancelled, JobFailed
+
+
+class StepsParams(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    steps: int = Field(10, ge=1, le=100000, title="Steps")
+    step_seconds: float = Field(0.05, ge=0, le=10, title="Seconds per step")
+    checkpoint_every: int = Field(5, ge=1, title="Checkpoint every")
+    fail_at: int | None = Field(None, title="Fail at step")
+    record_file: str = Field("", title="Record file")
+
+
+def run(ctx: JobContext) -> dict:
+    p = ctx.params
+    start = 0
+    saved = ctx.checkpoints.load_json_state()
+    if saved is not None:
+        start = saved[0]
+        ctx.reporter.log(f"resuming from checkpoint at step {start}")
+    for step in range(start + 1, p.steps + 1):
+        if ctx.reporter.should_stop():
+            raise JobCancelled()
+        time.sleep(p.step_seconds)
+        if p.fail_at == step:
+            raise JobFailed(f"failed on purpose at step {step}")
+        if p.record_file:
+            with open(p.record_file, "a") as f:
+                f.write(f"{ctx.attempt} {step}\n")
+        ctx.reporter.step(step, p.steps, {"value": float(step)})
+        if step % p.checkpoint_every == 0:
+            ctx.checkpoints.save_json_state(step, {"step": step})
+    return {"steps": p.steps, "resumed_from": start}
+
+
+register(JobKind(name="test.steps", label="Test steps", queue="cpu", params=StepsParams, runner=run,
+                 description="Test-only: counts steps."))
+register(JobKind(name="test.gpu_steps", label="Test GPU steps", queue="gpu", params=StepsParams, runner=run,
+                 description="Test-only: counts steps on the gpu queue."))

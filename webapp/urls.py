@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from apps.core import views as core_views
+
+urlpatterns = [
+    path("healthz", core_views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("apps.accounts.urls")),
+    path("api/v1/", include("apps.api.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("", include("apps.projects.urls")),
+    path("", include("apps.jobs.urls")),
+]

@@ -1,0 +1,156 @@
+"""The platform side of the Reporter seam: events into the database, throttled."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from apps.jobs import services
+from apps.jobs.models import EventKind, Job
+from apps.jobs.states import JobState
+
+log = logging.getLogger(__name__)
+
+
+class JobReporter:
+    """Implements workers.ml.reporting.Reporter for one attempt of one job.
+
+    Progress is written at most every EVENT_MIN_INTERVAL seconds; every metrics point is kept
+    (buffered, then written in one transaction). Writes are fenced by the attempt number: once
+    the job is no longer ours, nothing more is written and should_stop() turns true.
+    """
+
+    def __init__(self, *, job_id: int, attempt: int, min_interval: float | None = None, clock=time.monotonic):
+        self.job_id = job_id
+        self.attempt = attempt
+        self.min_interval = settings.ATELIER["EVENT_MIN_INTERVAL"] if min_interval is None else min_interval
+        self.clock = clock
+        self._buffer: list[tuple[str, dict]] = []
+        self._lock = threading.Lock()
+        self._last_flush = 0.0
+        self._progress: tuple[int, int] | None = None
+        self._flushed_progress: tuple[int, int] | None = None
+        self._started = clock()
+        self._first_fraction: float | None = None
+        self._eta: float | None = None
+        self.cancel_requested = threading.Event()
+        self.lost = threading.Event()
+
+    # ---- Reporter protocol
+    def step(self, step: int, total: int, metrics: dict[str, float] | None = None) -> None:
+        total = max(int(total), 1)
+        step = max(0, min(int(step), total))
+        with self._lock:
+            self._progress = (step, total)
+            fraction = step / total
+            now = self.clock()
+            if self._first_fraction is None:
+                # A resumed attempt starts part-way: measure speed from where it started.
+                self._first_fraction, self._started = fraction, now
+            done = fraction - self._first_fraction
+            self._eta = (now - self._started) * (1 - fraction) / done if done > 0 else None
+            if metrics:
+                values = {k: float(v) for k, v in metrics.items()}
+                self._buffer.append((EventKind.METRICS, {"step": step, "total": total, "values": values}))
+        self._maybe_flush(force=step >= total)
+
+    def log(self, message: str, level: str = "info") -> None:
+        log.log(logging.WARNING if level == "warning" else logging.ERROR if level == "error" else logging.INFO,
+                "job %s: %s", self.job_id, message)
+        with self._lock:
+            self._buffer.append((EventKind.LOG, {"message": str(message)[:4000], "level": level}))
+        self._maybe_flush()
+
+    def preview(self, image) -> None:
+        rel = Path("jobs") / str(self.job_id) / "previews" / f"{int(time.time() * 1000)}.png"
+        path = Path(settings.MEDIA_ROOT) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, format="PNG")
+        with self._lock:
+            self._buffer.append((EventKind.PREVIEW, {"url": settings.MEDIA_URL + rel.as_posix()}))
+        self._maybe_flush(force=True)
+
+    def artifact(self, path: str, name: str | None = None) -> None:
+        p = Path(path)
+        size = p.stat().st_size if p.is_file() else None
+        with self._lock:
+            self._buffer.append((EventKind.ARTIFACT, {"name": name or p.name, "url": None, "size": size}))
+        self._maybe_flush(force=True)
+
+    def should_stop(self) -> bool:
+        return self.cancel_requested.is_set() or self.lost.is_set()
+
+    # ---- plumbing
+    def _maybe_flush(self, force: bool = False) -> None:
+        if force or self.clock() - self._last_flush >= self.min_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.lost.is_set():
+            return
+        with self._lock:
+            events, self._buffer = self._buffer, []
+            progress, eta = self._progress, self._eta
+            self._last_flush = self.clock()
+            new_progress = progress is not None and progress != self._flushed_progress
+            if new_progress:
+                step, total = progress
+                events.append(
+                    (EventKind.PROGRESS, {"step": step, "total": total, "fraction": round(step / total, 6),
+                                          "eta_seconds": round(eta, 1) if eta is not None else None})
+                )
+                self._flushed_progress = progress
+        if not events:
+            return
+        written = services.job_append_events(
+            job_id=self.job_id, events=events, attempt=self.attempt,
+            progress=(progress[0] / progress[1]) if new_progress else None, eta_seconds=eta,
+        )
+        if written is None:
+            self.lost.set()
+
+
+class Heartbeat(threading.Thread):
+    """Renews the lease and watches for cancel while the job runs in the main thread."""
+
+    def __init__(self, *, reporter: JobReporter, poll: float = 0.5):
+        super().__init__(name=f"heartbeat-job-{reporter.job_id}", daemon=True)
+        self.reporter = reporter
+        self.poll = poll
+        self.renew_every = settings.ATELIER["HEARTBEAT_SECONDS"]
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        last_renew = time.monotonic()
+        try:
+            while not self._halt.wait(self.poll):
+                try:
+                    if time.monotonic() - last_renew >= self.renew_every:
+                        state = services.job_heartbeat(job_id=self.reporter.job_id, attempt=self.reporter.attempt)
+                        last_renew = time.monotonic()
+                    else:
+                        state = (
+                            Job.objects.filter(pk=self.reporter.job_id, attempt=self.reporter.attempt)
+                            .values_list("state", flat=True).first()
+                        )
+                except Exception:
+                    log.warning("heartbeat for job %s failed; retrying", self.reporter.job_id, exc_info=True)
+                    close_old_connections()
+                    continue
+                if state is None or state not in (JobState.RUNNING, JobState.CANCELLING):
+                    self.reporter.lost.set()
+                    log.warning("job %s attempt %s lost its lease", self.reporter.job_id, self.reporter.attempt)
+                    return
+                if state == JobState.CANCELLING:
+                    self.reporter.cancel_requested.set()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=10)
