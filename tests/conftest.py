@@ -42,6 +42,8 @@ def pytest_configure(config):
     settings.CELERY_BROKER_URL = url
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [{"address": url, "socket_timeout": None}]
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = ENGINE_ENV["ATELIER_CHANNEL_PREFIX"]
+    os.environ["ATELIER_VAR_DIR"] = str(TEST_VAR)
+    settings.VAR_DIR = TEST_VAR
     settings.MEDIA_ROOT = TEST_VAR / "media"
     settings.JOBS_DIR = TEST_VAR / "jobs"
     settings.ATELIER.update(

@@ -17,6 +17,7 @@ from django.http import Http404
 from apps.jobs import events as doorbell
 from apps.jobs import selectors, services
 from apps.jobs.models import Job
+from apps.jobs.states import TERMINAL
 from apps.projects.selectors import project_access
 
 REPLAY_BATCH = 1000
@@ -77,6 +78,9 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.send_json(message)
         self.last_seq = message["seq"]
+        if message["kind"] == "state" and message["data"].get("state") in TERMINAL:
+            # Terminal states never change and nothing follows them: end the stream cleanly.
+            await self.close(code=1000)
 
     async def job_events(self, message):
         for event in message["events"]:

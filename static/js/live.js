@@ -3,6 +3,8 @@
 
 const FIRST_DELAY_MS = 500;
 const MAX_DELAY_MS = 5000;
+// Proxies close websockets that stay silent for a minute or so; a training run can be quiet longer.
+const PING_EVERY_MS = 30000;
 
 export const TERMINAL_STATES = new Set(["succeeded", "failed", "cancelled"]);
 
@@ -36,14 +38,14 @@ export function bindIndicator(el, strings) {
  * query():          called before every attempt, so a reconnect asks for what it has not seen yet.
  * onMessage(msg):   parsed JSON of each frame.
  * onStatus(s):      "connecting" | "live" | "reconnecting" | "closed" | "refused".
- * onReconnect():    after a socket that had been open comes back (to catch up on anything missed).
  * shouldStop(ev):   return true to stay closed after this close event.
  */
-export function connectLive({ path, query = () => "", onMessage, onStatus = () => {}, onReconnect, shouldStop = () => false }) {
+export function connectLive({ path, query = () => "", onMessage, onStatus = () => {}, shouldStop = () => false }) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   let delay = FIRST_DELAY_MS;
   let everOpened = false;
   let timer = null;
+  let pinger = null;
   let socket = null;
   let stopped = false;
 
@@ -51,13 +53,12 @@ export function connectLive({ path, query = () => "", onMessage, onStatus = () =
     timer = null;
     const q = query();
     socket = new WebSocket(`${scheme}//${location.host}${path}${q ? `?${q}` : ""}`);
-    let openedThisTime = false;
 
     socket.addEventListener("open", () => {
-      openedThisTime = true;
-      onStatus("live");
-      if (everOpened && onReconnect) onReconnect();
       everOpened = true;
+      onStatus("live");
+      const s = socket;
+      pinger = setInterval(() => s.readyState === WebSocket.OPEN && s.send('{"type":"ping"}'), PING_EVERY_MS);
     });
 
     socket.addEventListener("message", (ev) => {
@@ -70,11 +71,12 @@ export function connectLive({ path, query = () => "", onMessage, onStatus = () =
       } catch {
         return; // Not ours to interpret; one bad frame must not kill the page.
       }
-      onMessage(msg);
+      if (msg && msg.type !== "pong") onMessage(msg);
     });
 
     socket.addEventListener("close", (ev) => {
       socket = null;
+      clearInterval(pinger);
       if (stopped) return;
       // 4000-4999 are application codes: the server refused us (not a member, logged out).
       // Retrying cannot fix that, so say so instead of looping.
@@ -86,7 +88,7 @@ export function connectLive({ path, query = () => "", onMessage, onStatus = () =
         onStatus("closed");
         return;
       }
-      onStatus(openedThisTime || everOpened ? "reconnecting" : "connecting");
+      onStatus(everOpened ? "reconnecting" : "connecting");
       timer = setTimeout(open, delay);
       delay = Math.min(delay * 2, MAX_DELAY_MS);
     });
@@ -101,11 +103,10 @@ export function connectLive({ path, query = () => "", onMessage, onStatus = () =
     if (timer) clearTimeout(timer);
     if (socket) socket.close(1000);
   });
-  // Coming back from the back/forward cache: the page is live again.
+  // Coming back from the back/forward cache: the page is live again (query() resumes where it was).
   window.addEventListener("pageshow", (ev) => {
     if (ev.persisted && stopped) {
       stopped = false;
-      everOpened = true; // Treat it as a reconnect, so the page catches up.
       open();
     }
   });

@@ -1,5 +1,6 @@
 // Project dashboard: keeps the jobs table current from /ws/projects/<id>/.
-// The server pushes a whole job summary per change, so applying a message is idempotent.
+// The server pushes a whole job summary per change, and re-sends the recent jobs (oldest first) on
+// every connect, so a reconnect catches up by itself and applying a message twice is harmless.
 
 import { bindIndicator, connectLive, formatDateTime, loadStrings, setProgress } from "./live.js";
 
@@ -56,39 +57,11 @@ function insertRow(job) {
   document.getElementById("jobs-empty")?.setAttribute("hidden", "");
 }
 
-// Messages that arrive while refreshTable() is in flight; applied after it, so the fetched
-// (older) HTML never overwrites a newer pushed state.
-let held = null;
-
 function onMessage(msg) {
   if (msg.type !== "job" || !msg.job || msg.job.id == null) return;
-  if (held) {
-    held.push(msg);
-    return;
-  }
   const row = rowFor(msg.job.id);
   if (row) fillRow(row, msg.job);
   else insertRow(msg.job);
-}
-
-// While the socket was down we may have missed changes, and the project stream has no replay:
-// re-read the table from the server (same page, same markup) instead of guessing.
-async function refreshTable() {
-  if (held) return;
-  held = [];
-  try {
-    const resp = await fetch(location.href, { headers: { Accept: "text/html" }, credentials: "same-origin" });
-    if (!resp.ok) return;
-    const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
-    const fresh = doc.getElementById("jobs-body");
-    if (fresh) body.replaceChildren(...Array.from(fresh.children).map((n) => document.importNode(n, true)));
-  } catch {
-    // Offline again: the next reconnect will retry.
-  } finally {
-    const queued = held;
-    held = null;
-    queued.forEach(onMessage);
-  }
 }
 
 if (table && body && rowTemplate) {
@@ -96,7 +69,6 @@ if (table && body && rowTemplate) {
     path: table.dataset.wsUrl,
     onMessage,
     onStatus: setStatus,
-    onReconnect: refreshTable,
   });
 }
 

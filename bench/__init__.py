@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): not part of the product; never imported by it."""

