@@ -21,12 +21,13 @@ ENV PYTHONUNBUFFERED=1 \
     TRANSFORMERS_OFFLINE=1 \
     ATELIER_MEDIA_ROOT=/data/media \
     ATELIER_VAR_DIR=/data/var \
+    ATELIER_JOBS_DIR=/data/jobs \
     PYTHONPATH=/app
 
 # The /data folders belong to the runtime user, so named volumes mounted there start out writable.
 RUN groupadd --system --gid 10001 atelier \
  && useradd --system --uid 10001 --gid atelier --create-home --home-dir /home/atelier atelier \
- && mkdir -p /data/media /data/var /data/models \
+ && mkdir -p /data/media /data/var /data/models /data/jobs \
  && chown -R atelier:atelier /data
 
 WORKDIR /app

@@ -60,6 +60,15 @@ def pct(values: list[float], q: float) -> float:
     return s[f] + (s[c] - s[f]) * (k - f)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), 0.0 where unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def ms(seconds: float) -> float:
     return seconds * 1000.0
 
@@ -110,6 +119,8 @@ class Bench:
             "ATELIER_JOBS_DIR": str(self.tmp / "jobs"),
             "ATELIER_CHANNEL_PREFIX": f"atelier-bench-{tag}",
             "ATELIER_BENCH_PROBE_DIR": "" if self.args.no_probes else str(self.probe_dir),
+            "ATELIER_BENCH_WHATIF": ",".join(self.args.what_if),
+            "ATELIER_BENCH_CPROFILE": str(self.tmp / "web.pstats") if self.args.profile_web else "",
             "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
         }
         # Before django.setup(): settings read the environment once, at import.
@@ -230,10 +241,26 @@ class Bench:
         r = redis.Redis.from_url(self.redis_url)
         url = base.replace("http", "ws", 1) + f"/ws/jobs/{job.pk}/?after=0"
         headers = {"Cookie": cookie, "Origin": base}
+        pids = {"uvicorn (web)": self.procs.procs["web"].pid, "celery worker": self.procs.procs["worker"].pid,
+                f"bench ({clients} ws clients)": os.getpid()}
+        if self.redis_proc is not None:
+            pids["redis"] = self.redis_proc.pid
+        cpu0: dict[str, float] = {}
+
+        def go():
+            cpu0.update({name: cpu_seconds(pid) for name, pid in pids.items()})
+            cpu0["_t"] = time.monotonic()
+            if self.args.profile_web:
+                os.kill(pids["uvicorn (web)"], signal.SIGUSR1)
+            r.set(go_key, "1", ex=600)
+
         t_phase = time.time()
-        per_client = asyncio.run(self._clients(url, headers, clients, lambda: r.set(go_key, "1", ex=600),
-                                               timeout=points * interval + 90))
+        per_client = asyncio.run(self._clients(url, headers, clients, go, timeout=points * interval + 90))
         t_phase_end = time.time()
+        span = time.monotonic() - cpu0["_t"]
+        if self.args.profile_web:
+            self._dump_web_profile(pids["uvicorn (web)"])
+        cpu = {name: (cpu_seconds(pid) - cpu0[name]) for name, pid in pids.items()}
         deadline = time.monotonic() + 30
         while (row := Job.objects.filter(pk=job.pk).values("state", "result").get())["state"] not in TERMINAL:
             if time.monotonic() > deadline:
@@ -242,7 +269,24 @@ class Bench:
         if row["state"] != "succeeded":
             raise RuntimeError(f"emit job {row['state']}:\n" + self.procs.log("worker")[-3000:])
         return {"clients": per_client, "result": row["result"], "interval": interval, "job": job.pk,
-                "window": (t_phase, t_phase_end)}
+                "window": (t_phase, t_phase_end), "cpu": cpu, "span": span}
+
+    def _dump_web_profile(self, pid: int) -> None:
+        import pstats
+
+        path = self.tmp / "web.pstats"
+        os.kill(pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 10
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        import io
+
+        buf = io.StringIO()
+        stats = pstats.Stats(str(path), stream=buf)
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(40)
+        self.web_profile = buf.getvalue()
 
     async def _clients(self, url: str, headers: dict, n: int, go, timeout: float) -> list[dict]:
         import websockets
@@ -438,6 +482,10 @@ def main() -> int:
     ap.add_argument("--poll", type=float, default=0.005, help="job state poll interval")
     ap.add_argument("--skip-events", action="store_true")
     ap.add_argument("--no-probes", action="store_true", help="no timing probes (no breakdown)")
+    ap.add_argument("--profile-web", action="store_true",
+                    help="cProfile uvicorn's event loop while emitting (slows it; for diagnosis only)")
+    ap.add_argument("--what-if", action="append", default=[], choices=["consumer-no-db-hop", "doorbell-loop"],
+                    help="measure a proposed product change, patched in from bench/probes.py (not the product)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, probes, database)")
     args = ap.parse_args()
 
@@ -475,6 +523,8 @@ def main() -> int:
     # ---- report
     out = []
     facts = {**bench.facts, "wall time": f"{elapsed:.0f}s"}
+    if args.what_if:
+        facts["WHAT-IF (patched, not the product)"] = "+".join(args.what_if)
     out.append("Atelier dispatch bench: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
     b = summary(base["lat"])
     submit_lat = [r["started"] - r["created"] for r in sub["rows"]]
@@ -506,6 +556,11 @@ def main() -> int:
             f"Reporter's buffer: {buffered} buffered); clients with every point: {complete}/{len(ev['clients'])}; "
             f"clients with a sequence gap: {gaps}",
         ))
+    if ev is not None:
+        per_point = ", ".join(f"{name} {ms(sec) / args.points:.1f}" for name, sec in ev["cpu"].items())
+        out.append(f"  CPU ms per point while emitting ({ev['span']:.0f}s, {bench.facts['cpus']} CPUs): {per_point}")
+    if getattr(bench, "web_profile", ""):
+        out.append("\nuvicorn event loop profile while emitting (cProfile)\n" + bench.web_profile)
     for n in bench.notes:
         out.append(f"NOTE: {n}")
     print("\n".join(out))
@@ -513,7 +568,8 @@ def main() -> int:
     def verdict(p99: float, goal: float) -> str:
         return "met" if p99 <= goal else "MISSED"
 
-    line = (f"RESULT submit->running p50={s['p50']:.1f}ms p99={s['p99']:.1f}ms "
+    tag = f"[WHAT-IF {'+'.join(args.what_if)}, not the product] " if args.what_if else ""
+    line = (f"RESULT {tag}submit->running p50={s['p50']:.1f}ms p99={s['p99']:.1f}ms "
             f"(goal p99<={GOAL_SUBMIT_P99_MS:.0f}ms, {verdict(s['p99'], GOAL_SUBMIT_P99_MS)}) "
             f"[baseline celery p50={b['p50']:.1f}ms p99={b['p99']:.1f}ms, ratio p99 {s['p99'] / b['p99']:.1f}x]")
     if e is not None:

@@ -75,4 +75,6 @@ register(JobKind(name="bench.noop", label="Bench no-op", queue="cpu", params=Noo
 register(JobKind(name="bench.emit", label="Bench emit", queue="cpu", params=EmitParams, runner=run_emit,
                  description="Bench-only: emits timestamped metric points.", launchable=False))
 
+probes.install_whatifs()  # first, so the probes wrap what the what-ifs installed
 probes.install()
+probes.install_web_profiler()

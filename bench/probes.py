@@ -133,3 +133,70 @@ def install() -> None:
         record("consumer", t0=t0, t1=time.time(), t_send=message.get("bench_t_send"), emits=emits)
 
     JobConsumer.job_events = probed_job_events
+
+
+def install_web_profiler() -> None:
+    """With ATELIER_BENCH_CPROFILE=<path>, the uvicorn process profiles its main thread (the event
+    loop) between SIGUSR1 (start) and SIGUSR2 (stop and write pstats to <path>)."""
+    import signal
+    import sys
+
+    path = os.environ.get("ATELIER_BENCH_CPROFILE", "")
+    if not path or "uvicorn" not in sys.argv[0] or threading.current_thread() is not threading.main_thread():
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
+
+    def stop(*_):
+        profiler.disable()
+        profiler.dump_stats(path)
+
+    signal.signal(signal.SIGUSR2, stop)
+
+
+def install_whatifs() -> None:
+    """ATELIER_BENCH_WHATIF=a,b: try a product change from the outside, to measure it before
+    proposing it. Bench-only; never used by `make bench` unless asked for (--what-if)."""
+    wanted = {w.strip() for w in os.environ.get("ATELIER_BENCH_WHATIF", "").split(",") if w.strip()}
+    if "consumer-no-db-hop" in wanted:
+        # channels' dispatch() hops to the one thread-sensitive executor thread
+        # (aclose_old_connections) before *every* handler, for every consumer: 100 serialized
+        # thread hops per doorbell. JobConsumer.job_events needs no DB unless it fills a gap, and
+        # that goes through database_sync_to_async, which closes old connections itself.
+        from channels.consumer import get_handler_name
+
+        from apps.jobs.consumers import JobConsumer
+
+        orig_dispatch = JobConsumer.dispatch
+
+        async def dispatch(self, message):
+            if message.get("type") == "job.events":
+                return await getattr(self, get_handler_name(message))(message)
+            return await orig_dispatch(self, message)
+
+        JobConsumer.dispatch = dispatch
+    if "doorbell-loop" in wanted:
+        # async_to_sync(group_send) from a sync thread builds an event loop and a Redis
+        # connection per call; one long-lived loop thread reuses its connection.
+        import asyncio
+
+        from channels.layers import get_channel_layer
+
+        from apps.jobs import events
+
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="bench-doorbell-loop", daemon=True).start()
+        orig_send = events._send
+
+        def send(group: str, message: dict) -> None:
+            layer = get_channel_layer()
+            if layer is None:
+                return
+            try:
+                asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).result(timeout=5)
+            except Exception:
+                events.log.warning("could not notify %s", group, exc_info=True)
+
+        events._send = send

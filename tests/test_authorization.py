@@ -7,16 +7,14 @@ gets 404 (the project's existence is not revealed), a member without the role ge
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import sys
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 from asgiref.sync import async_to_sync
+from channels.testing import WebsocketCommunicator
 from django.urls import URLResolver, get_resolver, reverse
 
 from apps.jobs.models import Job
@@ -25,26 +23,6 @@ from apps.jobs.states import JobState
 from apps.projects.models import Membership, Project
 from webapp.asgi import application
 from webapp.routing import websocket_urlpatterns
-
-try:
-    from channels.testing import WebsocketCommunicator
-except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installed extras
-    if exc.name != "daphne":
-        raise
-    # channels.testing/__init__ imports daphne for its live-server test case only; the
-    # communicator itself needs nothing from daphne. Load the package without that import.
-    import channels
-
-    _pkg = types.ModuleType("channels.testing")
-    _pkg.__path__ = [str(__import__("pathlib").Path(channels.__file__).parent / "testing")]
-    sys.modules["channels.testing"] = _pkg
-    from channels.testing.application import ApplicationCommunicator
-    from channels.testing.http import HttpCommunicator
-    from channels.testing.websocket import WebsocketCommunicator
-
-    _pkg.ApplicationCommunicator = ApplicationCommunicator
-    _pkg.HttpCommunicator = HttpCommunicator
-    _pkg.WebsocketCommunicator = WebsocketCommunicator
 
 PERSONAS = ("anonymous", "outsider", "viewer", "member", "reviewer", "admin")
 ROLES = frozenset({"viewer", "member", "reviewer", "admin"})
@@ -103,45 +81,103 @@ MATRIX: dict[str, list[Check]] = {
     "accounts:logout": [Check("POST", "public", ok=302)],
     "projects:list": [
         Check("GET", "user", ANY_USER),
-        Check("POST", "user", ANY_USER, ok=302, data={"name": "Another project"},
-              effect=lambda w: Project.objects.filter(name="Another project").exists()),
+        Check(
+            "POST",
+            "user",
+            ANY_USER,
+            ok=302,
+            data={"name": "Another project"},
+            effect=lambda w: Project.objects.filter(name="Another project").exists(),
+        ),
     ],
     "projects:dashboard": [Check("GET", "project", ROLES)],
     "projects:members": [
         Check("GET", "project", ROLES),
-        Check("POST", "project", ADMINS, ok=302, data={"username": "newcomer", "role": "viewer"},
-              effect=lambda w: w.project.memberships.filter(user__username="newcomer", role="viewer").exists()),
+        Check(
+            "POST",
+            "project",
+            ADMINS,
+            ok=302,
+            data={"username": "newcomer", "role": "viewer"},
+            effect=lambda w: w.project.memberships.filter(
+                user__username="newcomer", role="viewer"
+            ).exists(),
+        ),
     ],
     "projects:member_update": [
-        Check("POST", "project", ADMINS, ok=302, data={"action": "role", "role": "viewer"},
-              effect=lambda w: Membership.objects.get(pk=w.viewer_membership.pk).role == "viewer"),
+        Check(
+            "POST",
+            "project",
+            ADMINS,
+            ok=302,
+            data={"action": "role", "role": "viewer"},
+            effect=lambda w: Membership.objects.get(pk=w.viewer_membership.pk).role == "viewer",
+        ),
     ],
     "jobs:launch": [
-        Check("POST", "project", LAUNCHERS, ok=302, data={"kind": "test.steps", "steps": "1"},
-              effect=lambda w: Job.objects.filter(project=w.project).count() == 3),
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=302,
+            data={"kind": "test.steps", "steps": "1"},
+            effect=lambda w: Job.objects.filter(project=w.project).count() == 3,
+        ),
     ],
     "jobs:detail": [Check("GET", "project", ROLES)],
     "jobs:cancel": [
-        Check("POST", "project", LAUNCHERS, ok=302, effect=lambda w: _job_state(w) == JobState.CANCELLED),
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=302,
+            effect=lambda w: _job_state(w) == JobState.CANCELLED,
+        ),
     ],
     "jobs:retry": [
-        Check("POST", "project", LAUNCHERS, ok=302, job="failed",
-              effect=lambda w: Job.objects.filter(retry_of=w.failed_job).exists()),
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=302,
+            job="failed",
+            effect=lambda w: Job.objects.filter(retry_of=w.failed_job).exists(),
+        ),
     ],
     "api:projects": [Check("GET", "user", ANY_USER, api=True)],
     "api:jobs": [
         Check("GET", "project", ROLES, api=True),
-        Check("POST", "project", LAUNCHERS, ok=201, api=True, data={"kind": "test.steps", "params": {"steps": 1}},
-              effect=lambda w: Job.objects.filter(project=w.project).count() == 3),
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=201,
+            api=True,
+            data={"kind": "test.steps", "params": {"steps": 1}},
+            effect=lambda w: Job.objects.filter(project=w.project).count() == 3,
+        ),
     ],
     "api:job": [Check("GET", "project", ROLES, api=True)],
     "api:job_events": [Check("GET", "project", ROLES, api=True)],
     "api:job_cancel": [
-        Check("POST", "project", LAUNCHERS, api=True, effect=lambda w: _job_state(w) == JobState.CANCELLED),
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            api=True,
+            effect=lambda w: _job_state(w) == JobState.CANCELLED,
+        ),
     ],
     "api:job_retry": [
-        Check("POST", "project", LAUNCHERS, ok=201, api=True, job="failed",
-              effect=lambda w: Job.objects.filter(retry_of=w.failed_job).exists()),
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=201,
+            api=True,
+            job="failed",
+            effect=lambda w: Job.objects.filter(retry_of=w.failed_job).exists(),
+        ),
     ],
     "ws:ws/projects/<int:project_id>/": [Check("WS", "project", ROLES)],
     "ws:ws/jobs/<int:job_id>/": [Check("WS", "project", ROLES)],
@@ -226,8 +262,12 @@ def _fast_passwords(settings):
 @pytest.fixture
 def world(project, people, make_user) -> World:
     make_user("newcomer")
-    job = job_create(project=project, kind="test.steps", params={"steps": 1}, created_by=people["member"])
-    failed = job_create(project=project, kind="test.steps", params={"steps": 2}, created_by=people["member"])
+    job = job_create(
+        project=project, kind="test.steps", params={"steps": 1}, created_by=people["member"]
+    )
+    failed = job_create(
+        project=project, kind="test.steps", params={"steps": 2}, created_by=people["member"]
+    )
     Job.objects.filter(pk=failed.pk).update(state=JobState.FAILED, error="boom")
     return World(
         project=project,
@@ -280,14 +320,18 @@ def test_http_route_answers_each_persona_as_the_matrix_says(client, world, key, 
     check = MATRIX[key][index]
     route = all_routes()[key]
     url = _fill(route, world.ids(check.job))
-    assert url == reverse(key, kwargs={k: v for k, v in world.ids(check.job).items() if f"{k}>" in route})
+    assert url == reverse(
+        key, kwargs={k: v for k, v in world.ids(check.job).items() if f"{k}>" in route}
+    )
     _login(client, persona)
     before = _snapshot()
 
     if check.method == "GET":
         response = client.get(url)
     elif check.api:
-        response = client.post(url, data=json.dumps(check.data or {}), content_type="application/json")
+        response = client.post(
+            url, data=json.dumps(check.data or {}), content_type="application/json"
+        )
     else:
         response = client.post(url, data=check.data or {})
 
@@ -320,7 +364,7 @@ async def _ws_open(path: str, headers: list[tuple[bytes, bytes]]) -> tuple[bool,
     if connected:
         try:
             message = await communicator.receive_json_from(timeout=3)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             message = None
     await communicator.disconnect()
     return connected, message
@@ -336,7 +380,9 @@ def _ws_headers(client, persona: str, origin: bytes = LOCAL) -> list[tuple[bytes
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(("key", "index", "persona"), list(_cells("ws")))
-def test_websocket_route_answers_each_persona_as_the_matrix_says(client, world, key, index, persona):
+def test_websocket_route_answers_each_persona_as_the_matrix_says(
+    client, world, key, index, persona
+):
     check = MATRIX[key][index]
     path = _fill(all_routes()[key], world.ids(check.job))
 
@@ -361,7 +407,9 @@ def test_websocket_route_answers_each_persona_as_the_matrix_says(client, world, 
 def test_a_websocket_from_a_foreign_origin_is_refused_even_for_a_member(client, world, route):
     path = _fill(route, world.ids())
 
-    connected, _ = async_to_sync(_ws_open)(path, _ws_headers(client, "member", origin=b"http://evil.example"))
+    connected, _ = async_to_sync(_ws_open)(
+        path, _ws_headers(client, "member", origin=b"http://evil.example")
+    )
 
     assert connected is False
 
@@ -414,13 +462,16 @@ def test_a_job_of_another_project_is_not_found_through_this_projects_url(client,
     assert Job.objects.get(pk=foreign.pk).state == JobState.FAILED
 
 
-def test_a_membership_of_another_project_cannot_be_changed_through_this_one(client, world, make_user):
+def test_a_membership_of_another_project_cannot_be_changed_through_this_one(
+    client, world, make_user
+):
     other = Project.objects.create(name="Elsewhere")
     stranger = Membership.objects.create(project=other, user=make_user("stranger"), role="admin")
     _login(client, "admin")
 
     response = client.post(
-        reverse("projects:member_update", args=[world.project.pk, stranger.pk]), {"action": "role", "role": "viewer"}
+        reverse("projects:member_update", args=[world.project.pk, stranger.pk]),
+        {"action": "role", "role": "viewer"},
     )
 
     assert response.status_code == 404
@@ -438,3 +489,35 @@ def test_a_project_that_does_not_exist_is_not_found_like_a_foreign_one(client, w
     response = client.get(url) if check.method == "GET" else client.post(url)
 
     assert response.status_code == 404
+
+
+# --------------------------------------------------------------------------- error shapes of the API
+
+
+def _failed_job_with_stale_params(project) -> Job:
+    """A failed job whose stored params no longer pass its kind's schema (the schema changed)."""
+    return Job.objects.create(
+        project=project, kind="test.steps", queue="cpu", params={"steps": 0}, state=JobState.FAILED
+    )
+
+
+def test_retrying_a_job_whose_params_no_longer_validate_explains_why_in_html(client, world):
+    job = _failed_job_with_stale_params(world.project)
+    _login(client, "member")
+
+    response = client.post(reverse("jobs:retry", args=[world.project.pk, job.pk]), follow=True)
+
+    assert response.status_code == 200
+    assert "Cannot retry" in response.content.decode()
+    assert not Job.objects.filter(retry_of=job).exists()
+
+
+def test_retrying_a_job_whose_params_no_longer_validate_is_a_400_in_the_api(client, world):
+    job = _failed_job_with_stale_params(world.project)
+    _login(client, "member")
+
+    response = client.post(reverse("api:job_retry", args=[world.project.pk, job.pk]))
+
+    assert response.status_code == 400
+    assert "steps" in response.json()["error"]["fields"]
+    assert not Job.objects.filter(retry_of=job).exists()

@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.jobs import events as job_events
+from apps.jobs import registry as job_registry
 from apps.jobs import selectors as job_selectors
 from apps.jobs import services as job_services
 from apps.jobs.states import IllegalTransition
@@ -76,9 +77,12 @@ def jobs(request, project_id: int):
         return _error(400, f"Body is not valid JSON: {exc}")
     if not isinstance(body, dict) or not isinstance(body.get("params", {}), dict):
         return _error(400, 'Expected {"kind": "...", "params": {...}}')
+    kind = job_registry.find(str(body.get("kind", "")))
+    if kind is None or not kind.launchable:
+        return _error(400, "Invalid job parameters", fields={"kind": f"Unknown job kind {body.get('kind')!r}"})
     try:
         job = job_services.job_create(
-            project=access.project, kind=str(body.get("kind", "")), params=body.get("params", {}),
+            project=access.project, kind=kind.name, params=body.get("params", {}),
             created_by=request.user, request=request,
         )
     except job_services.JobParamsError as exc:
@@ -110,7 +114,8 @@ def job_events_view(request, project_id: int, job_id: int):
 def job_cancel(request, project_id: int, job_id: int):
     _, job = job_selectors.job_access(user=request.user, project_id=project_id, job_id=job_id, need="cancel_job")
     if not job_services.job_cancel(job=job, actor=request.user, request=request):
-        return _error(409, f"Job {job.pk} has already finished")
+        job.refresh_from_db(fields=["state"])
+        return _error(409, f"Job {job.pk} is {job.state}: nothing to cancel")
     job.refresh_from_db()
     return JsonResponse(_job_json(job))
 
@@ -123,4 +128,6 @@ def job_retry(request, project_id: int, job_id: int):
         new_job = job_services.job_retry(job=job, actor=request.user, request=request)
     except IllegalTransition:
         return _error(409, f"Job {job.pk} is {job.state}: only failed or cancelled jobs can be retried")
+    except job_services.JobParamsError as exc:
+        return _error(400, "The job's parameters no longer validate", fields=exc.errors)
     return JsonResponse(_job_json(new_job), status=201)

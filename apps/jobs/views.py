@@ -49,7 +49,8 @@ def cancel(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
     if services.job_cancel(job=job, actor=request.user, request=request):
         messages.success(request, f"Cancelling job {job.pk}")
     else:
-        messages.error(request, f"Job {job.pk} has already finished")
+        job.refresh_from_db(fields=["state"])
+        messages.error(request, f"Job {job.pk} is {job.get_state_display().lower()}: nothing to cancel")
     return redirect(job)
 
 

@@ -20,6 +20,8 @@ def project_create(*, name: str, description: str = "", created_by, request=None
 
 
 def _admin_count(project: Project) -> int:
+    # Lock the project row first: two admins demoting each other at once must not both pass.
+    Project.objects.select_for_update().filter(pk=project.pk).values_list("pk").first()
     return project.memberships.filter(role=Role.ADMIN).count()
 
 

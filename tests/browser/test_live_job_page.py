@@ -41,6 +41,21 @@ def test_the_demo_member_starts_a_job_and_watches_it_reach_100_percent_live(proc
     base = processes.web()
     processes.worker()
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(60000)
+    try:
+        drive_the_job_page(page, base)
+    except Exception as exc:
+        shot = processes.log_dir / "failure.png"
+        page.screenshot(path=str(shot), full_page=True)
+        raise AssertionError(
+            f"{exc}\nscreenshot: {shot}\nworker log:\n{processes.log('worker')[-3000:]}"
+            f"\nweb log:\n{processes.log('web')[-2000:]}"
+        ) from exc
+    job = Job.objects.get(project=Project.objects.get(name="Demo project"))
+    assert job.state == "succeeded" and job.created_by.username == "member"
+
+
+def drive_the_job_page(page, base: str) -> None:
     page.goto(base + "/")
     page.fill("input[name=username]", "member")
     page.fill("input[name=password]", "demo-pass-123")
@@ -55,12 +70,10 @@ def test_the_demo_member_starts_a_job_and_watches_it_reach_100_percent_live(proc
     page.evaluate("window.__noReload = true")
     bar = page.locator("#job-progress")
     page.wait_for_function(
-        "document.querySelector('#job-progress').getAttribute('aria-valuenow') === '100'", timeout=30000
+        "document.querySelector('#job-progress').getAttribute('aria-valuenow') === '100'", timeout=60000
     )
     assert "100%" in bar.inner_text()
     assert page.evaluate("window.__noReload === true")
     page.wait_for_function("document.querySelector('#job-state').textContent.trim().length > 0")
     assert "succeeded" in page.locator("#job-state").inner_text().lower()
     assert page.locator("#job-charts canvas").count() >= 1
-    job = Job.objects.get(project=Project.objects.get(name="Demo project"))
-    assert job.state == "succeeded" and job.created_by.username == "member"

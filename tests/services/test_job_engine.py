@@ -36,13 +36,21 @@ def _fast_passwords(settings):
 @pytest.fixture
 def make_job(project, people):
     def make(**params) -> Job:
-        return job_create(project=project, kind="test.steps", params=params or dict(FAST), created_by=people["member"])
+        return job_create(
+            project=project,
+            kind="test.steps",
+            params=params or dict(FAST),
+            created_by=people["member"],
+        )
 
     return make
 
 
 def _states(job: Job) -> list[str]:
-    return [e.data["state"] for e in JobEvent.objects.filter(job=job, kind=EventKind.STATE).order_by("seq")]
+    return [
+        e.data["state"]
+        for e in JobEvent.objects.filter(job=job, kind=EventKind.STATE).order_by("seq")
+    ]
 
 
 def _expire_lease(job: Job) -> None:
@@ -54,7 +62,12 @@ def _expire_lease(job: Job) -> None:
 
 def test_job_create_rejects_params_that_fail_the_kinds_schema_and_names_the_fields(project, people):
     with pytest.raises(JobParamsError) as info:
-        job_create(project=project, kind="test.steps", params={"steps": 0, "colour": "red"}, created_by=people["member"])
+        job_create(
+            project=project,
+            kind="test.steps",
+            params={"steps": 0, "colour": "red"},
+            created_by=people["member"],
+        )
 
     assert set(info.value.errors) == {"steps", "colour"}
     assert "greater than or equal to 1" in info.value.errors["steps"]
@@ -72,7 +85,9 @@ def test_job_create_rejects_an_unknown_kind(project, people):
 
 
 def test_job_create_stores_validated_params_and_a_first_queued_event(project, people):
-    job = job_create(project=project, kind="test.steps", params={"steps": "4"}, created_by=people["member"])
+    job = job_create(
+        project=project, kind="test.steps", params={"steps": "4"}, created_by=people["member"]
+    )
 
     job.refresh_from_db()
     assert job.state == JobState.QUEUED
@@ -81,12 +96,16 @@ def test_job_create_stores_validated_params_and_a_first_queued_event(project, pe
     assert job.params["step_seconds"] == 0.05
     assert job.attempt == 0 and job.dispatched_at is None
     events = list(JobEvent.objects.filter(job=job))
-    assert [(e.seq, e.kind, e.data["state"]) for e in events] == [(1, EventKind.STATE, JobState.QUEUED)]
+    assert [(e.seq, e.kind, e.data["state"]) for e in events] == [
+        (1, EventKind.STATE, JobState.QUEUED)
+    ]
     assert job.last_seq == 1
 
 
 def test_job_create_writes_a_launch_audit_event(project, people):
-    job = job_create(project=project, kind="test.steps", params=dict(FAST), created_by=people["member"])
+    job = job_create(
+        project=project, kind="test.steps", params=dict(FAST), created_by=people["member"]
+    )
 
     audit = AuditEvent.objects.get(action="job.launch")
     assert audit.actor == people["member"]
@@ -174,7 +193,10 @@ def test_a_finished_job_frees_its_slot_for_the_next_one(project, make_job):
     job_claim(job_id=first.pk, worker_id="worker-a")
     assert job_claim(job_id=second.pk, worker_id="worker-b") is None
 
-    assert job_finish(job_id=first.pk, attempt=1, target=JobState.SUCCEEDED, result={"ok": True}) is True
+    assert (
+        job_finish(job_id=first.pk, attempt=1, target=JobState.SUCCEEDED, result={"ok": True})
+        is True
+    )
     claimed = job_claim(job_id=second.pk, worker_id="worker-b")
 
     assert claimed is not None
@@ -265,7 +287,10 @@ def test_events_of_a_fenced_attempt_are_refused_once_the_job_is_finished(make_jo
     job_finish(job_id=job.pk, attempt=1, target=JobState.SUCCEEDED)
     job.refresh_from_db()
 
-    assert job_append_events(job_id=job.pk, events=[(EventKind.LOG, {"message": "x"})], attempt=1) is None
+    assert (
+        job_append_events(job_id=job.pk, events=[(EventKind.LOG, {"message": "x"})], attempt=1)
+        is None
+    )
     assert JobEvent.objects.filter(job=job).count() == job.last_seq
 
 
@@ -399,7 +424,9 @@ def test_cancelling_a_finished_job_returns_false_and_changes_nothing(make_job, p
 
 
 @pytest.mark.parametrize("final", [JobState.FAILED, JobState.CANCELLED])
-def test_retrying_a_failed_or_cancelled_job_starts_a_new_one_with_the_same_params(make_job, people, final):
+def test_retrying_a_failed_or_cancelled_job_starts_a_new_one_with_the_same_params(
+    make_job, people, final
+):
     job = make_job(steps=7, step_seconds=0)
     Job.objects.filter(pk=job.pk).update(state=final)
 
@@ -418,7 +445,9 @@ def test_retrying_a_failed_or_cancelled_job_starts_a_new_one_with_the_same_param
     assert audit.data == {"kind": "test.steps", "retry_of": job.pk}
 
 
-@pytest.mark.parametrize("state", [JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING, JobState.SUCCEEDED])
+@pytest.mark.parametrize(
+    "state", [JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING, JobState.SUCCEEDED]
+)
 def test_retrying_a_job_that_is_not_failed_or_cancelled_is_refused(make_job, people, state):
     job = make_job()
     Job.objects.filter(pk=job.pk).update(state=state)
@@ -437,8 +466,13 @@ def test_events_are_numbered_without_gaps_across_fenced_and_unfenced_writes(make
     job_claim(job_id=job.pk, worker_id="worker-a")  # seq 2: running
     job_append_events(job_id=job.pk, events=[(EventKind.LOG, {"message": "a"})])  # 3
     job_append_events(
-        job_id=job.pk, attempt=1, progress=0.5,
-        events=[(EventKind.METRICS, {"step": 1, "values": {"loss": 1.0}}), (EventKind.PROGRESS, {"step": 1})],
+        job_id=job.pk,
+        attempt=1,
+        progress=0.5,
+        events=[
+            (EventKind.METRICS, {"step": 1, "values": {"loss": 1.0}}),
+            (EventKind.PROGRESS, {"step": 1}),
+        ],
     )  # 4, 5
     job_append_events(job_id=job.pk, events=[(EventKind.LOG, {"message": "b"})])  # 6
     job_append_events(job_id=job.pk, attempt=1, events=[(EventKind.LOG, {"message": "c"})])  # 7
@@ -473,18 +507,26 @@ def test_events_of_one_job_do_not_take_numbers_from_another(make_job):
 def test_replay_returns_exactly_the_events_after_a_sequence_in_order(make_job):
     job = make_job()
     for i in range(3):
-        job_append_events(job_id=job.pk, events=[(EventKind.LOG, {"message": f"m{i}a"}), (EventKind.LOG, {"message": f"m{i}b"})])
+        job_append_events(
+            job_id=job.pk,
+            events=[(EventKind.LOG, {"message": f"m{i}a"}), (EventKind.LOG, {"message": f"m{i}b"})],
+        )
     total = 7
 
     for after in range(total + 2):
         replay = job_events_after(job_id=job.pk, after=after)
         assert [e.seq for e in replay] == list(range(after + 1, total + 1))
-    assert [e.data.get("message") for e in job_events_after(job_id=job.pk, after=5)] == ["m2a", "m2b"]
+    assert [e.data.get("message") for e in job_events_after(job_id=job.pk, after=5)] == [
+        "m2a",
+        "m2b",
+    ]
 
 
 def test_replay_respects_its_limit(make_job):
     job = make_job()
-    job_append_events(job_id=job.pk, events=[(EventKind.LOG, {"message": str(i)}) for i in range(5)])
+    job_append_events(
+        job_id=job.pk, events=[(EventKind.LOG, {"message": str(i)}) for i in range(5)]
+    )
 
     assert [e.seq for e in job_events_after(job_id=job.pk, after=1, limit=2)] == [2, 3]
 
@@ -495,7 +537,12 @@ def test_replay_respects_its_limit(make_job):
 @pytest.fixture
 def run_job(transactional_db, project, people):
     def make(**params) -> Job:
-        return job_create(project=project, kind="test.steps", params={**FAST, **params}, created_by=people["member"])
+        return job_create(
+            project=project,
+            kind="test.steps",
+            params={**FAST, **params},
+            created_by=people["member"],
+        )
 
     return make
 
@@ -535,7 +582,11 @@ def test_execute_job_records_a_deliberate_failure(run_job):
     assert job.error == "failed on purpose at step 2"
     events = list(JobEvent.objects.filter(job=job).order_by("seq"))
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert events[-1].data == {"state": JobState.FAILED, "attempt": 1, "error": "failed on purpose at step 2"}
+    assert events[-1].data == {
+        "state": JobState.FAILED,
+        "attempt": 1,
+        "error": "failed on purpose at step 2",
+    }
     logs = [e.data for e in events if e.kind == EventKind.LOG]
     assert {"message": "failed on purpose at step 2", "level": "error"} in logs
 

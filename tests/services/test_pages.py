@@ -29,8 +29,12 @@ def _text(response) -> str:
 
 @pytest.fixture
 def jobs(project, people):
-    queued = job_create(project=project, kind="test.steps", params={"steps": 2}, created_by=people["member"])
-    running = job_create(project=project, kind="test.steps", params={"steps": 3}, created_by=people["admin"])
+    queued = job_create(
+        project=project, kind="test.steps", params={"steps": 2}, created_by=people["member"]
+    )
+    running = job_create(
+        project=project, kind="test.steps", params={"steps": 3}, created_by=people["admin"]
+    )
     job_claim(job_id=running.pk, worker_id="worker-a")
     running.refresh_from_db()
     return {"queued": queued, "running": running}
@@ -45,14 +49,19 @@ def test_the_dashboard_lists_the_projects_jobs_with_their_state(client, project,
     assert response.status_code == 200
     assert [j.pk for j in response.context["jobs"]] == [jobs["running"].pk, jobs["queued"].pk]
     page = _text(response)
-    for job, state, label in ((jobs["queued"], "queued", "Queued"), (jobs["running"], "running", "Running")):
+    for job, state, label in (
+        (jobs["queued"], "queued", "Queued"),
+        (jobs["running"], "running", "Running"),
+    ):
         row = page.split(f'data-job-id="{job.pk}"', 1)[1].split("</tr>", 1)[0]
         assert f'class="badge state-{state}"' in row
         assert label in row
         assert job.get_absolute_url() in row
 
 
-def test_the_dashboard_does_not_list_another_projects_jobs(client, project, people, jobs, make_user):
+def test_the_dashboard_does_not_list_another_projects_jobs(
+    client, project, people, jobs, make_user
+):
     from apps.projects.services import project_create
 
     other = project_create(name="Elsewhere", created_by=make_user("stranger"))
@@ -89,19 +98,29 @@ def test_no_launch_form_is_offered_to_roles_that_cannot_launch(client, project, 
 
 def test_a_valid_launch_creates_the_job_and_shows_its_page(client, project, people):
     response = _as(client, people["member"]).post(
-        reverse("jobs:launch", args=[project.pk]), {"kind": "diagnostics", "steps": "3", "device": "cpu"}
+        reverse("jobs:launch", args=[project.pk]),
+        {"kind": "diagnostics", "steps": "3", "device": "cpu"},
     )
 
     job = Job.objects.get()
     assert response.status_code == 302
     assert response.url == job.get_absolute_url()
-    assert (job.kind, job.queue, job.state, job.created_by) == ("diagnostics", "gpu", JobState.QUEUED, people["member"])
+    assert (job.kind, job.queue, job.state, job.created_by) == (
+        "diagnostics",
+        "gpu",
+        JobState.QUEUED,
+        people["member"],
+    )
     assert job.params["steps"] == 3 and job.params["device"] == "cpu"
 
 
 @pytest.mark.parametrize("kind", ["diagnostics", "test.steps"])
-def test_a_launch_with_invalid_params_shows_the_field_error_and_creates_no_job(client, project, people, kind):
-    response = _as(client, people["member"]).post(reverse("jobs:launch", args=[project.pk]), {"kind": kind, "steps": "0"})
+def test_a_launch_with_invalid_params_shows_the_field_error_and_creates_no_job(
+    client, project, people, kind
+):
+    response = _as(client, people["member"]).post(
+        reverse("jobs:launch", args=[project.pk]), {"kind": kind, "steps": "0"}
+    )
 
     assert response.status_code == 400
     assert not Job.objects.exists()
@@ -114,7 +133,9 @@ def test_a_launch_with_invalid_params_shows_the_field_error_and_creates_no_job(c
 
 
 def test_a_launch_of_an_unknown_kind_is_refused_and_creates_no_job(client, project, people):
-    response = _as(client, people["member"]).post(reverse("jobs:launch", args=[project.pk]), {"kind": "nope"})
+    response = _as(client, people["member"]).post(
+        reverse("jobs:launch", args=[project.pk]), {"kind": "nope"}
+    )
 
     assert response.status_code == 400
     assert not Job.objects.exists()

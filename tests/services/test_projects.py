@@ -46,9 +46,16 @@ def test_project_create_makes_the_creator_its_admin(owner):
 
     project.refresh_from_db()
     assert (project.name, project.description, project.created_by) == ("Studio", "Portraits", owner)
-    assert list(project.memberships.values_list("user__username", "role")) == [("owner", Role.ADMIN)]
+    assert list(project.memberships.values_list("user__username", "role")) == [
+        ("owner", Role.ADMIN)
+    ]
     audit = AuditEvent.objects.get(action="project.create")
-    assert (audit.actor, audit.project, audit.target_type, audit.target_id) == (owner, project, "project", str(project.pk))
+    assert (audit.actor, audit.project, audit.target_type, audit.target_id) == (
+        owner,
+        project,
+        "project",
+        str(project.pk),
+    )
 
 
 def test_project_create_rejects_a_blank_name_and_creates_nothing(owner):
@@ -94,7 +101,9 @@ def test_membership_add_of_an_existing_member_is_an_error(studio, owner, make_us
         membership_add(project=studio, username="alice", role=Role.ADMIN, actor=owner)
 
     assert "username" in info.value.message_dict
-    assert list(studio.memberships.filter(user__username="alice").values_list("role", flat=True)) == [Role.VIEWER]
+    assert list(
+        studio.memberships.filter(user__username="alice").values_list("role", flat=True)
+    ) == [Role.VIEWER]
     assert AuditEvent.objects.filter(action="membership.add").count() == 1
 
 
@@ -163,7 +172,9 @@ def test_an_admin_can_be_demoted_while_another_admin_remains(studio, owner, make
 
     membership.refresh_from_db()
     assert membership.role == Role.MEMBER
-    assert list(studio.memberships.filter(role=Role.ADMIN).values_list("user__username", flat=True)) == ["alice"]
+    assert list(
+        studio.memberships.filter(role=Role.ADMIN).values_list("user__username", flat=True)
+    ) == ["alice"]
 
 
 # --------------------------------------------------------------------------- membership_remove
@@ -178,7 +189,12 @@ def test_membership_remove_removes_it_and_audits_who_was_removed(studio, owner, 
 
     assert not Membership.objects.filter(pk=pk).exists()
     audit = AuditEvent.objects.get(action="membership.remove")
-    assert (audit.actor, audit.project, audit.target_type, audit.target_id) == (owner, studio, "membership", str(pk))
+    assert (audit.actor, audit.project, audit.target_type, audit.target_id) == (
+        owner,
+        studio,
+        "membership",
+        str(pk),
+    )
     assert audit.data == {"user": "alice", "role": "member"}
 
 
@@ -248,7 +264,9 @@ def test_a_failed_login_is_audited_without_the_password(client, make_user):
 
 
 def test_a_failed_login_for_an_unknown_user_is_audited_with_the_name_tried(client, db):
-    response = client.post(reverse("accounts:login"), {"username": "mallory", "password": "hunter2-secret"})
+    response = client.post(
+        reverse("accounts:login"), {"username": "mallory", "password": "hunter2-secret"}
+    )
 
     assert response.status_code == 200
     audit = AuditEvent.objects.get(action="auth.login_failed")

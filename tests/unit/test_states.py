@@ -8,7 +8,14 @@ import pytest
 
 from apps.jobs.models import EventKind, Job, JobEvent
 from apps.jobs.services import job_transition
-from apps.jobs.states import TERMINAL, TRANSITIONS, IllegalTransition, JobState, can_transition, sources_for
+from apps.jobs.states import (
+    TERMINAL,
+    TRANSITIONS,
+    IllegalTransition,
+    JobState,
+    can_transition,
+    sources_for,
+)
 
 STATES = list(JobState.values)
 PAIRS = list(itertools.product(STATES, STATES))
@@ -16,15 +23,24 @@ PAIRS = list(itertools.product(STATES, STATES))
 # The machine of DESIGN.md ("The job engine"): queued → running → succeeded | failed | cancelled,
 # plus cancelling; the reaper may put a running job back to queued.
 DESIGNED = {
-    ("queued", "running"), ("queued", "cancelled"), ("queued", "failed"),
-    ("running", "succeeded"), ("running", "failed"), ("running", "cancelling"),
-    ("running", "cancelled"), ("running", "queued"),
-    ("cancelling", "cancelled"), ("cancelling", "succeeded"), ("cancelling", "failed"),
+    ("queued", "running"),
+    ("queued", "cancelled"),
+    ("queued", "failed"),
+    ("running", "succeeded"),
+    ("running", "failed"),
+    ("running", "cancelling"),
+    ("running", "cancelled"),
+    ("running", "queued"),
+    ("cancelling", "cancelled"),
+    ("cancelling", "succeeded"),
+    ("cancelling", "failed"),
 }
 
 
 def _job_in(project, state: str) -> Job:
-    return Job.objects.create(project=project, kind="test.steps", queue="cpu", params={"steps": 1}, state=state)
+    return Job.objects.create(
+        project=project, kind="test.steps", queue="cpu", params={"steps": 1}, state=state
+    )
 
 
 def _pair_id(pair) -> str:
@@ -89,7 +105,9 @@ def test_a_transition_with_any_illegal_source_is_refused_before_touching_the_row
     job = _job_in(project, JobState.QUEUED)
 
     with pytest.raises(IllegalTransition):
-        job_transition(job_id=job.pk, target=JobState.RUNNING, sources=[JobState.QUEUED, JobState.SUCCEEDED])
+        job_transition(
+            job_id=job.pk, target=JobState.RUNNING, sources=[JobState.QUEUED, JobState.SUCCEEDED]
+        )
 
     job.refresh_from_db()
     assert job.state == JobState.QUEUED

@@ -1,0 +1,54 @@
+"""Production settings: `manage.py check --deploy` passes with the documented environment."""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PRODUCTION_ENV = {
+    "DJANGO_DEBUG": "0",
+    "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+    "DJANGO_ALLOWED_HOSTS": "atelier.example.com",
+    "DATABASE_URL": "postgres://atelier:secret@postgres:5432/atelier",
+    "REDIS_URL": "redis://redis:6379/0",
+}
+
+
+def run_check(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL"))}
+    env.update(env_overrides)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_check_deploy_passes_with_production_environment():
+    result = run_check(PRODUCTION_ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_deploy_refuses_the_development_secret_key():
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "DJANGO_SECRET_KEY"}
+    result = run_check(env)
+    assert result.returncode != 0
+    assert "atelier.E001" in result.stdout + result.stderr
+
+
+def test_check_deploy_warns_about_sqlite_in_production():
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "DATABASE_URL"}
+    result = run_check(env)
+    assert result.returncode != 0
+    assert "atelier.W002" in result.stdout + result.stderr
+
+
+def test_secret_key_can_come_from_a_file(tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text(secrets.token_urlsafe(50) + "\n")
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "DJANGO_SECRET_KEY"}
+    env["DJANGO_SECRET_KEY_FILE"] = str(key_file)
+    result = run_check(env)
+    assert result.returncode == 0, result.stdout + result.stderr
