@@ -18,6 +18,8 @@ const ui = {
   eta: $("job-eta"),
   step: $("job-step"),
   attempt: $("job-attempt"),
+  started: $("job-started"),
+  finished: $("job-finished"),
   error: $("job-error"),
   errorText: $("job-error-text"),
   log: $("job-log"),
@@ -70,6 +72,32 @@ function showProgress({ step, total, fraction, eta_seconds: eta }, withEta) {
   if (withEta && !TERMINAL_STATES.has(state)) {
     ui.eta.textContent = eta == null ? strings.etaUnknown ?? "" : format(strings.eta, { t: formatDuration(eta) });
   }
+}
+
+// Same shape as the server's `date:"Y-m-d H:i:s"`, in the zone it used (data-tz), so a live value
+// matches what a reload would show.
+function serverTime(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return "";
+  const opts = { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" };
+  let parts;
+  try {
+    parts = new Intl.DateTimeFormat("en-US", { ...opts, timeZone: root.dataset.tz || undefined }).formatToParts(d);
+  } catch {
+    parts = new Intl.DateTimeFormat("en-US", opts).formatToParts(d); // Zone unknown to this browser: use local time.
+  }
+  const p = Object.fromEntries(parts.map(({ type, value }) => [type, value]));
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`;
+}
+
+// Fill a Started/Finished cell once. The server's value, when there is one, wins: replayed events
+// would otherwise overwrite it with their own (slightly different) time.
+function setTimeOnce(el, iso) {
+  if (!el || el.dataset.ts || !iso) return;
+  const text = serverTime(iso);
+  if (!text) return;
+  el.dataset.ts = iso;
+  el.textContent = text;
 }
 
 function showError(text) {
@@ -278,6 +306,9 @@ function applyEvent(kind, data, ts) {
     case "state":
       setState(data.state);
       if (data.attempt != null) ui.attempt.textContent = String(data.attempt);
+      // started_at is kept across re-queues (first start wins), and a terminal state is final.
+      if (data.state === "running") setTimeOnce(ui.started, ts);
+      if (TERMINAL_STATES.has(data.state)) setTimeOnce(ui.finished, ts);
       if (data.error) showError(data.error);
       else if (!TERMINAL_STATES.has(data.state)) ui.error.hidden = true; // A retry clears the old error.
       break;
