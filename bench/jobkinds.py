@@ -70,10 +70,28 @@ def run_emit(ctx: JobContext) -> dict:
     return {"points": p.points, "buffered": buffered, "step_ms": step_ms}
 
 
-register(JobKind(name="bench.noop", label="Bench no-op", queue="cpu", params=NoopParams, runner=run_noop,
-                 description="Bench-only: returns at once.", launchable=False))
-register(JobKind(name="bench.emit", label="Bench emit", queue="cpu", params=EmitParams, runner=run_emit,
-                 description="Bench-only: emits timestamped metric points.", launchable=False))
+register(
+    JobKind(
+        name="bench.noop",
+        label="Bench no-op",
+        queue="cpu",
+        params=NoopParams,
+        runner=run_noop,
+        description="Bench-only: returns at once.",
+        launchable=False,
+    )
+)
+register(
+    JobKind(
+        name="bench.emit",
+        label="Bench emit",
+        queue="cpu",
+        params=EmitParams,
+        runner=run_emit,
+        description="Bench-only: emits timestamped metric points.",
+        launchable=False,
+    )
+)
 
 probes.install_whatifs()  # first, so the probes wrap what the what-ifs installed
 probes.install()

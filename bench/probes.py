@@ -14,7 +14,7 @@ import os
 import threading
 import time
 
-PROBE_DIR = os.environ.get("ATELIER_BENCH_PROBE_DIR", "")
+_probe_dir = ""  # set by install(), from ATELIER_BENCH_PROBE_DIR
 _lock = threading.Lock()
 _file = None
 
@@ -24,7 +24,7 @@ def record(kind: str, **fields) -> None:
     line = json.dumps({"k": kind, "pid": os.getpid(), **fields}) + "\n"
     with _lock:
         if _file is None:
-            _file = open(os.path.join(PROBE_DIR, f"{os.getpid()}.jsonl"), "a", buffering=1)  # noqa: SIM115
+            _file = open(os.path.join(_probe_dir, f"{os.getpid()}.jsonl"), "a", buffering=1)  # noqa: SIM115
         _file.write(line)
 
 
@@ -55,7 +55,9 @@ def _timed(kind: str, fn, describe):
 
 
 def install() -> None:
-    if not PROBE_DIR:
+    global _probe_dir
+    _probe_dir = os.environ.get("ATELIER_BENCH_PROBE_DIR", "")
+    if not _probe_dir:
         return
     from apps.jobs import events, services
 
@@ -64,14 +66,19 @@ def install() -> None:
 
     # --- dispatch path (bench process) and claim (worker)
     services.dispatch_waiting = _timed(
-        "dispatch", services.dispatch_waiting, lambda a, k, r: {"project": k.get("project_id"), "sent": r}
+        "dispatch",
+        services.dispatch_waiting,
+        lambda a, k, r: {"project": k.get("project_id"), "sent": r},
     )
-    services._send = _timed("send", services._send, lambda a, k, r: {"job": a[0] if a else k.get("job_id")})
+    services._send = _timed(
+        "send", services._send, lambda a, k, r: {"job": a[0] if a else k.get("job_id")}
+    )
     services.job_claim = _timed(
         "claim", services.job_claim, lambda a, k, r: {"job": k.get("job_id"), "ok": r is not None}
     )
     services.job_append_events = _timed(
-        "append", services.job_append_events,
+        "append",
+        services.job_append_events,
         lambda a, k, r: {"job": k.get("job_id"), "n": len(k.get("events") or [])},
     )
 
@@ -142,7 +149,11 @@ def install_web_profiler() -> None:
     import sys
 
     path = os.environ.get("ATELIER_BENCH_CPROFILE", "")
-    if not path or "uvicorn" not in sys.argv[0] or threading.current_thread() is not threading.main_thread():
+    if (
+        not path
+        or "uvicorn" not in sys.argv[0]
+        or threading.current_thread() is not threading.main_thread()
+    ):
         return
     import cProfile
 
@@ -160,6 +171,15 @@ def install_whatifs() -> None:
     """ATELIER_BENCH_WHATIF=a,b: try a product change from the outside, to measure it before
     proposing it. Bench-only; never used by `make bench` unless asked for (--what-if)."""
     wanted = {w.strip() for w in os.environ.get("ATELIER_BENCH_WHATIF", "").split(",") if w.strip()}
+    if "pubsub-layer" in wanted:
+        # channels_redis' RedisPubSubChannelLayer: group_send is one PUBLISH, and each web process
+        # gets a doorbell once and hands it to its consumers' queues (no per-process receive lock
+        # dance). At-most-once: fine here, the consumer fills gaps from the database.
+        from django.conf import settings
+
+        settings.CHANNEL_LAYERS["default"]["BACKEND"] = (
+            "channels_redis.pubsub.RedisPubSubChannelLayer"
+        )
     if "consumer-no-db-hop" in wanted:
         # channels' dispatch() hops to the one thread-sensitive executor thread
         # (aclose_old_connections) before *every* handler, for every consumer: 100 serialized
@@ -188,14 +208,15 @@ def install_whatifs() -> None:
 
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, name="bench-doorbell-loop", daemon=True).start()
-        orig_send = events._send
 
         def send(group: str, message: dict) -> None:
             layer = get_channel_layer()
             if layer is None:
                 return
             try:
-                asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).result(timeout=5)
+                asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).result(
+                    timeout=5
+                )
             except Exception:
                 events.log.warning("could not notify %s", group, exc_info=True)
 

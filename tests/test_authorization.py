@@ -17,6 +17,11 @@ from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.urls import URLResolver, get_resolver, reverse
 
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from apps.datasets.models import DatasetVersion
+from apps.datasets.services import dataset_import
+from apps.datasets.storage import stage_upload
 from apps.jobs.models import Job
 from apps.jobs.services import job_create
 from apps.jobs.states import JobState
@@ -41,12 +46,18 @@ class World:
     job: Job  # queued
     failed_job: Job
     viewer_membership: Membership
+    version: DatasetVersion
+    upload_token: str  # a file staged by the member
 
-    def ids(self, job: str = "job") -> dict[str, int]:
+    def ids(self, job: str = "job") -> dict:
         return {
             "project_id": self.project.pk,
             "job_id": (self.failed_job if job == "failed" else self.job).pk,
             "membership_id": self.viewer_membership.pk,
+            "dataset_id": self.version.dataset_id,
+            "number": self.version.number,
+            "token": self.upload_token,
+            "fmt": "jsonl",
         }
 
 
@@ -63,7 +74,8 @@ class Check:
     allowed: frozenset = frozenset()
     ok: int = 200
     api: bool = False
-    data: dict | None = None
+    data: dict | Callable[[], dict] | None = None  # a callable for bodies read once (files)
+    json_body: bool = False  # a page-side JSON endpoint: JSON in, but Django's HTML 404/403 pages
     job: str = "job"  # which job fills <job_id>: "job" (queued) or "failed"
     expect: dict = field(default_factory=dict)
     effect: Callable[[World], bool] | None = None  # what an allowed request changed
@@ -179,6 +191,59 @@ MATRIX: dict[str, list[Check]] = {
             effect=lambda w: Job.objects.filter(retry_of=w.failed_job).exists(),
         ),
     ],
+    "datasets:list": [Check("GET", "project", ROLES)],
+    "datasets:upload": [
+        Check("GET", "project", LAUNCHERS),
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=302,
+            data=lambda: {"name": "Uploaded", "license": "CC0-1.0", "source": "tests",
+                          "file": SimpleUploadedFile("up.csv", b"question,answer\nA?,B.\n")},
+        ),
+    ],
+    # A staged upload belongs to the member who made it: everyone else gets 404.
+    "datasets:map": [
+        Check("GET", "project", LAUNCHERS, expect={"admin": 404}),
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=302,
+            expect={"admin": 404},
+            data={"schema": "qa", "role_question": "question", "role_answer": "answer", "template": "",
+                  "validation_fraction": "0.1", "seed": "1"},
+            effect=lambda w: w.project.datasets.filter(name="More").exists(),
+        ),
+    ],
+    "datasets:map_preview": [
+        Check("POST", "project", LAUNCHERS, json_body=True, expect={"admin": 404},
+              data={"schema": "qa", "columns": {"question": "question", "answer": "answer"}}),
+    ],
+    "datasets:detail": [Check("GET", "project", ROLES, ok=302)],
+    "datasets:version": [Check("GET", "project", ROLES)],
+    "datasets:download": [Check("GET", "project", ROLES)],
+    "datasets:action": [
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=302,
+            data={"action": "pii_scan"},
+            effect=lambda w: Job.objects.filter(kind="dataset.pii_scan").exists(),
+        ),
+    ],
+    "datasets:decide": [
+        Check(
+            "POST",
+            "project",
+            frozenset({"reviewer", "admin"}),
+            ok=302,
+            data={"decision": "reject", "comment": "not yet"},
+            effect=lambda w: DatasetVersion.objects.get(pk=w.version.pk).approval == "rejected",
+        ),
+    ],
     "ws:ws/projects/<int:project_id>/": [Check("WS", "project", ROLES)],
     "ws:ws/jobs/<int:job_id>/": [Check("WS", "project", ROLES)],
 }
@@ -260,7 +325,7 @@ def _fast_passwords(settings):
 
 
 @pytest.fixture
-def world(project, people, make_user) -> World:
+def world(project, people, make_user, tmp_path) -> World:
     make_user("newcomer")
     job = job_create(
         project=project, kind="test.steps", params={"steps": 1}, created_by=people["member"]
@@ -269,7 +334,22 @@ def world(project, people, make_user) -> World:
         project=project, kind="test.steps", params={"steps": 2}, created_by=people["member"]
     )
     Job.objects.filter(pk=failed.pk).update(state=JobState.FAILED, error="boom")
+    csv_path = tmp_path / "qa.csv"
+    csv_path.write_text("question,answer\nWhat is BP?,Blood pressure.\nHi,Hello\n", encoding="utf-8")
+    version, _ = dataset_import(
+        project=project, actor=people["member"], upload_path=csv_path, filename="qa.csv", name="QA",
+        license="CC0-1.0", source="tests",
+    )
+    staged = stage_upload(
+        uploaded_file=SimpleUploadedFile("more.csv", b"question,answer\nA?,B.\n"),
+        user_id=people["member"].pk, project_id=project.pk,
+    )
+    (staged.path / "form.json").write_text(json.dumps(
+        {"name": "More", "description": "", "license": "CC0-1.0", "source": "tests", "dataset": None}
+    ))
     return World(
+        version=version,
+        upload_token=staged.token,
         project=project,
         people=people,
         job=job,
@@ -285,6 +365,7 @@ def _login(client, persona: str) -> None:
 
 def _snapshot() -> tuple:
     return (
+        sorted(DatasetVersion.objects.values_list("pk", "approval")),
         sorted(Job.objects.values_list("pk", "state")),
         sorted(Membership.objects.values_list("pk", "role")),
         sorted(Project.objects.values_list("pk", flat=True)),
@@ -326,14 +407,13 @@ def test_http_route_answers_each_persona_as_the_matrix_says(client, world, key, 
     _login(client, persona)
     before = _snapshot()
 
+    body = check.data() if callable(check.data) else (check.data or {})
     if check.method == "GET":
         response = client.get(url)
-    elif check.api:
-        response = client.post(
-            url, data=json.dumps(check.data or {}), content_type="application/json"
-        )
+    elif check.api or check.json_body:
+        response = client.post(url, data=json.dumps(body), content_type="application/json")
     else:
-        response = client.post(url, data=check.data or {})
+        response = client.post(url, data=body)
 
     want = expected(check, persona)
     if want == "login":

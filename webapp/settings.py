@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.projects",
     "apps.jobs",
+    "apps.datasets",
     "apps.api",
 ]
 
@@ -197,6 +198,12 @@ ATELIER = {
 JOBS_DIR = Path(env("ATELIER_JOBS_DIR", str(VAR_DIR / "jobs")))
 
 CHAIN_RPC_URL = env("CHAIN_RPC_URL")
+# Keys the consistent pseudonyms of PII redaction (per project, derived). Defaults to SECRET_KEY.
+ATELIER_PSEUDONYM_KEY = env("ATELIER_PSEUDONYM_KEY")
+# Largest upload accepted (bytes); the importer enforces its own limits on top.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+ATELIER_MAX_UPLOAD_BYTES = envint("ATELIER_MAX_UPLOAD_BYTES", 2 * 1024**3)
 
 # Security: strict by default in production (DEBUG off), relaxed for local development.
 SESSION_COOKIE_HTTPONLY = True

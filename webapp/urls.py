@@ -11,4 +11,5 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("apps.projects.urls")),
     path("", include("apps.jobs.urls")),
+    path("", include("apps.datasets.urls")),
 ]

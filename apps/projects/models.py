@@ -24,6 +24,10 @@ class Project(models.Model):
     max_concurrent_jobs = models.PositiveIntegerField(
         null=True, blank=True, help_text="Jobs of this project that may run at once; more wait queued."
     )
+    require_dataset_approval = models.BooleanField(
+        default=True,
+        help_text="A reviewer or admin must approve a dataset version before any fine-tune uses it.",
+    )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="projects"
     )

