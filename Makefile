@@ -59,6 +59,7 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/dispatch.py
+	$(PY) bench/datasets.py
 
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m gpu -v $(PYTEST_ARGS)

@@ -448,7 +448,13 @@ class Bench:
         if self.args.keep:
             say(f"kept {self.tmp}")
         else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            for _ in range(3):  # a child may still be closing a file in it
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                if not self.tmp.exists():
+                    break
+                time.sleep(0.5)
+            else:
+                say(f"could not remove {self.tmp}")
 
     def log_tails(self) -> str:
         out = []

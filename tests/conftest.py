@@ -11,7 +11,9 @@ import pytest
 from tests.harness import Processes, database_url_for, redis_answers, start_embedded_redis
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_VAR = ROOT / "var" / "test"
+# One folder per test run: runs side by side (two checkouts, a developer and a helper) must not
+# delete each other's job folders or media.
+TEST_VAR = ROOT / "var" / "test" / str(os.getpid())
 
 # Fast engine timings for tests; subprocesses inherit them through the environment.
 ENGINE_ENV = {
@@ -59,6 +61,7 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if _redis_proc is not None:
         _redis_proc.kill()
+    shutil.rmtree(TEST_VAR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -72,10 +75,23 @@ def _clean_job_dirs():
 PERSONAS = ("admin", "member", "reviewer", "viewer")
 
 
+_HASHES: dict[str, str] = {}
+
+
 @pytest.fixture
 def make_user(django_user_model):
+    """Users with password 'pw-<username>'. Each hash is computed once per run: PBKDF2 takes
+    ~0.3 s, and the real hasher must stay (web subprocesses check these passwords)."""
+    from django.contrib.auth.hashers import make_password
+
     def make(username: str, **extra):
-        return django_user_model.objects.create_user(username=username, password="pw-" + username, **extra)
+        password = "pw-" + username
+        if password not in _HASHES:
+            _HASHES[password] = make_password(password)
+        user = django_user_model.objects.create_user(username=username, password=None, **extra)
+        user.password = _HASHES[password]
+        user.save(update_fields=["password"])
+        return user
 
     return make
 

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
-from django.urls import URLResolver, get_resolver, reverse
-
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import URLResolver, get_resolver, reverse
 
 from apps.datasets.models import DatasetVersion
 from apps.datasets.services import dataset_import
@@ -317,11 +316,6 @@ def test_the_enumeration_sees_the_routes_we_know():
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

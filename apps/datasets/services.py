@@ -89,6 +89,7 @@ def dataset_import(
     template: str = "",
     validation_fraction: float = 0.0,
     seed: int = 0,
+    limits=None,
     request=None,
 ) -> tuple[DatasetVersion, bool]:
     """Validate and import a file as a new version (of a new or an existing dataset).
@@ -113,6 +114,7 @@ def dataset_import(
                 upload_path, filename, out_dir=staged,
                 mapping=Mapping.from_dict(mapping) if mapping else None,
                 fmt=fmt, encoding=encoding, validation_fraction=validation_fraction, seed=seed,
+                **({"limits": limits} if limits is not None else {}),
             )
         except DatasetInvalid as exc:
             raise DatasetImportFailed(exc.to_list(), exc.total) from None
@@ -181,6 +183,7 @@ def version_derive(
 ) -> tuple[DatasetVersion, bool]:
     """Record a new version made from `parent` (redaction, dedup, filter); lineage is kept."""
     from workers.data import stats as data_stats
+    from workers.data.canonical import split_counts
 
     dataset = parent.dataset
     existing = dataset.versions.filter(sha256=sha256).first()
@@ -204,7 +207,8 @@ def version_derive(
                     mapping=parent.mapping, template=parent.template, rows=rows,
                     size_bytes=(target / "data.jsonl").stat().st_size,
                     validation_fraction=parent.validation_fraction, split_seed=parent.split_seed,
-                    split_counts=parent.split_counts if operation == Operation.REDACT else {},
+                    split_counts=split_counts(target / "data.jsonl", seed=parent.split_seed,
+                                              fraction=parent.validation_fraction),
                     stats=version_stats, pii_report=pii_report,
                     pii_scanned_at=timezone.now() if pii_report is not None else None,
                     approval=_initial_approval(project),

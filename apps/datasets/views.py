@@ -98,7 +98,10 @@ def map_columns(request: HttpRequest, project_id: int, token: str) -> HttpRespon
     suggested = sniffed.suggested_mapping if sniffed else None
     initial = {"schema": target.schema if target else (suggested.schema if suggested else "qa"),
                "validation_fraction": 0.1, "seed": 42}
-    initial["template"] = DEFAULT_TEMPLATES.get(initial["schema"], "")
+    last = target.latest_version if target else None
+    initial["template"] = (last.template if last and last.template else DEFAULT_TEMPLATES.get(initial["schema"], ""))
+    if last:
+        initial.update(validation_fraction=last.validation_fraction, seed=last.split_seed)
     form = MappingForm(request.POST or None, initial=initial)
     import_errors, import_total = [], 0
     if request.method == "POST" and form.is_valid() and sniffed is not None:

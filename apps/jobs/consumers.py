@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.consumer import get_handler_name
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
@@ -21,9 +22,25 @@ from apps.jobs.states import TERMINAL
 from apps.projects.selectors import project_access
 
 REPLAY_BATCH = 1000
+DOORBELLS = frozenset({"job.events", "job.changed"})
 
 
-class JobConsumer(AsyncJsonWebsocketConsumer):
+class DoorbellFastPath:
+    """Skip Channels' per-message `aclose_old_connections` thread hop for doorbell messages.
+
+    Those handlers touch the database only through `database_sync_to_async`, which closes stale
+    connections itself. With 100 sockets on a job, the hop per socket per event was most of the
+    fan-out time (bench/dispatch.py: uvicorn CPU per event 31 → 23 ms, p99 81 → 45 ms).
+    """
+
+    async def dispatch(self, message):
+        if message["type"] in DOORBELLS:
+            await getattr(self, get_handler_name(message))(message)
+        else:
+            await super().dispatch(message)
+
+
+class JobConsumer(DoorbellFastPath, AsyncJsonWebsocketConsumer):
     async def connect(self):
         self.job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
         job = await database_sync_to_async(self._authorized_job)()
@@ -93,7 +110,7 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
             await self._send_event(event)
 
 
-class ProjectConsumer(AsyncJsonWebsocketConsumer):
+class ProjectConsumer(DoorbellFastPath, AsyncJsonWebsocketConsumer):
     RECENT = 50
 
     async def connect(self):

@@ -156,6 +156,10 @@ def job_create(
             max_attempts=_cfg("MAX_ATTEMPTS"),
             retry_of=retry_of,
         )
+        project_id = project.pk
+        # Registered before the events' doorbells: on-commit callbacks run in order, and the
+        # worker should get its message before browsers get theirs (bench/dispatch.py).
+        transaction.on_commit(lambda: dispatch_waiting(project_id=project_id))
         job_append_events(job_id=job.pk, events=[(EventKind.STATE, {"state": JobState.QUEUED, "attempt": 0, "error": ""})])
         audit_record(
             action="job.retry" if retry_of else "job.launch",
@@ -165,8 +169,6 @@ def job_create(
             request=request,
             data={"kind": job.kind, "retry_of": retry_of.pk if retry_of else None},
         )
-        project_id = project.pk
-        transaction.on_commit(lambda: dispatch_waiting(project_id=project_id))
     return job
 
 

@@ -10,8 +10,12 @@ const previewBox = document.getElementById("ds-preview");
 const status = document.getElementById("ds-preview-status");
 const defaults = JSON.parse(document.getElementById("ds-default-templates")?.textContent || "{}");
 
-// The user's own template is never overwritten; the default of the current schema is not "their own".
-let templateEdited = template ? template.value.trim() !== (defaults[schemaSelect?.value] ?? "").trim() : false;
+// The user's own template is never overwritten; an empty one or a schema's default is not "their own".
+const isOwnTemplate = () => {
+  const text = template?.value.trim() ?? "";
+  return text !== "" && text !== (defaults[schemaSelect.value] ?? "").trim();
+};
+let templateEdited = Boolean(template && schemaSelect) && isOwnTemplate();
 let timer = null;
 let inFlight = null;
 
@@ -112,12 +116,12 @@ if (form && schemaSelect && previewBox && form.dataset.previewUrl) {
     if (template && !templateEdited) template.value = defaults[schemaSelect.value] ?? "";
   });
   template?.addEventListener("input", () => {
-    templateEdited = template.value.trim() !== (defaults[schemaSelect.value] ?? "").trim();
+    templateEdited = isOwnTemplate();
   });
   form.addEventListener("change", schedulePreview);
   form.addEventListener("input", schedulePreview);
   showRoles();
-  if (!form.querySelector('button[type="submit"]')?.disabled) refreshPreview();
+  refreshPreview();
 }
 
 // After a refused import, bring the list of problems into view.

@@ -20,7 +20,12 @@ QA = [
 
 CHAT = [
     [("system", "你是一名医生。"), ("user", "头痛怎么办?"), ("assistant", "多休息,必要时就医。")],
-    [("user", "Hello"), ("assistant", "Hi! How can I help?"), ("user", "Thanks"), ("assistant", "Bye")],
+    [
+        ("user", "Hello"),
+        ("assistant", "Hi! How can I help?"),
+        ("user", "Thanks"),
+        ("assistant", "Bye"),
+    ],
 ]
 SHAREGPT_FROM = {"system": "system", "user": "human", "assistant": "gpt"}
 
@@ -96,10 +101,17 @@ def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width x height but holds no pixel data: a decompression-bomb header."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
 def write_zip(path: Path, entries: list, *, compression: int = zipfile.ZIP_DEFLATED) -> Path:
@@ -117,7 +129,7 @@ def write_zip(path: Path, entries: list, *, compression: int = zipfile.ZIP_DEFLA
 def symlink_info(name: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name)
     info.create_system = 3
-    info.external_attr = (0o120777 << 16)
+    info.external_attr = 0o120777 << 16
     return info
 
 

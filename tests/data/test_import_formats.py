@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +40,7 @@ def _assert_qa(result, tmp_path, *, fmt, encoding):
     assert result.format == fmt
     assert result.encoding == encoding
     assert listing(tmp_path / "out") == ["data.jsonl"]
-    data = open(result.canonical_path, "rb").read()
+    data = Path(result.canonical_path).read_bytes()
     assert data == expected_jsonl(qa_records())
     assert hashlib.sha256(data).hexdigest() == result.sha256
 
@@ -119,7 +120,7 @@ def test_it_streams_a_json_array_larger_than_its_read_chunk(tmp_path):
     assert path.stat().st_size > 1.5 * 2**20
     result = _import(tmp_path, path)
     assert result.rows == 5000
-    assert open(result.canonical_path, "rb").read() == expected_jsonl(records)
+    assert Path(result.canonical_path).read_bytes() == expected_jsonl(records)
 
 
 def test_it_imports_alpaca_as_a_json_array_and_as_jsonl(tmp_path):
@@ -160,10 +161,15 @@ def test_it_imports_openai_chat_jsonl(tmp_path):
 
 def test_openai_content_parts_are_joined_as_text(tmp_path):
     chats = openai_chats()
-    chats[1]["messages"][0]["content"] = [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]
+    chats[1]["messages"][0]["content"] = [
+        {"type": "text", "text": "Hel"},
+        {"type": "text", "text": "lo"},
+    ]
     parts = _import(tmp_path, write_jsonl(tmp_path / "chat.jsonl", chats))
     plain = import_file(
-        write_jsonl(tmp_path / "plain.jsonl", openai_chats()), "plain.jsonl", out_dir=tmp_path / "o2"
+        write_jsonl(tmp_path / "plain.jsonl", openai_chats()),
+        "plain.jsonl",
+        out_dir=tmp_path / "o2",
     )
     assert parts.sha256 == plain.sha256
 
@@ -206,14 +212,17 @@ def test_it_imports_an_image_zip_with_caption_files(tmp_path):
     entries += [("__MACOSX/images/._cat.png", b"\x00\x05junk"), ("README.md", b"hello")]
     result = _import(tmp_path, write_zip(tmp_path / "set.zip", entries))
     assert (result.format, result.schema, result.rows, result.encoding) == (
-        "image_zip", "image_caption", 3, None,
+        "image_zip",
+        "image_caption",
+        3,
+        None,
     )
     rows = list(iter_rows(result.canonical_path))
     by_caption = {r["caption"]: r["image"] for r in rows}
     for _name, data, caption in _image_pairs():
         ext = "jpg" if _name.endswith(".jpg") else "png"
         assert by_caption[caption] == f"{hashlib.sha256(data).hexdigest()}.{ext}"
-        assert open(os.path.join(result.images_dir, by_caption[caption]), "rb").read() == data
+        assert Path(os.path.join(result.images_dir, by_caption[caption])).read_bytes() == data
     assert sorted(listing(tmp_path / "out")) == sorted(
         ["data.jsonl", "images"] + [f"images/{r['image']}" for r in rows]
     )
@@ -222,22 +231,30 @@ def test_it_imports_an_image_zip_with_caption_files(tmp_path):
 
 def test_it_imports_an_image_zip_with_metadata_jsonl(tmp_path):
     metadata = "".join(
-        json.dumps({"file_name": name.removeprefix("images/"), "text": caption}, ensure_ascii=False) + "\n"
+        json.dumps({"file_name": name.removeprefix("images/"), "text": caption}, ensure_ascii=False)
+        + "\n"
         for name, _data, caption in sorted(_image_pairs())
     )
-    entries = [(name, data) for name, data, _ in _image_pairs()] + [("images/metadata.jsonl", metadata)]
+    entries = [(name, data) for name, data, _ in _image_pairs()] + [
+        ("images/metadata.jsonl", metadata)
+    ]
     result = _import(tmp_path, write_zip(tmp_path / "meta.zip", entries))
     assert (result.schema, result.rows) == ("image_caption", 3)
     # The same images and captions as caption files, zipped in another order: the same version.
     pairs = []
     for name, data, caption in reversed(_image_pairs()):
         pairs += [(name.rsplit(".", 1)[0] + ".txt", caption), (name, data)]
-    other = import_file(write_zip(tmp_path / "pairs.zip", pairs), "pairs.zip", out_dir=tmp_path / "o2")
+    other = import_file(
+        write_zip(tmp_path / "pairs.zip", pairs), "pairs.zip", out_dir=tmp_path / "o2"
+    )
     assert other.sha256 == result.sha256
 
 
 def test_metadata_may_call_the_caption_caption(tmp_path):
-    entries = [("a.png", png()), ("metadata.jsonl", json.dumps({"file_name": "a.png", "caption": "red"}))]
+    entries = [
+        ("a.png", png()),
+        ("metadata.jsonl", json.dumps({"file_name": "a.png", "caption": "red"})),
+    ]
     result = _import(tmp_path, write_zip(tmp_path / "m.zip", entries))
     assert result.mapping == Mapping("image_caption", {"image": "file_name", "caption": "caption"})
     assert next(iter_rows(result.canonical_path))["caption"] == "red"
@@ -248,10 +265,14 @@ def test_the_same_content_in_every_qa_format_has_one_hash(tmp_path):
         write_csv(tmp_path / "a.csv", ["问题", "答案"], QA, encoding="gbk"),
         write_csv(tmp_path / "b.csv", ["Question", "Answer"], QA, bom=True),
         write_csv(tmp_path / "c.tsv", ["q", "a"], QA, delimiter="\t"),
-        write_csv(tmp_path / "d.csv", ["id", "问题", "回答"], [(str(i), *r) for i, r in enumerate(QA)]),
+        write_csv(
+            tmp_path / "d.csv", ["id", "问题", "回答"], [(str(i), *r) for i, r in enumerate(QA)]
+        ),
         write_jsonl(tmp_path / "e.jsonl", qa_records()),
         write_json(tmp_path / "f.json", [{"answer": a, "question": q, "n": 1} for q, a in QA]),
-        write_jsonl(tmp_path / "g.jsonl", [{"问题": q, "答案": a} for q, a in QA], encoding="gb18030"),
+        write_jsonl(
+            tmp_path / "g.jsonl", [{"问题": q, "答案": a} for q, a in QA], encoding="gb18030"
+        ),
     ]
     hashes = {
         f.name: import_file(f, f.name, out_dir=tmp_path / f"out-{f.name}").sha256 for f in files
@@ -261,7 +282,9 @@ def test_the_same_content_in_every_qa_format_has_one_hash(tmp_path):
 
 def test_sharegpt_and_openai_chat_with_the_same_turns_have_one_hash(tmp_path):
     a = _import(tmp_path, write_json(tmp_path / "s.json", sharegpt_chats()))
-    b = import_file(write_jsonl(tmp_path / "o.jsonl", openai_chats()), "o.jsonl", out_dir=tmp_path / "o")
+    b = import_file(
+        write_jsonl(tmp_path / "o.jsonl", openai_chats()), "o.jsonl", out_dir=tmp_path / "o"
+    )
     assert a.sha256 == b.sha256
 
 
@@ -302,3 +325,93 @@ def test_it_refuses_to_overwrite_an_earlier_import(tmp_path):
     _import(tmp_path, path)
     with pytest.raises(FileExistsError):
         _import(tmp_path, path)
+
+
+def test_it_imports_utf16_text_with_a_bom(tmp_path):
+    path = write_csv(tmp_path / "excel.csv", ["问题", "答案"], QA, encoding="utf-16")
+    result = _import(tmp_path, path)
+    _assert_qa(result, tmp_path, fmt="csv", encoding="utf-16")
+
+
+def test_identical_images_are_stored_once(tmp_path):
+    data = png()
+    path = write_zip(
+        tmp_path / "same.zip",
+        [("a.png", data), ("a.txt", "one"), ("b.png", data), ("b.txt", "two")],
+    )
+    result = _import(tmp_path, path)
+    assert result.rows == 2
+    assert os.listdir(result.images_dir) == [hashlib.sha256(data).hexdigest() + ".png"]
+
+
+def test_an_image_with_the_wrong_extension_is_stored_by_its_real_format(tmp_path):
+    data = jpeg()
+    result = _import(
+        tmp_path, write_zip(tmp_path / "x.zip", [("photo.png", data), ("photo.txt", "p")])
+    )
+    assert (
+        next(iter_rows(result.canonical_path))["image"] == hashlib.sha256(data).hexdigest() + ".jpg"
+    )
+
+
+def test_errors_survive_pickling_between_processes(tmp_path):
+    import pickle
+
+    from workers.data import DatasetError, DatasetInvalid
+
+    error = DatasetError("is empty", row=17, column="answer", code="empty")
+    invalid = DatasetInvalid([error], total=5)
+    again = pickle.loads(pickle.dumps(invalid))
+    assert again.total == 5
+    assert again.messages == ['row 17: column "answer" is empty']
+    assert (again.errors[0].row, again.errors[0].code) == (17, "empty")
+    assert str(pickle.loads(pickle.dumps(error))) == 'row 17: column "answer" is empty'
+
+
+def test_the_package_imports_without_django_or_celery():
+    import subprocess
+    import sys
+
+    probe = (
+        "import json, sys, workers.data, workers.data.stats, workers.data.importer;"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('django', 'celery', 'channels', 'apps', 'webapp'))))"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == []
+
+
+@pytest.mark.parametrize("kind", ["csv", "json"])
+def test_memory_stays_flat_as_the_file_grows(tmp_path, kind):
+    import tracemalloc
+
+    def build(rows: int):
+        records = [
+            {"question": f"问题 {i} " + "内容" * 20, "answer": f"answer {i} " + "text " * 20}
+            for i in range(rows)
+        ]
+        if kind == "csv":
+            return write_csv(
+                tmp_path / f"{rows}.csv",
+                ["question", "answer"],
+                [(r["question"], r["answer"]) for r in records],
+            )
+        return write_json(tmp_path / f"{rows}.json", records)
+
+    peaks = []
+    for rows in (4_000, 32_000):
+        path = build(rows)
+        tracemalloc.start()
+        try:
+            result = import_file(path, path.name, out_dir=tmp_path / f"out-{rows}")
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert result.rows == rows
+    size = path.stat().st_size
+    assert size > 7 * 2**20
+    assert peaks[1] < peaks[0] * 1.2 + 256 * 1024, peaks  # 8x the rows, about the same peak
+    assert peaks[1] < 6 * 2**20 < size, (peaks, size)

@@ -19,11 +19,6 @@ CATALOGUE = Path(settings.LOCALE_PATHS[0]) / "zh_Hans" / "LC_MESSAGES"
 
 
 @pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def _english_afterwards():
     # LocaleMiddleware leaves the last request's language active in this thread: do not leak Chinese
     # into tests that read labels outside a request.

@@ -28,11 +28,6 @@ from workers.tasks.runtime import execute_job
 FAST = {"steps": 3, "step_seconds": 0}
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def make_job(project, people):
     def make(**params) -> Job:

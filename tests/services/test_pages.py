@@ -13,11 +13,6 @@ from apps.jobs.states import JobState
 from apps.projects.models import Membership
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _as(client, user):
     assert client.login(username=user.username, password=f"pw-{user.username}")
     return client

@@ -101,6 +101,7 @@ class Mapping:
     columns: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", dict(self.columns))  # the caller's dict may change
         spec = SCHEMAS.get(self.schema)
         if spec is None:
             raise MappingError(
@@ -283,6 +284,8 @@ def _text(value: Any, max_chars: int) -> tuple[str | None, str | None, str]:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text or text.isspace():
         return None, "is empty", "empty"
+    if "\x00" in text:
+        return None, "has a NUL character (is this a binary file?)", "binary"
     if len(text) > max_chars:
         return (
             None,

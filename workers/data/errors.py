@@ -61,6 +61,15 @@ class DatasetError(Exception):
     def __repr__(self) -> str:
         return f"DatasetError({self.message!r}, code={self.code!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields survive pickling (Celery may carry a raised error between processes).
+        state = {k: getattr(self, k) for k in ("row", "column", "line", "path", "code")}
+        return (self.__class__, (self.reason,), state)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.args = (self.message,)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form, for storing with a failed import."""
         return {
@@ -89,6 +98,9 @@ class DatasetInvalid(Exception):
         self.errors = list(errors)
         self.total = len(self.errors) if total is None else total
         super().__init__(str(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.errors, self.total))
 
     @property
     def messages(self) -> list[str]:

@@ -46,7 +46,7 @@ CONTAINERS = ("csv", "tsv", "jsonl", "json", "zip")
 JSON_FORMATS = ("jsonl", "json", "alpaca", "sharegpt", "openai_chat", "preference")
 
 SAMPLE_BYTES = 64 * 1024
-CHUNK_CHARS = 1 << 20
+CHUNK_CHARS = 1 << 18  # characters per read of a JSON array: ~0.5-1 MB of text in memory
 BOM_UTF8 = codecs.BOM_UTF8
 ENCODING_NAMES = {
     "utf-8": "UTF-8",
@@ -124,6 +124,9 @@ class _Text:
 
 
 def _decode_failure(exc: UnicodeDecodeError, encoding: str, line: int) -> DatasetError:
+    """`line` is the line the decoder was in when it got the failing bytes; the bad byte may lie
+    some lines further into them (text is decoded a chunk ahead of the lines handed out)."""
+    line += exc.object.count(b"\n", 0, exc.start)
     if "unexpected end of data" in str(exc.reason) or "incomplete" in str(exc.reason):
         return DatasetError(
             "the file ends in the middle of a character (is it truncated?)",
@@ -212,8 +215,6 @@ def _csv_error(exc: csv.Error, row: int, limits: ImportLimits) -> DatasetError:
             row=row,
             code="bad_quote",
         )
-    if "NUL" in msg:
-        return DatasetError("has a NUL byte (is this a binary file?)", row=row, code="binary")
     return DatasetError(f"cannot be read as CSV ({msg})", row=row, code="bad_csv")
 
 
@@ -229,7 +230,11 @@ class CsvSource(_TextSource):
             csv.field_size_limit(limits.max_cell_chars + 1)
         self._lines = _Lines(self._text, limits.max_line_chars)
         self._reader = csv.reader(iter(self._lines), delimiter=self.delimiter, strict=True)
-        self.columns = self._header()
+        try:
+            self.columns = self._header()
+        except BaseException:
+            self.close()
+            raise
 
     def _header(self) -> list[str]:
         try:
@@ -294,6 +299,12 @@ class CsvSource(_TextSource):
             self.warnings.append(f"skipped {blank:,} blank row(s)")
 
 
+def _json_problem(msg: str, char: int) -> str:
+    """json's "Expecting ',' delimiter" / "Unterminated string starting at" + where, as one phrase."""
+    where = "char" if msg.endswith(" at") else "at char"
+    return f"not valid JSON ({msg} {where} {char})"
+
+
 def _type_name(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
@@ -338,9 +349,7 @@ class JsonlSource(_TextSource):
                 elif n == 1 and self._hint:
                     hint = self._hint
                 yield DatasetError(
-                    f"not valid JSON ({exc.msg} at char {exc.pos}){hint}",
-                    line=n,
-                    code="invalid_json",
+                    f"{_json_problem(exc.msg, exc.pos)}{hint}", line=n, code="invalid_json"
                 )
                 continue
             except RecursionError:
@@ -363,139 +372,164 @@ class JsonlSource(_TextSource):
             yield Rec(None, n, None, obj)
 
 
+class _Chunks:
+    """A sliding window of decoded text: consumed text is dropped, its lines and columns counted."""
+
+    def __init__(self, read: Any, encoding: str) -> None:
+        self._read = read
+        self._encoding = encoding
+        self.buf = ""
+        self.pos = 0
+        self.eof = False
+        self.line_base = 1  # line of buf[0]
+        self.col_base = 0  # column of buf[0] in that line
+
+    def fill(self) -> None:
+        """Drop what was consumed and read the next chunk (sets eof when there is none)."""
+        buf, pos = self.buf, self.pos
+        newlines = buf.count("\n", 0, pos)
+        if newlines:
+            self.line_base += newlines
+            self.col_base = pos - (buf.rfind("\n", 0, pos) + 1)
+        else:
+            self.col_base += pos
+        try:
+            data = self._read(CHUNK_CHARS)
+        except UnicodeDecodeError as exc:
+            raise _decode_failure(
+                exc, self._encoding, self.line_base + buf.count("\n", pos)
+            ) from None
+        self.buf = buf[pos:] + data
+        self.pos = 0
+        if not data:
+            self.eof = True
+
+    def where(self, pos: int) -> tuple[int, int]:
+        """(line, 0-based char in the line) of a position in buf."""
+        buf = self.buf
+        newlines = buf.count("\n", 0, pos)
+        if newlines:
+            return self.line_base + newlines, pos - (buf.rfind("\n", 0, pos) + 1)
+        return self.line_base, self.col_base + pos
+
+    def peek(self) -> str:
+        """Skip whitespace; the next character, or "" at the end of the file."""
+        while True:
+            buf, pos, n = self.buf, self.pos, len(self.buf)
+            while pos < n and buf[pos] in " \t\r\n":
+                pos += 1
+            self.pos = pos
+            if pos < n:
+                return buf[pos]
+            if self.eof:
+                return ""
+            self.fill()
+
+
 class JsonArraySource(_TextSource):
-    """A JSON array of objects, parsed element by element over 1M-character chunks."""
+    """A JSON array of objects, parsed element by element over 256K-character chunks."""
 
     container = "json"
 
-    def records(self) -> Iterator[Rec | DatasetError]:
+    def _element(self, text: _Chunks, row: int) -> tuple[Any, int]:
+        """Decode the element at text.pos, reading more text while it may be cut by the chunk."""
         limits = self.limits
-        read = self._text.text.read
         decoder = json.JSONDecoder()
-        state = {"buf": "", "pos": 0, "eof": False, "line_base": 1}
-
-        def fill() -> None:
-            buf, pos = state["buf"], state["pos"]
-            state["line_base"] += buf.count("\n", 0, pos)
+        while True:
+            buf, pos = text.buf, text.pos
             try:
-                data = read(CHUNK_CHARS)
-            except UnicodeDecodeError as exc:
-                raise _decode_failure(
-                    exc, self.encoding, state["line_base"] + buf.count("\n", pos)
+                return decoder.raw_decode(buf, pos)
+            except json.JSONDecodeError as exc:
+                # Before the end of the file an error near the end of the buffer may only mean
+                # the element goes on in the next chunk; at the end of the file it is final.
+                unterminated = exc.msg.startswith("Unterminated string")
+                line, char = text.where(exc.pos)
+                if text.eof:
+                    if unterminated or exc.pos >= len(buf.rstrip()):
+                        raise DatasetError(
+                            f"{_json_problem(exc.msg, char)}; the file ends here: is it truncated?",
+                            line=line,
+                            code="truncated",
+                        ) from None
+                    raise DatasetError(
+                        _json_problem(exc.msg, char), line=line, code="invalid_json"
+                    ) from None
+                if not unterminated and exc.pos < len(buf) - 64:
+                    raise DatasetError(
+                        _json_problem(exc.msg, char), line=line, code="invalid_json"
+                    ) from None
+                if len(buf) - pos > limits.max_line_chars:
+                    raise DatasetError(
+                        f"element {row} is longer than {limits.max_line_chars:,} characters "
+                        "(the limit)",
+                        line=text.where(pos)[0],
+                        code="line_too_long",
+                    ) from None
+                text.fill()
+            except RecursionError:
+                raise DatasetError(
+                    f"element {row} is nested too deeply ({limits.max_json_depth} levels is the "
+                    "limit)",
+                    line=text.where(pos)[0],
+                    code="too_deep",
                 ) from None
-            state["buf"] = buf[pos:] + data
-            state["pos"] = 0
-            if not data:
-                state["eof"] = True
 
-        def where(pos: int) -> tuple[int, int]:
-            buf = state["buf"]
-            return state["line_base"] + buf.count("\n", 0, pos), pos - (buf.rfind("\n", 0, pos) + 1)
+    def _check(
+        self, obj: Any, text: _Chunks, start: int, end: int, row: int
+    ) -> DatasetError | None:
+        limits = self.limits
+        if end - start > limits.max_line_chars:
+            reason, code = (
+                f"longer than {limits.max_line_chars:,} characters (the limit)",
+                "line_too_long",
+            )
+        elif exceeds_depth(text.buf, limits.max_json_depth, start, end):
+            reason, code = (
+                f"nested deeper than {limits.max_json_depth} levels (the limit)",
+                "too_deep",
+            )
+        elif type(obj) is not dict:
+            reason, code = f"expected a JSON object, got {_type_name(obj)}", "not_object"
+        elif len(obj) > limits.max_columns:
+            reason, code = (
+                f"has {len(obj):,} keys; the limit is {limits.max_columns:,}",
+                "too_many_columns",
+            )
+        else:
+            return None
+        return DatasetError(reason, row=row, code=code)
 
-        def peek() -> str:
-            """Skip whitespace; the next character, or "" at the end of the file."""
-            while True:
-                buf, pos = state["buf"], state["pos"]
-                n = len(buf)
-                while pos < n and buf[pos] in " \t\r\n":
-                    pos += 1
-                state["pos"] = pos
-                if pos < n:
-                    return buf[pos]
-                if state["eof"]:
-                    return ""
-                fill()
-
-        first = peek()
-        if first != "[":
+    def records(self) -> Iterator[Rec | DatasetError]:
+        text = _Chunks(self._text.text.read, self.encoding)
+        if text.peek() != "[":
             raise DatasetError(
                 "the file is not a JSON array of objects (it must start with [)", code="not_array"
             )
-        state["pos"] += 1
+        text.pos += 1
         row = 0
-        if peek() == "]":
-            state["pos"] += 1
+        if text.peek() == "]":
+            text.pos += 1
         else:
             while True:
-                if peek() == "":
-                    line, _ = where(state["pos"])
+                if text.peek() == "":
                     raise DatasetError(
                         "the JSON array is not closed: the file ends here (is it truncated?)",
-                        line=line,
+                        line=text.where(text.pos)[0],
                         code="truncated",
                     )
-                while True:
-                    buf, pos = state["buf"], state["pos"]
-                    try:
-                        obj, end = decoder.raw_decode(buf, pos)
-                        break
-                    except json.JSONDecodeError as exc:
-                        incomplete = (
-                            exc.msg.startswith("Unterminated string") or exc.pos >= len(buf) - 64
-                        )
-                        line, char = where(exc.pos)
-                        if incomplete and state["eof"]:
-                            raise DatasetError(
-                                f"not valid JSON ({exc.msg} at char {char}); the file ends here: "
-                                "is it truncated?",
-                                line=line,
-                                code="truncated",
-                            ) from None
-                        if not incomplete:
-                            raise DatasetError(
-                                f"not valid JSON ({exc.msg} at char {char})",
-                                line=line,
-                                code="invalid_json",
-                            ) from None
-                        if len(buf) - pos > limits.max_line_chars:
-                            raise DatasetError(
-                                f"element {row + 1} is longer than {limits.max_line_chars:,} "
-                                "characters (the limit)",
-                                line=where(pos)[0],
-                                code="line_too_long",
-                            ) from None
-                        fill()
-                    except RecursionError:
-                        raise DatasetError(
-                            f"element {row + 1} is nested too deeply ({limits.max_json_depth} "
-                            "levels is the limit)",
-                            line=where(pos)[0],
-                            code="too_deep",
-                        ) from None
                 row += 1
-                if end - pos > limits.max_line_chars:
-                    yield DatasetError(
-                        f"longer than {limits.max_line_chars:,} characters (the limit)",
-                        row=row,
-                        code="line_too_long",
-                    )
-                elif exceeds_depth(buf, limits.max_json_depth, pos, end):
-                    yield DatasetError(
-                        f"nested deeper than {limits.max_json_depth} levels (the limit)",
-                        row=row,
-                        code="too_deep",
-                    )
-                elif type(obj) is not dict:
-                    yield DatasetError(
-                        f"expected a JSON object, got {_type_name(obj)}", row=row, code="not_object"
-                    )
-                elif len(obj) > limits.max_columns:
-                    yield DatasetError(
-                        f"has {len(obj):,} keys; the limit is {limits.max_columns:,}",
-                        row=row,
-                        code="too_many_columns",
-                    )
-                else:
-                    yield Rec(row, None, None, obj)
-                state["pos"] = end
-                c = peek()
+                obj, end = self._element(text, row)
+                problem = self._check(obj, text, text.pos, end, row)
+                yield problem if problem is not None else Rec(row, None, None, obj)
+                text.pos = end
+                c = text.peek()
                 if c == ",":
-                    state["pos"] += 1
+                    text.pos += 1
                     continue
                 if c == "]":
-                    state["pos"] += 1
+                    text.pos += 1
                     break
-                line, char = where(state["pos"])
+                line, char = text.where(text.pos)
                 if c == "":
                     raise DatasetError(
                         "the JSON array is not closed: the file ends here (is it truncated?)",
@@ -507,8 +541,8 @@ class JsonArraySource(_TextSource):
                     line=line,
                     code="invalid_json",
                 )
-        if peek() != "":
-            line, char = where(state["pos"])
+        if text.peek() != "":
+            line, char = text.where(text.pos)
             raise DatasetError(
                 f"text after the end of the JSON array (at char {char})",
                 line=line,
@@ -551,18 +585,18 @@ def _check_size(path: str, limits: ImportLimits) -> int:
     return size
 
 
-def _first_char(head: bytes, encoding: str, at_eof: bool) -> str:
+def _sample_text(head: bytes, encoding: str, at_eof: bool) -> str:
     body = head[3:] if head.startswith(BOM_UTF8) else head
     codec = "utf-8" if _codec_name(encoding) == "utf-8-sig" else encoding
-    text = codecs.getincrementaldecoder(codec)("replace").decode(body, at_eof)
-    stripped = text.lstrip(" \t\r\n\ufeff")
-    return stripped[:1]
+    return codecs.getincrementaldecoder(codec)("replace").decode(body, at_eof)
 
 
 def _container(head: bytes, filename: str, encoding: str, at_eof: bool, fmt: str | None) -> str:
-    if fmt in ("csv", "tsv", "jsonl", "json") and fmt is not None:
-        return fmt
-    first = _first_char(head, encoding, at_eof)
+    """csv, tsv, jsonl or json: from `fmt` when it names one, else from the first bytes."""
+    if fmt in ("csv", "tsv", "jsonl", "json"):
+        return fmt  # type: ignore[return-value]
+    text = _sample_text(head, encoding, at_eof)
+    first = text.lstrip(" \t\r\n\ufeff")[:1]
     if first == "":
         raise DatasetError("the file is empty (only blank lines)", code="empty_file")
     if first == "[":
@@ -571,7 +605,7 @@ def _container(head: bytes, filename: str, encoding: str, at_eof: bool, fmt: str
         return "jsonl"
     if fmt in JSON_FORMATS:
         raise DatasetError(
-            f"a {fmt} file must hold JSON objects (one per line, or in an array)",
+            f'the "{fmt}" format holds JSON objects (one per line, or in an array)',
             code="not_json",
         )
     lower = filename.lower()
@@ -579,9 +613,6 @@ def _container(head: bytes, filename: str, encoding: str, at_eof: bool, fmt: str
         return "tsv"
     if lower.endswith(".csv"):
         return "csv"
-    text = codecs.getincrementaldecoder("utf-8" if encoding.startswith("utf-8") else encoding)(
-        "replace"
-    ).decode(head[3:] if head.startswith(BOM_UTF8) else head, at_eof)
     first_line = text.split("\n", 1)[0]
     return "tsv" if first_line.count("\t") > first_line.count(",") else "csv"
 
@@ -658,19 +689,22 @@ def sniff(
         errors: list[DatasetError] = []
         keys: dict[str, None] = dict.fromkeys(source.columns or [])
         seen = 0
-        for item in source.records():
-            if isinstance(item, DatasetError):
-                errors.append(item)
-                if len(errors) >= keep:
+        try:
+            for item in source.records():
+                if isinstance(item, DatasetError):
+                    errors.append(item)
+                    if len(errors) >= keep:
+                        break
+                    continue
+                seen += 1
+                if len(rows) < keep:
+                    rows.append(item.data)
+                if source.container in ("jsonl", "json"):
+                    keys.update(dict.fromkeys(item.data))
+                if seen >= sample:
                     break
-                continue
-            seen += 1
-            if len(rows) < keep:
-                rows.append(item.data)
-            if source.container in ("jsonl", "json"):
-                keys.update(dict.fromkeys(item.data))
-            if seen >= sample:
-                break
+        except DatasetError as exc:  # the file cannot be read past this point
+            errors.append(exc)
         columns = list(keys)
         if source.container == "zip":
             fmt = "image_zip"

@@ -410,8 +410,9 @@ class ZipSource:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
+                where = "char" if exc.msg.endswith(" at") else "at char"
                 yield DatasetError(
-                    f"not valid JSON ({exc.msg} at char {exc.pos})",
+                    f"not valid JSON ({exc.msg} {where} {exc.pos})",
                     path=self.metadata,
                     line=lineno,
                     code="invalid_json",

@@ -100,11 +100,33 @@ def _choose_mapping(sniffed: Sniffed, mapping: Mapping | None) -> Mapping:
     return mapping
 
 
+def _no_rows(sniffed: Sniffed) -> DatasetError:
+    if sniffed.container in ("csv", "tsv"):
+        return DatasetError("the file has a header but no data rows", code="no_rows")
+    return DatasetError("the file has no records", code="no_rows")
+
+
+def _mapping_or_sample_errors(sniffed: Sniffed, mapping: Mapping | None) -> Mapping:
+    """The mapping; when none fits and the sampled records were bad, those errors explain why."""
+    if not sniffed.sample_rows and not sniffed.sample_errors:
+        raise _no_rows(sniffed)
+    try:
+        return _choose_mapping(sniffed, mapping)
+    except DatasetError as exc:
+        if sniffed.sample_errors:
+            raise DatasetInvalid([*sniffed.sample_errors, exc]) from None
+        raise
+
+
 def _locate(error: RoleError | DatasetError, item: Rec) -> DatasetError:
     if isinstance(error, DatasetError):
         if error.path is None and error.row is None and error.line is None:
             return DatasetError(
-                error.reason, column=error.column, row=item.row, line=item.line, path=item.path,
+                error.reason,
+                column=error.column,
+                row=item.row,
+                line=item.line,
+                path=item.path,
                 code=error.code,
             )
         return error
@@ -151,7 +173,7 @@ def import_file(
     log = ErrorLog(limits.max_errors)
     try:
         sniffed = sniff(path, filename, fmt=fmt, encoding=encoding, limits=limits)
-        mapping = _choose_mapping(sniffed, mapping)
+        mapping = _mapping_or_sample_errors(sniffed, mapping)
         source = open_source(path, filename, fmt=fmt, encoding=encoding, limits=limits)
     except DatasetError as exc:
         log.add(exc)
@@ -234,12 +256,7 @@ def _run(
         if log:
             raise log.invalid()
         if writer.rows == 0:
-            reason = (
-                "the file has a header but no data rows"
-                if source.container in ("csv", "tsv")
-                else "the file has no records"
-            )
-            raise DatasetError(reason, code="no_rows")
+            raise _no_rows(sniffed)
         sha = writer.close()
     if progress is not None:
         progress(total, total)
@@ -285,7 +302,7 @@ def preview(
     try:
         if sniffed is None:
             sniffed = sniff(path, filename, fmt=fmt, encoding=encoding, limits=limits)
-        mapping = _choose_mapping(sniffed, mapping)
+        mapping = _mapping_or_sample_errors(sniffed, mapping)
     except DatasetError as exc:
         raise DatasetInvalid([exc]) from None
     template = DEFAULT_TEMPLATES[mapping.schema] if template is None else template

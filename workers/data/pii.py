@@ -15,17 +15,19 @@ them on one corpus). See `pii_recognizers` for the rule that keeps that true.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+import re
 import threading
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from workers.data.canonical import CanonicalWriter
 from workers.data.errors import DatasetError
 from workers.data.pii_fakes import mask, pseudonym, tag
 from workers.data.pii_recognizers import RECOGNIZERS, TYPES
@@ -56,6 +58,7 @@ DENSE_HITS = 20_000
 
 ALL = frozenset(range(len(RECOGNIZERS)))
 _COMPILED = tuple(r.compile() for r in RECOGNIZERS)
+_GATES = {r.gate: re.compile(r.gate) for r in RECOGNIZERS}
 # Raw-byte triggers that mean "this line is not plain canonical JSON text, run everything": a
 # \uXXXX or \/ escape can hide a character of a match from the multi-pattern step.
 _ESCAPE_TRIGGERS = (r"\\u", r"\\/")
@@ -105,6 +108,7 @@ class _Hyperscan:
         self.lines = hs.Database(mode=hs.HS_MODE_BLOCK)
         single = [f | hs.HS_FLAG_SINGLEMATCH for f in base]
         self.lines.compile(expressions=expressions, ids=ids, elements=len(ids), flags=single)
+        self.terminated = hs.ScanTerminated
 
     def recognizers_for(self, data: bytes) -> frozenset[int]:
         hit: set[int] = set()
@@ -115,8 +119,11 @@ class _Hyperscan:
     def block_hits(self, data: bytes) -> list[tuple[int, int]] | None:
         """(end offset, pattern id) of every hit in `data`, or None when there are too many."""
         hits: list[tuple[int, int]] = []
-        self.blocks.scan(data, match_event_handler=_collect_hits, context=hits)
-        return None if len(hits) > DENSE_HITS else hits
+        try:
+            self.blocks.scan(data, match_event_handler=_collect_hits, context=hits)
+        except self.terminated:  # _collect_hits stopped the scan: too many hits
+            return None
+        return hits
 
 
 def _collect_ids(pattern_id, start, end, flags, context):
@@ -141,27 +148,46 @@ def _hyperscan() -> _Hyperscan | None:
     return engine
 
 
+@cache
+def _hyperscan_works() -> bool:
+    try:
+        _hyperscan()
+    except Exception:  # e.g. a CPU without SSSE3: the wheel imports but cannot compile or scan
+        log.warning(
+            "hyperscan is installed but unusable; PII scans use the re engine", exc_info=True
+        )
+        return False
+    return _hyperscan_module() is not None
+
+
 def available_engines() -> list[str]:
     """Engines usable on this machine, best first."""
-    return (["hyperscan"] if _hyperscan_module() is not None else []) + ["re"]
+    return (["hyperscan"] if _hyperscan_works() else []) + ["re"]
 
 
 def _resolve_engine(engine: Engine) -> _Hyperscan | None:
+    if engine not in ("auto", "hyperscan", "re"):
+        raise ValueError(f"unknown PII engine {engine!r}: use auto, hyperscan or re")
     if engine == "re":
         return None
-    hs = _hyperscan()
-    if hs is None and engine == "hyperscan":
-        raise RuntimeError(
-            "the hyperscan engine needs the `hyperscan` package (pip install hyperscan)"
-        )
-    return hs
+    if not _hyperscan_works():
+        if engine == "hyperscan":
+            raise RuntimeError("the hyperscan engine needs a working `hyperscan` package")
+        return None
+    return _hyperscan()
 
 
 # --- text --------------------------------------------------------------------------------------
 def _find(text: str, recognizers: frozenset[int]) -> list[Finding]:
     candidates: list[tuple[int, int, int, int, str]] = []
+    gates: dict[str, bool] = {}
     for i in recognizers:
         rec = RECOGNIZERS[i]
+        open_ = gates.get(rec.gate)
+        if open_ is None:
+            open_ = gates[rec.gate] = _GATES[rec.gate].search(text) is not None
+        if not open_:
+            continue
         validate = rec.validate
         for m in _COMPILED[i].finditer(text):
             start, end = m.span("v")
@@ -170,13 +196,21 @@ def _find(text: str, recognizers: frozenset[int]) -> list[Finding]:
                 candidates.append((rec.rank, start - end, start, end, rec.type))
     if not candidates:
         return []
-    if len(candidates) > 1:
-        candidates.sort()
+    if len(candidates) == 1:
+        _rank, _neg_len, start, end, type_ = candidates[0]
+        return [Finding(type_, start, end, text[start:end])]
+    # Most specific type first, then the longest, then the leftmost; keep what does not overlap.
+    candidates.sort()
+    starts: list[int] = []
     kept: list[Finding] = []
     for _rank, _neg_len, start, end, type_ in candidates:
-        if all(end <= k.start or start >= k.end for k in kept):
-            kept.append(Finding(type_, start, end, text[start:end]))
-    kept.sort(key=lambda f: f.start)
+        at = bisect_right(starts, start)
+        if at and kept[at - 1].end > start:
+            continue
+        if at < len(starts) and starts[at] < end:
+            continue
+        starts.insert(at, start)
+        kept.insert(at, Finding(type_, start, end, text[start:end]))
     return kept
 
 
@@ -276,16 +310,18 @@ def _line_hits(hs: _Hyperscan, data: bytes) -> dict[int, frozenset[int]]:
     return out
 
 
-def _iter_lines(block: _Block) -> Iterator[tuple[int, bytes, frozenset[int] | None]]:
-    """(line number, line, recognizers) for every line of the block; recognizers None = no hit."""
-    hits = block.hits
-    for index, line in enumerate(block.data.split(b"\n")):
-        if not line.strip():
-            continue
-        if hits is None:
-            yield block.first_line + index, line, ALL
-        else:
-            yield block.first_line + index, line, hits.get(index)
+def _block_lines(block: _Block) -> list[bytes]:
+    lines = block.data.split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _lines_to_check(block: _Block, lines: list[bytes]) -> Iterator[tuple[int, frozenset[int]]]:
+    """(line index, recognizers) for the lines of the block that may hold PII."""
+    if block.hits is None:
+        return ((i, ALL) for i in range(len(lines)))
+    return iter(block.hits.items())  # in line order: hits were sorted by offset
 
 
 def _parse(line: bytes, line_no: int) -> Any:
@@ -295,17 +331,33 @@ def _parse(line: bytes, line_no: int) -> Any:
         raise DatasetError(f"not valid JSON ({exc})", line=line_no, code="invalid_json") from None
 
 
-def _strings(obj: Any) -> Iterator[str]:
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, dict):
+def _collect_strings(obj: Any, out: list[str]) -> None:
+    """Append every text value of a JSON value (dict values, list items, integers) to `out`."""
+    t = type(obj)
+    if t is str:
+        out.append(obj)
+    elif t is dict:
         for v in obj.values():
-            yield from _strings(v)
-    elif isinstance(obj, list):
+            if type(v) is str:
+                out.append(v)
+            else:
+                _collect_strings(v, out)
+    elif t is list:
         for v in obj:
-            yield from _strings(v)
-    elif isinstance(obj, int) and not isinstance(obj, bool):
-        yield str(obj)
+            _collect_strings(v, out)
+    elif t is int:
+        out.append(str(obj))
+
+
+def _row_findings(obj: Any, recognizers: frozenset[int]) -> list[Finding]:
+    texts: list[str] = []
+    _collect_strings(obj, texts)
+    findings: list[Finding] = []
+    for text in texts:
+        found = _find(text, recognizers)
+        if found:
+            findings.extend(found)
+    return findings
 
 
 # --- the scan report ---------------------------------------------------------------------------
@@ -396,28 +448,18 @@ def scan_jsonl(
     hs = _resolve_engine(engine)
     report = PiiReport(engine=_engine_name(hs), sample_per_type=sample_per_type)
     for block in _blocks(Path(path), hs, progress):
+        lines = _block_lines(block)
         report.bytes_scanned += len(block.data)
-        report.rows_scanned += _count_rows(block.data)
-        if block.hits is not None and not block.hits:
-            continue
-        for line_no, line, recognizers in _iter_lines(block):
-            if not recognizers:
+        report.rows_scanned += len(lines) - lines.count(b"")
+        for index, recognizers in _lines_to_check(block, lines):
+            line = lines[index]
+            if not line.strip():
                 continue
-            findings = [f for s in _strings(_parse(line, line_no)) for f in _find(s, recognizers)]
+            line_no = block.first_line + index
+            findings = _row_findings(_parse(line, line_no), recognizers)
             if findings:
                 report.add_row(line_no, findings)
     return report
-
-
-_BLANK_MARKS = tuple(b"\n" + w for w in (b"\n", b" ", b"\t", b"\r", b"\x0b", b"\x0c"))
-
-
-def _count_rows(data: bytes) -> int:
-    """Non-blank lines in `data` (canonical JSONL has no blank lines: then only a count)."""
-    body = data[:-1] if data.endswith(b"\n") else data
-    if body[:1].isspace() or any(mark in body for mark in _BLANK_MARKS):
-        return sum(1 for line in body.split(b"\n") if line.strip())
-    return body.count(b"\n") + 1 if body else 0
 
 
 # --- redaction ---------------------------------------------------------------------------------
@@ -477,10 +519,6 @@ class _Replacer:
         return obj
 
 
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
-
-
 def redact_jsonl(
     src: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -499,25 +537,22 @@ def redact_jsonl(
     hs = _resolve_engine(engine)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    digest = hashlib.sha256()
-    rows = 0
     try:
-        with open(tmp, "wb") as w:
+        with CanonicalWriter(tmp) as writer:
             for block in _blocks(Path(src), hs, progress):
-                buf = []
-                for line_no, line, recognizers in _iter_lines(block):
-                    obj = _parse(line, line_no)
+                hits = block.hits
+                for index, line in enumerate(_block_lines(block)):
+                    if not line.strip():
+                        continue
+                    obj = _parse(line, block.first_line + index)
+                    recognizers = ALL if hits is None else hits.get(index)
                     if recognizers:
                         obj = replacer.value(obj, recognizers)
-                    buf.append(_canonical(obj))
-                    buf.append(b"\n")
-                    rows += 1
-                data = b"".join(buf)
-                digest.update(data)
-                w.write(data)
+                    writer.write(obj)
+            sha256 = writer.close()
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     counts = {t: replacer.counts[t] for t in TYPES if t in replacer.counts}
-    return RedactResult(path=out, rows=rows, sha256=digest.hexdigest(), replaced_counts=counts)
+    return RedactResult(path=out, rows=writer.rows, sha256=sha256, replaced_counts=counts)

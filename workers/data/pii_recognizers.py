@@ -1,17 +1,18 @@
-"""The PII recognizers: one regex core per pattern, boundaries, and a validator per candidate.
+"""The PII recognizers: a `re` pattern, multi-pattern triggers, a gate and a validator each.
 
-Each `Recognizer` is written once and used by both engines:
+Each `Recognizer` is written once and used by both engines of `pii`:
 
-* the pure-Python engine compiles `left + prefix + (?P<v>value) + suffix + right` with `re`;
-* the Hyperscan engine compiles only the `triggers` (by default `prefix + value + suffix`, the same
-  text without the look-arounds, which Hyperscan does not support) and uses a hit to decide which
-  recognizers to run with `re` on which strings.
+* `pattern` (Python `re`, group `v` = the value) with its boundaries, then `validate` (checksum,
+  date, network, nearby word), is what decides a finding, in both engines;
+* `triggers` are the same match written plainly for Hyperscan (no look-arounds); a trigger hit on
+  a raw JSONL line is what makes the Hyperscan engine run `pattern` on that line's strings.
 
-A trigger must match wherever its recognizer can report something (a superset): that is what
-makes the two engines give the same findings. So cores use only explicit classes (`[0-9]`, never
-`\\d`, `\\s` or `.`, which in `str` patterns match Unicode digits and spaces, and a core must never
-match a character JSON escapes: `"`, `\\`, control characters), and a validator that reads the
-context outside its match has its own trigger on that context.
+A recognizer's triggers must fire wherever it can report something (a superset): that is what
+makes the two engines agree. So triggers use only explicit classes (`[0-9]`, never `\\d`, `\\s`
+or `.`), never need a character that JSON escapes (`"`, `\\`, control characters) and treat an
+escape like `\\n` as the boundary it stands for; a validator that reads context outside its match
+has a trigger on that context; lines with `\\u` or `\\/` escapes run every recognizer. The tests
+check the rule on every match of a fuzzed corpus, as text and as raw JSON bytes.
 """
 
 from __future__ import annotations
@@ -48,12 +49,15 @@ class Recognizer:
     `pattern` starts with a character class and checks its left boundary with a look-behind
     *after* that first character, so `re` can skip ahead on the class: about five times faster
     than a leading look-behind. `triggers` is the same match written plainly, without look-arounds.
+    `gate` is a cheap `re` that finds something every match needs ("@", four digits in a row): a
+    string it does not find in is skipped without running `pattern`.
     """
 
     name: str
     type: str
     pattern: str
     triggers: tuple[str, ...]
+    gate: str
     caseless_triggers: tuple[str, ...] = ()
     validate: Validator | None = None
     rank: int = field(init=False)
@@ -78,6 +82,10 @@ class Recognizer:
 AFTER_FIRST_NOT_ALNUM = r"(?<![0-9A-Za-z_].)"
 AFTER_FIRST_DIGITS_LEFT = r"(?<![0-9A-Za-z_].)(?<![0-9]\..)"
 DIGITS_RIGHT = r"(?![0-9A-Za-z_])(?!\.[0-9])"
+# Triggers run on raw JSON bytes, where "\n2023..." is a backslash, an "n" and digits: an escape
+# counts as a word boundary there, as the newline it stands for does in the text.
+_B = r"(?:\\[bfnrt]|\b)"
+FOUR_DIGITS = "[0-9]{4}"  # ID, card, passport and phone numbers all have four digits in a row
 HAN = "一-鿿"  # CJK Unified Ideographs U+4E00..U+9FFF (literal: valid for re and Hyperscan UTF-8)
 
 
@@ -169,11 +177,12 @@ def _ipv6_ok(value: str, text: str, start: int) -> bool:
 
 
 _PASSPORT_CONTEXT = 24  # characters before the number that may hold the context word
+PASSPORT_WORDS = "护照|passport|Passport|PASSPORT"
+_passport_word = re.compile(PASSPORT_WORDS)
 
 
 def _near_passport_word(value: str, text: str, start: int) -> bool:
-    window = text[max(0, start - _PASSPORT_CONTEXT) : start]
-    return "护照" in window or "passport" in window.lower()
+    return _passport_word.search(text, max(0, start - _PASSPORT_CONTEXT), start) is not None
 
 
 # --- names -------------------------------------------------------------------------------------
@@ -209,9 +218,9 @@ COMPOUND_SURNAMES = (
 # in clinical text: "患者高血压", "患者陈旧性", "医生常说", "谢谢先生".
 NOT_IN_GIVEN_NAME = (
     "的了在是有和与及或因而但出现患病症状痛疼咳热血压糖尿检查治疗术药物服用说问答请可能会要应该需经"
-    "这那其此男女岁年月日周前后时间感到觉自诉述无不未已曾近来去做行于为被把对从向以等主史疸细胞旧性上下"
+    "这那其此男女岁年日周前后时间感到觉自诉述无不未已曾近来去做行于为被把对从向以等主史疸细胞旧性上下"
     "常度面季节部分次左右侧位体身肝肺肾胃肠头脑眼耳鼻口手足腿脚背腰颈胸腹皮肤骨关炎肿瘤癌重何某家属"
-    "情况既往入院门诊就复吃喝睡护士们都也还又很太最更非较约多少几个名例每该它他她您你我咨询建议注意"
+    "情况既往入院门诊就复吃喝睡护士们都也还又很太最更非较约多少几个名例每该它他她您你我咨询议注意"
     "如果怎么什吗呢吧啊呀嗯哦谢老先女医师科室号码电话手机话姓联系人址"
 )
 
@@ -231,6 +240,7 @@ def _han_class_without(excluded: str) -> str:
 
 GIVEN = _han_class_without(NOT_IN_GIVEN_NAME)
 ZH_NAME = f"(?:{'|'.join(COMPOUND_SURNAMES)}|[{SINGLE_SURNAMES}]){GIVEN}{{1,2}}"
+ZH_NAME_MIN = f"(?:{'|'.join(COMPOUND_SURNAMES)}|[{SINGLE_SURNAMES}]){GIVEN}"  # for triggers
 # The same name with its first character already consumed (compound surnames tried first).
 _ZH_NAME_FIRST = "[" + SINGLE_SURNAMES + "".join(sorted({c[0] for c in COMPOUND_SURNAMES})) + "]"
 _ZH_NAME_REST = (
@@ -271,7 +281,8 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
             rf"(?P<v>[A-Za-z](?<![A-Za-z0-9+.-].)[A-Za-z0-9+.-]{{1,15}}://"
             rf"{_URL_USER}*:{_URL_PASS}+@{_HOST})"
         ),
-        triggers=(rf"[A-Za-z][A-Za-z0-9+.-]{{1,15}}://{_URL_USER}*:{_URL_PASS}+@{_HOST}",),
+        triggers=(rf"://{_URL_USER}*:{_URL_PASS}+@",),
+        gate="://",
     ),
     Recognizer(
         name="email",
@@ -280,13 +291,15 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
             rf"(?P<v>{_EMAIL_LOCAL}(?<!{_EMAIL_LOCAL}.){_EMAIL_LOCAL}*@{_EMAIL_DOMAIN})"
             r"(?![A-Za-z-])"
         ),
-        triggers=(rf"{_EMAIL_LOCAL}+@{_EMAIL_DOMAIN}",),
+        triggers=(rf"{_EMAIL_LOCAL}@[A-Za-z0-9-]+\.[A-Za-z0-9-]",),
+        gate="@",
     ),
     Recognizer(
         name="cn_resident_id",
         type="CN_RESIDENT_ID",
         pattern=rf"(?P<v>[1-8]{AFTER_FIRST_DIGITS_LEFT}{_ID_BODY}){DIGITS_RIGHT}",
-        triggers=(rf"[1-8]{_ID_BODY}",),
+        triggers=(rf"{_B}[1-8]{_ID_BODY}",),
+        gate=FOUR_DIGITS,
         validate=_resident_id_ok,
     ),
     Recognizer(
@@ -296,7 +309,8 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
             rf"(?P<v>[0-9]{AFTER_FIRST_DIGITS_LEFT}"
             rf"(?:[0-9]{{12,18}}|[0-9]{{3}}(?:[ -][0-9]{{3,6}}){{2,4}})){DIGITS_RIGHT}"
         ),
-        triggers=(r"[0-9]{13,19}", r"[0-9]{4}(?:[ -][0-9]{3,6}){2,4}"),
+        triggers=(rf"{_B}[0-9]{{13}}", rf"{_B}[0-9]{{4}}[ -][0-9]{{3,6}}[ -][0-9]{{3}}"),
+        gate=FOUR_DIGITS,
         validate=_bank_card_ok,
     ),
     Recognizer(
@@ -306,7 +320,8 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
             rf"(?P<v>[EG]{AFTER_FIRST_NOT_ALNUM}(?:[0-9]{{8}}|(?<=E)[A-HJ-NP-Z][0-9]{{7}}))"
             r"(?![0-9A-Za-z_])"
         ),
-        triggers=(r"[EG][0-9]{8}", r"E[A-HJ-NP-Z][0-9]{7}"),
+        triggers=(rf"{_B}[EG][0-9]{{8}}", rf"{_B}E[A-HJ-NP-Z][0-9]{{7}}"),
+        gate=FOUR_DIGITS,
     ),
     Recognizer(
         name="passport_near_word",
@@ -315,6 +330,7 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         # The validator needs the word; the number alone proves nothing.
         triggers=("护照",),
         caseless_triggers=("passport",),
+        gate=PASSPORT_WORDS,
         validate=_near_passport_word,
     ),
     Recognizer(
@@ -324,7 +340,8 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
             rf"(?P<v>[+01]{AFTER_FIRST_DIGITS_LEFT}"
             rf"(?:(?<=\+)86[ -]?1|(?<=0)086[ -]?1|(?<=1)){_PHONE_REST}){DIGITS_RIGHT}"
         ),
-        triggers=(rf"(?:(?:\+|00)86[ -]?)?1{_PHONE_REST}",),
+        triggers=(rf"1{_PHONE_REST}",),
+        gate=FOUR_DIGITS,
     ),
     Recognizer(
         name="cn_landline",
@@ -334,7 +351,11 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
             r"(?:(?<=\()0[1-9][0-9]{1,2}\)[ -]?|(?<=0)[1-9][0-9]{1,2}[ -])[2-9][0-9]{6,7})"
             rf"{DIGITS_RIGHT}"
         ),
-        triggers=(r"(?:\(0[1-9][0-9]{1,2}\)[ -]?|0[1-9][0-9]{1,2}[ -])[2-9][0-9]{6,7}",),
+        triggers=(
+            r"\(0[1-9][0-9]{1,2}\)[ -]?[2-9][0-9]{6}",
+            rf"{_B}0[1-9][0-9]{{1,2}}[ -][2-9][0-9]{{6}}",
+        ),
+        gate=FOUR_DIGITS,
     ),
     Recognizer(
         name="ipv4",
@@ -343,7 +364,8 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
             r"(?P<v>[0-9](?<![0-9A-Za-z_.].)[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3})"
             rf"{DIGITS_RIGHT}"
         ),
-        triggers=(_IPV4,),
+        triggers=(rf"{_B}[0-9]{{1,3}}\.[0-9]{{1,3}}\.[0-9]{{1,3}}\.[0-9]",),
+        gate=r"[0-9]\.[0-9]",
         validate=_ipv4_ok,
     ),
     Recognizer(
@@ -353,25 +375,29 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
             r"(?P<v>[0-9A-Fa-f:](?<![0-9A-Za-z_:.].)(?:(?<=:)|[0-9A-Fa-f]{0,3}:)"
             rf"(?:[0-9A-Fa-f]{{0,4}}:){{1,6}}{_IPV6_TAIL})(?![0-9A-Za-z_:])(?!\.[0-9])"
         ),
-        triggers=(rf"(?:[0-9A-Fa-f]{{0,4}}:){{2,7}}{_IPV6_TAIL}",),
+        triggers=(":[0-9A-Fa-f]{0,4}:",),
+        gate=":[0-9A-Fa-f]{0,4}:",
         validate=_ipv6_ok,
     ),
     Recognizer(
         name="zh_name_after_word",
         type="PERSON",
         pattern=f"{ZH_BEFORE}(?P<v>{ZH_NAME})",
-        triggers=(f"{ZH_BEFORE}{ZH_NAME}",),
+        triggers=(f"{ZH_BEFORE}{ZH_NAME_MIN}",),
+        gate="|".join(ZH_CONTEXT_WORDS),
     ),
     Recognizer(
         name="zh_name_before_title",
         type="PERSON",
         pattern=f"(?P<v>{_ZH_NAME_FIRST}{_ZH_TITLE_LEFT}{_ZH_NAME_REST}){ZH_AFTER}",
         triggers=(f"{ZH_NAME}{ZH_AFTER}",),
+        gate=ZH_AFTER,
     ),
     Recognizer(
         name="en_name_after_title",
         type="PERSON",
         pattern=f"{_EN_TITLE_AFTER_FIRST}(?P<v>{EN_NAME})(?![A-Za-z])",
-        triggers=(f"{EN_TITLE}{EN_NAME}",),
+        triggers=(rf"{EN_TITLE}[A-Z](?:[a-z]|['’][A-Z])",),
+        gate="M[rs]|Dr|Prof",
     ),
 )

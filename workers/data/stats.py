@@ -20,27 +20,32 @@ from workers.data.canonical import SCHEMAS, record_text
 __all__ = ["compute", "language_of"]
 
 BATCH = 512  # texts per tokenizer call: fast tokenizers parallelise a batch
-_CJK = re.compile(
-    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f]"
+_CJK_CHARS = (
+    "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f"
 )
-_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
-_LETTER = re.compile(r"[^\W\d_]")
+_LATIN_CHARS = "A-Za-z\u00c0-\u024f"
+_CJK = re.compile(f"[{_CJK_CHARS}]")
+_LATIN_WORD = re.compile(f"[{_LATIN_CHARS}]+")
+_OTHER_WORD = re.compile(f"[^\\W\\d_{_LATIN_CHARS}{_CJK_CHARS}]+")
 
 
-def _count(pattern: re.Pattern[str], text: str) -> int:
-    return len(text) - len(pattern.sub("", text))
+def _runs(pattern: re.Pattern[str], text: str) -> int:
+    return sum(1 for _ in pattern.finditer(text))
 
 
 def language_of(text: str) -> str:
-    """ "cjk", "latin" or "other": the script most of the letters are in (by character classes)."""
-    letters = _count(_LETTER, text)
-    if not letters:
+    """ "cjk", "latin" or "other": the script most of the text is in, by character classes.
+
+    A CJK character counts as much as a word in another script (a run of its letters), so
+    "请问 blood pressure 高怎么办" is CJK and "what does 高 mean here" is Latin.
+    """
+    cjk = len(text) - len(_CJK.sub("", text))
+    latin = _runs(_LATIN_WORD, text)
+    other = _runs(_OTHER_WORD, text)
+    if not (cjk or latin or other):
         return "other"
-    cjk = _count(_CJK, text)
-    latin = _count(_LATIN, text)
-    other = max(letters - cjk - latin, 0)
     if cjk >= latin and cjk >= other:
-        return "cjk" if cjk else "other"
+        return "cjk"
     return "latin" if latin >= other else "other"
 
 
