@@ -71,7 +71,7 @@ with tempfile.TemporaryDirectory(dir=sys.argv[2]) as out:
     t2 = time.perf_counter()
 print(json.dumps({"seconds": t2 - t1, "import_module_s": t1 - t0, "rows": r.rows, "sha256": r.sha256,
                   "encoding": r.encoding, "split": r.split_counts,
-                  "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+                  "peak_rss_kb": int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])}))
 """
 
 _BASELINE_CHILD = """
@@ -83,7 +83,7 @@ with open(sys.argv[1], encoding="utf-8", newline="") as f:
         n += 1
 t1 = time.perf_counter()
 print(json.dumps({"seconds": t1 - t0, "rows": n - 1,
-                  "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+                  "peak_rss_kb": int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])}))
 """
 
 

@@ -34,22 +34,32 @@ def main() -> int:
     pii = bench_pii(args.pii_mb, 10)
     e, f, b = pii["engine"], pii["fallback"], pii["baseline"]
     print(f"PII scan, {pii['size_mb']} MB, {pii['rows']:,} rows, one core:")
-    print(f"  engine {e['engine']:<10} {e['mb_s']:>7.1f} MB/s  peak RSS {e['peak_rss_mb']:>6.1f} MB")
-    print(f"  re fallback        {f['mb_s']:>7.1f} MB/s  peak RSS {f['peak_rss_mb']:>6.1f} MB  (10 MB prefix)")
-    print(f"  bare single regex  {b['mb_s']:>7.1f} MB/s  peak RSS {b['peak_rss_mb']:>6.1f} MB  (baseline)")
+    print(
+        f"  engine {e['engine']:<10} {e['mb_s']:>7.1f} MB/s  peak RSS {e['peak_rss_mb']:>6.1f} MB"
+    )
+    print(
+        f"  re fallback        {f['mb_s']:>7.1f} MB/s  peak RSS {f['peak_rss_mb']:>6.1f} MB  (10 MB prefix)"
+    )
+    print(
+        f"  bare single regex  {b['mb_s']:>7.1f} MB/s  peak RSS {b['peak_rss_mb']:>6.1f} MB  (baseline)"
+    )
     print(f"  engines agree on the prefix: {pii['engines_agree_on_prefix']}")
 
     imp = bench_import(args.rows)
     print(f"Import, {imp['rows']:,} rows, {imp['file_mb']} MB CSV:")
-    print(f"  import_file        {imp['import_s']:>7.2f} s   {imp['rows_per_s']:>9,} rows/s  peak RSS {imp['peak_rss_mb']} MB")
-    print(f"  bare csv.reader    {imp['baseline_csv_reader_s']:>7.2f} s   (baseline; ratio {imp['ratio_vs_baseline']}x)")
+    print(
+        f"  import_file        {imp['import_s']:>7.2f} s   {imp['rows_per_s']:>9,} rows/s  peak RSS {imp['peak_rss_mb']} MB"
+    )
+    print(
+        f"  bare csv.reader    {imp['baseline_csv_reader_s']:>7.2f} s   (baseline; ratio {imp['ratio_vs_baseline']}x)"
+    )
     print(json.dumps({"pii": pii, "import": imp}, ensure_ascii=False), file=sys.stderr)
 
     ok = pii["meets_goals"] and imp["meets_goal"]
     print(
         f"RESULT pii scan {e['mb_s']} MB/s (goal >= {GOAL_MB_S}) peak RSS {e['peak_rss_mb']} MB "
         f"(goal <= {GOAL_RSS_MB}) [baseline regex {b['mb_s']} MB/s, ratio {pii['engine_vs_baseline']}x] | "
-        f"import 1M rows {imp['import_s']} s (goal <= 60) peak RSS {imp['peak_rss_mb']} MB "
+        f"import {imp['rows']:,} rows {imp['import_s']} s (goal <= 60 for 1,000,000) peak RSS {imp['peak_rss_mb']} MB "
         f"[baseline csv.reader {imp['baseline_csv_reader_s']} s, ratio {imp['ratio_vs_baseline']}x]"
         f"{'' if ok else ' — GOAL MISSED'}"
     )

@@ -42,14 +42,19 @@ def pytest_configure(config):
     os.environ["ATELIER_JOBS_DIR"] = str(TEST_VAR / "jobs")
     settings.REDIS_URL = url
     settings.CELERY_BROKER_URL = url
-    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [{"address": url, "socket_timeout": None}]
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
+        {"address": url, "socket_timeout": None}
+    ]
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = ENGINE_ENV["ATELIER_CHANNEL_PREFIX"]
     os.environ["ATELIER_VAR_DIR"] = str(TEST_VAR)
     settings.VAR_DIR = TEST_VAR
     settings.MEDIA_ROOT = TEST_VAR / "media"
     settings.JOBS_DIR = TEST_VAR / "jobs"
     settings.ATELIER.update(
-        LEASE_SECONDS=3.0, HEARTBEAT_SECONDS=0.5, DISPATCH_INTERVAL=0.5, REDISPATCH_AFTER=5.0,
+        LEASE_SECONDS=3.0,
+        HEARTBEAT_SECONDS=0.5,
+        DISPATCH_INTERVAL=0.5,
+        REDISPATCH_AFTER=5.0,
         EVENT_MIN_INTERVAL=0.1,
     )
     import tests.jobkinds  # noqa: F401  (registers the test-only kinds in this process)
@@ -122,6 +127,7 @@ def member(people):
 
 
 # ---------------------------------------------------------------- real processes
+
 
 @pytest.fixture
 def processes(transactional_db, tmp_path):

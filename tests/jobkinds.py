@@ -44,7 +44,23 @@ def run(ctx: JobContext) -> dict:
     return {"steps": p.steps, "resumed_from": start}
 
 
-register(JobKind(name="test.steps", label="Test steps", queue="cpu", params=StepsParams, runner=run,
-                 description="Test-only: counts steps."))
-register(JobKind(name="test.gpu_steps", label="Test GPU steps", queue="gpu", params=StepsParams, runner=run,
-                 description="Test-only: counts steps on the gpu queue."))
+register(
+    JobKind(
+        name="test.steps",
+        label="Test steps",
+        queue="cpu",
+        params=StepsParams,
+        runner=run,
+        description="Test-only: counts steps.",
+    )
+)
+register(
+    JobKind(
+        name="test.gpu_steps",
+        label="Test GPU steps",
+        queue="gpu",
+        params=StepsParams,
+        runner=run,
+        description="Test-only: counts steps on the gpu queue.",
+    )
+)

@@ -74,6 +74,7 @@ class Check:
     ok: int = 200
     api: bool = False
     data: dict | Callable[[], dict] | None = None  # a callable for bodies read once (files)
+    multipart: bool = False  # an API route that takes a file upload
     json_body: bool = False  # a page-side JSON endpoint: JSON in, but Django's HTML 404/403 pages
     job: str = "job"  # which job fills <job_id>: "job" (queued) or "failed"
     expect: dict = field(default_factory=dict)
@@ -113,6 +114,17 @@ MATRIX: dict[str, list[Check]] = {
             effect=lambda w: w.project.memberships.filter(
                 user__username="newcomer", role="viewer"
             ).exists(),
+        ),
+    ],
+    "projects:settings": [
+        Check("GET", "project", ADMINS),
+        Check(
+            "POST",
+            "project",
+            ADMINS,
+            ok=302,
+            data={"name": "Renamed", "description": "", "max_concurrent_jobs": "3"},
+            effect=lambda w: Project.objects.get(pk=w.project.pk).name == "Renamed",
         ),
     ],
     "projects:member_update": [
@@ -198,8 +210,12 @@ MATRIX: dict[str, list[Check]] = {
             "project",
             LAUNCHERS,
             ok=302,
-            data=lambda: {"name": "Uploaded", "license": "CC0-1.0", "source": "tests",
-                          "file": SimpleUploadedFile("up.csv", b"question,answer\nA?,B.\n")},
+            data=lambda: {
+                "name": "Uploaded",
+                "license": "CC0-1.0",
+                "source": "tests",
+                "file": SimpleUploadedFile("up.csv", b"question,answer\nA?,B.\n"),
+            },
         ),
     ],
     # A staged upload belongs to the member who made it: everyone else gets 404.
@@ -211,14 +227,26 @@ MATRIX: dict[str, list[Check]] = {
             LAUNCHERS,
             ok=302,
             expect={"admin": 404},
-            data={"schema": "qa", "role_question": "question", "role_answer": "answer", "template": "",
-                  "validation_fraction": "0.1", "seed": "1"},
+            data={
+                "schema": "qa",
+                "role_question": "question",
+                "role_answer": "answer",
+                "template": "",
+                "validation_fraction": "0.1",
+                "seed": "1",
+            },
             effect=lambda w: w.project.datasets.filter(name="More").exists(),
         ),
     ],
     "datasets:map_preview": [
-        Check("POST", "project", LAUNCHERS, json_body=True, expect={"admin": 404},
-              data={"schema": "qa", "columns": {"question": "question", "answer": "answer"}}),
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            json_body=True,
+            expect={"admin": 404},
+            data={"schema": "qa", "columns": {"question": "question", "answer": "answer"}},
+        ),
     ],
     "datasets:detail": [Check("GET", "project", ROLES, ok=302)],
     "datasets:version": [Check("GET", "project", ROLES)],
@@ -243,6 +271,25 @@ MATRIX: dict[str, list[Check]] = {
             effect=lambda w: DatasetVersion.objects.get(pk=w.version.pk).approval == "rejected",
         ),
     ],
+    "api:datasets": [
+        Check("GET", "project", ROLES, api=True),
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=201,
+            api=True,
+            multipart=True,
+            data=lambda: {
+                "name": "Via API",
+                "license": "CC0-1.0",
+                "source": "tests",
+                "file": SimpleUploadedFile("api.csv", b"question,answer\nA?,B.\n"),
+            },
+            effect=lambda w: w.project.datasets.filter(name="Via API").exists(),
+        ),
+    ],
+    "api:dataset_version": [Check("GET", "project", ROLES, api=True)],
     "ws:ws/projects/<int:project_id>/": [Check("WS", "project", ROLES)],
     "ws:ws/jobs/<int:job_id>/": [Check("WS", "project", ROLES)],
 }
@@ -329,18 +376,34 @@ def world(project, people, make_user, tmp_path) -> World:
     )
     Job.objects.filter(pk=failed.pk).update(state=JobState.FAILED, error="boom")
     csv_path = tmp_path / "qa.csv"
-    csv_path.write_text("question,answer\nWhat is BP?,Blood pressure.\nHi,Hello\n", encoding="utf-8")
+    csv_path.write_text(
+        "question,answer\nWhat is BP?,Blood pressure.\nHi,Hello\n", encoding="utf-8"
+    )
     version, _ = dataset_import(
-        project=project, actor=people["member"], upload_path=csv_path, filename="qa.csv", name="QA",
-        license="CC0-1.0", source="tests",
+        project=project,
+        actor=people["member"],
+        upload_path=csv_path,
+        filename="qa.csv",
+        name="QA",
+        license="CC0-1.0",
+        source="tests",
     )
     staged = stage_upload(
         uploaded_file=SimpleUploadedFile("more.csv", b"question,answer\nA?,B.\n"),
-        user_id=people["member"].pk, project_id=project.pk,
+        user_id=people["member"].pk,
+        project_id=project.pk,
     )
-    (staged.path / "form.json").write_text(json.dumps(
-        {"name": "More", "description": "", "license": "CC0-1.0", "source": "tests", "dataset": None}
-    ))
+    (staged.path / "form.json").write_text(
+        json.dumps(
+            {
+                "name": "More",
+                "description": "",
+                "license": "CC0-1.0",
+                "source": "tests",
+                "dataset": None,
+            }
+        )
+    )
     return World(
         version=version,
         upload_token=staged.token,
@@ -404,7 +467,7 @@ def test_http_route_answers_each_persona_as_the_matrix_says(client, world, key, 
     body = check.data() if callable(check.data) else (check.data or {})
     if check.method == "GET":
         response = client.get(url)
-    elif check.api or check.json_body:
+    elif (check.api and not check.multipart) or check.json_body:
         response = client.post(url, data=json.dumps(body), content_type="application/json")
     else:
         response = client.post(url, data=body)

@@ -7,7 +7,19 @@ urlpatterns = [
     path("projects/", views.projects, name="projects"),
     path("projects/<int:project_id>/jobs/", views.jobs, name="jobs"),
     path("projects/<int:project_id>/jobs/<int:job_id>/", views.job_detail, name="job"),
-    path("projects/<int:project_id>/jobs/<int:job_id>/events/", views.job_events_view, name="job_events"),
-    path("projects/<int:project_id>/jobs/<int:job_id>/cancel/", views.job_cancel, name="job_cancel"),
+    path(
+        "projects/<int:project_id>/jobs/<int:job_id>/events/",
+        views.job_events_view,
+        name="job_events",
+    ),
+    path(
+        "projects/<int:project_id>/jobs/<int:job_id>/cancel/", views.job_cancel, name="job_cancel"
+    ),
     path("projects/<int:project_id>/jobs/<int:job_id>/retry/", views.job_retry, name="job_retry"),
+    path("projects/<int:project_id>/datasets/", views.datasets, name="datasets"),
+    path(
+        "projects/<int:project_id>/datasets/<int:dataset_id>/versions/<int:number>/",
+        views.dataset_version,
+        name="dataset_version",
+    ),
 ]

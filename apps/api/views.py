@@ -57,10 +57,12 @@ def _job_json(job) -> dict:
 @api_view
 def projects(request):
     return JsonResponse(
-        {"data": [
-            {"id": m.project.pk, "name": m.project.name, "role": m.role}
-            for m in project_selectors.memberships_for_user(user=request.user)
-        ]}
+        {
+            "data": [
+                {"id": m.project.pk, "name": m.project.name, "role": m.role}
+                for m in project_selectors.memberships_for_user(user=request.user)
+            ]
+        }
     )
 
 
@@ -69,8 +71,12 @@ def projects(request):
 def jobs(request, project_id: int):
     if request.method == "GET":
         access = project_selectors.project_access(user=request.user, project_id=project_id)
-        return JsonResponse({"data": [_job_json(j) for j in job_selectors.project_jobs(access=access)]})
-    access = project_selectors.project_access(user=request.user, project_id=project_id, need="launch_job")
+        return JsonResponse(
+            {"data": [_job_json(j) for j in job_selectors.project_jobs(access=access)]}
+        )
+    access = project_selectors.project_access(
+        user=request.user, project_id=project_id, need="launch_job"
+    )
     try:
         body = json.loads(request.body or b"{}")
     except json.JSONDecodeError as exc:
@@ -79,11 +85,16 @@ def jobs(request, project_id: int):
         return _error(400, 'Expected {"kind": "...", "params": {...}}')
     kind = job_registry.find(str(body.get("kind", "")))
     if kind is None or not kind.launchable:
-        return _error(400, "Invalid job parameters", fields={"kind": f"Unknown job kind {body.get('kind')!r}"})
+        return _error(
+            400, "Invalid job parameters", fields={"kind": f"Unknown job kind {body.get('kind')!r}"}
+        )
     try:
         job = job_services.job_create(
-            project=access.project, kind=kind.name, params=body.get("params", {}),
-            created_by=request.user, request=request,
+            project=access.project,
+            kind=kind.name,
+            params=body.get("params", {}),
+            created_by=request.user,
+            request=request,
         )
     except job_services.JobParamsError as exc:
         return _error(400, "Invalid job parameters", fields=exc.errors)
@@ -112,7 +123,9 @@ def job_events_view(request, project_id: int, job_id: int):
 @require_POST
 @api_view
 def job_cancel(request, project_id: int, job_id: int):
-    _, job = job_selectors.job_access(user=request.user, project_id=project_id, job_id=job_id, need="cancel_job")
+    _, job = job_selectors.job_access(
+        user=request.user, project_id=project_id, job_id=job_id, need="cancel_job"
+    )
     if not job_services.job_cancel(job=job, actor=request.user, request=request):
         job.refresh_from_db(fields=["state"])
         return _error(409, f"Job {job.pk} is {job.state}: nothing to cancel")
@@ -123,11 +136,144 @@ def job_cancel(request, project_id: int, job_id: int):
 @require_POST
 @api_view
 def job_retry(request, project_id: int, job_id: int):
-    _, job = job_selectors.job_access(user=request.user, project_id=project_id, job_id=job_id, need="launch_job")
+    _, job = job_selectors.job_access(
+        user=request.user, project_id=project_id, job_id=job_id, need="launch_job"
+    )
     try:
         new_job = job_services.job_retry(job=job, actor=request.user, request=request)
     except IllegalTransition:
-        return _error(409, f"Job {job.pk} is {job.state}: only failed or cancelled jobs can be retried")
+        return _error(
+            409, f"Job {job.pk} is {job.state}: only failed or cancelled jobs can be retried"
+        )
     except job_services.JobParamsError as exc:
         return _error(400, "The job's parameters no longer validate", fields=exc.errors)
     return JsonResponse(_job_json(new_job), status=201)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def _version_json(v) -> dict:
+    return {
+        "id": v.pk,
+        "dataset": v.dataset_id,
+        "number": v.number,
+        "sha256": v.sha256,
+        "parent": v.parent.number if v.parent_id else None,
+        "operation": v.operation,
+        "rows": v.rows,
+        "size_bytes": v.size_bytes,
+        "source_format": v.source_format,
+        "source_encoding": v.source_encoding,
+        "mapping": v.mapping,
+        "split_counts": v.split_counts,
+        "stats": v.stats,
+        "pii_report": v.pii_report,
+        "approval": v.approval,
+        "approval_comment": v.approval_comment,
+        "created_at": v.created_at.isoformat(),
+    }
+
+
+def _dataset_json(d) -> dict:
+    latest = d.latest_version
+    return {
+        "id": d.pk,
+        "name": d.name,
+        "description": d.description,
+        "schema": d.schema,
+        "license": d.license,
+        "source": d.source,
+        "created_at": d.created_at.isoformat(),
+        "latest_version": _version_json(latest) if latest else None,
+    }
+
+
+@require_http_methods(["GET", "POST"])
+@api_view
+def datasets(request, project_id: int):
+    """GET: the project's datasets. POST (multipart): file + name, license, source, optional
+    description, mapping (JSON), fmt, encoding, template, validation_fraction, seed, dataset (id of
+    an existing dataset for a new version). All or nothing: errors come back with their places."""
+    from django.core.exceptions import ValidationError
+
+    from apps.datasets import services as dataset_services
+    from apps.datasets.models import Dataset
+    from apps.datasets.storage import discard_upload, stage_upload
+
+    if request.method == "GET":
+        access = project_selectors.project_access(user=request.user, project_id=project_id)
+        return JsonResponse(
+            {"data": [_dataset_json(d) for d in Dataset.objects.filter(project=access.project)]}
+        )
+    access = project_selectors.project_access(
+        user=request.user, project_id=project_id, need="launch_job"
+    )
+    upload = request.FILES.get("file")
+    if upload is None:
+        return _error(400, "Send the data file as multipart field 'file'")
+    target = None
+    if request.POST.get("dataset"):
+        target = Dataset.objects.filter(project=access.project, pk=request.POST["dataset"]).first()
+        if target is None:
+            return _error(404, "No such dataset")
+    try:
+        mapping = json.loads(request.POST["mapping"]) if request.POST.get("mapping") else None
+        fraction = float(request.POST.get("validation_fraction") or 0)
+        seed = int(request.POST.get("seed") or 0)
+    except (ValueError, json.JSONDecodeError) as exc:
+        return _error(400, f"Bad parameter: {exc}")
+    staged = stage_upload(
+        uploaded_file=upload, user_id=request.user.pk, project_id=access.project.pk
+    )
+    try:
+        version, created = dataset_services.dataset_import(
+            project=access.project,
+            actor=request.user,
+            upload_path=staged.file,
+            filename=staged.filename,
+            dataset=target,
+            name=request.POST.get("name", ""),
+            description=request.POST.get("description", ""),
+            license=request.POST.get("license", ""),
+            source=request.POST.get("source", ""),
+            mapping=mapping,
+            fmt=request.POST.get("fmt") or None,
+            encoding=request.POST.get("encoding") or None,
+            template=request.POST.get("template", ""),
+            validation_fraction=fraction,
+            seed=seed,
+            request=request,
+        )
+    except dataset_services.DatasetImportFailed as exc:
+        return _error(
+            400,
+            f"{exc.total} problem(s) in the file; nothing was imported",
+            errors=exc.errors,
+            total=exc.total,
+        )
+    except ValidationError as exc:
+        fields = exc.message_dict if hasattr(exc, "message_dict") else {"__all__": exc.messages}
+        return _error(400, "Invalid dataset fields", fields=fields)
+    except Exception as exc:  # DatasetError (a mapping problem) and friends: say what, not a 500
+        from workers.data.errors import DatasetError
+
+        if isinstance(exc, DatasetError):
+            return _error(400, str(exc))
+        raise
+    finally:
+        discard_upload(staged)
+    return JsonResponse(
+        {"created": created, "version": _version_json(version)}, status=201 if created else 200
+    )
+
+
+@require_GET
+@api_view
+def dataset_version(request, project_id: int, dataset_id: int, number: int):
+    from apps.datasets import selectors as dataset_selectors
+
+    _, version = dataset_selectors.version_access(
+        user=request.user, project_id=project_id, dataset_id=dataset_id, number=number
+    )
+    return JsonResponse(_version_json(version))

@@ -5,7 +5,15 @@ from apps.audit.models import AuditEvent
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "actor_username", "action", "project", "target_type", "target_id", "ip_address")
+    list_display = (
+        "created_at",
+        "actor_username",
+        "action",
+        "project",
+        "target_type",
+        "target_id",
+        "ip_address",
+    )
     list_filter = ("action", "project")
     search_fields = ("actor_username", "action", "target_id")
     date_hierarchy = "created_at"

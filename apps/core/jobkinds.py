@@ -11,16 +11,26 @@ class DiagnosticsParams(BaseModel):
     model_config = {"extra": "forbid"}
 
     steps: int = Field(20, ge=1, le=1000, title="Steps", description="Measurement windows to run")
-    matrix_size: int = Field(256, ge=16, le=16384, title="Matrix size", description="Side of the square matrices multiplied")
+    matrix_size: int = Field(
+        256,
+        ge=16,
+        le=16384,
+        title="Matrix size",
+        description="Side of the square matrices multiplied",
+    )
     step_seconds: float = Field(0.25, ge=0.01, le=60, title="Seconds per step")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", title="Device", description="auto uses CUDA when the worker has it")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", title="Device", description="auto uses CUDA when the worker has it"
+    )
 
 
 def run(ctx: JobContext) -> dict:
     from workers.ml.diagnostics import DiagnosticsConfig, run_diagnostics
 
     p = ctx.params
-    config = DiagnosticsConfig(steps=p.steps, matrix_size=p.matrix_size, step_seconds=p.step_seconds, device=p.device)
+    config = DiagnosticsConfig(
+        steps=p.steps, matrix_size=p.matrix_size, step_seconds=p.step_seconds, device=p.device
+    )
     return run_diagnostics(config, ctx.reporter, ctx.checkpoints)
 
 

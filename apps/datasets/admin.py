@@ -25,11 +25,21 @@ class DatasetAdmin(admin.ModelAdmin):
 
 @admin.register(DatasetVersion)
 class DatasetVersionAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "operation", "rows", "short_sha", "approval", "decided_by", "created_at")
+    list_display = (
+        "__str__",
+        "operation",
+        "rows",
+        "short_sha",
+        "approval",
+        "decided_by",
+        "created_at",
+    )
     list_filter = ("approval", "operation", "dataset__project")
     search_fields = ("dataset__name", "sha256")
     # Versions are immutable: content and identity can't be edited; approval goes through the app.
-    readonly_fields = [f.name for f in DatasetVersion._meta.fields if f.name not in ("approval_comment",)]
+    readonly_fields = [
+        f.name for f in DatasetVersion._meta.fields if f.name not in ("approval_comment",)
+    ]
 
     def has_add_permission(self, request):
         return False

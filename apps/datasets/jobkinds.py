@@ -9,7 +9,16 @@ from pydantic import BaseModel, Field
 from apps.jobs.registry import JobContext, JobKind, register
 from workers.ml.reporting import JobCancelled, JobFailed
 
-PII_TYPES = ("CN_RESIDENT_ID", "CN_PHONE", "BANK_CARD", "EMAIL", "IP_ADDRESS", "PASSPORT", "URL_CREDENTIALS", "PERSON")
+PII_TYPES = (
+    "CN_RESIDENT_ID",
+    "CN_PHONE",
+    "BANK_CARD",
+    "EMAIL",
+    "IP_ADDRESS",
+    "PASSPORT",
+    "URL_CREDENTIALS",
+    "PERSON",
+)
 
 
 class VersionParams(BaseModel):
@@ -61,7 +70,9 @@ def run_pii_scan(ctx: JobContext) -> dict:
     report = scan_jsonl(path, progress=_progress(ctx)).to_dict()
     services.version_set_pii_report(version=version, report=report)
     counts = report.get("counts", {})
-    ctx.reporter.log("found: " + (", ".join(f"{k} {v}" for k, v in counts.items() if v) or "nothing"))
+    ctx.reporter.log(
+        "found: " + (", ".join(f"{k} {v}" for k, v in counts.items() if v) or "nothing")
+    )
     return {"version_id": version.pk, "counts": counts}
 
 
@@ -73,17 +84,31 @@ def run_redact(ctx: JobContext) -> dict:
     version, path = _version(ctx)
     out = ctx.workdir / "redacted.jsonl"
     ctx.reporter.log(f"redacting {version} with mode {ctx.params.mode}")
-    result = redact_jsonl(path, out, ctx.params.mode, services.pseudonym_key(ctx.project_id),
-                          progress=_progress(ctx, 0.0, 0.6))
+    result = redact_jsonl(
+        path,
+        out,
+        ctx.params.mode,
+        services.pseudonym_key(ctx.project_id),
+        progress=_progress(ctx, 0.0, 0.6),
+    )
     ctx.reporter.log("re-scanning the redacted rows")
     report = scan_jsonl(result.path, progress=_progress(ctx, 0.6, 0.4)).to_dict()
     new, created = services.version_derive(
-        parent=version, canonical_path=result.path, sha256=result.sha256, rows=result.rows,
-        operation=Operation.REDACT, params={"mode": ctx.params.mode, "replaced": result.replaced_counts},
+        parent=version,
+        canonical_path=result.path,
+        sha256=result.sha256,
+        rows=result.rows,
+        operation=Operation.REDACT,
+        params={"mode": ctx.params.mode, "replaced": result.replaced_counts},
         pii_report=report,
     )
     ctx.reporter.log(f"{'created' if created else 'found existing'} version v{new.number}")
-    return {"version_id": new.pk, "version": new.number, "replaced": result.replaced_counts, "created": created}
+    return {
+        "version_id": new.pk,
+        "version": new.number,
+        "replaced": result.replaced_counts,
+        "created": created,
+    }
 
 
 def run_dedup(ctx: JobContext) -> dict:
@@ -93,15 +118,25 @@ def run_dedup(ctx: JobContext) -> dict:
 
     version, path = _version(ctx)
     p = ctx.params
-    report = find_duplicates(path, semantic=p.semantic, threshold=p.threshold, progress=_progress(ctx, 0.0, 0.8))
+    report = find_duplicates(
+        path, semantic=p.semantic, threshold=p.threshold, progress=_progress(ctx, 0.0, 0.8)
+    )
     services.version_set_dedup_report(version=version, report=report.to_dict())
     result = {"version_id": version.pk, "duplicates_to_drop": report.duplicates_to_drop}
     ctx.reporter.log(f"{report.duplicates_to_drop} row(s) duplicate an earlier row")
     if p.keep_one and report.duplicates_to_drop:
         out_path, sha256, rows = keep_one(path, ctx.workdir / "deduplicated.jsonl", report)
         new, created = services.version_derive(
-            parent=version, canonical_path=out_path, sha256=sha256, rows=rows, operation=Operation.DEDUP,
-            params={"semantic": p.semantic, "threshold": p.threshold, "dropped": version.rows - rows},
+            parent=version,
+            canonical_path=out_path,
+            sha256=sha256,
+            rows=rows,
+            operation=Operation.DEDUP,
+            params={
+                "semantic": p.semantic,
+                "threshold": p.threshold,
+                "dropped": version.rows - rows,
+            },
         )
         ctx.reporter.log(f"kept one row per group: v{new.number} has {rows} rows")
         result.update(new_version_id=new.pk, new_version=new.number)
@@ -109,11 +144,75 @@ def run_dedup(ctx: JobContext) -> dict:
     return result
 
 
-register(JobKind(name="dataset.pii_scan", label="PII scan", queue="cpu", params=VersionParams, runner=run_pii_scan,
-                 description="Finds personal data in a dataset version and writes a report.", launchable=False))
-register(JobKind(name="dataset.redact", label="PII redaction", queue="cpu", params=RedactParams, runner=run_redact,
-                 description="Writes a new version with personal data masked, tagged or pseudonymised.",
-                 launchable=False))
-register(JobKind(name="dataset.dedup", label="Duplicate detection", queue="cpu", params=DedupParams, runner=run_dedup,
-                 description="Finds exact and near-duplicate rows; can keep one per group as a new version.",
-                 launchable=False))
+register(
+    JobKind(
+        name="dataset.pii_scan",
+        label="PII scan",
+        queue="cpu",
+        params=VersionParams,
+        runner=run_pii_scan,
+        description="Finds personal data in a dataset version and writes a report.",
+        launchable=False,
+    )
+)
+register(
+    JobKind(
+        name="dataset.redact",
+        label="PII redaction",
+        queue="cpu",
+        params=RedactParams,
+        runner=run_redact,
+        description="Writes a new version with personal data masked, tagged or pseudonymised.",
+        launchable=False,
+    )
+)
+register(
+    JobKind(
+        name="dataset.dedup",
+        label="Duplicate detection",
+        queue="cpu",
+        params=DedupParams,
+        runner=run_dedup,
+        description="Finds exact and near-duplicate rows; can keep one per group as a new version.",
+        launchable=False,
+    )
+)
+
+
+class StatsParams(VersionParams):
+    tokenizer: Literal["characters", "all-MiniLM-L6-v2"] = Field(
+        "all-MiniLM-L6-v2", title="Count lengths in"
+    )
+
+
+def run_stats(ctx: JobContext) -> dict:
+    from apps.datasets import services
+    from workers.data import stats as data_stats
+    from workers.data import tokenizers
+
+    version, path = _version(ctx)
+    ctx.reporter.log(f"counting lengths of {version} in {ctx.params.tokenizer}")
+    tokenizer = tokenizers.load(ctx.params.tokenizer)
+    ctx.reporter.step(1, 3)
+    stats = data_stats.compute(path, version.dataset.schema, tokenizer)
+    stats["tokenizer"] = ctx.params.tokenizer
+    services.version_set_stats(version=version, stats=stats)
+    ctx.reporter.step(3, 3)
+    return {
+        "version_id": version.pk,
+        "tokenizer": ctx.params.tokenizer,
+        "mean_length": stats.get("length", {}).get("mean"),
+    }
+
+
+register(
+    JobKind(
+        name="dataset.stats",
+        label="Dataset statistics",
+        queue="cpu",
+        params=StatsParams,
+        runner=run_stats,
+        description="Recounts a version's length histogram in a tokenizer's tokens.",
+        launchable=False,
+    )
+)

@@ -17,18 +17,28 @@ class Schema(models.TextChoices):
 
 
 class Dataset(models.Model):
-    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="datasets")
+    project = models.ForeignKey(
+        "projects.Project", on_delete=models.CASCADE, related_name="datasets"
+    )
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     schema = models.CharField(max_length=16, choices=Schema.choices)
     license = models.CharField(max_length=64, choices=LICENSES)
-    source = models.CharField(max_length=500, help_text="Where the data comes from (organisation, URL, agreement).")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    source = models.CharField(
+        max_length=500, help_text="Where the data comes from (organisation, URL, agreement)."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [models.UniqueConstraint(fields=["project", "name"], name="dataset_name_unique_in_project")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "name"], name="dataset_name_unique_in_project"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -61,7 +71,9 @@ class DatasetVersion(models.Model):
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
     sha256 = models.CharField(max_length=64, db_index=True)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
     operation = models.CharField(max_length=16, choices=Operation.choices, default=Operation.IMPORT)
     operation_params = models.JSONField(default=dict, blank=True)
     source_filename = models.CharField(max_length=255, blank=True)
@@ -78,13 +90,19 @@ class DatasetVersion(models.Model):
     pii_report = models.JSONField(null=True, blank=True)
     pii_scanned_at = models.DateTimeField(null=True, blank=True)
     dedup_report = models.JSONField(null=True, blank=True)
-    approval = models.CharField(max_length=16, choices=Approval.choices, default=Approval.NOT_REQUIRED)
+    approval = models.CharField(
+        max_length=16, choices=Approval.choices, default=Approval.NOT_REQUIRED
+    )
     approval_comment = models.TextField(blank=True)
-    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     decided_at = models.DateTimeField(null=True, blank=True)
     # Relative to MEDIA_ROOT: datasets/<project>/<sha256>/data.jsonl (+ images/).
     storage_path = models.CharField(max_length=500)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -98,7 +116,9 @@ class DatasetVersion(models.Model):
         return f"{self.dataset.name} v{self.number}"
 
     def get_absolute_url(self) -> str:
-        return reverse("datasets:version", args=[self.dataset.project_id, self.dataset_id, self.number])
+        return reverse(
+            "datasets:version", args=[self.dataset.project_id, self.dataset_id, self.number]
+        )
 
     @property
     def short_sha(self) -> str:

@@ -12,7 +12,9 @@ from apps.projects.selectors import ProjectAccess, project_access
 PAGE_SIZE = 20
 
 
-def dataset_access(*, user, project_id: int, dataset_id: int, need: str = "view") -> tuple[ProjectAccess, Dataset]:
+def dataset_access(
+    *, user, project_id: int, dataset_id: int, need: str = "view"
+) -> tuple[ProjectAccess, Dataset]:
     access = project_access(user=user, project_id=project_id, need=need)
     dataset = Dataset.objects.filter(pk=dataset_id, project=access.project).first()
     if dataset is None:
@@ -23,7 +25,9 @@ def dataset_access(*, user, project_id: int, dataset_id: int, need: str = "view"
 def version_access(
     *, user, project_id: int, dataset_id: int, number: int, need: str = "view"
 ) -> tuple[ProjectAccess, DatasetVersion]:
-    access, dataset = dataset_access(user=user, project_id=project_id, dataset_id=dataset_id, need=need)
+    access, dataset = dataset_access(
+        user=user, project_id=project_id, dataset_id=dataset_id, need=need
+    )
     version = (
         DatasetVersion.objects.select_related("dataset", "parent", "created_by", "decided_by")
         .filter(dataset=dataset, number=number)
@@ -44,11 +48,16 @@ def project_datasets(*, access: ProjectAccess) -> list[Dataset]:
     return datasets
 
 
-def version_rows(version: DatasetVersion, *, page: int = 1, page_size: int = PAGE_SIZE) -> list[tuple[int, dict]]:
+def version_rows(
+    version: DatasetVersion, *, page: int = 1, page_size: int = PAGE_SIZE
+) -> list[tuple[int, dict]]:
     """One page of rows (1-based row numbers), read by streaming the version's JSONL file."""
     start = max(0, (page - 1) * page_size)
     with open(media_path(version.storage_path), encoding="utf-8") as f:
-        return [(start + i + 1, json.loads(line)) for i, line in enumerate(islice(f, start, start + page_size))]
+        return [
+            (start + i + 1, json.loads(line))
+            for i, line in enumerate(islice(f, start, start + page_size))
+        ]
 
 
 def lineage(version: DatasetVersion) -> list[DatasetVersion]:

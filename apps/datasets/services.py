@@ -62,7 +62,9 @@ def _install_files(staged_dir: Path, project_id: int, sha256: str) -> tuple[Path
         shutil.rmtree(staged_dir, ignore_errors=True)
         return target, False
     target.parent.mkdir(parents=True, exist_ok=True)
-    staged_dir.rename(target) if staged_dir.stat().st_dev == target.parent.stat().st_dev else shutil.move(
+    staged_dir.rename(
+        target
+    ) if staged_dir.stat().st_dev == target.parent.stat().st_dev else shutil.move(
         str(staged_dir), str(target)
     )
     return target, True
@@ -106,21 +108,33 @@ def dataset_import(
     if dataset is None:
         _check_metadata(name=name, license=license, source=source)
         if Dataset.objects.filter(project=project, name=name.strip()).exists():
-            raise ValidationError({"name": f"A dataset named {name.strip()!r} already exists in this project"})
+            raise ValidationError(
+                {"name": f"A dataset named {name.strip()!r} already exists in this project"}
+            )
     staged = storage.new_staging_dir()
     try:
         try:
             result = import_file(
-                upload_path, filename, out_dir=staged,
+                upload_path,
+                filename,
+                out_dir=staged,
                 mapping=Mapping.from_dict(mapping) if mapping else None,
-                fmt=fmt, encoding=encoding, validation_fraction=validation_fraction, seed=seed,
+                fmt=fmt,
+                encoding=encoding,
+                validation_fraction=validation_fraction,
+                seed=seed,
                 **({"limits": limits} if limits is not None else {}),
             )
         except DatasetInvalid as exc:
             raise DatasetImportFailed(exc.to_list(), exc.total) from None
         if dataset is not None and result.schema != dataset.schema:
             raise DatasetImportFailed(
-                [{"message": f"this file maps to {result.schema!r} records but the dataset holds {dataset.schema!r}"}], 1
+                [
+                    {
+                        "message": f"this file maps to {result.schema!r} records but the dataset holds {dataset.schema!r}"
+                    }
+                ],
+                1,
             )
         if dataset is not None:
             existing = dataset.versions.filter(sha256=result.sha256).first()
@@ -134,11 +148,22 @@ def dataset_import(
             with transaction.atomic():
                 if dataset is None:
                     dataset = Dataset.objects.create(
-                        project=project, name=name.strip(), description=description.strip(),
-                        schema=result.schema, license=license, source=source.strip(), created_by=actor,
+                        project=project,
+                        name=name.strip(),
+                        description=description.strip(),
+                        schema=result.schema,
+                        license=license,
+                        source=source.strip(),
+                        created_by=actor,
                     )
-                    audit_record(action="dataset.create", actor=actor, project=project, target=dataset, request=request,
-                                 data={"name": dataset.name, "license": license})
+                    audit_record(
+                        action="dataset.create",
+                        actor=actor,
+                        project=project,
+                        target=dataset,
+                        request=request,
+                        data={"name": dataset.name, "license": license},
+                    )
                 version = DatasetVersion.objects.create(
                     dataset=dataset,
                     number=_next_number(dataset),
@@ -159,8 +184,14 @@ def dataset_import(
                     storage_path=storage.version_relpath(project.pk, result.sha256),
                     created_by=actor,
                 )
-                audit_record(action="dataset.version.import", actor=actor, project=project, target=version,
-                             request=request, data={"dataset": dataset.name, "sha256": result.sha256, "rows": result.rows})
+                audit_record(
+                    action="dataset.version.import",
+                    actor=actor,
+                    project=project,
+                    target=version,
+                    request=request,
+                    data={"dataset": dataset.name, "sha256": result.sha256, "rows": result.rows},
+                )
         except Exception:
             if created:
                 shutil.rmtree(target, ignore_errors=True)
@@ -201,21 +232,45 @@ def version_derive(
         try:
             with transaction.atomic():
                 version = DatasetVersion.objects.create(
-                    dataset=dataset, number=_next_number(dataset), sha256=sha256, parent=parent,
-                    operation=operation, operation_params=params, source_filename=parent.source_filename,
-                    source_format=parent.source_format, source_encoding=parent.source_encoding,
-                    mapping=parent.mapping, template=parent.template, rows=rows,
+                    dataset=dataset,
+                    number=_next_number(dataset),
+                    sha256=sha256,
+                    parent=parent,
+                    operation=operation,
+                    operation_params=params,
+                    source_filename=parent.source_filename,
+                    source_format=parent.source_format,
+                    source_encoding=parent.source_encoding,
+                    mapping=parent.mapping,
+                    template=parent.template,
+                    rows=rows,
                     size_bytes=(target / "data.jsonl").stat().st_size,
-                    validation_fraction=parent.validation_fraction, split_seed=parent.split_seed,
-                    split_counts=split_counts(target / "data.jsonl", seed=parent.split_seed,
-                                              fraction=parent.validation_fraction),
-                    stats=version_stats, pii_report=pii_report,
+                    validation_fraction=parent.validation_fraction,
+                    split_seed=parent.split_seed,
+                    split_counts=split_counts(
+                        target / "data.jsonl",
+                        seed=parent.split_seed,
+                        fraction=parent.validation_fraction,
+                    ),
+                    stats=version_stats,
+                    pii_report=pii_report,
                     pii_scanned_at=timezone.now() if pii_report is not None else None,
                     approval=_initial_approval(project),
-                    storage_path=storage.version_relpath(project.pk, sha256), created_by=actor,
+                    storage_path=storage.version_relpath(project.pk, sha256),
+                    created_by=actor,
                 )
-                audit_record(action=f"dataset.version.{operation}", actor=actor, project=project, target=version,
-                             data={"dataset": dataset.name, "parent": parent.number, "sha256": sha256, **params})
+                audit_record(
+                    action=f"dataset.version.{operation}",
+                    actor=actor,
+                    project=project,
+                    target=version,
+                    data={
+                        "dataset": dataset.name,
+                        "parent": parent.number,
+                        "sha256": sha256,
+                        **params,
+                    },
+                )
         except IntegrityError:
             if created:
                 shutil.rmtree(target, ignore_errors=True)
@@ -230,32 +285,58 @@ def version_derive(
 
 
 def version_set_pii_report(*, version: DatasetVersion, report: dict) -> None:
-    DatasetVersion.objects.filter(pk=version.pk).update(pii_report=report, pii_scanned_at=timezone.now())
+    DatasetVersion.objects.filter(pk=version.pk).update(
+        pii_report=report, pii_scanned_at=timezone.now()
+    )
+
+
+def version_set_stats(*, version: DatasetVersion, stats: dict) -> None:
+    DatasetVersion.objects.filter(pk=version.pk).update(stats=stats)
 
 
 def version_set_dedup_report(*, version: DatasetVersion, report: dict) -> None:
     DatasetVersion.objects.filter(pk=version.pk).update(dedup_report=report)
 
 
-def version_decide(*, version: DatasetVersion, actor, role: str, approve: bool, comment: str, request=None) -> DatasetVersion:
+def version_decide(
+    *, version: DatasetVersion, actor, role: str, approve: bool, comment: str, request=None
+) -> DatasetVersion:
     """A reviewer or admin approves or rejects a version for training (four eyes: not their own)."""
     if role not in (Role.ADMIN, Role.REVIEWER):
         raise ValidationError("Only reviewers and admins decide on datasets")
     if version.created_by_id == actor.pk and not actor.is_superuser:
         raise ValidationError("You imported this version: another reviewer must decide on it")
     if approve and version.pii_report is None:
-        raise ValidationError("Run a PII scan first: reviewers decide with the PII report in front of them")
+        raise ValidationError(
+            "Run a PII scan first: reviewers decide with the PII report in front of them"
+        )
     if not comment.strip():
         raise ValidationError("Say why (a comment is required)")
     target = Approval.APPROVED if approve else Approval.REJECTED
-    changed = DatasetVersion.objects.filter(pk=version.pk).exclude(approval=target).update(
-        approval=target, approval_comment=comment.strip(), decided_by=actor, decided_at=timezone.now()
+    changed = (
+        DatasetVersion.objects.filter(pk=version.pk)
+        .exclude(approval=target)
+        .update(
+            approval=target,
+            approval_comment=comment.strip(),
+            decided_by=actor,
+            decided_at=timezone.now(),
+        )
     )
     version.refresh_from_db()
     if changed:
-        audit_record(action="dataset.version.approve" if approve else "dataset.version.reject", actor=actor,
-                     project=version.dataset.project, target=version, request=request,
-                     data={"dataset": version.dataset.name, "version": version.number, "comment": comment.strip()})
+        audit_record(
+            action="dataset.version.approve" if approve else "dataset.version.reject",
+            actor=actor,
+            project=version.dataset.project,
+            target=version,
+            request=request,
+            data={
+                "dataset": version.dataset.name,
+                "version": version.number,
+                "comment": comment.strip(),
+            },
+        )
     return version
 
 
@@ -265,7 +346,9 @@ def ensure_trainable(version: DatasetVersion) -> None:
         return
     name = f"{version.dataset.name} v{version.number}"
     if version.approval == Approval.REJECTED:
-        raise DatasetNotApproved(f"{name} was rejected by {version.decided_by or 'a reviewer'}: {version.approval_comment}")
+        raise DatasetNotApproved(
+            f"{name} was rejected by {version.decided_by or 'a reviewer'}: {version.approval_comment}"
+        )
     raise DatasetNotApproved(
         f"{name} has not been approved yet: a reviewer or admin must approve it (after a PII scan) before training"
     )
@@ -274,4 +357,6 @@ def ensure_trainable(version: DatasetVersion) -> None:
 def pseudonym_key(project_id: int) -> bytes:
     """The project's secret for consistent pseudonyms, derived from the server secret (never stored)."""
     master = (settings.ATELIER_PSEUDONYM_KEY or settings.SECRET_KEY).encode()
-    return hmac.new(master, f"atelier:pseudonyms:project:{int(project_id)}".encode(), hashlib.sha256).digest()
+    return hmac.new(
+        master, f"atelier:pseudonyms:project:{int(project_id)}".encode(), hashlib.sha256
+    ).digest()

@@ -71,9 +71,19 @@ def stage_upload(*, uploaded_file, user_id: int, project_id: int) -> StagedUploa
             out.write(chunk)
             size += len(chunk)
     name = Path(str(uploaded_file.name)).name[:255] or "upload"
-    meta = {"filename": name, "size": size, "user_id": user_id, "project_id": project_id, "created": time.time()}
+    meta = {
+        "filename": name,
+        "size": size,
+        "user_id": user_id,
+        "project_id": project_id,
+        "created": time.time(),
+    }
     (path / "meta.json").write_text(json.dumps(meta))
-    return StagedUpload(token=token, path=path, **{k: meta[k] for k in ("filename", "size", "user_id", "project_id")})
+    return StagedUpload(
+        token=token,
+        path=path,
+        **{k: meta[k] for k in ("filename", "size", "user_id", "project_id")},
+    )
 
 
 def load_upload(token: str, *, user_id: int, project_id: int) -> StagedUpload | None:
@@ -87,7 +97,11 @@ def load_upload(token: str, *, user_id: int, project_id: int) -> StagedUpload | 
         return None
     if meta.get("user_id") != user_id or meta.get("project_id") != project_id:
         return None
-    return StagedUpload(token=token, path=path, **{k: meta[k] for k in ("filename", "size", "user_id", "project_id")})
+    return StagedUpload(
+        token=token,
+        path=path,
+        **{k: meta[k] for k in ("filename", "size", "user_id", "project_id")},
+    )
 
 
 def discard_upload(upload: StagedUpload) -> None:

@@ -6,7 +6,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -16,6 +23,7 @@ from apps.datasets.licenses import LICENSES
 from apps.datasets.models import Approval, Dataset
 from apps.jobs import services as job_services
 from apps.projects.selectors import project_access
+from workers.data import tokenizers
 
 
 def _messages_of(error: ValidationError) -> dict[str, list[str]]:
@@ -27,10 +35,16 @@ def _messages_of(error: ValidationError) -> dict[str, list[str]]:
 @login_required
 def dataset_list(request: HttpRequest, project_id: int) -> HttpResponse:
     access = project_access(user=request.user, project_id=project_id)
-    return render(request, "datasets/dataset_list.html", {
-        "project": access.project, "membership": access, "can_upload": access.can("launch_job"),
-        "datasets": selectors.project_datasets(access=access),
-    })
+    return render(
+        request,
+        "datasets/dataset_list.html",
+        {
+            "project": access.project,
+            "membership": access,
+            "can_upload": access.can("launch_job"),
+            "datasets": selectors.project_datasets(access=access),
+        },
+    )
 
 
 @login_required
@@ -40,35 +54,56 @@ def upload(request: HttpRequest, project_id: int) -> HttpResponse:
     access = project_access(user=request.user, project_id=project_id, need="launch_job")
     target = None
     if request.GET.get("dataset") or request.POST.get("dataset"):
-        target = Dataset.objects.filter(project=access.project, pk=request.GET.get("dataset") or request.POST.get("dataset")).first()
+        target = Dataset.objects.filter(
+            project=access.project, pk=request.GET.get("dataset") or request.POST.get("dataset")
+        ).first()
         if target is None:
             raise Http404("No such dataset")
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         f = form.cleaned_data["file"]
         if f.size > settings.ATELIER_MAX_UPLOAD_BYTES:
-            form.add_error("file", f"The file is {f.size:,} bytes; the limit is {settings.ATELIER_MAX_UPLOAD_BYTES:,}")
+            form.add_error(
+                "file",
+                f"The file is {f.size:,} bytes; the limit is {settings.ATELIER_MAX_UPLOAD_BYTES:,}",
+            )
         elif target is None:
             try:
                 services._check_metadata(
-                    name=form.cleaned_data["name"] or "", license=form.cleaned_data["license"] or "",
+                    name=form.cleaned_data["name"] or "",
+                    license=form.cleaned_data["license"] or "",
                     source=form.cleaned_data["source"] or "",
                 )
-                if Dataset.objects.filter(project=access.project, name=form.cleaned_data["name"].strip()).exists():
-                    raise ValidationError({"name": "A dataset with this name already exists in this project"})
+                if Dataset.objects.filter(
+                    project=access.project, name=form.cleaned_data["name"].strip()
+                ).exists():
+                    raise ValidationError(
+                        {"name": "A dataset with this name already exists in this project"}
+                    )
             except ValidationError as exc:
                 for field, msgs in _messages_of(exc).items():
                     for msg in msgs:
                         form.add_error(field if field in form.fields else None, msg)
         if not form.errors:
-            staged = storage.stage_upload(uploaded_file=f, user_id=request.user.pk, project_id=access.project.pk)
+            staged = storage.stage_upload(
+                uploaded_file=f, user_id=request.user.pk, project_id=access.project.pk
+            )
             meta = {k: form.cleaned_data[k] for k in ("name", "description", "license", "source")}
             meta["dataset"] = target.pk if target else None
             (staged.path / "form.json").write_text(json.dumps(meta))
             return redirect("datasets:map", access.project.pk, staged.token)
-    return render(request, "datasets/upload.html", {
-        "project": access.project, "membership": access, "form": form, "target": target, "licenses": LICENSES,
-    }, status=400 if form.errors else 200)
+    return render(
+        request,
+        "datasets/upload.html",
+        {
+            "project": access.project,
+            "membership": access,
+            "form": form,
+            "target": target,
+            "licenses": LICENSES,
+        },
+        status=400 if form.errors else 200,
+    )
 
 
 def _staged(request, access, token):
@@ -89,17 +124,26 @@ def map_columns(request: HttpRequest, project_id: int, token: str) -> HttpRespon
 
     access = project_access(user=request.user, project_id=project_id, need="launch_job")
     staged, meta = _staged(request, access, token)
-    target = Dataset.objects.filter(project=access.project, pk=meta.get("dataset")).first() if meta.get("dataset") else None
+    target = (
+        Dataset.objects.filter(project=access.project, pk=meta.get("dataset")).first()
+        if meta.get("dataset")
+        else None
+    )
     sniff_error, sniffed = None, None
     try:
         sniffed = sniff(staged.file, staged.filename)
     except (DatasetError, DatasetInvalid) as exc:
         sniff_error = str(exc)
     suggested = sniffed.suggested_mapping if sniffed else None
-    initial = {"schema": target.schema if target else (suggested.schema if suggested else "qa"),
-               "validation_fraction": 0.1, "seed": 42}
+    initial = {
+        "schema": target.schema if target else (suggested.schema if suggested else "qa"),
+        "validation_fraction": 0.1,
+        "seed": 42,
+    }
     last = target.latest_version if target else None
-    initial["template"] = (last.template if last and last.template else DEFAULT_TEMPLATES.get(initial["schema"], ""))
+    initial["template"] = (
+        last.template if last and last.template else DEFAULT_TEMPLATES.get(initial["schema"], "")
+    )
     if last:
         initial.update(validation_fraction=last.validation_fraction, seed=last.split_seed)
     form = MappingForm(request.POST or None, initial=initial)
@@ -110,36 +154,66 @@ def map_columns(request: HttpRequest, project_id: int, token: str) -> HttpRespon
         columns = {role: col for role, col in columns.items() if col}
         try:
             version, created = services.dataset_import(
-                project=access.project, actor=request.user, upload_path=staged.file, filename=staged.filename,
-                dataset=target, name=meta.get("name") or "", description=meta.get("description") or "",
-                license=meta.get("license") or "", source=meta.get("source") or "",
-                mapping={"schema": schema, "columns": columns}, fmt=sniffed.format, encoding=sniffed.encoding,
+                project=access.project,
+                actor=request.user,
+                upload_path=staged.file,
+                filename=staged.filename,
+                dataset=target,
+                name=meta.get("name") or "",
+                description=meta.get("description") or "",
+                license=meta.get("license") or "",
+                source=meta.get("source") or "",
+                mapping={"schema": schema, "columns": columns},
+                fmt=sniffed.format,
+                encoding=sniffed.encoding,
                 template=form.cleaned_data["template"] or "",
-                validation_fraction=form.cleaned_data["validation_fraction"], seed=form.cleaned_data["seed"],
+                validation_fraction=form.cleaned_data["validation_fraction"],
+                seed=form.cleaned_data["seed"],
                 request=request,
             )
         except services.DatasetImportFailed as exc:
             import_errors, import_total = exc.errors, exc.total
         except (DatasetError, ValidationError) as exc:
-            import_errors = [{"message": m} for msgs in (_messages_of(exc).values() if isinstance(exc, ValidationError) else [[str(exc)]]) for m in msgs]
+            import_errors = [
+                {"message": m}
+                for msgs in (
+                    _messages_of(exc).values() if isinstance(exc, ValidationError) else [[str(exc)]]
+                )
+                for m in msgs
+            ]
             import_total = len(import_errors)
         else:
             storage.discard_upload(staged)
             if created:
                 messages.success(request, f"Imported {version.rows:,} rows as {version}")
             else:
-                messages.info(request, f"This content is already {version} (SHA-256 {version.short_sha}…); nothing new was stored")
+                messages.info(
+                    request,
+                    f"This content is already {version} (SHA-256 {version.short_sha}…); nothing new was stored",
+                )
             return redirect(version)
-    return render(request, "datasets/map.html", {
-        "project": access.project, "membership": access, "form": form, "staged": staged, "meta": meta,
-        "target": target, "sniffed": sniffed, "sniff_error": sniff_error,
-        "schemas": {name: list(spec.roles) for name, spec in SCHEMAS.items()},
-        "required_roles": {name: list(spec.required) for name, spec in SCHEMAS.items()},
-        "suggested": suggested.to_dict() if suggested else None,
-        "default_templates": DEFAULT_TEMPLATES,
-        "import_errors": import_errors, "import_total": import_total,
-        "preview_url": request.path + "preview/",
-    }, status=400 if (import_errors or form.errors) else 200)
+    return render(
+        request,
+        "datasets/map.html",
+        {
+            "project": access.project,
+            "membership": access,
+            "form": form,
+            "staged": staged,
+            "meta": meta,
+            "target": target,
+            "sniffed": sniffed,
+            "sniff_error": sniff_error,
+            "schemas": {name: list(spec.roles) for name, spec in SCHEMAS.items()},
+            "required_roles": {name: list(spec.required) for name, spec in SCHEMAS.items()},
+            "suggested": suggested.to_dict() if suggested else None,
+            "default_templates": DEFAULT_TEMPLATES,
+            "import_errors": import_errors,
+            "import_total": import_total,
+            "preview_url": request.path + "preview/",
+        },
+        status=400 if (import_errors or form.errors) else 200,
+    )
 
 
 @login_required
@@ -154,31 +228,55 @@ def map_preview(request: HttpRequest, project_id: int, token: str) -> JsonRespon
     staged, _ = _staged(request, access, token)
     try:
         body = json.loads(request.body or b"{}")
-        mapping = Mapping.from_dict({"schema": body.get("schema", ""), "columns": body.get("columns") or {}})
-        result = preview(staged.file, staged.filename, mapping=mapping, template=body.get("template") or None, n=5)
+        mapping = Mapping.from_dict(
+            {"schema": body.get("schema", ""), "columns": body.get("columns") or {}}
+        )
+        result = preview(
+            staged.file,
+            staged.filename,
+            mapping=mapping,
+            template=body.get("template") or None,
+            n=5,
+        )
     except (DatasetError, DatasetInvalid, ValueError, KeyError) as exc:
         return JsonResponse({"error": str(exc)}, status=400)
-    return JsonResponse({
-        "samples": [{"location": s.location, "text": s.text, "record": s.record} for s in result.samples],
-        "errors": [str(e) for e in result.errors],
-    })
+    return JsonResponse(
+        {
+            "samples": [
+                {"location": s.location, "text": s.text, "record": s.record} for s in result.samples
+            ],
+            "errors": [str(e) for e in result.errors],
+        }
+    )
 
 
 @login_required
 def dataset_detail(request: HttpRequest, project_id: int, dataset_id: int) -> HttpResponse:
-    access, dataset = selectors.dataset_access(user=request.user, project_id=project_id, dataset_id=dataset_id)
+    access, dataset = selectors.dataset_access(
+        user=request.user, project_id=project_id, dataset_id=dataset_id
+    )
     latest = dataset.latest_version
     if latest is not None:
         return redirect(latest)
-    return render(request, "datasets/dataset_list.html", {
-        "project": access.project, "membership": access, "datasets": selectors.project_datasets(access=access),
-        "can_upload": access.can("launch_job"),
-    })
+    return render(
+        request,
+        "datasets/dataset_list.html",
+        {
+            "project": access.project,
+            "membership": access,
+            "datasets": selectors.project_datasets(access=access),
+            "can_upload": access.can("launch_job"),
+        },
+    )
 
 
 @login_required
-def version_detail(request: HttpRequest, project_id: int, dataset_id: int, number: int) -> HttpResponse:
-    access, version = selectors.version_access(user=request.user, project_id=project_id, dataset_id=dataset_id, number=number)
+def version_detail(
+    request: HttpRequest, project_id: int, dataset_id: int, number: int
+) -> HttpResponse:
+    access, version = selectors.version_access(
+        user=request.user, project_id=project_id, dataset_id=dataset_id, number=number
+    )
     try:
         page = max(1, int(request.GET.get("page", 1)))
     except ValueError:
@@ -186,28 +284,52 @@ def version_detail(request: HttpRequest, project_id: int, dataset_id: int, numbe
     pages = max(1, -(-version.rows // selectors.PAGE_SIZE))
     page = min(page, pages)
     dataset = version.dataset
-    jobs = list(dataset.project.jobs.filter(kind__startswith="dataset.", params__version_id=version.pk)[:10])
-    return render(request, "datasets/version_detail.html", {
-        "project": access.project, "membership": access, "dataset": dataset, "version": version,
-        "versions": list(dataset.versions.select_related("created_by").order_by("-number")),
-        "lineage": selectors.lineage(version), "rows": selectors.version_rows(version, page=page),
-        "page": page, "pages": pages, "can_act": access.can("launch_job"), "can_review": access.can("review"),
-        "decision_form": DecisionForm(), "jobs": jobs, "Approval": Approval,
-    })
+    jobs = list(
+        dataset.project.jobs.filter(kind__startswith="dataset.", params__version_id=version.pk)[:10]
+    )
+    return render(
+        request,
+        "datasets/version_detail.html",
+        {
+            "project": access.project,
+            "membership": access,
+            "dataset": dataset,
+            "version": version,
+            "versions": list(dataset.versions.select_related("created_by").order_by("-number")),
+            "lineage": selectors.lineage(version),
+            "rows": selectors.version_rows(version, page=page),
+            "page": page,
+            "pages": pages,
+            "can_act": access.can("launch_job"),
+            "can_review": access.can("review"),
+            "decision_form": DecisionForm(),
+            "jobs": jobs,
+            "Approval": Approval,
+            "tokenizers": tokenizers.available(),
+        },
+    )
 
 
 @login_required
 def version_download(request: HttpRequest, project_id: int, dataset_id: int, number: int, fmt: str):
     from workers.data.canonical import export_csv_lines
 
-    access, version = selectors.version_access(user=request.user, project_id=project_id, dataset_id=dataset_id, number=number)
+    access, version = selectors.version_access(
+        user=request.user, project_id=project_id, dataset_id=dataset_id, number=number
+    )
     path = storage.media_path(version.storage_path)
     base = f"{version.dataset.name}-v{version.number}".replace(" ", "_").replace("/", "_")
     if fmt == "jsonl":
-        return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{base}.jsonl", content_type="application/jsonl")
+        return FileResponse(
+            open(path, "rb"),
+            as_attachment=True,
+            filename=f"{base}.jsonl",
+            content_type="application/jsonl",
+        )
     if fmt == "csv":
         response = StreamingHttpResponse(
-            (line.encode("utf-8") for line in export_csv_lines(path, version.dataset.schema)), content_type="text/csv; charset=utf-8"
+            (line.encode("utf-8") for line in export_csv_lines(path, version.dataset.schema)),
+            content_type="text/csv; charset=utf-8",
         )
         response["Content-Disposition"] = f'attachment; filename="{base}.csv"'
         return response
@@ -216,16 +338,30 @@ def version_download(request: HttpRequest, project_id: int, dataset_id: int, num
 
 @login_required
 @require_POST
-def version_action(request: HttpRequest, project_id: int, dataset_id: int, number: int) -> HttpResponse:
+def version_action(
+    request: HttpRequest, project_id: int, dataset_id: int, number: int
+) -> HttpResponse:
     """Start a dataset job on this version: PII scan, redaction, or duplicate detection."""
-    access, version = selectors.version_access(user=request.user, project_id=project_id, dataset_id=dataset_id,
-                                               number=number, need="launch_job")
+    access, version = selectors.version_access(
+        user=request.user,
+        project_id=project_id,
+        dataset_id=dataset_id,
+        number=number,
+        need="launch_job",
+    )
     action = request.POST.get("action")
     params: dict = {"version_id": version.pk}
-    kinds = {"pii_scan": "dataset.pii_scan", "redact": "dataset.redact", "dedup": "dataset.dedup"}
+    kinds = {
+        "pii_scan": "dataset.pii_scan",
+        "redact": "dataset.redact",
+        "dedup": "dataset.dedup",
+        "stats": "dataset.stats",
+    }
     if action not in kinds:
         messages.error(request, "Unknown action")
         return redirect(version)
+    if action == "stats":
+        params["tokenizer"] = request.POST.get("tokenizer", "all-MiniLM-L6-v2")
     if action == "redact":
         params["mode"] = request.POST.get("mode", "tag")
     if action == "dedup":
@@ -234,8 +370,13 @@ def version_action(request: HttpRequest, project_id: int, dataset_id: int, numbe
         if request.POST.get("threshold"):
             params["threshold"] = request.POST.get("threshold")
     try:
-        job = job_services.job_create(project=access.project, kind=kinds[action], params=params,
-                                      created_by=request.user, request=request)
+        job = job_services.job_create(
+            project=access.project,
+            kind=kinds[action],
+            params=params,
+            created_by=request.user,
+            request=request,
+        )
     except job_services.JobParamsError as exc:
         messages.error(request, f"Cannot start: {exc}")
         return redirect(version)
@@ -244,17 +385,29 @@ def version_action(request: HttpRequest, project_id: int, dataset_id: int, numbe
 
 @login_required
 @require_POST
-def version_decide(request: HttpRequest, project_id: int, dataset_id: int, number: int) -> HttpResponse:
-    access, version = selectors.version_access(user=request.user, project_id=project_id, dataset_id=dataset_id,
-                                               number=number, need="review")
+def version_decide(
+    request: HttpRequest, project_id: int, dataset_id: int, number: int
+) -> HttpResponse:
+    access, version = selectors.version_access(
+        user=request.user,
+        project_id=project_id,
+        dataset_id=dataset_id,
+        number=number,
+        need="review",
+    )
     form = DecisionForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose approve or reject and write a comment")
         return redirect(version)
     try:
-        services.version_decide(version=version, actor=request.user, role=access.role,
-                                approve=form.cleaned_data["decision"] == "approve",
-                                comment=form.cleaned_data["comment"], request=request)
+        services.version_decide(
+            version=version,
+            actor=request.user,
+            role=access.role,
+            approve=form.cleaned_data["decision"] == "approve",
+            comment=form.cleaned_data["comment"],
+            request=request,
+        )
     except ValidationError as exc:
         for msg in exc.messages:
             messages.error(request, msg)

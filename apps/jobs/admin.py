@@ -7,7 +7,18 @@ from apps.jobs.states import IllegalTransition
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("id", "project", "kind", "queue", "state", "progress_pct", "attempt", "created_by", "created_at", "finished_at")
+    list_display = (
+        "id",
+        "project",
+        "kind",
+        "queue",
+        "state",
+        "progress_pct",
+        "attempt",
+        "created_by",
+        "created_at",
+        "finished_at",
+    )
     list_filter = ("state", "queue", "kind", "project")
     search_fields = ("id", "kind", "project__name", "created_by__username", "error")
     date_hierarchy = "created_at"
@@ -23,7 +34,9 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
-        n = sum(services.job_cancel(job=job, actor=request.user, request=request) for job in queryset)
+        n = sum(
+            services.job_cancel(job=job, actor=request.user, request=request) for job in queryset
+        )
         self.message_user(request, f"Cancelled or cancelling {n} job(s)", messages.SUCCESS)
 
     @admin.action(description="Retry selected failed/cancelled jobs")

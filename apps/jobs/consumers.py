@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.consumer import get_handler_name
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
@@ -56,7 +56,16 @@ class JobConsumer(DoorbellFastPath, AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.send_json(
-            {"type": "snapshot", "job": {"id": job.pk, "state": job.state, "progress": job.progress, "attempt": job.attempt, "last_seq": job.last_seq}}
+            {
+                "type": "snapshot",
+                "job": {
+                    "id": job.pk,
+                    "state": job.state,
+                    "progress": job.progress,
+                    "attempt": job.attempt,
+                    "last_seq": job.last_seq,
+                },
+            }
         )
         await self._catch_up()
 
@@ -132,7 +141,10 @@ class ProjectConsumer(DoorbellFastPath, AsyncJsonWebsocketConsumer):
             access = project_access(user=self.scope.get("user"), project_id=self.project_id)
         except (Http404, PermissionDenied):
             return None
-        return [doorbell.job_snapshot(j) for j in selectors.project_jobs(access=access, limit=self.RECENT)]
+        return [
+            doorbell.job_snapshot(j)
+            for j in selectors.project_jobs(access=access, limit=self.RECENT)
+        ]
 
     async def disconnect(self, code):
         if hasattr(self, "group"):

@@ -49,7 +49,10 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["project", "state"]), models.Index(fields=["state", "queue"])]
+        indexes = [
+            models.Index(fields=["project", "state"]),
+            models.Index(fields=["state", "queue"]),
+        ]
 
     def __str__(self) -> str:
         return f"Job {self.pk} ({self.kind}, {self.state})"

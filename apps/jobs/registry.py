@@ -99,7 +99,10 @@ def form_fields(kind: JobKind) -> list[dict[str, Any]]:
     fields = []
     for name, prop in schema.get("properties", {}).items():
         if "$ref" in prop:
-            prop = {**defs[prop["$ref"].split("/")[-1]], **{k: v for k, v in prop.items() if k != "$ref"}}
+            prop = {
+                **defs[prop["$ref"].split("/")[-1]],
+                **{k: v for k, v in prop.items() if k != "$ref"},
+            }
         if "allOf" in prop and prop["allOf"] and "$ref" in prop["allOf"][0]:
             prop = {**defs[prop["allOf"][0]["$ref"].split("/")[-1]], **prop}
         if "enum" in prop:

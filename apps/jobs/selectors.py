@@ -11,10 +11,16 @@ CANCELLABLE = (JobState.QUEUED, JobState.RUNNING)
 RETRYABLE = (JobState.FAILED, JobState.CANCELLED)
 
 
-def job_access(*, user, project_id: int, job_id: int, need: str = "view") -> tuple[ProjectAccess, Job]:
+def job_access(
+    *, user, project_id: int, job_id: int, need: str = "view"
+) -> tuple[ProjectAccess, Job]:
     """A job of a project the user may see (404 otherwise), with the capability checked."""
     access = project_access(user=user, project_id=project_id, need=need)
-    job = Job.objects.select_related("created_by", "project").filter(pk=job_id, project=access.project).first()
+    job = (
+        Job.objects.select_related("created_by", "project")
+        .filter(pk=job_id, project=access.project)
+        .first()
+    )
     if job is None:
         raise Http404("No such job")
     return access, job

@@ -119,7 +119,11 @@ def job_transition(
         if not changed:
             return False
         job = Job.objects.only("attempt", "error").get(pk=job_id)
-        data = {"state": target, "attempt": job.attempt, "error": job.error if target == JobState.FAILED else ""}
+        data = {
+            "state": target,
+            "attempt": job.attempt,
+            "error": job.error if target == JobState.FAILED else "",
+        }
         if message:
             data["message"] = message
         job_append_events(job_id=job_id, events=[(EventKind.STATE, data)])
@@ -160,7 +164,10 @@ def job_create(
         # Registered before the events' doorbells: on-commit callbacks run in order, and the
         # worker should get its message before browsers get theirs (bench/dispatch.py).
         transaction.on_commit(lambda: dispatch_waiting(project_id=project_id))
-        job_append_events(job_id=job.pk, events=[(EventKind.STATE, {"state": JobState.QUEUED, "attempt": 0, "error": ""})])
+        job_append_events(
+            job_id=job.pk,
+            events=[(EventKind.STATE, {"state": JobState.QUEUED, "attempt": 0, "error": ""})],
+        )
         audit_record(
             action="job.retry" if retry_of else "job.launch",
             actor=created_by,
@@ -181,10 +188,20 @@ def _send(job_id: int, queue: str) -> bool:
             args=[job_id],
             queue=queue,
             retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+            retry_policy={
+                "max_retries": 2,
+                "interval_start": 0,
+                "interval_step": 0.2,
+                "interval_max": 0.5,
+            },
         )
     except Exception:
-        log.warning("could not send job %s to queue %s; the dispatcher will retry", job_id, queue, exc_info=True)
+        log.warning(
+            "could not send job %s to queue %s; the dispatcher will retry",
+            job_id,
+            queue,
+            exc_info=True,
+        )
         return False
     Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
         dispatched_at=timezone.now(), dispatch_count=F("dispatch_count") + 1
@@ -284,7 +301,17 @@ def job_claim(*, job_id: int, worker_id: str) -> Job | None:
         claimed = Job.objects.get(pk=job_id)
         job_append_events(
             job_id=job_id,
-            events=[(EventKind.STATE, {"state": JobState.RUNNING, "attempt": claimed.attempt, "error": "", "worker": worker_id})],
+            events=[
+                (
+                    EventKind.STATE,
+                    {
+                        "state": JobState.RUNNING,
+                        "attempt": claimed.attempt,
+                        "error": "",
+                        "worker": worker_id,
+                    },
+                )
+            ],
         )
     return claimed
 
@@ -292,7 +319,9 @@ def job_claim(*, job_id: int, worker_id: str) -> Job | None:
 def job_heartbeat(*, job_id: int, attempt: int) -> str | None:
     """Renew the lease; returns the job's state, or None when this attempt lost the job."""
     lease_until = timezone.now() + timedelta(seconds=_cfg("LEASE_SECONDS"))
-    changed = Job.objects.filter(pk=job_id, attempt=attempt, state__in=ACTIVE).update(lease_until=lease_until)
+    changed = Job.objects.filter(pk=job_id, attempt=attempt, state__in=ACTIVE).update(
+        lease_until=lease_until
+    )
     if not changed:
         return None
     return Job.objects.filter(pk=job_id).values_list("state", flat=True).first()
@@ -304,7 +333,11 @@ def job_finish(
     """Record the outcome of this attempt (fenced), then start waiting jobs of the project."""
     if target not in TERMINAL:
         raise ValueError(f"{target} is not a final state")
-    fields: dict[str, Any] = {"finished_at": timezone.now(), "lease_until": None, "error": error[:10000]}
+    fields: dict[str, Any] = {
+        "finished_at": timezone.now(),
+        "lease_until": None,
+        "error": error[:10000],
+    }
     if result is not None:
         fields["result"] = result
     if target == JobState.SUCCEEDED:
@@ -330,22 +363,37 @@ def reap_expired_leases(*, now=None) -> int:
         still_expired = Q(lease_until__lt=now)
         if state == JobState.CANCELLING:
             ok = job_transition(
-                job_id=pk, target=JobState.CANCELLED, sources=[JobState.CANCELLING], attempt=attempt,
-                extra_filter=still_expired, message=f"worker {owner} lost while cancelling",
-                finished_at=now, lease_until=None,
+                job_id=pk,
+                target=JobState.CANCELLED,
+                sources=[JobState.CANCELLING],
+                attempt=attempt,
+                extra_filter=still_expired,
+                message=f"worker {owner} lost while cancelling",
+                finished_at=now,
+                lease_until=None,
             )
         elif attempt >= max_attempts:
             ok = job_transition(
-                job_id=pk, target=JobState.FAILED, sources=[JobState.RUNNING], attempt=attempt,
-                extra_filter=still_expired, finished_at=now, lease_until=None,
+                job_id=pk,
+                target=JobState.FAILED,
+                sources=[JobState.RUNNING],
+                attempt=attempt,
+                extra_filter=still_expired,
+                finished_at=now,
+                lease_until=None,
                 error=f"The worker running this job was lost {attempt} times; giving up.",
             )
         else:
             ok = job_transition(
-                job_id=pk, target=JobState.QUEUED, sources=[JobState.RUNNING], attempt=attempt,
+                job_id=pk,
+                target=JobState.QUEUED,
+                sources=[JobState.RUNNING],
+                attempt=attempt,
                 extra_filter=still_expired,
                 message=f"worker {owner} stopped renewing its lease; re-queued to resume from the last checkpoint",
-                lease_owner="", lease_until=None, dispatched_at=None,
+                lease_owner="",
+                lease_until=None,
+                dispatched_at=None,
             )
         if ok:
             reaped += 1
@@ -360,14 +408,21 @@ def reap_expired_leases(*, now=None) -> int:
 def job_cancel(*, job: Job, actor, request=None) -> bool:
     """Cancel: a queued job at once, a running one cooperatively (cancelling → cancelled)."""
     done = job_transition(
-        job_id=job.pk, target=JobState.CANCELLED, sources=[JobState.QUEUED],
-        message="cancelled before it started", finished_at=timezone.now(),
+        job_id=job.pk,
+        target=JobState.CANCELLED,
+        sources=[JobState.QUEUED],
+        message="cancelled before it started",
+        finished_at=timezone.now(),
     ) or job_transition(
-        job_id=job.pk, target=JobState.CANCELLING, sources=[JobState.RUNNING],
+        job_id=job.pk,
+        target=JobState.CANCELLING,
+        sources=[JobState.RUNNING],
         message=f"cancel requested by {actor.get_username() if actor else 'system'}",
     )
     if done:
-        audit_record(action="job.cancel", actor=actor, project=job.project, target=job, request=request)
+        audit_record(
+            action="job.cancel", actor=actor, project=job.project, target=job, request=request
+        )
     return done
 
 
@@ -377,7 +432,11 @@ def job_retry(*, job: Job, actor, request=None) -> Job:
     if job.state not in (JobState.FAILED, JobState.CANCELLED):
         raise IllegalTransition(job.state, "retry")
     return job_create(
-        project=job.project, kind=job.kind, params=job.params, created_by=actor, request=request,
+        project=job.project,
+        kind=job.kind,
+        params=job.params,
+        created_by=actor,
+        request=request,
         retry_of=job,
     )
 

@@ -30,9 +30,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
             JobState.QUEUED,  # lease expired: the reaper re-queues it
         }
     ),
-    JobState.CANCELLING: frozenset(
-        {JobState.CANCELLED, JobState.SUCCEEDED, JobState.FAILED}
-    ),
+    JobState.CANCELLING: frozenset({JobState.CANCELLED, JobState.SUCCEEDED, JobState.FAILED}),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),

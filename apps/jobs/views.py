@@ -24,7 +24,11 @@ def launch(request: HttpRequest, project_id: int) -> HttpResponse:
         raw = registry.coerce_form(kind, request.POST)
         try:
             job = services.job_create(
-                project=access.project, kind=kind.name, params=raw, created_by=request.user, request=request
+                project=access.project,
+                kind=kind.name,
+                params=raw,
+                created_by=request.user,
+                request=request,
             )
         except services.JobParamsError as exc:
             errors = exc.errors
@@ -39,29 +43,39 @@ def launch(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 def detail(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
     access, job = selectors.job_access(user=request.user, project_id=project_id, job_id=job_id)
-    return render(request, "jobs/job_detail.html", selectors.job_detail_context(access=access, job=job))
+    return render(
+        request, "jobs/job_detail.html", selectors.job_detail_context(access=access, job=job)
+    )
 
 
 @login_required
 @require_POST
 def cancel(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
-    _, job = selectors.job_access(user=request.user, project_id=project_id, job_id=job_id, need="cancel_job")
+    _, job = selectors.job_access(
+        user=request.user, project_id=project_id, job_id=job_id, need="cancel_job"
+    )
     if services.job_cancel(job=job, actor=request.user, request=request):
         messages.success(request, f"Cancelling job {job.pk}")
     else:
         job.refresh_from_db(fields=["state"])
-        messages.error(request, f"Job {job.pk} is {job.get_state_display().lower()}: nothing to cancel")
+        messages.error(
+            request, f"Job {job.pk} is {job.get_state_display().lower()}: nothing to cancel"
+        )
     return redirect(job)
 
 
 @login_required
 @require_POST
 def retry(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
-    _, job = selectors.job_access(user=request.user, project_id=project_id, job_id=job_id, need="launch_job")
+    _, job = selectors.job_access(
+        user=request.user, project_id=project_id, job_id=job_id, need="launch_job"
+    )
     try:
         new_job = services.job_retry(job=job, actor=request.user, request=request)
     except IllegalTransition:
-        messages.error(request, f"Job {job.pk} is {job.state}: only failed or cancelled jobs can be retried")
+        messages.error(
+            request, f"Job {job.pk} is {job.state}: only failed or cancelled jobs can be retried"
+        )
         return redirect(job)
     except services.JobParamsError as exc:
         messages.error(request, f"Cannot retry: {exc}")

@@ -22,7 +22,9 @@ class Project(models.Model):
     )
     # None: the platform default (ATELIER_PROJECT_MAX_CONCURRENT_JOBS).
     max_concurrent_jobs = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Jobs of this project that may run at once; more wait queued."
+        null=True,
+        blank=True,
+        help_text="Jobs of this project that may run at once; more wait queued.",
     )
     require_dataset_approval = models.BooleanField(
         default=True,

@@ -52,7 +52,9 @@ def project_access(*, user, project_id: int, need: str = "view") -> ProjectAcces
         role = Role.ADMIN
     else:
         role = (
-            Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
+            Membership.objects.filter(project=project, user=user)
+            .values_list("role", flat=True)
+            .first()
         )
         if role is None:
             raise Http404("No such project")

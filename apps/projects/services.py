@@ -15,7 +15,9 @@ def project_create(*, name: str, description: str = "", created_by, request=None
     project.full_clean()
     project.save()
     Membership.objects.create(project=project, user=created_by, role=Role.ADMIN)
-    audit_record(action="project.create", actor=created_by, project=project, target=project, request=request)
+    audit_record(
+        action="project.create", actor=created_by, project=project, target=project, request=request
+    )
     return project
 
 
@@ -26,7 +28,9 @@ def _admin_count(project: Project) -> int:
 
 
 @transaction.atomic
-def membership_add(*, project: Project, username: str, role: str, actor, request=None) -> Membership:
+def membership_add(
+    *, project: Project, username: str, role: str, actor, request=None
+) -> Membership:
     """Add an existing user to the project with a role."""
     if role not in Role.values:
         raise ValidationError({"role": f"Unknown role {role!r}"})
@@ -39,7 +43,11 @@ def membership_add(*, project: Project, username: str, role: str, actor, request
         raise ValidationError({"username": f"{user.username} is already a member"})
     membership = Membership.objects.create(project=project, user=user, role=role)
     audit_record(
-        action="membership.add", actor=actor, project=project, target=membership, request=request,
+        action="membership.add",
+        actor=actor,
+        project=project,
+        target=membership,
+        request=request,
         data={"user": user.username, "role": role},
     )
     return membership
@@ -58,8 +66,12 @@ def membership_change_role(*, membership: Membership, role: str, actor, request=
     membership.role = role
     membership.save(update_fields=["role"])
     audit_record(
-        action="membership.role", actor=actor, project=membership.project, target=membership,
-        request=request, data={"user": membership.user.username, "from": old, "to": role},
+        action="membership.role",
+        actor=actor,
+        project=membership.project,
+        target=membership,
+        request=request,
+        data={"user": membership.user.username, "from": old, "to": role},
     )
     return membership
 
@@ -70,7 +82,37 @@ def membership_remove(*, membership: Membership, actor, request=None) -> None:
     if membership.role == Role.ADMIN and _admin_count(membership.project) <= 1:
         raise ValidationError("A project needs at least one admin")
     audit_record(
-        action="membership.remove", actor=actor, project=membership.project, target=membership,
-        request=request, data={"user": membership.user.username, "role": membership.role},
+        action="membership.remove",
+        actor=actor,
+        project=membership.project,
+        target=membership,
+        request=request,
+        data={"user": membership.user.username, "role": membership.role},
     )
     membership.delete()
+
+
+SETTINGS_FIELDS = ("name", "description", "require_dataset_approval", "max_concurrent_jobs")
+
+
+@transaction.atomic
+def project_update_settings(*, project: Project, actor, request=None, **values) -> Project:
+    """Change a project's settings; what changed is audited."""
+    changes = {}
+    for field in SETTINGS_FIELDS:
+        if field in values and getattr(project, field) != values[field]:
+            changes[field] = {"from": getattr(project, field), "to": values[field]}
+            setattr(project, field, values[field])
+    if not changes:
+        return project
+    project.full_clean()
+    project.save(update_fields=list(changes))
+    audit_record(
+        action="project.settings",
+        actor=actor,
+        project=project,
+        target=project,
+        request=request,
+        data=changes,
+    )
+    return project

@@ -9,8 +9,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.jobs import selectors as job_selectors
 from apps.projects import selectors, services
-from apps.projects.forms import MemberAddForm, ProjectCreateForm
-from apps.projects.models import Membership, Role
+from apps.projects.forms import MemberAddForm, ProjectCreateForm, ProjectSettingsForm
+from apps.projects.models import Membership, Project, Role
 
 
 def _validation_messages(error: ValidationError) -> list[str]:
@@ -42,7 +42,9 @@ def project_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
     access = selectors.project_access(user=request.user, project_id=project_id)
-    return render(request, "projects/dashboard.html", job_selectors.dashboard_context(access=access))
+    return render(
+        request, "projects/dashboard.html", job_selectors.dashboard_context(access=access)
+    )
 
 
 @login_required
@@ -86,16 +88,22 @@ def members(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def member_update(request: HttpRequest, project_id: int, membership_id: int) -> HttpResponse:
-    access = selectors.project_access(user=request.user, project_id=project_id, need="manage_members")
+    access = selectors.project_access(
+        user=request.user, project_id=project_id, need="manage_members"
+    )
     membership = get_object_or_404(Membership, pk=membership_id, project=access.project)
     action = request.POST.get("action")
     try:
         if action == "role":
             services.membership_change_role(
-                membership=membership, role=request.POST.get("role", ""), actor=request.user,
+                membership=membership,
+                role=request.POST.get("role", ""),
+                actor=request.user,
                 request=request,
             )
-            messages.success(request, f"{membership.user.username} is now {membership.get_role_display()}")
+            messages.success(
+                request, f"{membership.user.username} is now {membership.get_role_display()}"
+            )
         elif action == "remove":
             username = membership.user.username
             services.membership_remove(membership=membership, actor=request.user, request=request)
@@ -106,3 +114,25 @@ def member_update(request: HttpRequest, project_id: int, membership_id: int) -> 
         for msg in _validation_messages(exc):
             messages.error(request, msg)
     return redirect("projects:members", access.project.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_settings(request: HttpRequest, project_id: int) -> HttpResponse:
+    access = selectors.project_access(
+        user=request.user, project_id=project_id, need="manage_members"
+    )
+    project = access.project
+    form = ProjectSettingsForm(request.POST or None, instance=Project.objects.get(pk=project.pk))
+    if request.method == "POST" and form.is_valid():
+        services.project_update_settings(
+            project=project, actor=request.user, request=request, **form.cleaned_data
+        )
+        messages.success(request, "Settings saved")
+        return redirect("projects:settings", project.pk)
+    return render(
+        request,
+        "projects/settings.html",
+        {"project": project, "membership": access, "form": form},
+        status=400 if form.errors else 200,
+    )

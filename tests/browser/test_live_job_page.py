@@ -14,8 +14,15 @@ from apps.projects.models import Project
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -35,7 +42,9 @@ def browser(monkeypatch):
         b.close()
 
 
-def test_the_demo_member_starts_a_job_and_watches_it_reach_100_percent_live(processes, browser, monkeypatch):
+def test_the_demo_member_starts_a_job_and_watches_it_reach_100_percent_live(
+    processes, browser, monkeypatch
+):
     monkeypatch.setenv("ATELIER_DEMO_PASSWORD", "demo-pass-123")
     call_command("seed_demo")
     base = processes.web()
@@ -70,7 +79,8 @@ def drive_the_job_page(page, base: str) -> None:
     page.evaluate("window.__noReload = true")
     bar = page.locator("#job-progress")
     page.wait_for_function(
-        "document.querySelector('#job-progress').getAttribute('aria-valuenow') === '100'", timeout=60000
+        "document.querySelector('#job-progress').getAttribute('aria-valuenow') === '100'",
+        timeout=60000,
     )
     assert "100%" in bar.inner_text()
     assert page.evaluate("window.__noReload === true")

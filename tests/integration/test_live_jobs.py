@@ -37,7 +37,9 @@ def job_state(job: Job) -> str:
 
 
 def launch(project, user, **params) -> Job:
-    return services.job_create(project=project, kind=params.pop("kind", "test.steps"), params=params, created_by=user)
+    return services.job_create(
+        project=project, kind=params.pop("kind", "test.steps"), params=params, created_by=user
+    )
 
 
 def session_cookie(user) -> str:
@@ -46,8 +48,14 @@ def session_cookie(user) -> str:
     return f"sessionid={client.cookies['sessionid'].value}"
 
 
-async def collect_events(base: str, job_id: int, cookie: str, after: int = 0, stop_after: int | None = None,
-                         timeout: float = 60) -> tuple[list[dict], dict]:
+async def collect_events(
+    base: str,
+    job_id: int,
+    cookie: str,
+    after: int = 0,
+    stop_after: int | None = None,
+    timeout: float = 60,
+) -> tuple[list[dict], dict]:
     """Read a job socket until the job is final (or `stop_after` events), return events + snapshot."""
     url = base.replace("http", "ws") + f"/ws/jobs/{job_id}/?after={after}"
     events, snapshot = [], {}
@@ -61,12 +69,20 @@ async def collect_events(base: str, job_id: int, cookie: str, after: int = 0, st
             events.append(msg)
             if stop_after is not None and len(events) >= stop_after:
                 return events, snapshot
-            if msg["kind"] == "state" and msg["data"]["state"] in ("succeeded", "failed", "cancelled"):
+            if msg["kind"] == "state" and msg["data"]["state"] in (
+                "succeeded",
+                "failed",
+                "cancelled",
+            ):
                 return events, snapshot
-    raise AssertionError(f"job {job_id} did not finish over the websocket; got {len(events)} events")
+    raise AssertionError(
+        f"job {job_id} did not finish over the websocket; got {len(events)} events"
+    )
 
 
-def test_a_jobs_events_reach_a_websocket_client_in_order_until_it_succeeds(processes, project, member):
+def test_a_jobs_events_reach_a_websocket_client_in_order_until_it_succeeds(
+    processes, project, member
+):
     base = processes.web()
     processes.worker()
     job = launch(project, member, steps=8, step_seconds=0.05, checkpoint_every=4)
@@ -81,11 +97,15 @@ def test_a_jobs_events_reach_a_websocket_client_in_order_until_it_succeeds(proce
     assert job.state == JobState.SUCCEEDED and job.progress == 1.0
 
 
-def test_a_killed_worker_loses_nothing_and_the_job_resumes_from_its_checkpoint(processes, project, member, tmp_path):
+def test_a_killed_worker_loses_nothing_and_the_job_resumes_from_its_checkpoint(
+    processes, project, member, tmp_path
+):
     record = tmp_path / "steps.txt"
     processes.scheduler(interval=0.3)
     processes.worker("worker-a")
-    job = launch(project, member, steps=30, step_seconds=0.1, checkpoint_every=5, record_file=str(record))
+    job = launch(
+        project, member, steps=30, step_seconds=0.1, checkpoint_every=5, record_file=str(record)
+    )
     # Let it pass at least one checkpoint, then kill -9 the whole worker mid-job.
     wait_for(lambda: record.exists() and len(record.read_text().split("\n")) > 12, what="12 steps")
     processes.kill("worker-a", signal.SIGKILL)
@@ -93,31 +113,49 @@ def test_a_killed_worker_loses_nothing_and_the_job_resumes_from_its_checkpoint(p
     job.refresh_from_db()
     assert job.state == JobState.RUNNING and job.attempt == 1
     processes.worker("worker-b")
-    wait_for(lambda: job_state(job) == JobState.SUCCEEDED, timeout=60, what="resumed job to succeed")
+    wait_for(
+        lambda: job_state(job) == JobState.SUCCEEDED, timeout=60, what="resumed job to succeed"
+    )
     runs = [tuple(map(int, line.split())) for line in record.read_text().splitlines()]
     assert job.attempt == 2
     last_checkpoint = max(s for _, s in killed_at if s % 5 == 0)
     second = [s for a, s in runs if a == 2]
     assert second[0] == last_checkpoint + 1, "attempt 2 resumes right after the last checkpoint"
     counts = Counter(s for _, s in runs)
-    assert all(counts[s] == 1 for s in range(1, last_checkpoint + 1)), "no step before the checkpoint ran twice"
+    assert all(counts[s] == 1 for s in range(1, last_checkpoint + 1)), (
+        "no step before the checkpoint ran twice"
+    )
     assert set(counts) == set(range(1, 31))
-    assert "re-queued" in json.dumps(list(job.events.filter(kind="state").values_list("data", flat=True)))
+    assert "re-queued" in json.dumps(
+        list(job.events.filter(kind="state").values_list("data", flat=True))
+    )
 
 
-def test_flushing_redis_while_jobs_are_queued_still_runs_every_job_exactly_once(processes, project, member, tmp_path):
+def test_flushing_redis_while_jobs_are_queued_still_runs_every_job_exactly_once(
+    processes, project, member, tmp_path
+):
     project.max_concurrent_jobs = 10
     project.save()
     record_files = [tmp_path / f"job{i}.txt" for i in range(6)]
     # No worker yet: every job is queued, its message sitting in Redis.
-    jobs = [launch(project, member, steps=2, step_seconds=0, record_file=str(f)) for f in record_files]
-    wait_for(lambda: all(Job.objects.get(pk=j.pk).dispatched_at for j in jobs), what="jobs dispatched")
+    jobs = [
+        launch(project, member, steps=2, step_seconds=0, record_file=str(f)) for f in record_files
+    ]
+    wait_for(
+        lambda: all(Job.objects.get(pk=j.pk).dispatched_at for j in jobs), what="jobs dispatched"
+    )
     redis.Redis.from_url(settings.REDIS_URL).flushall()
     processes.scheduler(interval=0.3)
     processes.worker(concurrency=2)
-    wait_for(lambda: all(job_state(j) == JobState.SUCCEEDED for j in jobs), timeout=60, what="all jobs to run")
+    wait_for(
+        lambda: all(job_state(j) == JobState.SUCCEEDED for j in jobs),
+        timeout=60,
+        what="all jobs to run",
+    )
     for f in record_files:
-        assert f.read_text().splitlines() == ["1 1", "1 2"], "each job ran exactly once, in one attempt"
+        assert f.read_text().splitlines() == ["1 1", "1 2"], (
+            "each job ran exactly once, in one attempt"
+        )
     assert all(j.attempt == 1 for j in jobs)
 
 
@@ -152,5 +190,7 @@ def test_cancel_stops_a_running_job_within_a_few_seconds(processes, project, mem
     wait_for(lambda: job_state(job) == JobState.CANCELLED, timeout=10, what="cancelled")
     assert time.monotonic() - asked < 5
     assert job.progress < 1.0
-    states = list(job.events.filter(kind="state").order_by("seq").values_list("data__state", flat=True))
+    states = list(
+        job.events.filter(kind="state").order_by("seq").values_list("data__state", flat=True)
+    )
     assert states[-2:] == ["cancelling", "cancelled"]

@@ -25,7 +25,9 @@ def row_counts() -> dict[str, int]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_a_bad_upload_is_refused_with_its_error_and_changes_nothing(db, project, member, tmp_path, case: Bad):
+def test_a_bad_upload_is_refused_with_its_error_and_changes_nothing(
+    db, project, member, tmp_path, case: Bad
+):
     path = case.build(tmp_path)
     kwargs = dict(case.kwargs)
     if "mapping" in kwargs:
@@ -34,8 +36,14 @@ def test_a_bad_upload_is_refused_with_its_error_and_changes_nothing(db, project,
 
     with pytest.raises(services.DatasetImportFailed) as caught:
         services.dataset_import(
-            project=project, actor=member, upload_path=path, filename=path.name, name="Upload",
-            license="CC-BY-4.0", source="tests", **kwargs,
+            project=project,
+            actor=member,
+            upload_path=path,
+            filename=path.name,
+            name="Upload",
+            license="CC-BY-4.0",
+            source="tests",
+            **kwargs,
         )
 
     first = caught.value.errors[0]

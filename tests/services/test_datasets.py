@@ -49,7 +49,9 @@ def do_import(project, user, path: Path, **kw):
     kw.setdefault("name", "Clinic QA")
     kw.setdefault("license", "CC-BY-4.0")
     kw.setdefault("source", "Hospital export 2026-10")
-    return services.dataset_import(project=project, actor=user, upload_path=path, filename=path.name, **kw)
+    return services.dataset_import(
+        project=project, actor=user, upload_path=path, filename=path.name, **kw
+    )
 
 
 @pytest.fixture
@@ -57,7 +59,9 @@ def qa_csv(tmp_path):
     return write_csv(tmp_path / "medical_qa.csv", QA_ROWS, encoding="gbk")
 
 
-def test_importing_a_gbk_csv_creates_a_dataset_with_one_version_and_its_file_in_media(db, project, member, qa_csv):
+def test_importing_a_gbk_csv_creates_a_dataset_with_one_version_and_its_file_in_media(
+    db, project, member, qa_csv
+):
     version, created = do_import(project, member, qa_csv)
 
     assert created and version.number == 1 and version.rows == 4
@@ -66,10 +70,14 @@ def test_importing_a_gbk_csv_creates_a_dataset_with_one_version_and_its_file_in_
     first = json.loads(stored.read_text(encoding="utf-8").splitlines()[0])
     assert first == {"question": QA_ROWS[0][0], "answer": QA_ROWS[0][1]}
     assert version.approval == Approval.PENDING  # projects require approval by default
-    assert AuditEvent.objects.filter(action="dataset.version.import", target_id=str(version.pk)).exists()
+    assert AuditEvent.objects.filter(
+        action="dataset.version.import", target_id=str(version.pk)
+    ).exists()
 
 
-def test_reuploading_the_same_content_finds_the_existing_version(db, project, member, qa_csv, tmp_path):
+def test_reuploading_the_same_content_finds_the_existing_version(
+    db, project, member, qa_csv, tmp_path
+):
     version, _ = do_import(project, member, qa_csv)
     same_as_utf8 = write_csv(tmp_path / "again.csv", QA_ROWS, encoding="utf-8-sig")
 
@@ -79,7 +87,9 @@ def test_reuploading_the_same_content_finds_the_existing_version(db, project, me
     assert DatasetVersion.objects.count() == 1
 
 
-def test_a_file_with_errors_changes_neither_the_database_nor_the_media_folder(db, project, member, tmp_path):
+def test_a_file_with_errors_changes_neither_the_database_nor_the_media_folder(
+    db, project, member, tmp_path
+):
     bad = write_csv(tmp_path / "bad.csv", [("q1", "a1"), ("q2", ""), ("", "a3")])
     before_counts, before_media = counts(), media_listing()
 
@@ -100,22 +110,33 @@ def test_license_and_source_are_required(db, project, member, qa_csv):
     assert Dataset.objects.count() == 0
 
 
-def test_a_fine_tune_on_an_unapproved_version_is_refused_with_a_clear_message(db, project, member, qa_csv):
+def test_a_fine_tune_on_an_unapproved_version_is_refused_with_a_clear_message(
+    db, project, member, qa_csv
+):
     version, _ = do_import(project, member, qa_csv)
 
     with pytest.raises(services.DatasetNotApproved, match="has not been approved yet"):
         services.ensure_trainable(version)
 
 
-def test_a_reviewer_approves_after_a_pii_scan_and_then_training_may_use_it(db, project, people, qa_csv):
+def test_a_reviewer_approves_after_a_pii_scan_and_then_training_may_use_it(
+    db, project, people, qa_csv
+):
     version, _ = do_import(project, people["member"], qa_csv)
     with pytest.raises(ValidationError, match="PII scan first"):
-        services.version_decide(version=version, actor=people["reviewer"], role="reviewer", approve=True, comment="ok")
+        services.version_decide(
+            version=version, actor=people["reviewer"], role="reviewer", approve=True, comment="ok"
+        )
     services.version_set_pii_report(version=version, report={"counts": {}})
     version.refresh_from_db()
 
-    services.version_decide(version=version, actor=people["reviewer"], role="reviewer", approve=True,
-                            comment="checked the report")
+    services.version_decide(
+        version=version,
+        actor=people["reviewer"],
+        role="reviewer",
+        approve=True,
+        comment="checked the report",
+    )
 
     version.refresh_from_db()
     assert version.approval == Approval.APPROVED and version.decided_by == people["reviewer"]
@@ -127,13 +148,22 @@ def test_the_importer_cannot_approve_their_own_version(db, project, people, qa_c
     version, _ = do_import(project, people["admin"], qa_csv)
     services.version_set_pii_report(version=version, report={"counts": {}})
     with pytest.raises(ValidationError, match="another reviewer"):
-        services.version_decide(version=version, actor=people["admin"], role="admin", approve=True, comment="mine")
+        services.version_decide(
+            version=version, actor=people["admin"], role="admin", approve=True, comment="mine"
+        )
 
 
-def test_a_rejected_version_names_the_reviewer_and_reason_when_training_is_refused(db, project, people, qa_csv):
+def test_a_rejected_version_names_the_reviewer_and_reason_when_training_is_refused(
+    db, project, people, qa_csv
+):
     version, _ = do_import(project, people["member"], qa_csv)
-    services.version_decide(version=version, actor=people["reviewer"], role="reviewer", approve=False,
-                            comment="contains patient names")
+    services.version_decide(
+        version=version,
+        actor=people["reviewer"],
+        role="reviewer",
+        approve=False,
+        comment="contains patient names",
+    )
     version.refresh_from_db()
     with pytest.raises(services.DatasetNotApproved, match="contains patient names"):
         services.ensure_trainable(version)
@@ -144,8 +174,12 @@ def test_pii_scan_job_reports_types_and_rows(project, member, qa_csv):
     from workers.tasks.runtime import execute_job
 
     version, _ = do_import(project, member, qa_csv)
-    job = job_services.job_create(project=project, kind="dataset.pii_scan", params={"version_id": version.pk},
-                                  created_by=member)
+    job = job_services.job_create(
+        project=project,
+        kind="dataset.pii_scan",
+        params={"version_id": version.pk},
+        created_by=member,
+    )
 
     assert execute_job(job.pk, worker_id="test") == "succeeded"
 
@@ -161,15 +195,24 @@ def test_redaction_writes_a_child_version_without_any_original_value(project, me
     from workers.tasks.runtime import execute_job
 
     version, _ = do_import(project, member, qa_csv)
-    job = job_services.job_create(project=project, kind="dataset.redact",
-                                  params={"version_id": version.pk, "mode": "pseudonym"}, created_by=member)
+    job = job_services.job_create(
+        project=project,
+        kind="dataset.redact",
+        params={"version_id": version.pk, "mode": "pseudonym"},
+        created_by=member,
+    )
 
     assert execute_job(job.pk, worker_id="test") == "succeeded", Job.objects.get(pk=job.pk).error
 
     child = version.dataset.versions.get(number=2)
     assert child.parent == version and child.operation == "redact" and child.rows == version.rows
     text = media_path(child.storage_path).read_text(encoding="utf-8")
-    for original in ("13812345678", "11010519491231002X", "clinic.help@example.org", "010-62345678"):
+    for original in (
+        "13812345678",
+        "11010519491231002X",
+        "clinic.help@example.org",
+        "010-62345678",
+    ):
         assert original not in text
     # Pseudonyms look real on purpose (a fake phone is still a phone number), so the re-scan of
     # the child finds fakes: what matters is that none of them is an original value.
@@ -181,22 +224,30 @@ def test_tag_redaction_leaves_nothing_for_a_rescan_to_find(project, member, qa_c
     from workers.tasks.runtime import execute_job
 
     version, _ = do_import(project, member, qa_csv)
-    job = job_services.job_create(project=project, kind="dataset.redact",
-                                  params={"version_id": version.pk, "mode": "tag"}, created_by=member)
+    job = job_services.job_create(
+        project=project,
+        kind="dataset.redact",
+        params={"version_id": version.pk, "mode": "tag"},
+        created_by=member,
+    )
     assert execute_job(job.pk, worker_id="test") == "succeeded", Job.objects.get(pk=job.pk).error
 
     child = version.dataset.versions.get(number=2)
     text = media_path(child.storage_path).read_text(encoding="utf-8")
     assert "<CN_PHONE>" in text and "<CN_RESIDENT_ID>" in text and "<EMAIL>" in text
-    assert not any(child.pii_report["counts"].get(t) for t in ("CN_PHONE", "CN_RESIDENT_ID", "EMAIL"))
+    assert not any(
+        child.pii_report["counts"].get(t) for t in ("CN_PHONE", "CN_RESIDENT_ID", "EMAIL")
+    )
 
 
 def test_csv_download_escapes_cells_that_start_like_formulas(db, client, project, people, tmp_path):
-    rows = [("=HYPERLINK(\"http://x\")", "+1 and -1"), ("@SUM(A1)", "plain")]
+    rows = [('=HYPERLINK("http://x")', "+1 and -1"), ("@SUM(A1)", "plain")]
     version, _ = do_import(project, people["member"], write_csv(tmp_path / "f.csv", rows))
     client.force_login(people["viewer"])
 
-    response = client.get(reverse("datasets:download", args=[project.pk, version.dataset_id, version.number, "csv"]))
+    response = client.get(
+        reverse("datasets:download", args=[project.pk, version.dataset_id, version.number, "csv"])
+    )
 
     body = b"".join(response.streaming_content).decode("utf-8")
     parsed = list(csv.reader(io.StringIO(body)))
@@ -207,10 +258,100 @@ def test_csv_download_escapes_cells_that_start_like_formulas(db, client, project
 
 def test_the_version_page_shows_rows_with_paging_to_a_viewer(db, client, project, people, tmp_path):
     rows = [(f"question {i}", f"answer {i}") for i in range(45)]
-    version, _ = do_import(project, people["member"], write_csv(tmp_path / "many.csv", rows, header=("question", "answer")))
+    version, _ = do_import(
+        project,
+        people["member"],
+        write_csv(tmp_path / "many.csv", rows, header=("question", "answer")),
+    )
     client.force_login(people["viewer"])
     url = reverse("datasets:version", args=[project.pk, version.dataset_id, version.number])
 
     page3 = client.get(url + "?page=3").content.decode()
 
     assert "question 44" in page3 and "question 1<" not in page3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_stats_job_recounts_lengths_in_a_tokenizers_tokens(project, member, tmp_path):
+    from workers.tasks.runtime import execute_job
+
+    rows = [
+        (
+            "How do I measure blood pressure at home?",
+            "Sit still for five minutes, then measure twice.",
+        )
+    ] * 3
+    version, _ = do_import(
+        project, member, write_csv(tmp_path / "en.csv", rows, header=("question", "answer"))
+    )
+    assert version.stats["length"]["unit"] == "chars"
+    job = job_services.job_create(
+        project=project,
+        kind="dataset.stats",
+        params={"version_id": version.pk, "tokenizer": "all-MiniLM-L6-v2"},
+        created_by=member,
+    )
+
+    assert execute_job(job.pk, worker_id="test") == "succeeded", Job.objects.get(pk=job.pk).error
+
+    version.refresh_from_db()
+    assert (
+        version.stats["length"]["unit"] == "tokens"
+        and version.stats["tokenizer"] == "all-MiniLM-L6-v2"
+    )
+    # ~20 English words become ~20-25 word pieces: far fewer than the ~90 characters counted before.
+    assert 15 <= version.stats["length"]["mean"] <= 40
+
+
+def test_the_api_refuses_a_bad_file_with_every_error_and_stores_nothing(
+    db, client, project, member
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client.force_login(member)
+    before_counts, before_media = counts(), media_listing()
+    body = b"question,answer\nq1,a1\nq2,\n,a3\n"
+
+    response = client.post(
+        reverse("api:datasets", args=[project.pk]),
+        {
+            "file": SimpleUploadedFile("bad.csv", body),
+            "name": "Bad",
+            "license": "CC0-1.0",
+            "source": "tests",
+        },
+    )
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["total"] == 2
+    assert [e["row"] for e in error["errors"]] == [2, 3]
+    assert counts() == before_counts and media_listing() == before_media
+
+
+def test_the_api_imports_a_jsonl_file_and_reports_its_version(db, client, project, member):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client.force_login(member)
+    body = "\n".join(
+        json.dumps({"prompt": f"p{i}", "chosen": f"good {i}", "rejected": f"bad {i}"})
+        for i in range(5)
+    ).encode()
+
+    response = client.post(
+        reverse("api:datasets", args=[project.pk]),
+        {
+            "file": SimpleUploadedFile("prefs.jsonl", body),
+            "name": "Prefs",
+            "license": "MIT",
+            "source": "tests",
+            "validation_fraction": "0.4",
+            "seed": "7",
+        },
+    )
+
+    assert response.status_code == 201, response.content
+    version = response.json()["version"]
+    assert version["rows"] == 5 and len(version["sha256"]) == 64
+    assert sum(version["split_counts"].values()) == 5
+    assert Dataset.objects.get(name="Prefs").schema == "preference"

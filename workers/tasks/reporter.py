@@ -25,10 +25,14 @@ class JobReporter:
     the job is no longer ours, nothing more is written and should_stop() turns true.
     """
 
-    def __init__(self, *, job_id: int, attempt: int, min_interval: float | None = None, clock=time.monotonic):
+    def __init__(
+        self, *, job_id: int, attempt: int, min_interval: float | None = None, clock=time.monotonic
+    ):
         self.job_id = job_id
         self.attempt = attempt
-        self.min_interval = settings.ATELIER["EVENT_MIN_INTERVAL"] if min_interval is None else min_interval
+        self.min_interval = (
+            settings.ATELIER["EVENT_MIN_INTERVAL"] if min_interval is None else min_interval
+        )
         self.clock = clock
         self._buffer: list[tuple[str, dict]] = []
         self._lock = threading.Lock()
@@ -56,12 +60,22 @@ class JobReporter:
             self._eta = (now - self._started) * (1 - fraction) / done if done > 0 else None
             if metrics:
                 values = {k: float(v) for k, v in metrics.items()}
-                self._buffer.append((EventKind.METRICS, {"step": step, "total": total, "values": values}))
+                self._buffer.append(
+                    (EventKind.METRICS, {"step": step, "total": total, "values": values})
+                )
         self._maybe_flush(force=step >= total)
 
     def log(self, message: str, level: str = "info") -> None:
-        log.log(logging.WARNING if level == "warning" else logging.ERROR if level == "error" else logging.INFO,
-                "job %s: %s", self.job_id, message)
+        log.log(
+            logging.WARNING
+            if level == "warning"
+            else logging.ERROR
+            if level == "error"
+            else logging.INFO,
+            "job %s: %s",
+            self.job_id,
+            message,
+        )
         with self._lock:
             self._buffer.append((EventKind.LOG, {"message": str(message)[:4000], "level": level}))
         self._maybe_flush()
@@ -79,7 +93,9 @@ class JobReporter:
         p = Path(path)
         size = p.stat().st_size if p.is_file() else None
         with self._lock:
-            self._buffer.append((EventKind.ARTIFACT, {"name": name or p.name, "url": None, "size": size}))
+            self._buffer.append(
+                (EventKind.ARTIFACT, {"name": name or p.name, "url": None, "size": size})
+            )
         self._maybe_flush(force=True)
 
     def should_stop(self) -> bool:
@@ -101,15 +117,25 @@ class JobReporter:
             if new_progress:
                 step, total = progress
                 events.append(
-                    (EventKind.PROGRESS, {"step": step, "total": total, "fraction": round(step / total, 6),
-                                          "eta_seconds": round(eta, 1) if eta is not None else None})
+                    (
+                        EventKind.PROGRESS,
+                        {
+                            "step": step,
+                            "total": total,
+                            "fraction": round(step / total, 6),
+                            "eta_seconds": round(eta, 1) if eta is not None else None,
+                        },
+                    )
                 )
                 self._flushed_progress = progress
         if not events:
             return
         written = services.job_append_events(
-            job_id=self.job_id, events=events, attempt=self.attempt,
-            progress=(progress[0] / progress[1]) if new_progress else None, eta_seconds=eta,
+            job_id=self.job_id,
+            events=events,
+            attempt=self.attempt,
+            progress=(progress[0] / progress[1]) if new_progress else None,
+            eta_seconds=eta,
         )
         if written is None:
             self.lost.set()
@@ -131,20 +157,31 @@ class Heartbeat(threading.Thread):
             while not self._halt.wait(self.poll):
                 try:
                     if time.monotonic() - last_renew >= self.renew_every:
-                        state = services.job_heartbeat(job_id=self.reporter.job_id, attempt=self.reporter.attempt)
+                        state = services.job_heartbeat(
+                            job_id=self.reporter.job_id, attempt=self.reporter.attempt
+                        )
                         last_renew = time.monotonic()
                     else:
                         state = (
-                            Job.objects.filter(pk=self.reporter.job_id, attempt=self.reporter.attempt)
-                            .values_list("state", flat=True).first()
+                            Job.objects.filter(
+                                pk=self.reporter.job_id, attempt=self.reporter.attempt
+                            )
+                            .values_list("state", flat=True)
+                            .first()
                         )
                 except Exception:
-                    log.warning("heartbeat for job %s failed; retrying", self.reporter.job_id, exc_info=True)
+                    log.warning(
+                        "heartbeat for job %s failed; retrying", self.reporter.job_id, exc_info=True
+                    )
                     close_old_connections()
                     continue
                 if state is None or state not in (JobState.RUNNING, JobState.CANCELLING):
                     self.reporter.lost.set()
-                    log.warning("job %s attempt %s lost its lease", self.reporter.job_id, self.reporter.attempt)
+                    log.warning(
+                        "job %s attempt %s lost its lease",
+                        self.reporter.job_id,
+                        self.reporter.attempt,
+                    )
                     return
                 if state == JobState.CANCELLING:
                     self.reporter.cancel_requested.set()

@@ -60,5 +60,7 @@ def execute_job(job_id: int, *, worker_id: str) -> str:
     reporter.flush()
     if reporter.lost.is_set():
         return "lost"
-    services.job_finish(job_id=job.pk, attempt=job.attempt, target=outcome, result=result, error=error)
+    services.job_finish(
+        job_id=job.pk, attempt=job.attempt, target=outcome, result=result, error=error
+    )
     return str(outcome)

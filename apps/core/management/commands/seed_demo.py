@@ -37,22 +37,28 @@ class Command(BaseCommand):
         project = Project.objects.filter(name="Demo project").first()
         if project is None:
             project = Project.objects.create(
-                name="Demo project", description="Try a job: start the GPU worker diagnostics below."
+                name="Demo project",
+                description="Try a job: start the GPU worker diagnostics below.",
             )
         for username, role, staff in DEMO_USERS:
             user = User.objects.filter(username=username).first()
             if user is None:
                 password = fixed or passwords.get(username) or secrets.token_urlsafe(9)
                 user = User.objects.create_user(
-                    username=username, email=f"{username}@example.com", password=password,
-                    is_staff=staff, is_superuser=staff,
+                    username=username,
+                    email=f"{username}@example.com",
+                    password=password,
+                    is_staff=staff,
+                    is_superuser=staff,
                 )
                 passwords[username] = password
             Membership.objects.get_or_create(project=project, user=user, defaults={"role": role})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{u} {p}\n" for u, p in passwords.items()))
         path.chmod(0o600)
-        self.stdout.write("Demo logins (stored in %s):" % path)
+        self.stdout.write(f"Demo logins (stored in {path}):")
         for username, role, staff in DEMO_USERS:
             what = "platform admin" if staff else role.label.lower()
-            self.stdout.write(f"  {username:<9} {passwords.get(username, '(changed by you)'):<16} {what}")
+            self.stdout.write(
+                f"  {username:<9} {passwords.get(username, '(changed by you)'):<16} {what}"
+            )
