@@ -63,6 +63,10 @@ INSTALLED_APPS = [
     "apps.projects",
     "apps.jobs",
     "apps.datasets",
+    "apps.models",
+    "apps.outputs",
+    "apps.finetunes",
+    "apps.playground",
     "apps.api",
 ]
 
@@ -196,6 +200,8 @@ ATELIER = {
 }
 # Per-job folders (checkpoints): must be shared by all workers so a re-queued job resumes anywhere.
 JOBS_DIR = Path(env("ATELIER_JOBS_DIR", str(VAR_DIR / "jobs")))
+# Prepared model folders (built-in models are converted or built here on first use).
+MODELS_DIR = Path(env("ATELIER_MODELS_DIR", str(VAR_DIR / "models")))
 
 CHAIN_RPC_URL = env("CHAIN_RPC_URL")
 # Keys the consistent pseudonyms of PII redaction (per project, derived). Defaults to SECRET_KEY.

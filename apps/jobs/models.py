@@ -79,6 +79,7 @@ class EventKind(models.TextChoices):
     LOG = "log"
     PREVIEW = "preview"
     ARTIFACT = "artifact"
+    TEXT = "text"  # streamed generation: {"index": n, "delta": "..."}
 
 
 class JobEvent(models.Model):

@@ -42,6 +42,9 @@ class JobKind:
     # Kinds launched by other features (imports, scans) are not offered on the dashboard.
     launchable: bool = True
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # Checks that need the database and the project (a dataset version belongs to it, is approved,
+    # a model is ready): (project, validated params) -> {field: message}; empty means fine.
+    check: Callable[[Any, pydantic.BaseModel], dict[str, str]] | None = None
 
 
 class UnknownKind(KeyError):

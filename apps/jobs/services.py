@@ -148,6 +148,8 @@ def job_create(
     except registry.UnknownKind:
         raise JobParamsError({"kind": f"Unknown job kind {kind!r}"}) from None
     clean, errors = registry.validate_params(job_kind, params)
+    if not errors and job_kind.check is not None:
+        errors = job_kind.check(project, job_kind.params.model_validate(clean))
     if errors:
         raise JobParamsError(errors)
     with transaction.atomic():

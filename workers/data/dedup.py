@@ -820,7 +820,7 @@ def find_duplicates(
         del vectors
         if lexical_ids:
             lex_texts = np.concatenate(lexical_ids)
-            lexical_rows = sum(len(members.get(u, (0,))) for u in lex_texts.tolist())
+            lexical_rows = sum(len(members.get(u, ())) or 1 for u in lex_texts.tolist())
             lexical_pairs, lexical_sample = _lexical_pairs(
                 path,
                 source_sha,
@@ -832,20 +832,18 @@ def find_duplicates(
             )
             lexical_sigs.clear()
         if skipped_rows:
-            unread = skipped_rows - lexical_rows
-            warnings.append(
-                f"{skipped_rows} rows were not compared by embeddings: all-MiniLM-L6-v2 cannot "
-                "read them (it maps most CJK characters, e.g. Chinese, to [UNK]). "
-                + (
-                    f"{lexical_rows} of them were compared by characters instead "
-                    "(3-character shingles, punctuation and spaces ignored, "
-                    f"Jaccard >= {lexical_threshold:g})"
-                    + (f"; the other {unread} (empty or punctuation only)" if unread else "")
-                    if lexical_rows
-                    else "They (empty or punctuation only)"
-                )
-                + (" got exact dedup only." if unread else ".")
+            note = (
+                f"{skipped_rows} rows were not compared by embeddings: the model cannot read them "
+                "(all-MiniLM-L6-v2 maps most CJK characters, e.g. Chinese, to [UNK])."
             )
+            if lexical_rows:
+                note += (
+                    f" {lexical_rows} of them were compared by characters instead (3-character "
+                    f"shingles, punctuation and spaces ignored, Jaccard >= {lexical_threshold:g})."
+                )
+            if unread := skipped_rows - lexical_rows:
+                note += f" {unread} (empty or punctuation only) got exact dedup only."
+            warnings.append(note)
         roots, counts = np.unique(parent, return_counts=True)
         merged = set(roots[counts > 1].tolist())
         clusters: dict[int, list[int]] = {}

