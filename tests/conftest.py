@@ -17,7 +17,7 @@ TEST_VAR = ROOT / "var" / "test" / str(os.getpid())
 
 # Fast engine timings for tests; subprocesses inherit them through the environment.
 ENGINE_ENV = {
-    "ATELIER_LEASE_SECONDS": "3",
+    "ATELIER_LEASE_SECONDS": "6",
     "ATELIER_HEARTBEAT_SECONDS": "0.5",
     "ATELIER_DISPATCH_INTERVAL": "0.5",
     "ATELIER_REDISPATCH_AFTER": "5",
@@ -51,7 +51,7 @@ def pytest_configure(config):
     settings.MEDIA_ROOT = TEST_VAR / "media"
     settings.JOBS_DIR = TEST_VAR / "jobs"
     settings.ATELIER.update(
-        LEASE_SECONDS=3.0,
+        LEASE_SECONDS=6.0,
         HEARTBEAT_SECONDS=0.5,
         DISPATCH_INTERVAL=0.5,
         REDISPATCH_AFTER=5.0,

@@ -80,7 +80,9 @@ class Processes:
     """Start and stop platform processes against a given database and Redis."""
 
     def __init__(self, *, env: dict[str, str], log_dir: Path):
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        # One torch thread per process: on a 2-core machine running the test process, a worker and a
+        # web server, torch's thread pools fight for the cores and a tiny step takes 100x longer.
+        self.env = {"OMP_NUM_THREADS": "1", **os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.log_dir = log_dir
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen] = {}

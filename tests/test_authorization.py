@@ -11,10 +11,12 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLResolver, get_resolver, reverse
 
@@ -24,6 +26,8 @@ from apps.datasets.storage import stage_upload
 from apps.jobs.models import Job
 from apps.jobs.services import job_create
 from apps.jobs.states import JobState
+from apps.models.models import Adapter, BaseModel
+from apps.models.services import ensure_builtin_rows
 from apps.projects.models import Membership, Project
 from webapp.asgi import application
 from webapp.routing import websocket_urlpatterns
@@ -47,6 +51,7 @@ class World:
     viewer_membership: Membership
     version: DatasetVersion
     upload_token: str  # a file staged by the member
+    adapter: Adapter
 
     def ids(self, job: str = "job") -> dict:
         return {
@@ -57,6 +62,8 @@ class World:
             "number": self.version.number,
             "token": self.upload_token,
             "fmt": "jsonl",
+            "adapter_id": self.adapter.pk,
+            "what": "adapter",
         }
 
 
@@ -290,6 +297,42 @@ MATRIX: dict[str, list[Check]] = {
         ),
     ],
     "api:dataset_version": [Check("GET", "project", ROLES, api=True)],
+    "models:list": [Check("GET", "project", ROLES)],
+    "models:adapter_download": [Check("GET", "project", ROLES)],
+    "models:adapter_merge": [
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=302,
+            effect=lambda w: Job.objects.filter(kind="adapter.merge").exists(),
+        ),
+    ],
+    "finetunes:new": [
+        Check("GET", "project", LAUNCHERS),
+        # The version is not approved: the form comes back with the gate's message, no job.
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=400,
+            data=lambda: {
+                "base_model_id": str(BaseModel.objects.get(reference="tiny-llama").pk),
+                "dataset_version_id": str(DatasetVersion.objects.first().pk),
+            },
+            effect=lambda w: not Job.objects.filter(kind="finetune.lora").exists(),
+        ),
+    ],
+    "finetunes:estimate": [
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            json_body=True,
+            data=lambda: {"base_model_id": BaseModel.objects.get(reference="tiny-llama").pk},
+        ),
+    ],
+    "playground:index": [Check("GET", "project", ROLES)],
     "ws:ws/projects/<int:project_id>/": [Check("WS", "project", ROLES)],
     "ws:ws/jobs/<int:job_id>/": [Check("WS", "project", ROLES)],
 }
@@ -404,7 +447,18 @@ def world(project, people, make_user, tmp_path) -> World:
             }
         )
     )
+    ensure_builtin_rows()
+    adapter_dir = Path(django_settings.MEDIA_ROOT) / "adapters" / str(project.pk) / "0"
+    (adapter_dir / "adapter").mkdir(parents=True, exist_ok=True)
+    (adapter_dir / "adapter.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)  # an empty zip
+    adapter = Adapter.objects.create(
+        project=project,
+        name="qa-lora",
+        base_model=BaseModel.objects.get(reference="tiny-llama"),
+        storage_path=f"adapters/{project.pk}/0/adapter",
+    )
     return World(
+        adapter=adapter,
         version=version,
         upload_token=staged.token,
         project=project,

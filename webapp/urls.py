@@ -12,4 +12,7 @@ urlpatterns = [
     path("", include("apps.projects.urls")),
     path("", include("apps.jobs.urls")),
     path("", include("apps.datasets.urls")),
+    path("", include("apps.models.urls")),
+    path("", include("apps.finetunes.urls")),
+    path("", include("apps.playground.urls")),
 ]

@@ -15,11 +15,15 @@ class LoraParams(BaseModel):
     base_model_id: int = Field(..., ge=1, title="Base model")
     dataset_version_id: int = Field(..., ge=1, title="Dataset version")
     name: str = Field("", max_length=200, title="Adapter name")
-    template: str = Field("", max_length=4000, title="Prompt template", description="Empty: the version's template")
+    template: str = Field(
+        "", max_length=4000, title="Prompt template", description="Empty: the version's template"
+    )
     r: int = Field(8, ge=1, le=256, title="LoRA rank (r)")
     lora_alpha: int = Field(32, ge=1, le=1024, title="LoRA alpha")
     lora_dropout: float = Field(0.1, ge=0, le=0.9, title="LoRA dropout")
-    target_modules: str = Field("", max_length=500, title="Target modules", description="Comma-separated; empty: detected")
+    target_modules: str = Field(
+        "", max_length=500, title="Target modules", description="Comma-separated; empty: detected"
+    )
     per_device_train_batch_size: int = Field(4, ge=1, le=512, title="Batch size per device")
     gradient_accumulation_steps: int = Field(4, ge=1, le=1024, title="Gradient accumulation steps")
     warmup_steps: int = Field(100, ge=0, title="Warm-up steps")
@@ -28,14 +32,22 @@ class LoraParams(BaseModel):
     logging_steps: int = Field(10, ge=1, title="Log every N steps")
     learning_rate: float = Field(2e-4, gt=0, le=1, title="Learning rate")
     lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
-        "linear", title="LR scheduler")
+        "linear", title="LR scheduler"
+    )
     max_seq_length: int = Field(512, ge=16, le=32768, title="Max sequence length")
-    eval_fraction: float = Field(0.1, ge=0, le=0.5, title="Eval share",
-                                 description="Used when the version has no validation split")
+    eval_fraction: float = Field(
+        0.1,
+        ge=0,
+        le=0.5,
+        title="Eval share",
+        description="Used when the version has no validation split",
+    )
     save_steps: int = Field(200, ge=1, title="Checkpoint every N steps")
     seed: int = Field(42, title="Seed")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", title="Precision")
-    load_in: Literal["none", "8bit", "4bit"] = Field("none", title="Load base model in", description="4-bit = QLoRA (CUDA)")
+    load_in: Literal["none", "8bit", "4bit"] = Field(
+        "none", title="Load base model in", description="4-bit = QLoRA (CUDA)"
+    )
     num_gpus: int = Field(1, ge=1, le=16, title="GPUs")
 
 
@@ -45,8 +57,11 @@ def check(project, params: LoraParams) -> dict[str, str]:
     from apps.models.models import BaseModel as Base
 
     errors: dict[str, str] = {}
-    version = DatasetVersion.objects.select_related("dataset").filter(
-        pk=params.dataset_version_id, dataset__project=project).first()
+    version = (
+        DatasetVersion.objects.select_related("dataset")
+        .filter(pk=params.dataset_version_id, dataset__project=project)
+        .first()
+    )
     if version is None:
         errors["dataset_version_id"] = "No such dataset version in this project"
     else:
@@ -55,7 +70,9 @@ def check(project, params: LoraParams) -> dict[str, str]:
         except DatasetNotApproved as exc:
             errors["dataset_version_id"] = str(exc)
         if version.dataset.schema not in ("qa", "instruction", "chat"):
-            errors["dataset_version_id"] = f"A LoRA SFT trains on qa, instruction or chat data, not {version.dataset.schema}"
+            errors["dataset_version_id"] = (
+                f"A LoRA SFT trains on qa, instruction or chat data, not {version.dataset.schema}"
+            )
     base = Base.objects.filter(pk=params.base_model_id, kind="text", enabled=True).first()
     if base is None:
         errors["base_model_id"] = "No such text model"
@@ -70,6 +87,49 @@ def run(ctx: JobContext) -> dict:
     return services.run_finetune(ctx)
 
 
-register(JobKind(name="finetune.lora", label="LoRA fine-tune", queue="gpu", params=LoraParams, runner=run,
-                 check=check, launchable=False,
-                 description="Fine-tunes a base model with LoRA on an approved dataset version."))
+register(
+    JobKind(
+        name="finetune.lora",
+        label="LoRA fine-tune",
+        queue="gpu",
+        params=LoraParams,
+        runner=run,
+        check=check,
+        launchable=False,
+        description="Fine-tunes a base model with LoRA on an approved dataset version.",
+    )
+)
+
+
+class MergeParams(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    adapter_id: int = Field(..., ge=1)
+
+
+def check_merge(project, params: MergeParams) -> dict[str, str]:
+    from apps.models.models import Adapter
+
+    if not Adapter.objects.filter(pk=params.adapter_id, project=project).exists():
+        return {"adapter_id": "No such adapter in this project"}
+    return {}
+
+
+def run_merge(ctx: JobContext) -> dict:
+    from apps.finetunes import services
+
+    return services.run_merge(ctx)
+
+
+register(
+    JobKind(
+        name="adapter.merge",
+        label="Merge and export",
+        queue="gpu",
+        params=MergeParams,
+        runner=run_merge,
+        check=check_merge,
+        launchable=False,
+        description="Merges a LoRA adapter into its base model and exports a full safetensors folder.",
+    )
+)

@@ -22,13 +22,17 @@ class BaseModel(models.Model):
     """A base language model registered by an admin; platform-wide, usable by every project."""
 
     name = models.CharField(max_length=200, unique=True)
-    kind = models.CharField(max_length=16, default="text", choices=[("text", "Text"), ("image", "Image")])
+    kind = models.CharField(
+        max_length=16, default="text", choices=[("text", "Text"), ("image", "Image")]
+    )
     source = models.CharField(max_length=16, choices=ModelSource.choices)
     # Built-in key (smollm2-135m-instruct, tiny-llama), GGUF file path or hub id, by source.
     reference = models.CharField(max_length=500, blank=True)
     # The prepared safetensors folder the workers load (absolute path on the shared models volume).
     path = models.CharField(max_length=500, blank=True)
-    status = models.CharField(max_length=16, choices=ModelStatus.choices, default=ModelStatus.PENDING)
+    status = models.CharField(
+        max_length=16, choices=ModelStatus.choices, default=ModelStatus.PENDING
+    )
     error = models.TextField(blank=True)
     architecture = models.CharField(max_length=100, blank=True)
     model_type = models.CharField(max_length=64, blank=True)
@@ -39,8 +43,9 @@ class BaseModel(models.Model):
     has_chat_template = models.BooleanField(default=False)
     info = models.JSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -65,20 +70,30 @@ class BaseModel(models.Model):
 class Adapter(models.Model):
     """A LoRA adapter produced by a fine-tune, stored in PEFT format under media."""
 
-    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="adapters")
+    project = models.ForeignKey(
+        "projects.Project", on_delete=models.CASCADE, related_name="adapters"
+    )
     name = models.CharField(max_length=200)
     base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="adapters")
-    job = models.OneToOneField("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="adapter")
-    dataset_version = models.ForeignKey("datasets.DatasetVersion", null=True, blank=True, on_delete=models.SET_NULL,
-                                        related_name="adapters")
+    job = models.OneToOneField(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="adapter"
+    )
+    dataset_version = models.ForeignKey(
+        "datasets.DatasetVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="adapters",
+    )
     # Relative to MEDIA_ROOT: adapters/<project>/<job>/adapter (PEFT folder) and adapter.zip beside it.
     storage_path = models.CharField(max_length=500)
     merged_path = models.CharField(max_length=500, blank=True)
     template = models.TextField(blank=True)
     config = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

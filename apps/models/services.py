@@ -34,8 +34,13 @@ def ensure_builtin_rows() -> None:
     """Register the built-in models (once); their folders are prepared on first use."""
     for key, spec in BUILTINS.items():
         BaseModel.objects.get_or_create(
-            source=ModelSource.BUILTIN, reference=key,
-            defaults={"name": spec["name"], "license": spec["license"], "info": {"note": spec["note"]}},
+            source=ModelSource.BUILTIN,
+            reference=key,
+            defaults={
+                "name": spec["name"],
+                "license": spec["license"],
+                "info": {"note": spec["note"]},
+            },
         )
 
 
@@ -51,7 +56,7 @@ def _apply_info(model: BaseModel, folder: Path) -> None:
     model.model_type = data.get("model_type", "")
     model.parameters = data.get("parameters", 0)
     model.context_length = data.get("context_length", 0) or 0
-    model.default_targets = list(data.get("default_targets", []))
+    model.default_targets = list(data.get("lora_target_modules", []))
     model.has_chat_template = bool(data.get("has_chat_template"))
     model.license = model.license or data.get("license", "")
     model.info = {**model.info, **data}
@@ -66,14 +71,21 @@ def model_register_folder(*, name: str, path: str, actor, request=None) -> BaseM
         raise ValidationError({"path": f"{folder} is not a folder on the server"})
     if BaseModel.objects.filter(name=name.strip()).exists():
         raise ValidationError({"name": "A model with this name exists"})
-    model = BaseModel(name=name.strip(), source=ModelSource.FOLDER, reference=str(folder), created_by=actor)
+    model = BaseModel(
+        name=name.strip(), source=ModelSource.FOLDER, reference=str(folder), created_by=actor
+    )
     try:
         _apply_info(model, folder)
     except ModelRefused as exc:
         raise ValidationError({"path": str(exc)}) from None
     model.save()
-    audit_record(action="model.register", actor=actor, target=model, request=request,
-                 data={"name": model.name, "source": model.source, "path": str(folder)})
+    audit_record(
+        action="model.register",
+        actor=actor,
+        target=model,
+        request=request,
+        data={"name": model.name, "source": model.source, "path": str(folder)},
+    )
     return model
 
 
@@ -82,9 +94,16 @@ def model_register_gguf(*, name: str, gguf_path: str, actor, request=None) -> Ba
     file = Path(gguf_path).expanduser()
     if not file.is_file() or file.suffix.lower() != ".gguf":
         raise ValidationError({"path": f"{file} is not a .gguf file on the server"})
-    model = BaseModel.objects.create(name=name.strip(), source=ModelSource.GGUF, reference=str(file), created_by=actor)
-    audit_record(action="model.register", actor=actor, target=model, request=request,
-                 data={"name": model.name, "source": model.source, "path": str(file)})
+    model = BaseModel.objects.create(
+        name=name.strip(), source=ModelSource.GGUF, reference=str(file), created_by=actor
+    )
+    audit_record(
+        action="model.register",
+        actor=actor,
+        target=model,
+        request=request,
+        data={"name": model.name, "source": model.source, "path": str(file)},
+    )
     return model
 
 
@@ -132,6 +151,8 @@ def model_folder(model: BaseModel, *, log_to=None) -> Path:
                 _apply_info(model, folder)
                 model.save()
         except Exception as exc:
-            BaseModel.objects.filter(pk=model.pk).update(status=ModelStatus.ERROR, error=str(exc)[:2000])
+            BaseModel.objects.filter(pk=model.pk).update(
+                status=ModelStatus.ERROR, error=str(exc)[:2000]
+            )
             raise
     return Path(model.path)

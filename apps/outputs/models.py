@@ -15,22 +15,35 @@ class Moderation(models.TextChoices):
 class Output(models.Model):
     """Something a model produced (text now, images later): with every parameter needed to redo it."""
 
-    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="outputs")
-    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="outputs")
+    project = models.ForeignKey(
+        "projects.Project", on_delete=models.CASCADE, related_name="outputs"
+    )
+    job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="outputs"
+    )
     kind = models.CharField(max_length=16, choices=[("text", "Text"), ("image", "Image")])
     text = models.TextField(blank=True)
     prompt = models.TextField(blank=True)
     params = models.JSONField(default=dict, blank=True)
     seed = models.BigIntegerField(null=True, blank=True)
-    base_model = models.ForeignKey("basemodels.BaseModel", null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
-    adapter = models.ForeignKey("basemodels.Adapter", null=True, blank=True, on_delete=models.SET_NULL,
-                                related_name="outputs")
+    base_model = models.ForeignKey(
+        "basemodels.BaseModel", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    adapter = models.ForeignKey(
+        "basemodels.Adapter",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="outputs",
+    )
     sha256 = models.CharField(max_length=64, db_index=True)
     metrics = models.JSONField(default=dict, blank=True)
-    moderation = models.CharField(max_length=16, choices=Moderation.choices, default=Moderation.CLEAN, db_index=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    moderation = models.CharField(
+        max_length=16, choices=Moderation.choices, default=Moderation.CLEAN, db_index=True
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

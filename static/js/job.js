@@ -30,6 +30,8 @@ const ui = {
   previewImg: $("job-preview-img"),
   artifacts: $("job-artifacts"),
   artifactsEmpty: $("job-artifacts-empty"),
+  text: $("job-text"),
+  textRuns: $("job-text-runs"),
   cancel: $("job-cancel-form"),
   retry: $("job-retry-form"),
 };
@@ -299,6 +301,34 @@ function showPreview({ url }) {
   ui.preview.hidden = false;
 }
 
+// ---------- generated text (playground jobs) ----------
+
+const textRuns = new Map(); // index -> Text node inside that run's <pre>
+
+// Deltas are appended as text nodes, never parsed as HTML: the model's output is untrusted.
+function appendText({ index, delta }) {
+  if (!ui.text || !delta) return;
+  const i = Number(index) || 0;
+  let node = textRuns.get(i);
+  if (!node) {
+    const figure = document.createElement("figure");
+    figure.className = "job-text-run";
+    figure.dataset.index = String(i);
+    const caption = document.createElement("figcaption");
+    caption.textContent = format(ui.text.dataset.runLabel ?? "{n}", { n: i + 1 });
+    const pre = document.createElement("pre");
+    node = document.createTextNode("");
+    pre.append(node);
+    figure.append(caption, pre);
+    // Keep the runs in index order whatever order their first deltas arrive in.
+    const next = [...ui.textRuns.children].find((el) => Number(el.dataset.index) > i);
+    ui.textRuns.insertBefore(figure, next ?? null);
+    textRuns.set(i, node);
+    ui.text.hidden = false;
+  }
+  node.appendData(String(delta));
+}
+
 // ---------- messages ----------
 
 function applyEvent(kind, data, ts) {
@@ -327,6 +357,9 @@ function applyEvent(kind, data, ts) {
       break;
     case "artifact":
       showArtifact(data);
+      break;
+    case "text":
+      appendText(data);
       break;
     default:
       break; // Newer servers may send kinds we do not know yet.

@@ -16,7 +16,12 @@ def version(db, project, member, tmp_path):
     path = tmp_path / "qa.csv"
     path.write_text("question,answer\nWhat is BP?,Blood pressure.\nHi,Hello\n", encoding="utf-8")
     version, _ = dataset_services.dataset_import(
-        project=project, actor=member, upload_path=path, filename=path.name, name="QA", license="CC0-1.0",
+        project=project,
+        actor=member,
+        upload_path=path,
+        filename=path.name,
+        name="QA",
+        license="CC0-1.0",
         source="tests",
     )
     return version
@@ -30,12 +35,16 @@ def tiny(db):
 
 def launch(project, member, version, tiny):
     return job_services.job_create(
-        project=project, kind="finetune.lora", created_by=member,
+        project=project,
+        kind="finetune.lora",
+        created_by=member,
         params={"base_model_id": tiny.pk, "dataset_version_id": version.pk, "max_steps": 2},
     )
 
 
-def test_a_fine_tune_on_an_unapproved_version_is_refused_with_a_clear_message(project, member, version, tiny):
+def test_a_fine_tune_on_an_unapproved_version_is_refused_with_a_clear_message(
+    project, member, version, tiny
+):
     with pytest.raises(job_services.JobParamsError) as info:
         launch(project, member, version, tiny)
 
@@ -46,8 +55,9 @@ def test_a_fine_tune_on_an_unapproved_version_is_refused_with_a_clear_message(pr
 def test_an_approved_version_can_be_fine_tuned(project, people, version, tiny):
     dataset_services.version_set_pii_report(version=version, report={"counts": {}})
     version.refresh_from_db()
-    dataset_services.version_decide(version=version, actor=people["reviewer"], role="reviewer", approve=True,
-                                    comment="clean")
+    dataset_services.version_decide(
+        version=version, actor=people["reviewer"], role="reviewer", approve=True, comment="clean"
+    )
 
     job = launch(project, people["member"], version, tiny)
 

@@ -103,8 +103,14 @@ class JobReporter:
         if not delta:
             return
         with self._lock:
-            if self._buffer and self._buffer[-1][0] == EventKind.TEXT and self._buffer[-1][1]["index"] == index:
-                self._buffer[-1][1]["delta"] += delta  # one event per flush per stream, not per token
+            if (
+                self._buffer
+                and self._buffer[-1][0] == EventKind.TEXT
+                and self._buffer[-1][1]["index"] == index
+            ):
+                self._buffer[-1][1]["delta"] += (
+                    delta  # one event per flush per stream, not per token
+                )
             else:
                 self._buffer.append((EventKind.TEXT, {"index": index, "delta": delta}))
         self._maybe_flush()

@@ -1,0 +1,189 @@
+"""The platform side of a LoRA fine-tune: data and model in, Adapter row and artifacts out."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from apps.audit.services import audit_record
+from apps.datasets.models import DatasetVersion
+from apps.datasets.services import ensure_trainable
+from apps.datasets.storage import media_path
+from apps.jobs.models import Job
+from apps.models.models import Adapter, BaseModel
+from apps.models.services import model_folder
+
+CONFIG_FIELDS = (
+    "r",
+    "lora_alpha",
+    "lora_dropout",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "warmup_steps",
+    "num_train_epochs",
+    "max_steps",
+    "logging_steps",
+    "learning_rate",
+    "lr_scheduler_type",
+    "max_seq_length",
+    "eval_fraction",
+    "save_steps",
+    "seed",
+    "precision",
+    "load_in",
+    "num_gpus",
+)
+
+
+def template_for(version: DatasetVersion, requested: str) -> str:
+    from workers.data.canonical import DEFAULT_TEMPLATES
+
+    return requested or version.template or DEFAULT_TEMPLATES.get(version.dataset.schema, "")
+
+
+def lora_config(params):
+    from workers.ml.finetune import LoraFinetuneConfig
+
+    values = {name: getattr(params, name) for name in CONFIG_FIELDS}
+    targets = [t.strip() for t in params.target_modules.split(",") if t.strip()]
+    return LoraFinetuneConfig(**values, target_modules=tuple(targets) or None)
+
+
+def run_finetune(ctx) -> dict:
+    """Train (or resume) the adapter in the job's folder, then publish it under media."""
+    from workers.data.canonical import iter_split
+    from workers.ml.finetune import train_lora
+    from workers.ml.reporting import JobCancelled, JobFailed
+
+    p = ctx.params
+    version = DatasetVersion.objects.select_related("dataset").get(
+        pk=p.dataset_version_id, dataset__project_id=ctx.project_id
+    )
+    ensure_trainable(version)  # approval could have been withdrawn since the job was queued
+    base = BaseModel.objects.get(pk=p.base_model_id)
+    folder = model_folder(base, log_to=ctx.reporter.log)
+    path = media_path(version.storage_path)
+    template = template_for(version, p.template)
+    has_split = version.validation_fraction > 0
+    train = list(
+        iter_split(path, "train", seed=version.split_seed, fraction=version.validation_fraction)
+    )
+    evals = (
+        list(
+            iter_split(
+                path, "validation", seed=version.split_seed, fraction=version.validation_fraction
+            )
+        )
+        if has_split
+        else None
+    )
+    if not train:
+        raise JobFailed(f"{version} has no training rows")
+    ctx.reporter.log(
+        f"{base.name} on {version} ({len(train)} training rows"
+        f"{f', {len(evals)} validation rows' if evals else ''})"
+    )
+    result = train_lora(
+        lora_config(p),
+        base_model_dir=folder,
+        train_rows=train,
+        eval_rows=evals,
+        template=template,
+        output_dir=ctx.workdir / "run",
+        reporter=ctx.reporter,
+        resume=True,
+        card_info={
+            "base_model": base.name,
+            "base_model_path": str(folder),
+            "dataset": version.dataset.name,
+            "dataset_version": version.number,
+            "dataset_sha256": version.sha256,
+            "dataset_license": version.dataset.license,
+            "job": ctx.job_id,
+        },
+    )
+    if result.status != "succeeded":
+        raise JobCancelled()
+    adapter = publish_adapter(
+        ctx=ctx, base=base, version=version, template=template, params=p, result=result
+    )
+    ctx.reporter.artifact(
+        str(Path(settings.MEDIA_ROOT) / Path(adapter.storage_path).parent / "adapter.zip"),
+        name="adapter.zip",
+    )
+    return {
+        "adapter_id": adapter.pk,
+        "metrics": result.metrics,
+        "global_step": result.global_step,
+        "resumed_from_step": result.resumed_from_step,
+    }
+
+
+def publish_adapter(*, ctx, base, version, template, params, result) -> Adapter:
+    rel = Path("adapters") / str(ctx.project_id) / str(ctx.job_id)
+    target = Path(settings.MEDIA_ROOT) / rel
+    if target.exists():  # a previous attempt died after copying: start clean
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    shutil.copytree(result.adapter_dir, target / "adapter")
+    if result.adapter_zip:
+        shutil.copy2(result.adapter_zip, target / "adapter.zip")
+    job = Job.objects.get(pk=ctx.job_id)
+    with transaction.atomic():
+        adapter, _ = Adapter.objects.update_or_create(
+            job=job,
+            defaults={
+                "project_id": ctx.project_id,
+                "name": params.name or f"{base.name} · {version} · job {ctx.job_id}",
+                "base_model": base,
+                "dataset_version": version,
+                "storage_path": str(rel / "adapter"),
+                "template": template,
+                "config": params.model_dump(),
+                "metrics": result.metrics,
+                "created_by": job.created_by,
+            },
+        )
+        audit_record(
+            action="adapter.create",
+            actor=job.created_by,
+            project=job.project,
+            target=adapter,
+            data={"job": ctx.job_id, "base_model": base.name, "dataset_sha256": version.sha256},
+        )
+    return adapter
+
+
+def run_merge(ctx) -> dict:
+    from workers.ml.finetune import merge_and_export
+
+    adapter = Adapter.objects.select_related("base_model", "dataset_version").get(
+        pk=ctx.params.adapter_id, project_id=ctx.project_id
+    )
+    folder = model_folder(adapter.base_model, log_to=ctx.reporter.log)
+    adapter_dir = Path(settings.MEDIA_ROOT) / adapter.storage_path
+    out_rel = Path(adapter.storage_path).parent / "merged"
+    out = Path(settings.MEDIA_ROOT) / out_rel
+    ctx.reporter.step(1, 3)
+    merge_and_export(
+        folder,
+        adapter_dir,
+        ctx.workdir / "merged",
+        card_info={
+            "base_model": adapter.base_model.name,
+            "adapter": adapter.name,
+            "dataset_sha256": adapter.dataset_version.sha256 if adapter.dataset_version else "",
+        },
+    )
+    ctx.reporter.step(2, 3)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.move(str(ctx.workdir / "merged"), out)
+    shutil.make_archive(str(out), "zip", root_dir=out)
+    Adapter.objects.filter(pk=adapter.pk).update(merged_path=str(out_rel))
+    ctx.reporter.artifact(str(out) + ".zip", name="merged-model.zip")
+    ctx.reporter.step(3, 3)
+    return {"adapter_id": adapter.pk, "merged_path": str(out_rel)}

@@ -1,0 +1,77 @@
+"""Job kind: text generation for the playground (gpu queue), streamed over the job's websocket."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from apps.jobs.registry import JobContext, JobKind, register
+
+
+class TextgenParams(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    base_model_id: int = Field(..., ge=1, title="Base model")
+    # Runs side by side on the same prompt and seed: None is the base model, ids are adapters.
+    adapter_ids: list[int | None] = Field(
+        default_factory=lambda: [None], min_length=1, max_length=3
+    )
+    prompt: str = Field(..., min_length=1, max_length=20000, title="Prompt")
+    system: str = Field("", max_length=4000, title="System prompt")
+    template: str = Field(
+        "",
+        max_length=4000,
+        title="Template",
+        description="Used when the model has no chat template",
+    )
+    use_chat_template: bool = Field(True, title="Use the model's chat template")
+    max_new_tokens: int = Field(200, ge=1, le=4096, title="Max new tokens")
+    temperature: float = Field(0.7, ge=0, le=5, title="Temperature")
+    top_p: float = Field(0.9, gt=0, le=1, title="Top-p")
+    top_k: int = Field(50, ge=0, le=1000, title="Top-k")
+    repetition_penalty: float = Field(1.1, ge=0.5, le=3, title="Repetition penalty")
+    seed: int = Field(-1, ge=-1, title="Seed", description="-1: random (recorded)")
+    quantization: Literal["none", "int8-dynamic", "8bit", "4bit"] = Field(
+        "none", title="Quantization"
+    )
+
+
+def check(project, params: TextgenParams) -> dict[str, str]:
+    from apps.models.models import Adapter
+    from apps.models.models import BaseModel as Base
+
+    errors: dict[str, str] = {}
+    base = Base.objects.filter(pk=params.base_model_id, kind="text", enabled=True).first()
+    if base is None:
+        return {"base_model_id": "No such text model"}
+    ids = [i for i in params.adapter_ids if i is not None]
+    found = set(
+        Adapter.objects.filter(pk__in=ids, project=project, base_model=base).values_list(
+            "pk", flat=True
+        )
+    )
+    missing = [i for i in ids if i not in found]
+    if missing:
+        errors["adapter_ids"] = f"No adapter {missing[0]} for {base.name} in this project"
+    return errors
+
+
+def run(ctx: JobContext) -> dict:
+    from apps.playground import services
+
+    return services.run_textgen(ctx)
+
+
+register(
+    JobKind(
+        name="textgen",
+        label="Text generation",
+        queue="gpu",
+        params=TextgenParams,
+        runner=run,
+        check=check,
+        launchable=False,
+        description="Generates text with a base model and its adapters, streamed live.",
+    )
+)

@@ -1,0 +1,225 @@
+"""LoRA fine-tunes through the real worker: loss, artifacts, merge, and kill -9 resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from apps.datasets import services as dataset_services
+from apps.jobs import services as job_services
+from apps.jobs.models import Job
+from apps.jobs.states import JobState
+from apps.models.models import Adapter, BaseModel
+from apps.models.services import ensure_builtin_rows
+from workers.ml.finetune import complete_checkpoints
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+QA = [
+    (f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}.")
+    for a in range(1, 7)
+    for b in range(1, 5)
+]
+PARAMS = {
+    "max_steps": 40,
+    "logging_steps": 1,
+    "save_steps": 8,
+    "warmup_steps": 0,
+    "learning_rate": 0.03,
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 1,
+    "max_seq_length": 64,
+    "seed": 7,
+    "eval_fraction": 0.0,
+}
+
+
+def wait_for(predicate, timeout=120, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def approved_version(project, people, tmp_path):
+    path = tmp_path / "sums.csv"
+    path.write_text("question,answer\n" + "".join(f"{q},{a}\n" for q, a in QA), encoding="utf-8")
+    version, _ = dataset_services.dataset_import(
+        project=project,
+        actor=people["member"],
+        upload_path=path,
+        filename=path.name,
+        name="Sums",
+        license="CC0-1.0",
+        source="generated in tests",
+        validation_fraction=0.2,
+        seed=1,
+    )
+    dataset_services.version_set_pii_report(version=version, report={"counts": {}})
+    version.refresh_from_db()
+    dataset_services.version_decide(
+        version=version,
+        actor=people["reviewer"],
+        role="reviewer",
+        approve=True,
+        comment="synthetic arithmetic",
+    )
+    return version
+
+
+@pytest.fixture
+def tiny(db):
+    ensure_builtin_rows()
+    return BaseModel.objects.get(reference="tiny-llama")
+
+
+def launch(project, member, version, tiny, **extra) -> Job:
+    params = {"base_model_id": tiny.pk, "dataset_version_id": version.pk, **PARAMS, **extra}
+    return job_services.job_create(
+        project=project, kind="finetune.lora", params=params, created_by=member
+    )
+
+
+def finished(job: Job) -> bool:
+    job.refresh_from_db()
+    return job.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+def losses(job: Job) -> list[tuple[int, float]]:
+    return [
+        (e.data["step"], e.data["values"]["loss"])
+        for e in job.events.filter(kind="metrics").order_by("seq")
+        if "loss" in e.data["values"]
+    ]
+
+
+def adapter_tensors(adapter: Adapter) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(Path(settings.MEDIA_ROOT) / adapter.storage_path / "adapter_model.safetensors")
+
+
+def test_a_tiny_fine_tune_learns_and_its_adapter_works_in_a_plain_script(
+    processes, project, people, approved_version, tiny
+):
+    processes.worker()
+    job = launch(project, people["member"], approved_version, tiny)
+    wait_for(lambda: finished(job), what="fine-tune to finish")
+    assert job.state == JobState.SUCCEEDED, job.error + processes.log("worker")[-3000:]
+
+    curve = losses(job)
+    assert len(curve) >= 10
+    first, last = [v for _, v in curve[:5]], [v for _, v in curve[-5:]]
+    assert sum(last) / 5 < sum(first) / 5 - 0.3, curve  # the loss goes down
+    adapter = Adapter.objects.get(job=job)
+    folder = Path(settings.MEDIA_ROOT) / adapter.storage_path
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {
+        p.name for p in folder.iterdir()
+    }
+    assert "eval_loss_before" in adapter.metrics and "eval_loss_after" in adapter.metrics
+    assert adapter.metrics["eval_loss_after"] < adapter.metrics["eval_loss_before"]
+
+    # Loaded by PeftModel.from_pretrained in a separate, plain script, the adapter changes the output.
+    tiny.refresh_from_db()
+    script = textwrap.dedent(f"""
+        import json, torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from peft import PeftModel
+        tok = AutoTokenizer.from_pretrained({tiny.path!r})
+        ids = tok("What is 3 plus 4?", return_tensors="pt").input_ids
+        base = AutoModelForCausalLM.from_pretrained({tiny.path!r})
+        with torch.no_grad():
+            before = base(ids).logits
+        tuned = PeftModel.from_pretrained(base, {str(folder)!r})
+        with torch.no_grad():
+            after = tuned(ids).logits
+        print(json.dumps({{"max_diff": float((after - before).abs().max())}}))
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["max_diff"] > 1e-3
+
+    # Merge and export gives the same logits as base + adapter.
+    merge = job_services.job_create(
+        project=project,
+        kind="adapter.merge",
+        params={"adapter_id": adapter.pk},
+        created_by=people["member"],
+    )
+    wait_for(lambda: finished(merge), what="merge to finish")
+    assert merge.state == JobState.SUCCEEDED, merge.error
+    adapter.refresh_from_db()
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny.path)
+    ids = tok("What is 5 plus 2?", return_tensors="pt").input_ids
+    merged = AutoModelForCausalLM.from_pretrained(Path(settings.MEDIA_ROOT) / adapter.merged_path)
+    combined = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny.path), str(folder)
+    )
+    with torch.no_grad():
+        diff = (merged(ids).logits - combined(ids).logits).abs().max().item()
+    assert diff < 1e-4
+
+
+def test_kill_9_mid_training_resumes_from_the_checkpoint_and_matches_an_uninterrupted_run(
+    processes, project, people, approved_version, tiny
+):
+    processes.scheduler(interval=0.3)
+    processes.worker("worker-a")
+    job = launch(project, people["member"], approved_version, tiny, max_steps=150, save_steps=10)
+    checkpoints = Path(settings.JOBS_DIR) / str(job.pk) / "run" / "checkpoints"
+
+    def past_a_checkpoint():
+        done = complete_checkpoints(checkpoints)
+        steps = [e.data["step"] for e in job.events.filter(kind="metrics")]
+        return done and steps and done[0].step + 1 < max(steps) < 120 and done[0].step
+
+    kept = wait_for(past_a_checkpoint, what="a complete checkpoint and two more steps")
+    processes.kill("worker-a", signal.SIGKILL)
+    at_kill = complete_checkpoints(checkpoints)[0].step
+    assert at_kill >= kept
+    processes.worker("worker-b")
+    wait_for(lambda: finished(job), timeout=180, what="resumed fine-tune")
+    assert job.state == JobState.SUCCEEDED and job.attempt >= 2, job.error
+
+    # Training steps of the second attempt (loss points) all come after the checkpoint it resumed.
+    resumed_steps = [
+        e.data["step"]
+        for e in job.events.filter(kind="metrics", attempt=2)
+        if "loss" in e.data["values"]
+    ]
+    assert resumed_steps and min(resumed_steps) == at_kill + 1, (at_kill, resumed_steps[:5])
+    assert job.result["resumed_from_step"] == at_kill
+
+    # The same seed, uninterrupted, gives the same adapter.
+    again = launch(project, people["member"], approved_version, tiny, max_steps=150, save_steps=10)
+    wait_for(lambda: finished(again), what="uninterrupted run")
+    assert again.state == JobState.SUCCEEDED, again.error
+    a, b = (
+        adapter_tensors(Adapter.objects.get(job=job)),
+        adapter_tensors(Adapter.objects.get(job=again)),
+    )
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-5, worst
