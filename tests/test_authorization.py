@@ -259,10 +259,11 @@ MATRIX: dict[str, list[Check]] = {
     "datasets:version": [Check("GET", "project", ROLES)],
     "datasets:download": [Check("GET", "project", ROLES)],
     "datasets:action": [
+        # Reviewers may scan (they approve with the report in front of them).
         Check(
             "POST",
             "project",
-            LAUNCHERS,
+            LAUNCHERS | {"reviewer"},
             ok=302,
             data={"action": "pii_scan"},
             effect=lambda w: Job.objects.filter(kind="dataset.pii_scan").exists(),

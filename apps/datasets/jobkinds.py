@@ -37,6 +37,14 @@ class DedupParams(VersionParams):
     keep_one: bool = Field(False, title="Write a new version keeping one row per group")
 
 
+def check_version(project, params: VersionParams) -> dict[str, str]:
+    from apps.datasets.models import DatasetVersion
+
+    if not DatasetVersion.objects.filter(pk=params.version_id, dataset__project=project).exists():
+        return {"version_id": "No such dataset version in this project"}
+    return {}
+
+
 def _version(ctx: JobContext):
     from apps.datasets.models import DatasetVersion
     from apps.datasets.storage import media_path
@@ -153,6 +161,7 @@ register(
         runner=run_pii_scan,
         description="Finds personal data in a dataset version and writes a report.",
         launchable=False,
+        check=check_version,
     )
 )
 register(
@@ -164,6 +173,7 @@ register(
         runner=run_redact,
         description="Writes a new version with personal data masked, tagged or pseudonymised.",
         launchable=False,
+        check=check_version,
     )
 )
 register(
@@ -175,6 +185,7 @@ register(
         runner=run_dedup,
         description="Finds exact and near-duplicate rows; can keep one per group as a new version.",
         launchable=False,
+        check=check_version,
     )
 )
 
@@ -214,5 +225,6 @@ register(
         runner=run_stats,
         description="Recounts a version's length histogram in a tokenizer's tokens.",
         launchable=False,
+        check=check_version,
     )
 )

@@ -302,6 +302,7 @@ def version_detail(
             "pages": pages,
             "can_act": access.can("launch_job"),
             "can_review": access.can("review"),
+            "can_scan": access.can("scan_dataset"),
             "decision_form": DecisionForm(),
             "jobs": jobs,
             "Approval": Approval,
@@ -342,14 +343,16 @@ def version_action(
     request: HttpRequest, project_id: int, dataset_id: int, number: int
 ) -> HttpResponse:
     """Start a dataset job on this version: PII scan, redaction, or duplicate detection."""
+    action = request.POST.get("action")
+    # Reviewers may run a PII scan (they decide with its report in front of them); the other
+    # actions make new versions and need a member's role.
     access, version = selectors.version_access(
         user=request.user,
         project_id=project_id,
         dataset_id=dataset_id,
         number=number,
-        need="launch_job",
+        need="scan_dataset" if action == "pii_scan" else "launch_job",
     )
-    action = request.POST.get("action")
     params: dict = {"version_id": version.pk}
     kinds = {
         "pii_scan": "dataset.pii_scan",

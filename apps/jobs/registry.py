@@ -39,7 +39,8 @@ class JobKind:
     params: type[pydantic.BaseModel]
     runner: Callable[[JobContext], dict | None]
     description: str = ""
-    # Kinds launched by other features (imports, scans) are not offered on the dashboard.
+    # Offered on the dashboard's generic launch form. Kinds launched from their own pages (scans,
+    # fine-tunes, playground) set False; the API accepts every registered kind.
     launchable: bool = True
     tags: tuple[str, ...] = field(default_factory=tuple)
     # Checks that need the database and the project (a dataset version belongs to it, is approved,

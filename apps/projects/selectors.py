@@ -21,6 +21,7 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "launch_job": frozenset({Role.ADMIN, Role.MEMBER}),
     "cancel_job": frozenset({Role.ADMIN, Role.MEMBER}),
     "review": frozenset({Role.ADMIN, Role.REVIEWER}),
+    "scan_dataset": frozenset({Role.ADMIN, Role.MEMBER, Role.REVIEWER}),
     "manage_members": frozenset({Role.ADMIN}),
 }
 

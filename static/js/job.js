@@ -204,14 +204,50 @@ function createChart(name) {
   return entry;
 }
 
+// Metrics seen once (a fine-tune's eval loss before/after, train runtime) are figures, not curves:
+// they are listed as values until a second point makes them a chart.
+const singles = new Map(); // name -> { x, y, row }
+let summary = null;
+
+function showSingle(name, x, y) {
+  if (!summary) {
+    summary = document.createElement("dl");
+    summary.className = "metric-summary";
+    ui.charts.prepend(summary);
+    ui.chartsEmpty.hidden = true;
+  }
+  let item = singles.get(name);
+  if (!item) {
+    const dt = document.createElement("dt");
+    const dd = document.createElement("dd");
+    dt.textContent = name;
+    summary.append(dt, dd);
+    item = { dt, dd };
+    singles.set(name, item);
+  }
+  item.x = x;
+  item.y = y;
+  item.dd.textContent = formatNumber(y);
+}
+
 function addPoint(name, step, value) {
   const x = Number(step);
   const y = Number(value);
   if (!Number.isFinite(x) || !Number.isFinite(y)) return;
   let entry = charts.get(name);
   if (!entry) {
+    const single = singles.get(name);
+    if (!single || single.x === x) {
+      showSingle(name, x, y);
+      return;
+    }
+    single.dt.remove();
+    single.dd.remove();
+    singles.delete(name);
     entry = createChart(name);
     charts.set(name, entry);
+    entry.xs.push(single.x);
+    entry.ys.push(single.y);
   }
   // A resumed attempt restarts from its last checkpoint and reports those steps again:
   // the newer values replace the old tail, and x stays sorted as uPlot requires.

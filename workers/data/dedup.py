@@ -22,21 +22,27 @@ Limits and costs (measured on the 2-core CPU box):
 * all-MiniLM-L6-v2 has an English WordPiece vocabulary: most CJK characters become ``[UNK]``, so two
   unrelated Chinese questions of the same length embed almost identically (measured: cosine 0.999
   and 1.000). The default embedder therefore returns a zero vector for any text whose tokens are
-  more than 25 % ``[UNK]``; zero vectors are never compared, those rows get exact dedup only, and
-  the report counts them (``semantic_skipped_rows``) with a warning.
+  more than 25 % ``[UNK]``; zero vectors are never compared semantically, and the report counts
+  those rows (``semantic_skipped_rows``) with a warning.
 * Those unreadable rows get a **lexical** pass instead (part of the semantic run: ``semantic=False``
   still means exact only, and above ``max_semantic_rows`` neither runs). The text is normalized
   (:func:`lexical_text`: NFKC, casefold, spaces and punctuation removed), cut into 3-character
   shingles, and each distinct text gets a 128-value MinHash signature (multiply-add-shift hashing
   of collision-free 64-bit shingle hashes; fixed constants, no salted ``hash()``, so the same input
-  gives the same groups). LSH banding (bands of 4 values at the default 0.8; a pair exactly at the
-  threshold is missed with probability < 1e-6) proposes candidate pairs, and each candidate is
-  verified with the exact Jaccard of the two shingle sets (``lexical_threshold``, default 0.8). The
-  verified pairs join the same union-find as the semantic ones, so near groups mix both. Memory:
-  128 x 4 bytes of signature per text (51 MB at 100,000); the shingle sets of the candidate texts
-  only are rebuilt from a second read of the file. Short texts: one inserted character changes up
-  to 3 shingles, so "高血压患者应该注意什么?" and "高血压患者应该注意些什么?" alone have a Jaccard
-  of 7/12 = 0.58 (not grouped at 0.8); with the same answer after them (a QA row) they reach 0.81.
+  gives the same groups). LSH banding (32 bands of 4 values at the default 0.8) proposes candidate
+  pairs, a b-bit signature comparison drops the hopeless ones, and the rest are verified with the
+  exact Jaccard of the two shingle sets (``lexical_threshold``, default 0.8): no false positives,
+  and a pair exactly at the threshold is missed with probability ~1.3e-7 (higher Jaccard: less).
+  The verified pairs join the same union-find as the semantic ones, so near groups mix both.
+  Memory: 128 x 4 bytes of signature + 32 x 8 bytes of band keys per text (77 MB at 100,000; peak
+  RSS 141 MB against 53 MB for exact only); the shingle sets of the candidate texts only are
+  rebuilt from a second read of the file. Time, lexical pass only (short texts: ~20 characters):
+  0.8 s for 20,000 varied rows, ~4 s for 20,000 templated rows (shared boilerplate makes ~17
+  million candidate pairs), ~5 s for 100,000 varied rows; MinHash costs ~1.7 ms per 1,500-character
+  text. The embedder still runs on these rows first and dominates. Short texts: one inserted
+  character changes up to 3 shingles, so "高血压患者应该注意什么?" and "高血压患者应该注意些什么?"
+  alone have a Jaccard of 7/12 = 0.58 (not grouped at 0.8); followed by the same answer (a QA row)
+  they reach 21/26 = 0.81.
 """
 
 from __future__ import annotations
@@ -405,9 +411,9 @@ def _min_agreement(threshold: float) -> int:
 
     Equal values have equal low bits, so each agrees with probability >= the Jaccard, and a pair
     at the threshold agrees on fewer with probability <= ``PREFILTER_MISS`` (binomial tail): 77 of
-    128 at 0.8, which drops all but ~1e-10 of the candidates with Jaccard 0.32 and 98.6 % of
-    those with 0.5 (boilerplate shared by many rows makes millions of such candidates). This
-    costs ~0.1 us a pair; the exact Jaccard ~1.3 us for 20 shingles."""
+    128 at 0.8 (miss 8e-8), which drops all but ~1e-10 of the candidates with Jaccard 0.32 and
+    98.5 % of those with 0.5 (boilerplate shared by many rows makes millions of such candidates).
+    This costs ~0.1 us a pair; the exact Jaccard ~1.3 us for 20 shingles."""
     n, need, tail = MINHASH_PERMS, 0, 0.0
     for k in range(n + 1):  # tail = P(X < k), X ~ Binomial(n, threshold)
         if tail > PREFILTER_MISS:
@@ -420,15 +426,19 @@ def _min_agreement(threshold: float) -> int:
 def _band_keys(sig: np.ndarray, r: int) -> np.ndarray:
     """(n, MINHASH_PERMS // r) uint64: one key per band of ``r`` signature values (exact for r <= 2,
     else hashed; a key collision only adds a candidate, which the exact Jaccard then rejects)."""
-    s = sig.reshape(sig.shape[0], MINHASH_PERMS // r, r).astype(_U64)
-    if r == 1:
-        return s[:, :, 0].copy()
-    if r == 2:
-        return (s[:, :, 0] << _U64(32)) | s[:, :, 1]
-    key = np.zeros(s.shape[:2], dtype=_U64)
-    for k in range(r):
-        key = _splitmix64(key ^ s[:, :, k])
-    return key
+    keys = np.zeros((sig.shape[0], MINHASH_PERMS // r), dtype=_U64)
+    for band in range(keys.shape[1]):  # one band at a time: no uint64 copy of all signatures
+        values = sig[:, band * r : (band + 1) * r].astype(_U64)
+        if r == 1:
+            keys[:, band] = values[:, 0]
+        elif r == 2:
+            keys[:, band] = (values[:, 0] << _U64(32)) | values[:, 1]
+        else:
+            key = np.zeros(sig.shape[0], dtype=_U64)
+            for k in range(r):
+                key = _splitmix64(key ^ values[:, k])
+            keys[:, band] = key
+    return keys
 
 
 class _ShingleSets:
@@ -503,7 +513,7 @@ def _lexical_pairs(
     however big a bucket is. A pair already in one group is not checked again, and a bucket whose
     texts are all in one group is dropped: a cluster of k near-identical texts costs about k
     checks per band, not k**2 / 2. A pair is checked by signature agreement first
-    (:func:`_min_agreement`, on 64 then on all 128 values), then by exact Jaccard.
+    (:func:`_min_agreement`: the low 8 bits of its 128 values), then by exact Jaccard.
     Returns (pairs verified similar, a sample of them as (row, row, jaccard))."""
     r = _rows_per_band(threshold)
     need = _min_agreement(threshold)
@@ -517,7 +527,7 @@ def _lexical_pairs(
     src = np.flatnonzero(candidate)  # candidate -> row of sigs
     src = src[np.argsort(first_row[texts[src]], kind="stable")]  # in file order
     texts, keys, rows = texts[src], keys[src], first_row[texts[src]]
-    low = sigs[src].astype(np.uint8)  # low 8 bits of each value: 128 bytes a text
+    low = sigs.astype(np.uint8)[src]  # low 8 bits of each value: 128 bytes a text
     sets = _ShingleSets(_read_shingles(path, rows, source_sha))
 
     def likely(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -771,8 +781,8 @@ def find_duplicates(
     pending_ids: list[int] = []
     pending_texts: list[str] = []
     pending_full: list[str] = []  # the whole texts, for the lexical pass of unreadable ones
-    lexical_ids: list[np.ndarray] = []  # distinct texts with a MinHash signature, per flush
-    lexical_sigs: list[np.ndarray] = []
+    lexical_ids: list[int] = []  # distinct texts with a MinHash signature, in order
+    lexical_sigs: np.ndarray | None = None  # their signatures, rows 0 .. len(lexical_ids) - 1
     step = 1 if run_semantic else max(1_000, total // 100)
     reported = 0
 
@@ -783,7 +793,7 @@ def find_duplicates(
             progress(done, total)
 
     def flush() -> None:
-        nonlocal emb
+        nonlocal emb, lexical_sigs
         if not pending_texts:
             return
         vectors = np.asarray(embedder(pending_texts), dtype=np.float32)
@@ -800,8 +810,11 @@ def find_duplicates(
         ]
         shingled = [(u, sh) for u, sh in shingled if sh.size]  # empty / punctuation only: none
         if shingled:
-            lexical_ids.append(np.array([u for u, _ in shingled], dtype=np.int64))
-            lexical_sigs.append(_minhash([sh for _, sh in shingled]))
+            if lexical_sigs is None:  # zeros: pages never written take no memory
+                lexical_sigs = np.zeros((total, MINHASH_PERMS), dtype=np.uint32)
+            done = len(lexical_ids)
+            lexical_sigs[done : done + len(shingled)] = _minhash([sh for _, sh in shingled])
+            lexical_ids.extend(u for u, _ in shingled)
         pending_ids.clear()
         pending_texts.clear()
         pending_full.clear()
@@ -865,19 +878,18 @@ def find_duplicates(
                 pairs_sample.append((ra, rb, min(1.0, round(score, 4))))
         pairs_sample.sort()
         del vectors
-        if lexical_ids:
-            lex_texts = np.concatenate(lexical_ids)
-            lexical_rows = sum(len(members.get(u, ())) or 1 for u in lex_texts.tolist())
+        if lexical_sigs is not None:
+            lexical_rows = sum(len(members.get(u, ())) or 1 for u in lexical_ids)
             lexical_pairs, lexical_sample = _lexical_pairs(
                 path,
                 source_sha,
-                lex_texts,
-                np.concatenate(lexical_sigs),
+                np.array(lexical_ids, dtype=np.int64),
+                lexical_sigs[: len(lexical_ids)],
                 np.asarray(first_row, dtype=np.int64),
                 parent,
                 lexical_threshold,
             )
-            lexical_sigs.clear()
+            lexical_sigs = None
         if skipped_rows:
             note = (
                 f"{skipped_rows} rows were not compared by embeddings: the model cannot read them "

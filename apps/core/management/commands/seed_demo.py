@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from apps.models.services import ensure_builtin_rows
 from apps.projects.models import Membership, Project, Role
 
 DEMO_USERS = [
@@ -53,6 +54,7 @@ class Command(BaseCommand):
                 )
                 passwords[username] = password
             Membership.objects.get_or_create(project=project, user=user, defaults={"role": role})
+        ensure_builtin_rows()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{u} {p}\n" for u, p in passwords.items()))
         path.chmod(0o600)

@@ -1,0 +1,96 @@
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+
+from apps.models import services
+from apps.models.models import Adapter, BaseModel, ModelSource, ModelStatus
+
+
+class RegisterModelForm(forms.ModelForm):
+    """Admins register a local folder or a GGUF file; everything else is read from the files."""
+
+    class Meta:
+        model = BaseModel
+        fields = ["name", "source", "reference", "enabled"]
+        help_texts = {
+            "reference": "Folder (local folder) or .gguf file path on the worker's shared models volume"
+        }
+
+    def clean(self):
+        data = super().clean()
+        if data.get("source") not in (ModelSource.FOLDER, ModelSource.GGUF):
+            raise ValidationError(
+                "Register a local folder or a GGUF file (built-ins are registered automatically)"
+            )
+        return data
+
+
+@admin.register(BaseModel)
+class BaseModelAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "source",
+        "status",
+        "architecture",
+        "parameters_display",
+        "context_length",
+        "license",
+        "enabled",
+    )
+    list_filter = ("source", "status", "kind", "enabled")
+    search_fields = ("name", "reference", "architecture")
+    actions = ["reset_preparation"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = RegisterModelForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return [
+            f.name for f in BaseModel._meta.fields if f.name not in ("name", "enabled", "license")
+        ]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        try:
+            if obj.source == ModelSource.FOLDER:
+                created = services.model_register_folder(
+                    name=obj.name, path=obj.reference, actor=request.user, request=request
+                )
+            else:
+                created = services.model_register_gguf(
+                    name=obj.name, gguf_path=obj.reference, actor=request.user, request=request
+                )
+        except ValidationError as exc:
+            messages.error(request, "; ".join(exc.messages))
+            obj.pk = None
+            return
+        obj.pk = created.pk
+
+    @admin.action(description="Prepare again on next use (clears an error)")
+    def reset_preparation(self, request, queryset):
+        n = queryset.exclude(source=ModelSource.FOLDER).update(status=ModelStatus.PENDING, error="")
+        self.message_user(request, f"{n} model(s) will be prepared again on first use")
+
+
+@admin.register(Adapter)
+class AdapterAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "project",
+        "base_model",
+        "dataset_version",
+        "job",
+        "created_by",
+        "created_at",
+    )
+    list_filter = ("project", "base_model")
+    search_fields = ("name",)
+    readonly_fields = [f.name for f in Adapter._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

@@ -1,0 +1,1 @@
+"""Pure image-generation code: prompt parsing, infotext, samplers, pipelines. Never imports Django."""

@@ -1,0 +1,492 @@
+"""A1111-compatible prompts: attention weights, BREAK, LoRA tags, embeddings, long-prompt encoding.
+
+The syntax follows AUTOMATIC1111's ``modules/prompt_parser.py`` (``parse_prompt_attention``) and the
+encoding follows its ``sd_hijack_clip.py``: prompts are cut into chunks of 75 tokens (77 with the
+start and end tokens), each chunk goes through the text encoder on its own, the hidden states are
+multiplied by the per-token weights and rescaled to the original mean ("Original" emphasis), and
+the chunks are concatenated along the sequence axis. The result is passed to a diffusers pipeline
+as ``prompt_embeds`` / ``negative_prompt_embeds``.
+
+Deliberate differences from A1111, all in the encoder (the parser matches it exactly):
+
+* ``BREAK`` inside brackets still starts a new chunk. A1111 multiplies the marker's weight by the
+  bracket and then no longer recognises it, so ``(a BREAK b)`` sends the word "break" with weight
+  -1.1 to the encoder; that is a quirk nobody relies on.
+* The "Original" emphasis restores the mean per prompt and per chunk, computed in float32. A1111
+  takes the mean over the whole batch in the model's dtype, which makes an image depend on which
+  other prompts were in its batch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch is imported lazily: parsing must stay cheap for web processes.
+    import torch
+
+__all__ = [
+    "EMPHASIS_MODES",
+    "PromptChunk",
+    "PromptSyntaxError",
+    "encode_weighted",
+    "encode_weighted_batch",
+    "extract_embeddings",
+    "extract_loras",
+    "parse_prompt_attention",
+    "tokenize_weighted",
+]
+
+ROUND_BRACKET_MULTIPLIER = 1.1
+SQUARE_BRACKET_MULTIPLIER = 1 / 1.1
+CHUNK_LENGTH = 75  # prompt tokens per chunk; the encoder sees 77 with the start and end tokens
+COMMA_PADDING_BACKTRACK = 20  # A1111's default for opts.comma_padding_backtrack
+EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")  # A1111's opts.emphasis choices
+
+# The token alternatives of A1111's re_attention, in the same order (order decides the match).
+_RE_ATTENTION = re.compile(
+    r"""
+\\\(|
+\\\)|
+\\\[|
+\\]|
+\\\\|
+\\|
+\(|
+\[|
+:\s*([+-]?[.\d]+)\s*\)|
+\)|
+]|
+[^\\()\[\]:]+|
+:
+""",
+    re.X,
+)
+_RE_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+# A1111's extra-network syntax (modules/extra_networks.py): <kind:arg1:arg2...>
+_RE_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
+_LORA_KINDS = frozenset({"lora", "lyco"})
+
+
+class PromptSyntaxError(ValueError):
+    """A prompt that cannot be parsed; the message says where and why."""
+
+
+# --------------------------------------------------------------------------------------------
+# Attention syntax
+# --------------------------------------------------------------------------------------------
+
+
+def _parse(text: str) -> list[list[Any]]:
+    """A1111's parse loop before merging: ``[text, weight, is_break]`` per fragment."""
+    res: list[list[Any]] = []
+    round_brackets: list[int] = []
+    square_brackets: list[int] = []
+
+    def multiply_range(start: int, multiplier: float) -> None:
+        for p in range(start, len(res)):
+            res[p][1] *= multiplier
+
+    for m in _RE_ATTENTION.finditer(text):
+        token = m.group(0)
+        weight = m.group(1)
+        if token.startswith("\\"):
+            res.append([token[1:], 1.0, False])
+        elif token == "(":
+            round_brackets.append(len(res))
+        elif token == "[":
+            square_brackets.append(len(res))
+        elif weight is not None and round_brackets:
+            try:
+                value = float(weight)
+            except ValueError:
+                raise PromptSyntaxError(
+                    f"invalid attention weight {weight!r} at character {m.start() + 1}: "
+                    "write a number such as (word:1.2)"
+                ) from None
+            multiply_range(round_brackets.pop(), value)
+        elif token == ")" and round_brackets:
+            multiply_range(round_brackets.pop(), ROUND_BRACKET_MULTIPLIER)
+        elif token == "]" and square_brackets:
+            multiply_range(square_brackets.pop(), SQUARE_BRACKET_MULTIPLIER)
+        else:
+            for i, part in enumerate(_RE_BREAK.split(token)):
+                if i > 0:
+                    res.append(["BREAK", -1, True])
+                res.append([part, 1.0, False])
+
+    # Unclosed brackets apply to everything after them, as in A1111.
+    for pos in round_brackets:
+        multiply_range(pos, ROUND_BRACKET_MULTIPLIER)
+    for pos in square_brackets:
+        multiply_range(pos, SQUARE_BRACKET_MULTIPLIER)
+
+    if not res:
+        res = [["", 1.0, False]]
+    return res
+
+
+def parse_prompt_attention(text: str) -> list[list[Any]]:
+    """Split a prompt into ``[text, weight]`` pairs exactly as A1111's ``parse_prompt_attention``.
+
+    ``(x)`` multiplies by 1.1, ``[x]`` divides by 1.1, ``(x:1.3)`` multiplies by 1.3, nesting
+    multiplies, ``\\( \\) \\[ \\] \\\\`` are literals, unbalanced brackets extend to the end of the
+    prompt, ``BREAK`` becomes ``["BREAK", -1]`` and adjacent fragments of equal weight are merged.
+
+    >>> parse_prompt_attention('an (important) word')
+    [['an ', 1.0], ['important', 1.1], [' word', 1.0]]
+    """
+    res = [[fragment, weight] for fragment, weight, _ in _parse(text)]
+    i = 0
+    while i + 1 < len(res):
+        if res[i][1] == res[i + 1][1]:
+            res[i][0] += res[i + 1][0]
+            res.pop(i + 1)
+        else:
+            i += 1
+    return res
+
+
+def _fragments(text: str, emphasis: str) -> list[tuple[str, float, bool]]:
+    """``(text, weight, is_break)`` fragments for the encoder; BREAK markers never merge."""
+    if emphasis == "None":  # A1111: the line is not parsed at all, BREAK included
+        return [(text, 1.0, False)]
+    res = _parse(text)
+    i = 0
+    while i + 1 < len(res):
+        a, b = res[i], res[i + 1]
+        if not a[2] and not b[2] and a[1] == b[1]:
+            a[0] += b[0]
+            res.pop(i + 1)
+        else:
+            i += 1
+    return [(t, float(w), brk) for t, w, brk in res]
+
+
+# --------------------------------------------------------------------------------------------
+# Extra networks and embeddings
+# --------------------------------------------------------------------------------------------
+
+
+def extract_loras(prompt: str) -> tuple[str, list[tuple[str, float]]]:
+    """Remove ``<lora:name:weight>`` tags; return the prompt without them and ``[(name, weight)]``.
+
+    ``<lora:name>`` has weight 1.0. As in A1111 the tag's first number is the multiplier, and
+    ``te=``/``unet=`` named arguments are accepted (``te`` first). ``lyco`` is an alias of ``lora``.
+    A name given twice keeps its first position and the last weight. Other extra-network tags
+    (``<hypernet:...>``) are left in place. The text around a removed tag is left as it is.
+    """
+    found: dict[str, float] = {}
+
+    def take(m: re.Match[str]) -> str:
+        if m.group(1).lower() not in _LORA_KINDS:
+            return m.group(0)
+        items = m.group(2).split(":")
+        positional = [item for item in items if "=" not in item]
+        named = dict(item.split("=", 1) for item in items if "=" in item)
+        name = positional[0].strip() if positional else ""
+        if not name:
+            raise PromptSyntaxError(f"{m.group(0)!r} has no LoRA name")
+        raw = positional[1] if len(positional) > 1 else named.get("te", named.get("unet", "1"))
+        try:
+            weight = float(raw)
+        except ValueError:
+            raise PromptSyntaxError(
+                f"{m.group(0)!r}: the weight {raw.strip()!r} is not a number"
+            ) from None
+        found[name] = weight
+        return ""
+
+    stripped = _RE_EXTRA_NETWORK.sub(take, prompt)
+    return stripped, list(found.items())
+
+
+def extract_embeddings(prompt: str, known_names: Iterable[str]) -> list[str]:
+    """Names from ``known_names`` (textual-inversion embeddings) that the prompt uses.
+
+    A name counts when it stands on its own (not inside a longer word), compared without case as
+    CLIP's tokenizer lowercases; it may sit inside attention brackets. Names inside extra-network
+    tags (``<lora:name>``) do not count. Result: the names as given, in order of first use.
+    """
+    text = _RE_EXTRA_NETWORK.sub(" ", prompt)
+    hits: list[tuple[int, str]] = []
+    for name in dict.fromkeys(known_names):
+        if not name:
+            continue
+        m = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE)
+        if m is not None:
+            hits.append((m.start(), name))
+    return [name for _, name in sorted(hits, key=lambda hit: hit[0])]
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizing into 77-token chunks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PromptChunk:
+    """One encoder input: start token, up to 75 prompt tokens, end token, padding (77 in all)."""
+
+    tokens: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    length: int = 0  # prompt tokens in this chunk, without start/end/padding
+
+
+def _expand_multi_vector_embeddings(text: str, tokenizer: Any) -> str:
+    """Diffusers' textual-inversion expansion: ``name`` → ``name name_1 name_2`` for multi-vector."""
+    added = getattr(tokenizer, "added_tokens_encoder", None)
+    if not added or not text:
+        return text
+    for token in dict.fromkeys(tokenizer.tokenize(text)):
+        if token in added and f"{token}_1" in added:
+            replacement, i = token, 1
+            while f"{token}_{i}" in added:
+                replacement += f" {token}_{i}"
+                i += 1
+            text = text.replace(token, replacement)
+    return text
+
+
+def _special_ids(tokenizer: Any) -> tuple[int, int, int]:
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if bos is None or eos is None:
+        raise ValueError("the tokenizer needs start and end tokens (a CLIP tokenizer)")
+    pad = tokenizer.pad_token_id
+    return bos, eos, eos if pad is None else pad
+
+
+def _chunk_length(tokenizer: Any) -> int:
+    max_length = getattr(tokenizer, "model_max_length", None)
+    if isinstance(max_length, int) and 3 <= max_length < CHUNK_LENGTH + 2:
+        return max_length - 2
+    return CHUNK_LENGTH
+
+
+def tokenize_weighted(
+    tokenizer: Any,
+    prompt: str,
+    *,
+    emphasis: str = "Original",
+    comma_padding_backtrack: int = COMMA_PADDING_BACKTRACK,
+) -> list[PromptChunk]:
+    """Cut a prompt into weighted 77-token chunks as A1111's ``tokenize_line`` does.
+
+    Each fragment of :func:`parse_prompt_attention` is tokenized on its own; ``BREAK`` closes the
+    current chunk; a chunk that fills up moves the words after its last comma (when that comma is
+    at most ``comma_padding_backtrack`` tokens back) to the next chunk. Chunks are padded with the
+    tokenizer's pad token after the end token, like diffusers' ``padding="max_length"``.
+    """
+    if emphasis not in EMPHASIS_MODES:
+        raise ValueError(
+            f"unknown emphasis {emphasis!r}; choose one of {', '.join(EMPHASIS_MODES)}"
+        )
+    bos, eos, pad = _special_ids(tokenizer)
+    chunk_length = _chunk_length(tokenizer)
+    comma_token = tokenizer.get_vocab().get(",</w>")
+
+    fragments = _fragments(prompt, emphasis)
+    texts = [_expand_multi_vector_embeddings(t, tokenizer) for t, _, brk in fragments if not brk]
+    encoded = (
+        tokenizer(texts, truncation=False, add_special_tokens=False, verbose=False)["input_ids"]
+        if texts
+        else []
+    )
+    token_lists = iter(encoded)
+
+    chunks: list[PromptChunk] = []
+    tokens: list[int] = []
+    weights: list[float] = []
+    last_comma = -1
+
+    def next_chunk() -> None:
+        nonlocal tokens, weights, last_comma
+        n = len(tokens)
+        rest = chunk_length - n
+        chunks.append(
+            PromptChunk(
+                tokens=[bos, *tokens, eos] + [pad] * rest,
+                weights=[1.0, *weights, 1.0] + [1.0] * rest,
+                length=n,
+            )
+        )
+        tokens, weights, last_comma = [], [], -1
+
+    for _text, weight, is_break in fragments:
+        if is_break:
+            next_chunk()
+            continue
+        if emphasis == "Ignore":
+            weight = 1.0
+        for token in next(token_lists):
+            if token == comma_token:
+                last_comma = len(tokens)
+            elif (
+                comma_padding_backtrack
+                and len(tokens) == chunk_length
+                and last_comma != -1
+                and len(tokens) - last_comma <= comma_padding_backtrack
+            ):
+                cut = last_comma + 1
+                moved_tokens, moved_weights = tokens[cut:], weights[cut:]
+                tokens, weights = tokens[:cut], weights[:cut]
+                next_chunk()
+                tokens, weights = moved_tokens, moved_weights
+            if len(tokens) == chunk_length:
+                next_chunk()
+            tokens.append(token)
+            weights.append(weight)
+
+    if tokens or not chunks:
+        next_chunk()
+    return chunks
+
+
+def _empty_chunk(tokenizer: Any) -> PromptChunk:
+    bos, eos, pad = _special_ids(tokenizer)
+    n = _chunk_length(tokenizer)
+    return PromptChunk(tokens=[bos, eos] + [pad] * n, weights=[1.0] * (n + 2), length=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------------------------
+
+
+def _text_side(pipe_or_pair: Any) -> tuple[Any, Any, Any]:
+    """``(tokenizer, text_encoder, device)`` from a pipeline or a ``(tokenizer, encoder)`` pair."""
+    if isinstance(pipe_or_pair, tuple | list):
+        tokenizer, text_encoder = pipe_or_pair
+        return tokenizer, text_encoder, text_encoder.device
+    if getattr(pipe_or_pair, "text_encoder_2", None) is not None:
+        raise NotImplementedError(
+            "weighted prompts for two-encoder pipelines (SDXL) are not supported by encode_weighted"
+        )
+    tokenizer = getattr(pipe_or_pair, "tokenizer", None)
+    text_encoder = getattr(pipe_or_pair, "text_encoder", None)
+    if tokenizer is None or text_encoder is None:
+        raise ValueError(
+            "need a pipeline with .tokenizer and .text_encoder, or a (tokenizer, encoder) pair"
+        )
+    device = getattr(pipe_or_pair, "_execution_device", None) or text_encoder.device
+    return tokenizer, text_encoder, device
+
+
+def _encode_chunks(
+    text_encoder: Any,
+    chunks: Sequence[PromptChunk],
+    *,
+    device: Any,
+    clip_skip: int,
+    emphasis: str,
+) -> torch.Tensor:
+    """Run chunks through the encoder in one batch and apply the emphasis: ``(n, 77, dim)``."""
+    import torch
+
+    ids = torch.tensor([c.tokens for c in chunks], dtype=torch.long, device=device)
+    kwargs: dict[str, Any] = {}
+    if getattr(text_encoder.config, "use_attention_mask", False):
+        mask = torch.zeros_like(ids)
+        for row, c in enumerate(chunks):
+            mask[row, : c.length + 2] = 1
+        kwargs["attention_mask"] = mask
+    if clip_skip > 1:
+        out = text_encoder(ids, output_hidden_states=True, **kwargs)
+        z = text_encoder.text_model.final_layer_norm(out.hidden_states[-clip_skip])
+    else:
+        z = text_encoder(ids, **kwargs)[0]
+
+    if emphasis in ("Original", "No norm"):
+        weights = torch.tensor([c.weights for c in chunks], dtype=torch.float32, device=z.device)
+        rows = (weights != 1.0).any(dim=1)
+        if bool(rows.any()):
+            zf = z[rows].float()
+            weighted = zf * weights[rows].unsqueeze(-1)
+            if emphasis == "Original":
+                # Restore each chunk's mean: A1111 says this is "likely not correct, but it seems
+                # to work well to prevent artifacts"; users' prompts are tuned for it.
+                old_mean = zf.mean(dim=(1, 2), keepdim=True)
+                new_mean = weighted.mean(dim=(1, 2), keepdim=True)
+                ratio = torch.where(new_mean == 0, torch.ones_like(new_mean), old_mean / new_mean)
+                weighted = weighted * ratio
+            z = z.clone()
+            z[rows] = weighted.to(z.dtype)
+    return z
+
+
+def encode_weighted_batch(
+    pipe_or_pair: Any,
+    prompts: Sequence[str],
+    negative_prompts: Sequence[str] | None = None,
+    *,
+    clip_skip: int = 1,
+    emphasis: str = "Original",
+    comma_padding_backtrack: int = COMMA_PADDING_BACKTRACK,
+    device: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode several prompts and their negatives: two ``(batch, 77 * chunks, dim)`` tensors.
+
+    Every prompt and negative is padded with empty chunks to the longest one in the call, so the
+    two tensors can go to one pipeline call. ``clip_skip`` uses A1111's numbering: 1 is the last
+    layer, 2 the one before (diffusers' ``clip_skip=1``). Strip ``<lora:...>`` tags first with
+    :func:`extract_loras`.
+    """
+    import torch
+
+    if negative_prompts is None:
+        negative_prompts = [""] * len(prompts)
+    if len(negative_prompts) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(negative_prompts)} negative prompts")
+    if not prompts:
+        raise ValueError("no prompts to encode")
+    if clip_skip < 1:
+        raise ValueError("clip_skip counts from 1 (the last layer), as in A1111")
+    tokenizer, text_encoder, default_device = _text_side(pipe_or_pair)
+    device = device or default_device
+
+    per_text = [
+        tokenize_weighted(
+            tokenizer, text, emphasis=emphasis, comma_padding_backtrack=comma_padding_backtrack
+        )
+        for text in [*prompts, *negative_prompts]
+    ]
+    n_chunks = max(len(chunks) for chunks in per_text)
+    empty = _empty_chunk(tokenizer)
+    flat = [c for chunks in per_text for c in [*chunks, *[empty] * (n_chunks - len(chunks))]]
+
+    with torch.no_grad():
+        z = _encode_chunks(
+            text_encoder, flat, device=device, clip_skip=clip_skip, emphasis=emphasis
+        )
+    z = z.to(dtype=text_encoder.dtype, device=device)
+    z = z.reshape(len(per_text), n_chunks * z.shape[1], z.shape[2])
+    return z[: len(prompts)], z[len(prompts) :]
+
+
+def encode_weighted(
+    pipe_or_pair: Any,
+    prompt: str,
+    negative_prompt: str = "",
+    *,
+    clip_skip: int = 1,
+    emphasis: str = "Original",
+    comma_padding_backtrack: int = COMMA_PADDING_BACKTRACK,
+    device: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A1111-weighted ``(prompt_embeds, negative_prompt_embeds)`` for a Stable Diffusion pipeline.
+
+    Pass them as ``pipe(prompt_embeds=..., negative_prompt_embeds=...)``; both are ``(1, 77 * n,
+    dim)`` with the same ``n``. With every weight 1.0 and a prompt under 76 tokens they equal
+    ``pipe.encode_prompt``'s output.
+    """
+    return encode_weighted_batch(
+        pipe_or_pair,
+        [prompt],
+        [negative_prompt or ""],
+        clip_skip=clip_skip,
+        emphasis=emphasis,
+        comma_padding_backtrack=comma_padding_backtrack,
+        device=device,
+    )
