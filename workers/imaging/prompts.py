@@ -5,7 +5,14 @@ encoding follows its ``sd_hijack_clip.py``: prompts are cut into chunks of 75 to
 start and end tokens), each chunk goes through the text encoder on its own, the hidden states are
 multiplied by the per-token weights and rescaled to the original mean ("Original" emphasis), and
 the chunks are concatenated along the sequence axis. The result is passed to a diffusers pipeline
-as ``prompt_embeds`` / ``negative_prompt_embeds``.
+as ``prompt_embeds`` / ``negative_prompt_embeds`` (plus the pooled embeddings for SDXL);
+:func:`encode_for_pipeline` builds those keyword arguments for either family.
+
+Typical use in a generation task::
+
+    prompt, loras = extract_loras(prompt)          # activate them with pipe.set_adapters(...)
+    kwargs = encode_for_pipeline(pipe, prompt, negative_prompt, clip_skip=clip_skip)
+    images = pipe(**kwargs, num_inference_steps=steps, ...).images
 
 Deliberate differences from A1111, all in the encoder (the parser matches it exactly):
 
@@ -14,7 +21,9 @@ Deliberate differences from A1111, all in the encoder (the parser matches it exa
   -1.1 to the encoder; that is a quirk nobody relies on.
 * The "Original" emphasis restores the mean per prompt and per chunk, computed in float32. A1111
   takes the mean over the whole batch in the model's dtype, which makes an image depend on which
-  other prompts were in its batch.
+  other prompts were in its batch. When a chunk's mean is only float noise (below
+  ``MEAN_NOISE_FLOOR`` of its mean magnitude, or changes sign) it is not restored: A1111 would
+  divide noise by noise there. Real CLIP encoders have clearly non-zero means.
 """
 
 from __future__ import annotations
@@ -31,8 +40,11 @@ __all__ = [
     "EMPHASIS_MODES",
     "PromptChunk",
     "PromptSyntaxError",
+    "encode_for_pipeline",
     "encode_weighted",
     "encode_weighted_batch",
+    "encode_weighted_sdxl",
+    "encode_weighted_sdxl_batch",
     "extract_embeddings",
     "extract_loras",
     "parse_prompt_attention",
@@ -44,6 +56,7 @@ SQUARE_BRACKET_MULTIPLIER = 1 / 1.1
 CHUNK_LENGTH = 75  # prompt tokens per chunk; the encoder sees 77 with the start and end tokens
 COMMA_PADDING_BACKTRACK = 20  # A1111's default for opts.comma_padding_backtrack
 EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")  # A1111's opts.emphasis choices
+MEAN_NOISE_FLOOR = 1e-4  # a chunk mean below this share of the mean magnitude is not restored
 
 # The token alternatives of A1111's re_attention, in the same order (order decides the match).
 _RE_ATTENTION = re.compile(
@@ -206,19 +219,23 @@ def extract_loras(prompt: str) -> tuple[str, list[tuple[str, float]]]:
 def extract_embeddings(prompt: str, known_names: Iterable[str]) -> list[str]:
     """Names from ``known_names`` (textual-inversion embeddings) that the prompt uses.
 
-    A name counts when it stands on its own (not inside a longer word), compared without case as
-    CLIP's tokenizer lowercases; it may sit inside attention brackets. Names inside extra-network
-    tags (``<lora:name>``) do not count. Result: the names as given, in order of first use.
+    A name counts when it stands on its own (no letter or digit right before or after it),
+    compared without case as CLIP's tokenizer lowercases; it may sit inside attention brackets.
+    Longer names are matched first and consume their text, as A1111's token matching does, so
+    ``bad-hands-5`` does not also count as ``hands``. Names inside extra-network tags
+    (``<lora:name>``) do not count. Result: the names as given, in order of first use.
     """
-    text = _RE_EXTRA_NETWORK.sub(" ", prompt)
-    hits: list[tuple[int, str]] = []
-    for name in dict.fromkeys(known_names):
-        if not name:
+    text = _RE_EXTRA_NETWORK.sub(lambda m: " " * len(m.group(0)), prompt)
+    first_use: dict[str, int] = {}
+    for name in sorted(dict.fromkeys(n for n in known_names if n), key=len, reverse=True):
+        pattern = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
+        matches = list(pattern.finditer(text))
+        if not matches:
             continue
-        m = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE)
-        if m is not None:
-            hits.append((m.start(), name))
-    return [name for _, name in sorted(hits, key=lambda hit: hit[0])]
+        first_use[name] = matches[0].start()
+        for m in matches:
+            text = text[: m.start()] + " " * len(m.group(0)) + text[m.end() :]
+    return sorted(first_use, key=first_use.__getitem__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,14 +372,33 @@ def _empty_chunk(tokenizer: Any) -> PromptChunk:
 # --------------------------------------------------------------------------------------------
 
 
+def _check_batch(
+    prompts: Sequence[str], negative_prompts: Sequence[str] | None, clip_skip: int
+) -> list[str]:
+    if negative_prompts is None:
+        negative_prompts = [""] * len(prompts)
+    if len(negative_prompts) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(negative_prompts)} negative prompts")
+    if not prompts:
+        raise ValueError("no prompts to encode")
+    if clip_skip < 1:
+        raise ValueError("clip_skip counts from 1 (the last layer), as in A1111")
+    return [n or "" for n in negative_prompts]
+
+
+def _is_two_encoder(pipe: Any) -> bool:
+    return getattr(pipe, "text_encoder_2", None) is not None
+
+
 def _text_side(pipe_or_pair: Any) -> tuple[Any, Any, Any]:
     """``(tokenizer, text_encoder, device)`` from a pipeline or a ``(tokenizer, encoder)`` pair."""
     if isinstance(pipe_or_pair, tuple | list):
         tokenizer, text_encoder = pipe_or_pair
         return tokenizer, text_encoder, text_encoder.device
-    if getattr(pipe_or_pair, "text_encoder_2", None) is not None:
+    if _is_two_encoder(pipe_or_pair):
         raise NotImplementedError(
-            "weighted prompts for two-encoder pipelines (SDXL) are not supported by encode_weighted"
+            "an SDXL pipeline has two text encoders and pooled embeddings: "
+            "use encode_weighted_sdxl or encode_for_pipeline"
         )
     tokenizer = getattr(pipe_or_pair, "tokenizer", None)
     text_encoder = getattr(pipe_or_pair, "text_encoder", None)
@@ -370,8 +406,38 @@ def _text_side(pipe_or_pair: Any) -> tuple[Any, Any, Any]:
         raise ValueError(
             "need a pipeline with .tokenizer and .text_encoder, or a (tokenizer, encoder) pair"
         )
-    device = getattr(pipe_or_pair, "_execution_device", None) or text_encoder.device
-    return tokenizer, text_encoder, device
+    return tokenizer, text_encoder, _device(pipe_or_pair, text_encoder)
+
+
+def _device(pipe: Any, text_encoder: Any) -> Any:
+    return getattr(pipe, "_execution_device", None) or text_encoder.device
+
+
+def _apply_emphasis(z: torch.Tensor, chunks: Sequence[PromptChunk], emphasis: str) -> torch.Tensor:
+    import torch
+
+    if emphasis not in ("Original", "No norm"):
+        return z
+    weights = torch.tensor([c.weights for c in chunks], dtype=torch.float32, device=z.device)
+    rows = (weights != 1.0).any(dim=1)
+    if not bool(rows.any()):
+        return z
+    zf = z[rows].float()
+    weighted = zf * weights[rows].unsqueeze(-1)
+    if emphasis == "Original":
+        # Restore each chunk's mean: A1111 says this is "likely not correct, but it seems to work
+        # well to prevent artifacts"; users' prompts are tuned for it. A mean that is only float
+        # noise (an encoder whose final norm has no bias, e.g. a fresh one) makes the ratio
+        # arbitrary, even negative: then the weights are applied without the restore.
+        old_mean = zf.mean(dim=(1, 2), keepdim=True)
+        new_mean = weighted.mean(dim=(1, 2), keepdim=True)
+        noise = MEAN_NOISE_FLOOR * zf.abs().mean(dim=(1, 2), keepdim=True)
+        usable = (old_mean.abs() > noise) & (new_mean.abs() > noise) & (old_mean * new_mean > 0)
+        ratio = torch.where(usable, old_mean / new_mean, torch.ones_like(new_mean))
+        weighted = weighted * ratio
+    z = z.clone()
+    z[rows] = weighted.to(z.dtype)
+    return z
 
 
 def _encode_chunks(
@@ -379,10 +445,15 @@ def _encode_chunks(
     chunks: Sequence[PromptChunk],
     *,
     device: Any,
-    clip_skip: int,
+    layer: int | None,
+    final_norm: bool,
     emphasis: str,
-) -> torch.Tensor:
-    """Run chunks through the encoder in one batch and apply the emphasis: ``(n, 77, dim)``."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run chunks through the encoder as one batch; ``(hidden (n, 77, dim), first output)``.
+
+    ``layer`` None takes the last hidden state; otherwise that index of ``hidden_states``,
+    through the final layer norm when ``final_norm`` (A1111's clip skip for SD 1.x/2.x).
+    """
     import torch
 
     ids = torch.tensor([c.tokens for c in chunks], dtype=torch.long, device=device)
@@ -392,28 +463,68 @@ def _encode_chunks(
         for row, c in enumerate(chunks):
             mask[row, : c.length + 2] = 1
         kwargs["attention_mask"] = mask
-    if clip_skip > 1:
-        out = text_encoder(ids, output_hidden_states=True, **kwargs)
-        z = text_encoder.text_model.final_layer_norm(out.hidden_states[-clip_skip])
+    out = text_encoder(ids, output_hidden_states=layer is not None, **kwargs)
+    if layer is None:
+        z = out[0]
     else:
-        z = text_encoder(ids, **kwargs)[0]
+        z = out.hidden_states[layer]
+        if final_norm:
+            # transformers v5 moved CLIPTextModel's layers up from .text_model; v4 has them there.
+            z = getattr(text_encoder, "text_model", text_encoder).final_layer_norm(z)
+    return _apply_emphasis(z, chunks, emphasis), out[0]
 
-    if emphasis in ("Original", "No norm"):
-        weights = torch.tensor([c.weights for c in chunks], dtype=torch.float32, device=z.device)
-        rows = (weights != 1.0).any(dim=1)
-        if bool(rows.any()):
-            zf = z[rows].float()
-            weighted = zf * weights[rows].unsqueeze(-1)
-            if emphasis == "Original":
-                # Restore each chunk's mean: A1111 says this is "likely not correct, but it seems
-                # to work well to prevent artifacts"; users' prompts are tuned for it.
-                old_mean = zf.mean(dim=(1, 2), keepdim=True)
-                new_mean = weighted.mean(dim=(1, 2), keepdim=True)
-                ratio = torch.where(new_mean == 0, torch.ones_like(new_mean), old_mean / new_mean)
-                weighted = weighted * ratio
-            z = z.clone()
-            z[rows] = weighted.to(z.dtype)
-    return z
+
+def _encode_texts(
+    tokenizer: Any,
+    text_encoder: Any,
+    texts: Sequence[str],
+    *,
+    n_chunks: int | None,
+    device: Any,
+    layer: int | None,
+    final_norm: bool,
+    emphasis: str,
+    comma_padding_backtrack: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(hidden (len(texts), 77 * n, dim), first output of each text's first chunk)``.
+
+    One encoder call per text (its chunks as the batch), never one call for the whole batch: a
+    text's embedding then depends only on the text and its chunk count, so a request gives the
+    same image whether or not it was batched with others, and a short prompt gives exactly what
+    the pipeline's own ``encode_prompt`` gives.
+    """
+    import torch
+
+    per_text = [
+        tokenize_weighted(
+            tokenizer, text, emphasis=emphasis, comma_padding_backtrack=comma_padding_backtrack
+        )
+        for text in texts
+    ]
+    n = max(n_chunks or 0, *(len(chunks) for chunks in per_text))
+    empty = _empty_chunk(tokenizer)
+    hidden, first = [], []
+    with torch.no_grad():
+        for chunks in per_text:
+            padded = [*chunks, *[empty] * (n - len(chunks))]
+            z, out0 = _encode_chunks(
+                text_encoder,
+                padded,
+                device=device,
+                layer=layer,
+                final_norm=final_norm,
+                emphasis=emphasis,
+            )
+            hidden.append(z.reshape(1, -1, z.shape[-1]))
+            first.append(out0[:1])
+    return torch.cat(hidden), torch.cat(first)
+
+
+def _count_chunks(tokenizer: Any, texts: Sequence[str], emphasis: str, backtrack: int) -> int:
+    return max(
+        len(tokenize_weighted(tokenizer, t, emphasis=emphasis, comma_padding_backtrack=backtrack))
+        for t in texts
+    )
 
 
 def encode_weighted_batch(
@@ -433,35 +544,21 @@ def encode_weighted_batch(
     layer, 2 the one before (diffusers' ``clip_skip=1``). Strip ``<lora:...>`` tags first with
     :func:`extract_loras`.
     """
-    import torch
-
-    if negative_prompts is None:
-        negative_prompts = [""] * len(prompts)
-    if len(negative_prompts) != len(prompts):
-        raise ValueError(f"{len(prompts)} prompts but {len(negative_prompts)} negative prompts")
-    if not prompts:
-        raise ValueError("no prompts to encode")
-    if clip_skip < 1:
-        raise ValueError("clip_skip counts from 1 (the last layer), as in A1111")
+    negatives = _check_batch(prompts, negative_prompts, clip_skip)
     tokenizer, text_encoder, default_device = _text_side(pipe_or_pair)
     device = device or default_device
-
-    per_text = [
-        tokenize_weighted(
-            tokenizer, text, emphasis=emphasis, comma_padding_backtrack=comma_padding_backtrack
-        )
-        for text in [*prompts, *negative_prompts]
-    ]
-    n_chunks = max(len(chunks) for chunks in per_text)
-    empty = _empty_chunk(tokenizer)
-    flat = [c for chunks in per_text for c in [*chunks, *[empty] * (n_chunks - len(chunks))]]
-
-    with torch.no_grad():
-        z = _encode_chunks(
-            text_encoder, flat, device=device, clip_skip=clip_skip, emphasis=emphasis
-        )
+    z, _ = _encode_texts(
+        tokenizer,
+        text_encoder,
+        [*prompts, *negatives],
+        n_chunks=None,
+        device=device,
+        layer=None if clip_skip == 1 else -clip_skip,
+        final_norm=True,
+        emphasis=emphasis,
+        comma_padding_backtrack=comma_padding_backtrack,
+    )
     z = z.to(dtype=text_encoder.dtype, device=device)
-    z = z.reshape(len(per_text), n_chunks * z.shape[1], z.shape[2])
     return z[: len(prompts)], z[len(prompts) :]
 
 
@@ -490,3 +587,123 @@ def encode_weighted(
         comma_padding_backtrack=comma_padding_backtrack,
         device=device,
     )
+
+
+def encode_weighted_sdxl_batch(
+    pipe: Any,
+    prompts: Sequence[str],
+    negative_prompts: Sequence[str] | None = None,
+    *,
+    clip_skip: int = 1,
+    emphasis: str = "Original",
+    comma_padding_backtrack: int = COMMA_PADDING_BACKTRACK,
+    device: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SDXL version of :func:`encode_weighted_batch`, in diffusers' ``encode_prompt`` order:
+    ``(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)``.
+
+    Each encoder's penultimate layer (``clip_skip`` 2 takes one more back) gets its own weights
+    and mean restore, as in A1111, and the two are joined along the feature axis; the pooled
+    embedding is the second encoder's output for the first chunk. An empty negative prompt gives
+    zeros when the pipeline's ``force_zeros_for_empty_prompt`` is set, as both A1111 and diffusers
+    do. A refiner (no first encoder) uses the second encoder alone.
+    """
+    import torch
+
+    negatives = _check_batch(prompts, negative_prompts, clip_skip)
+    pairs = [
+        (tok, enc)
+        for tok, enc in (
+            (getattr(pipe, "tokenizer", None), getattr(pipe, "text_encoder", None)),
+            (getattr(pipe, "tokenizer_2", None), getattr(pipe, "text_encoder_2", None)),
+        )
+        if tok is not None and enc is not None
+    ]
+    if not _is_two_encoder(pipe):
+        raise ValueError("encode_weighted_sdxl needs a pipeline with text_encoder_2 (SDXL)")
+    final_encoder = pipe.text_encoder_2
+    device = device or _device(pipe, final_encoder)
+    zero_negative = bool(
+        getattr(getattr(pipe, "config", None), "force_zeros_for_empty_prompt", False)
+    )
+    texts = [*prompts, *negatives]
+    n_chunks = max(_count_chunks(tok, texts, emphasis, comma_padding_backtrack) for tok, _ in pairs)
+
+    hidden, pooled = [], None
+    for tokenizer, text_encoder in pairs:
+        z, first = _encode_texts(
+            tokenizer,
+            text_encoder,
+            texts,
+            n_chunks=n_chunks,
+            device=device,
+            layer=-(clip_skip + 1),
+            final_norm=False,
+            emphasis=emphasis,
+            comma_padding_backtrack=comma_padding_backtrack,
+        )
+        hidden.append(z)
+        pooled = first  # the last pair is the second encoder: its projected pooled output
+    z = torch.cat(hidden, dim=-1).to(dtype=final_encoder.dtype, device=device)
+    pooled = pooled.to(dtype=final_encoder.dtype, device=device)
+
+    b = len(prompts)
+    embeds, negative, pooled_embeds, negative_pooled = z[:b], z[b:], pooled[:b], pooled[b:]
+    if zero_negative:
+        empty = torch.tensor([not n for n in negatives], device=device)
+        if bool(empty.any()):
+            negative = torch.where(empty[:, None, None], torch.zeros_like(negative), negative)
+            negative_pooled = torch.where(
+                empty[:, None], torch.zeros_like(negative_pooled), negative_pooled
+            )
+    return embeds, negative, pooled_embeds, negative_pooled
+
+
+def encode_weighted_sdxl(
+    pipe: Any,
+    prompt: str,
+    negative_prompt: str = "",
+    *,
+    clip_skip: int = 1,
+    emphasis: str = "Original",
+    comma_padding_backtrack: int = COMMA_PADDING_BACKTRACK,
+    device: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A1111-weighted SDXL embeddings for one prompt; see :func:`encode_weighted_sdxl_batch`."""
+    return encode_weighted_sdxl_batch(
+        pipe,
+        [prompt],
+        [negative_prompt or ""],
+        clip_skip=clip_skip,
+        emphasis=emphasis,
+        comma_padding_backtrack=comma_padding_backtrack,
+        device=device,
+    )
+
+
+def encode_for_pipeline(
+    pipe: Any,
+    prompts: str | Sequence[str],
+    negative_prompts: str | Sequence[str] | None = None,
+    **options: Any,
+) -> dict[str, torch.Tensor]:
+    """Weighted embeddings as keyword arguments for ``pipe(**kwargs)``, SD or SDXL alike.
+
+    ``options`` are those of :func:`encode_weighted_batch` (``clip_skip``, ``emphasis``, ...).
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if isinstance(negative_prompts, str):
+        negative_prompts = [negative_prompts]
+    if _is_two_encoder(pipe):
+        embeds, negative, pooled, negative_pooled = encode_weighted_sdxl_batch(
+            pipe, prompts, negative_prompts, **options
+        )
+        return {
+            "prompt_embeds": embeds,
+            "negative_prompt_embeds": negative,
+            "pooled_prompt_embeds": pooled,
+            "negative_pooled_prompt_embeds": negative_pooled,
+        }
+    embeds, negative = encode_weighted_batch(pipe, prompts, negative_prompts, **options)
+    return {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
