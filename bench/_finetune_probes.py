@@ -1,4 +1,4 @@
-"""Bench-only timing probes for bench/finetune.py: where does a fine-tune job's time go?
+"""Bench-only timing probes (and what-ifs) for bench/finetune.py: where does a fine-tune's time go?
 
 Imported in every platform process through ATELIER_JOB_KIND_MODULES=bench._finetune_probes (it
 registers no job kind). When ATELIER_BENCH_FT_PROBE_DIR is set it wraps product functions from
@@ -110,6 +110,7 @@ def wrap_trainer_train(record_fn=record) -> None:
                 t1=t1,
                 cpu=c1 - c0,
                 process_cpu=p1 - p0,
+                thread=threading.get_ident(),
                 steps=self.state.global_step,
                 step_ms=timer.ms,
             )
@@ -188,4 +189,67 @@ def install() -> None:
     cls.flush = flush
 
 
+def install_background_flush() -> None:
+    """WHAT-IF (bench only, ATELIER_BENCH_FT_WHATIF=background-flush): the JobReporter's periodic
+    flushes run in a per-job writer thread instead of the training thread. step()/log() only
+    append to the buffer and wake the writer; forced flushes (the last step, previews, artifacts)
+    stay inline. A per-reporter lock keeps flushes whole and in order. The writer exits (closing
+    its DB connection) after 2 s without work."""
+    from django.db import connection
+
+    from workers.tasks.reporter import JobReporter
+
+    if getattr(JobReporter, "__ft_background__", False):
+        return
+    inner_maybe, inner_flush = JobReporter._maybe_flush, JobReporter.flush
+
+    def flush(self):
+        lock = self.__dict__.setdefault("_ft_flush_lock", threading.Lock())
+        with lock:
+            return inner_flush(self)
+
+    def writer(self, wake: threading.Event) -> None:
+        try:
+            while wake.wait(timeout=2.0):
+                wake.clear()
+                try:
+                    self.flush()
+                except Exception:  # the inline final flush retries what is left
+                    pass
+        finally:
+            with self._lock:
+                if self.__dict__.get("_ft_writer") is threading.current_thread():
+                    self.__dict__.pop("_ft_writer", None)
+            connection.close()
+
+    def _maybe_flush(self, force: bool = False) -> None:
+        if force:
+            return inner_maybe(self, force=True)
+        if self.clock() - self._last_flush < self.min_interval:
+            return
+        with self._lock:
+            self._last_flush = self.clock()  # claimed: the writer flushes now
+            wake = self.__dict__.setdefault("_ft_wake", threading.Event())
+            thread = self.__dict__.get("_ft_writer")
+            if thread is None or not thread.is_alive():
+                wake.clear()
+                thread = threading.Thread(
+                    target=writer, args=(self, wake), name="ft-bench-flush", daemon=True
+                )
+                self.__dict__["_ft_writer"] = thread
+                thread.start()
+        wake.set()
+
+    JobReporter.flush = flush
+    JobReporter._maybe_flush = _maybe_flush
+    JobReporter.__ft_background__ = True
+
+
+def install_whatifs() -> None:
+    wanted = {w for w in os.environ.get("ATELIER_BENCH_FT_WHATIF", "").split(",") if w}
+    if "background-flush" in wanted:
+        install_background_flush()
+
+
+install_whatifs()  # first, so the probes wrap what the what-ifs installed
 install()

@@ -28,6 +28,7 @@ from apps.jobs.services import job_create
 from apps.jobs.states import JobState
 from apps.models.models import Adapter, BaseModel
 from apps.models.services import ensure_builtin_rows
+from apps.outputs.models import Collection, Output
 from apps.projects.models import Membership, Project
 from webapp.asgi import application
 from webapp.routing import websocket_urlpatterns
@@ -52,6 +53,7 @@ class World:
     version: DatasetVersion
     upload_token: str  # a file staged by the member
     adapter: Adapter
+    output: Output
 
     def ids(self, job: str = "job") -> dict:
         return {
@@ -64,6 +66,8 @@ class World:
             "fmt": "jsonl",
             "adapter_id": self.adapter.pk,
             "what": "adapter",
+            "output_id": self.output.pk,
+            "which": "image",
         }
 
 
@@ -334,6 +338,27 @@ MATRIX: dict[str, list[Check]] = {
         ),
     ],
     "playground:index": [Check("GET", "project", ROLES)],
+    "galleries:index": [Check("GET", "project", ROLES)],
+    "galleries:output": [Check("GET", "project", ROLES)],
+    "galleries:file": [Check("GET", "project", ROLES)],
+    "galleries:delete": [
+        # The member is the author; admins may delete anything; other roles are refused.
+        Check("POST", "project", frozenset({"member", "admin"}), ok=302,
+              effect=lambda w: not Output.objects.filter(pk=w.output.pk).exists()),
+    ],
+    "galleries:collection_create": [
+        Check("POST", "project", LAUNCHERS, ok=302, data={"name": "Board"},
+              effect=lambda w: Collection.objects.filter(name="Board").exists()),
+    ],
+    "galleries:collection_toggle": [
+        # No board id: an allowed persona reaches the board lookup and gets its 404.
+        Check("POST", "project", LAUNCHERS, ok=404),
+    ],
+    "galleries:png_info": [
+        # No file: an allowed persona gets the 400 that says what to send.
+        Check("POST", "project", ROLES, ok=400),
+    ],
+    "images:index": [Check("GET", "project", ROLES)],
     "ws:ws/projects/<int:project_id>/": [Check("WS", "project", ROLES)],
     "ws:ws/jobs/<int:job_id>/": [Check("WS", "project", ROLES)],
 }
@@ -458,7 +483,17 @@ def world(project, people, make_user, tmp_path) -> World:
         base_model=BaseModel.objects.get(reference="tiny-llama"),
         storage_path=f"adapters/{project.pk}/0/adapter",
     )
+    png = Path(django_settings.MEDIA_ROOT) / "outputs" / str(project.pk) / "a.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(png)
+    output = Output.objects.create(
+        project=project, kind="image", prompt="a cat", sha256="0" * 64, created_by=people["member"],
+        file_path=f"outputs/{project.pk}/a.png",
+    )
     return World(
+        output=output,
         adapter=adapter,
         version=version,
         upload_token=staged.token,
@@ -481,6 +516,8 @@ def _snapshot() -> tuple:
         sorted(Job.objects.values_list("pk", "state")),
         sorted(Membership.objects.values_list("pk", "role")),
         sorted(Project.objects.values_list("pk", flat=True)),
+        sorted(Output.objects.values_list("pk", flat=True)),
+        sorted(Collection.objects.values_list("pk", flat=True)),
     )
 
 

@@ -67,6 +67,8 @@ INSTALLED_APPS = [
     "apps.outputs",
     "apps.finetunes",
     "apps.playground",
+    "apps.galleries",
+    "apps.images",
     "apps.api",
 ]
 

@@ -15,4 +15,6 @@ urlpatterns = [
     path("", include("apps.models.urls")),
     path("", include("apps.finetunes.urls")),
     path("", include("apps.playground.urls")),
+    path("", include("apps.galleries.urls")),
+    path("", include("apps.images.urls")),
 ]

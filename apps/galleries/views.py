@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from apps.galleries import selectors, services
+from apps.models.models import Adapter, BaseModel
+from apps.outputs.models import Collection, Moderation
+from apps.projects.selectors import project_access
+
+
+@login_required
+def gallery(request: HttpRequest, project_id: int) -> HttpResponse:
+    access = project_access(user=request.user, project_id=project_id)
+    filters = selectors.GalleryFilters.from_query(request.GET)
+    page = Paginator(selectors.gallery(access=access, user=request.user, filters=filters), selectors.PAGE_SIZE,
+                     allow_empty_first_page=True).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "galleries/gallery.html", {
+        "project": access.project, "membership": access, "page": page, "outputs": list(page.object_list),
+        "filters": filters, "query": query.urlencode(), "statuses": Moderation.choices,
+        "models": BaseModel.objects.filter(enabled=True), "adapters": Adapter.objects.filter(project=access.project),
+        "collections": selectors.project_collections(access=access), "can_curate": access.can("launch_job"),
+    })
+
+
+@login_required
+def output_detail(request: HttpRequest, project_id: int, output_id: int) -> HttpResponse:
+    access, output = selectors.output_access(user=request.user, project_id=project_id, output_id=output_id)
+    return render(request, "galleries/output_detail.html", {
+        "project": access.project, "membership": access, "output": output,
+        "can_delete": access.role == "admin" or output.created_by_id == request.user.pk,
+        "collections": selectors.project_collections(access=access),
+        "in_collections": set(output.collections.values_list("pk", flat=True)),
+        "can_curate": access.can("launch_job"),
+    })
+
+
+@login_required
+def output_file(request: HttpRequest, project_id: int, output_id: int, which: str):
+    _, output = selectors.output_access(user=request.user, project_id=project_id, output_id=output_id)
+    rel = {"image": output.file_path, "thumb": output.thumb_path}.get(which)
+    if not rel:
+        raise Http404("No file")
+    path = (Path(settings.MEDIA_ROOT) / rel).resolve()
+    if Path(settings.MEDIA_ROOT).resolve() not in path.parents or not path.is_file():
+        raise Http404("No file")
+    response = FileResponse(open(path, "rb"), content_type="image/png", as_attachment=request.GET.get("download") == "1",
+                            filename=f"atelier-{output.pk}-{output.sha256[:10]}.png")
+    response["Cache-Control"] = "private, max-age=86400"  # content-addressed: never changes
+    return response
+
+
+@login_required
+@require_POST
+def output_delete(request: HttpRequest, project_id: int, output_id: int) -> HttpResponse:
+    access, output = selectors.output_access(user=request.user, project_id=project_id, output_id=output_id)
+    services.output_delete(output=output, actor=request.user, role=access.role, request=request)
+    messages.success(request, "Deleted")
+    return redirect("galleries:index", access.project.pk)
+
+
+@login_required
+@require_POST
+def collection_create(request: HttpRequest, project_id: int) -> HttpResponse:
+    access = project_access(user=request.user, project_id=project_id, need="launch_job")
+    try:
+        board = services.collection_create(project=access.project, name=request.POST.get("name", ""),
+                                           actor=request.user, request=request)
+    except ValidationError as exc:
+        for msg in exc.messages:
+            messages.error(request, msg)
+        return redirect("galleries:index", access.project.pk)
+    return redirect(f"/projects/{access.project.pk}/gallery/?collection={board.pk}")
+
+
+@login_required
+@require_POST
+def collection_toggle(request: HttpRequest, project_id: int, output_id: int) -> HttpResponse:
+    access, output = selectors.output_access(user=request.user, project_id=project_id, output_id=output_id,
+                                             need="launch_job")
+    board = Collection.objects.filter(project=access.project, pk=request.POST.get("collection") or 0).first()
+    if board is None:
+        raise Http404("No such board")
+    added = services.collection_toggle(collection=board, output=output)
+    if request.headers.get("Accept") == "application/json":
+        return JsonResponse({"in_collection": added})
+    messages.success(request, f"{'Added to' if added else 'Removed from'} {board.name}")
+    return redirect("galleries:output", access.project.pk, output.pk)
+
+
+@login_required
+@require_POST
+def png_info(request: HttpRequest, project_id: int) -> JsonResponse:
+    """Upload any PNG with A1111 `parameters`: the parameters come back for the generation form."""
+    from workers.imaging.infotext import parse_infotext, read_png_parameters, to_form_fields
+
+    project_access(user=request.user, project_id=project_id)
+    upload = request.FILES.get("file")
+    if upload is None:
+        return JsonResponse({"error": "Send the PNG as multipart field 'file'"}, status=400)
+    if upload.size > 50 * 1024 * 1024:
+        return JsonResponse({"error": "PNG larger than 50 MB"}, status=400)
+    try:
+        text = read_png_parameters(upload.read())
+    except ValueError as exc:
+        return JsonResponse({"error": f"Not a PNG: {exc}"}, status=400)
+    if not text:
+        return JsonResponse({"error": "This PNG has no generation parameters"}, status=404)
+    parsed = parse_infotext(text)
+    try:
+        fields = to_form_fields(parsed)
+    except Exception:  # unknown labels: the raw parameters are still useful
+        fields = {}
+    return JsonResponse({"parameters": text, "parsed": parsed, "fields": fields}, json_dumps_params={"default": str})
