@@ -63,6 +63,7 @@ fmt: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/dispatch.py
 	$(PY) bench/datasets.py
+	$(PY) bench/finetune.py
 
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m gpu -v $(PYTEST_ARGS)

@@ -98,11 +98,23 @@ def wrap_trainer_train(record_fn=record) -> None:
     def train(self, *args, **kwargs):
         timer = _step_timer()
         self.add_callback(timer)
+        profile_dir = os.environ.get("ATELIER_BENCH_FT_CPROFILE", "")
+        profiler = None
+        if profile_dir:  # --profile-train: cProfile the training thread (slows it: diagnosis only)
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         t0, c0, p0 = time.time(), time.thread_time(), time.process_time()
         try:
             return inner(self, *args, **kwargs)
         finally:
             t1, c1, p1 = time.time(), time.thread_time(), time.process_time()
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(
+                    os.path.join(profile_dir, f"train-{os.getpid()}-{int(t0)}.pstats")
+                )
             self.remove_callback(timer)
             record_fn(
                 "trainer.train",
@@ -138,7 +150,6 @@ def install() -> None:
 
     from apps.jobs import events as doorbell
 
-    job_services._send = _timed("send", job_services._send, lambda a, k, r: {"job": a[0]})
     job_services.job_append_events = _timed(
         "append", job_services.job_append_events, lambda a, k, r: {"n": len(k.get("events", ()))}
     )

@@ -38,6 +38,11 @@ Printed:
   training function (workers.ml.finetune.train_lora) in a subprocess with --smollm2-threads torch
   threads (default: all CPUs). Skip with --no-smollm2.
 
+Diagnosis: --keep keeps the temp dir (worker log, probes, database); --profile-train cProfiles
+every Trainer.train; --what-if background-flush / doorbell-loop patch a proposed product change
+into the worker from the bench (never the product), and --what-if-event-interval S runs the worker
+with ATELIER_EVENT_MIN_INTERVAL=S; the RESULT line then says WHAT-IF.
+
 The last line printed is one RESULT line.
 """
 
@@ -133,6 +138,9 @@ class Bench:
         proc_env = {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         if self.args.what_if_event_interval is not None:
             proc_env["ATELIER_EVENT_MIN_INTERVAL"] = str(self.args.what_if_event_interval)
+        if self.args.profile_train:
+            (self.tmp / "pstats").mkdir()
+            proc_env["ATELIER_BENCH_FT_CPROFILE"] = str(self.tmp / "pstats")
         if "background-flush" in self.args.what_if:
             proc_env["ATELIER_BENCH_FT_WHATIF"] = "background-flush"
         if "doorbell-loop" in self.args.what_if:  # bench/probes.py's what-if, via bench.jobkinds
@@ -168,9 +176,6 @@ class Bench:
         import django
 
         django.setup()
-        from bench import _finetune_probes
-
-        _finetune_probes.install()  # this process too (job_create's Celery send)
         from django.contrib.auth import get_user_model
 
         from apps.datasets import services as dataset_services
@@ -484,13 +489,8 @@ def platform_breakdown(plat: dict, probes: list[dict]) -> tuple[list[tuple[str, 
     train, pub, fin = get("trainer.train"), get("publish_adapter"), get("finish", job=job)
     card, zipped = get("model_card"), get("zip")
     marks = [p for p in mine if p["k"] == "checkpoint_marker"]
-    send = _one(probes, "send", job=job)
     stamps = [
-        (
-            "submit: job_create validate + checks, insert, audit, commit, Celery send",
-            send["t1"] if send else None,
-        ),
-        ("queue: Redis -> Celery worker picks the task up", claim["t0"]),
+        ("submit: job_create (validate, checks, rows, audit), Celery send + pickup", claim["t0"]),
         ("claim + lease (DB)", claim["t1"]),
         ("run_finetune start: workdir, heartbeat thread", rf["t0"] if rf else None),
         (
@@ -516,7 +516,10 @@ def platform_breakdown(plat: dict, probes: list[dict]) -> tuple[list[tuple[str, 
         ("TRAINING LOOP (Trainer.train, incl. checkpoints)", train["t1"] if train else None),
     ]
     if ev_a:
-        stamps += [("(gap)", ev_a["t0"]), ("eval after training", ev_a["t1"])]
+        stamps += [
+            ("after the loop: callbacks, reporter", ev_a["t0"]),
+            ("eval after training", ev_a["t1"]),
+        ]
     stamps += [
         ("save adapter (save_pretrained)", tp["t1"] if tp else None),
         ("model card + adapter.zip + result.json", tl["t1"] if tl else None),
@@ -613,7 +616,7 @@ def main() -> int:
     ap.add_argument("--grad-accum", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--logging-steps", type=int, default=10)
-    ap.add_argument("--save-steps", type=int, default=100)
+    ap.add_argument("--save-steps", type=int, default=200, help="the platform's default")
     ap.add_argument(
         "--rounds",
         type=int,
@@ -642,6 +645,11 @@ def main() -> int:
         choices=["background-flush", "doorbell-loop"],
         help="measure a proposed product change, patched into the worker from the bench (not the "
         "product): background-flush (bench/_finetune_probes.py), doorbell-loop (bench/probes.py)",
+    )
+    ap.add_argument(
+        "--profile-train",
+        action="store_true",
+        help="cProfile every Trainer.train (bare and platform) into TMP/pstats; use with --keep",
     )
     ap.add_argument("--database-url", default="", help="default: SQLite in the temp dir")
     ap.add_argument("--timeout", type=float, default=600, help="per run, seconds")
@@ -805,8 +813,8 @@ def report(bench, args, bares, plats, probes, smol, elapsed) -> str:
         med_b = mean([st["median"] for _, st in rows])
         med_p = mean([st["median"] for _, st in prow])
         out.append(
-            f"    median step bare/platform = {med_b / med_p:.3f}: the platform's steady per-step cost, "
-            "without the occasional slow steps"
+            f"    median step time bare/platform = {med_b / med_p:.3f} (1.0: the same steady per-step "
+            "cost; flushes and checkpoints fall outside the median)"
         )
     out.append("")
     out.append(

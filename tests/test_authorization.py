@@ -343,12 +343,23 @@ MATRIX: dict[str, list[Check]] = {
     "galleries:file": [Check("GET", "project", ROLES)],
     "galleries:delete": [
         # The member is the author; admins may delete anything; other roles are refused.
-        Check("POST", "project", frozenset({"member", "admin"}), ok=302,
-              effect=lambda w: not Output.objects.filter(pk=w.output.pk).exists()),
+        Check(
+            "POST",
+            "project",
+            frozenset({"member", "admin"}),
+            ok=302,
+            effect=lambda w: not Output.objects.filter(pk=w.output.pk).exists(),
+        ),
     ],
     "galleries:collection_create": [
-        Check("POST", "project", LAUNCHERS, ok=302, data={"name": "Board"},
-              effect=lambda w: Collection.objects.filter(name="Board").exists()),
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=302,
+            data={"name": "Board"},
+            effect=lambda w: Collection.objects.filter(name="Board").exists(),
+        ),
     ],
     "galleries:collection_toggle": [
         # No board id: an allowed persona reaches the board lookup and gets its 404.
@@ -489,7 +500,11 @@ def world(project, people, make_user, tmp_path) -> World:
 
     Image.new("RGB", (8, 8)).save(png)
     output = Output.objects.create(
-        project=project, kind="image", prompt="a cat", sha256="0" * 64, created_by=people["member"],
+        project=project,
+        kind="image",
+        prompt="a cat",
+        sha256="0" * 64,
+        created_by=people["member"],
         file_path=f"outputs/{project.pk}/a.png",
     )
     return World(

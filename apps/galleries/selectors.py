@@ -51,15 +51,25 @@ class GalleryFilters:
             except ValueError:
                 return None
 
-        return cls(q=query.get("q", "").strip()[:200], kind=query.get("kind", ""), model=as_int("model"),
-                   adapter=as_int("adapter"), author=query.get("author", "").strip()[:150],
-                   status=query.get("status", ""), tag=query.get("tag", "").strip()[:64], since=as_date("since"),
-                   until=as_date("until"), collection=as_int("collection"))
+        return cls(
+            q=query.get("q", "").strip()[:200],
+            kind=query.get("kind", ""),
+            model=as_int("model"),
+            adapter=as_int("adapter"),
+            author=query.get("author", "").strip()[:150],
+            status=query.get("status", ""),
+            tag=query.get("tag", "").strip()[:64],
+            since=as_date("since"),
+            until=as_date("until"),
+            collection=as_int("collection"),
+        )
 
 
 def gallery(*, access: ProjectAccess, user, filters: GalleryFilters) -> QuerySet[Output]:
     """The filtered gallery, newest first, with everything a grid card shows joined in (no N+1)."""
-    qs = visible_outputs(access=access, user=user).select_related("base_model", "adapter", "created_by")
+    qs = visible_outputs(access=access, user=user).select_related(
+        "base_model", "adapter", "created_by"
+    )
     f = filters
     if f.q:
         # Every word must appear in the prompt (or the generated text).
@@ -76,7 +86,11 @@ def gallery(*, access: ProjectAccess, user, filters: GalleryFilters) -> QuerySet
     if f.status in Moderation.values:
         qs = qs.filter(moderation=f.status)
     if f.tag:
-        qs = qs.filter(tags__contains=[f.tag]) if _json_contains_supported() else qs.filter(tags__icontains=f'"{f.tag}"')
+        qs = (
+            qs.filter(tags__contains=[f.tag])
+            if _json_contains_supported()
+            else qs.filter(tags__icontains=f'"{f.tag}"')
+        )
     if f.since:
         qs = qs.filter(created_at__date__gte=f.since)
     if f.until:
@@ -92,7 +106,9 @@ def _json_contains_supported() -> bool:
     return connection.vendor == "postgresql"
 
 
-def output_access(*, user, project_id: int, output_id: int, need: str = "view") -> tuple[ProjectAccess, Output]:
+def output_access(
+    *, user, project_id: int, output_id: int, need: str = "view"
+) -> tuple[ProjectAccess, Output]:
     access = project_access(user=user, project_id=project_id, need=need)
     output = (
         visible_outputs(access=access, user=user)

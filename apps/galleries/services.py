@@ -17,8 +17,14 @@ def output_delete(*, output: Output, actor, role: str, request=None) -> None:
     if role != Role.ADMIN and output.created_by_id != actor.pk:
         raise PermissionDenied("Only the author or a project admin can delete this output")
     files = [p for p in (output.file_path, output.thumb_path) if p]
-    audit_record(action="output.delete", actor=actor, project=output.project, target=output, request=request,
-                 data={"kind": output.kind, "sha256": output.sha256})
+    audit_record(
+        action="output.delete",
+        actor=actor,
+        project=output.project,
+        target=output,
+        request=request,
+        data={"kind": output.kind, "sha256": output.sha256},
+    )
     output.delete()
     root = Path(settings.MEDIA_ROOT)
 
@@ -36,7 +42,9 @@ def collection_create(*, project, name: str, actor, request=None) -> Collection:
     if Collection.objects.filter(project=project, name=name).exists():
         raise ValidationError({"name": f"A board named {name!r} exists"})
     board = Collection.objects.create(project=project, name=name, created_by=actor)
-    audit_record(action="collection.create", actor=actor, project=project, target=board, request=request)
+    audit_record(
+        action="collection.create", actor=actor, project=project, target=board, request=request
+    )
     return board
 
 

@@ -21,41 +21,69 @@ from apps.projects.selectors import project_access
 def gallery(request: HttpRequest, project_id: int) -> HttpResponse:
     access = project_access(user=request.user, project_id=project_id)
     filters = selectors.GalleryFilters.from_query(request.GET)
-    page = Paginator(selectors.gallery(access=access, user=request.user, filters=filters), selectors.PAGE_SIZE,
-                     allow_empty_first_page=True).get_page(request.GET.get("page"))
+    page = Paginator(
+        selectors.gallery(access=access, user=request.user, filters=filters),
+        selectors.PAGE_SIZE,
+        allow_empty_first_page=True,
+    ).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    return render(request, "galleries/gallery.html", {
-        "project": access.project, "membership": access, "page": page, "outputs": list(page.object_list),
-        "filters": filters, "query": query.urlencode(), "statuses": Moderation.choices,
-        "models": BaseModel.objects.filter(enabled=True), "adapters": Adapter.objects.filter(project=access.project),
-        "collections": selectors.project_collections(access=access), "can_curate": access.can("launch_job"),
-    })
+    return render(
+        request,
+        "galleries/gallery.html",
+        {
+            "project": access.project,
+            "membership": access,
+            "page": page,
+            "outputs": list(page.object_list),
+            "filters": filters,
+            "query": query.urlencode(),
+            "statuses": Moderation.choices,
+            "models": BaseModel.objects.filter(enabled=True),
+            "adapters": Adapter.objects.filter(project=access.project),
+            "collections": selectors.project_collections(access=access),
+            "can_curate": access.can("launch_job"),
+        },
+    )
 
 
 @login_required
 def output_detail(request: HttpRequest, project_id: int, output_id: int) -> HttpResponse:
-    access, output = selectors.output_access(user=request.user, project_id=project_id, output_id=output_id)
-    return render(request, "galleries/output_detail.html", {
-        "project": access.project, "membership": access, "output": output,
-        "can_delete": access.role == "admin" or output.created_by_id == request.user.pk,
-        "collections": selectors.project_collections(access=access),
-        "in_collections": set(output.collections.values_list("pk", flat=True)),
-        "can_curate": access.can("launch_job"),
-    })
+    access, output = selectors.output_access(
+        user=request.user, project_id=project_id, output_id=output_id
+    )
+    return render(
+        request,
+        "galleries/output_detail.html",
+        {
+            "project": access.project,
+            "membership": access,
+            "output": output,
+            "can_delete": access.role == "admin" or output.created_by_id == request.user.pk,
+            "collections": selectors.project_collections(access=access),
+            "in_collections": set(output.collections.values_list("pk", flat=True)),
+            "can_curate": access.can("launch_job"),
+        },
+    )
 
 
 @login_required
 def output_file(request: HttpRequest, project_id: int, output_id: int, which: str):
-    _, output = selectors.output_access(user=request.user, project_id=project_id, output_id=output_id)
+    _, output = selectors.output_access(
+        user=request.user, project_id=project_id, output_id=output_id
+    )
     rel = {"image": output.file_path, "thumb": output.thumb_path}.get(which)
     if not rel:
         raise Http404("No file")
     path = (Path(settings.MEDIA_ROOT) / rel).resolve()
     if Path(settings.MEDIA_ROOT).resolve() not in path.parents or not path.is_file():
         raise Http404("No file")
-    response = FileResponse(open(path, "rb"), content_type="image/png", as_attachment=request.GET.get("download") == "1",
-                            filename=f"atelier-{output.pk}-{output.sha256[:10]}.png")
+    response = FileResponse(
+        open(path, "rb"),
+        content_type="image/png",
+        as_attachment=request.GET.get("download") == "1",
+        filename=f"atelier-{output.pk}-{output.sha256[:10]}.png",
+    )
     response["Cache-Control"] = "private, max-age=86400"  # content-addressed: never changes
     return response
 
@@ -63,7 +91,9 @@ def output_file(request: HttpRequest, project_id: int, output_id: int, which: st
 @login_required
 @require_POST
 def output_delete(request: HttpRequest, project_id: int, output_id: int) -> HttpResponse:
-    access, output = selectors.output_access(user=request.user, project_id=project_id, output_id=output_id)
+    access, output = selectors.output_access(
+        user=request.user, project_id=project_id, output_id=output_id
+    )
     services.output_delete(output=output, actor=request.user, role=access.role, request=request)
     messages.success(request, "Deleted")
     return redirect("galleries:index", access.project.pk)
@@ -74,8 +104,12 @@ def output_delete(request: HttpRequest, project_id: int, output_id: int) -> Http
 def collection_create(request: HttpRequest, project_id: int) -> HttpResponse:
     access = project_access(user=request.user, project_id=project_id, need="launch_job")
     try:
-        board = services.collection_create(project=access.project, name=request.POST.get("name", ""),
-                                           actor=request.user, request=request)
+        board = services.collection_create(
+            project=access.project,
+            name=request.POST.get("name", ""),
+            actor=request.user,
+            request=request,
+        )
     except ValidationError as exc:
         for msg in exc.messages:
             messages.error(request, msg)
@@ -86,9 +120,12 @@ def collection_create(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def collection_toggle(request: HttpRequest, project_id: int, output_id: int) -> HttpResponse:
-    access, output = selectors.output_access(user=request.user, project_id=project_id, output_id=output_id,
-                                             need="launch_job")
-    board = Collection.objects.filter(project=access.project, pk=request.POST.get("collection") or 0).first()
+    access, output = selectors.output_access(
+        user=request.user, project_id=project_id, output_id=output_id, need="launch_job"
+    )
+    board = Collection.objects.filter(
+        project=access.project, pk=request.POST.get("collection") or 0
+    ).first()
     if board is None:
         raise Http404("No such board")
     added = services.collection_toggle(collection=board, output=output)
@@ -121,4 +158,6 @@ def png_info(request: HttpRequest, project_id: int) -> JsonResponse:
         fields = to_form_fields(parsed)
     except Exception:  # unknown labels: the raw parameters are still useful
         fields = {}
-    return JsonResponse({"parameters": text, "parsed": parsed, "fields": fields}, json_dumps_params={"default": str})
+    return JsonResponse(
+        {"parameters": text, "parsed": parsed, "fields": fields}, json_dumps_params={"default": str}
+    )

@@ -9,8 +9,24 @@ from apps.images.jobkinds import ImageParams
 from apps.models.models import BaseModel
 from apps.projects.selectors import project_access
 
-REUSABLE = ("prompt", "negative_prompt", "sampler", "steps", "cfg_scale", "seed", "width", "height", "batch_size",
-            "denoising_strength", "hires", "hires_scale", "hires_upscaler", "hires_steps", "hires_denoise", "model_id")
+REUSABLE = (
+    "prompt",
+    "negative_prompt",
+    "sampler",
+    "steps",
+    "cfg_scale",
+    "seed",
+    "width",
+    "height",
+    "batch_size",
+    "denoising_strength",
+    "hires",
+    "hires_scale",
+    "hires_upscaler",
+    "hires_steps",
+    "hires_denoise",
+    "model_id",
+)
 
 
 @login_required
@@ -19,19 +35,35 @@ def generate(request: HttpRequest, project_id: int) -> HttpResponse:
     from workers.imaging.samplers import SAMPLER_NAMES
 
     access = project_access(user=request.user, project_id=project_id)
-    defaults = {name: f.default for name, f in ImageParams.model_fields.items() if not f.is_required()}
+    defaults = {
+        name: f.default for name, f in ImageParams.model_fields.items() if not f.is_required()
+    }
     reuse: dict = {}
     if request.GET.get("reuse"):
-        output = visible_outputs(access=access, user=request.user).filter(pk=request.GET["reuse"], kind="image").first()
+        output = (
+            visible_outputs(access=access, user=request.user)
+            .filter(pk=request.GET["reuse"], kind="image")
+            .first()
+        )
         if output is not None:
             reuse = {k: v for k, v in output.params.items() if k in REUSABLE}
             reuse["seed"] = output.seed if output.seed is not None else reuse.get("seed", -1)
     else:  # PNG info hands its fields over in the query string
         reuse = {k: v for k, v in request.GET.items() if k in REUSABLE}
-    return render(request, "images/generate.html", {
-        "project": access.project, "membership": access, "can_launch": access.can("launch_job"),
-        "models": BaseModel.objects.filter(kind="image", enabled=True), "samplers": SAMPLER_NAMES,
-        "defaults": defaults, "reuse": reuse, "jobs_api": f"/api/v1/projects/{access.project.pk}/jobs/",
-        "recent": visible_outputs(access=access, user=request.user).filter(kind="image")
-        .select_related("base_model", "created_by")[:12],
-    })
+    return render(
+        request,
+        "images/generate.html",
+        {
+            "project": access.project,
+            "membership": access,
+            "can_launch": access.can("launch_job"),
+            "models": BaseModel.objects.filter(kind="image", enabled=True),
+            "samplers": SAMPLER_NAMES,
+            "defaults": defaults,
+            "reuse": reuse,
+            "jobs_api": f"/api/v1/projects/{access.project.pk}/jobs/",
+            "recent": visible_outputs(access=access, user=request.user)
+            .filter(kind="image")
+            .select_related("base_model", "created_by")[:12],
+        },
+    )

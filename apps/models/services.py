@@ -46,15 +46,19 @@ BUILTINS = {
 def ensure_builtin_rows() -> None:
     """Register the built-in models (once); their folders are prepared on first use."""
     for key, spec in BUILTINS.items():
-        BaseModel.objects.get_or_create(
+        kind = spec.get("kind", "text")
+        model, created = BaseModel.objects.get_or_create(
             source=ModelSource.BUILTIN,
             reference=key,
             defaults={
                 "name": spec["name"],
                 "license": spec["license"],
+                "kind": kind,
                 "info": {"note": spec["note"]},
             },
         )
+        if not created and model.kind != kind:  # rows made before image built-ins existed
+            BaseModel.objects.filter(pk=model.pk).update(kind=kind)
 
 
 def _apply_info(model: BaseModel, folder: Path) -> None:
@@ -84,7 +88,9 @@ def _apply_image_info(model: BaseModel, folder: Path) -> None:
 
     from workers.ml.models import ModelRefused
 
-    pickles = [p.name for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    pickles = [
+        p.name for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+    ]
     if pickles:
         raise ModelRefused(f"{pickles[0]}: pickle weights are refused; convert to safetensors")
     index = json.loads((folder / "model_index.json").read_text())

@@ -65,17 +65,22 @@ class Output(models.Model):
 class Collection(models.Model):
     """A board of outputs that a project's members curate."""
 
-    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="collections")
+    project = models.ForeignKey(
+        "projects.Project", on_delete=models.CASCADE, related_name="collections"
+    )
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     outputs = models.ManyToManyField(Output, related_name="collections", blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
-        constraints = [models.UniqueConstraint(fields=["project", "name"], name="collection_name_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="collection_name_unique")
+        ]
 
     def __str__(self) -> str:
         return self.name

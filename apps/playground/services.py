@@ -59,6 +59,9 @@ def run_textgen(ctx) -> dict:
     )
     if ctx.reporter.should_stop():
         raise JobCancelled()
+    from apps.jobs.models import Job
+
+    author_id = Job.objects.filter(pk=ctx.job_id).values_list("created_by_id", flat=True).first()
     runs = []
     for index, result in enumerate(results):
         adapter = adapters.get(p.adapter_ids[index]) if p.adapter_ids[index] else None
@@ -67,6 +70,7 @@ def run_textgen(ctx) -> dict:
             project_id=ctx.project_id,
             job_id=ctx.job_id,
             kind="text",
+            created_by_id=author_id,
             text=result.text,
             prompt=p.prompt,
             params={

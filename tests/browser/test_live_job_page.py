@@ -84,6 +84,6 @@ def drive_the_job_page(page, base: str) -> None:
     )
     assert "100%" in bar.inner_text()
     assert page.evaluate("window.__noReload === true")
-    page.wait_for_function("document.querySelector('#job-state').textContent.trim().length > 0")
-    assert "succeeded" in page.locator("#job-state").inner_text().lower()
+    # The last progress event comes a moment before the final state event: wait for the badge.
+    page.wait_for_function("document.querySelector('#job-state').textContent.toLowerCase().includes('succeeded')")
     assert page.locator("#job-charts canvas").count() >= 1

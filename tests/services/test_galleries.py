@@ -15,11 +15,21 @@ from apps.outputs.models import Collection, Output
 def make_outputs(project, user, n: int, **fields) -> None:
     ensure_builtin_rows()
     model = BaseModel.objects.first()
-    Output.objects.bulk_create([
-        Output(project=project, created_by=user, kind="text", prompt=f"prompt {i} about cats" if i % 2 else f"prompt {i}",
-               text=f"answer {i}", sha256=f"{i:064x}", base_model=model, **fields)
-        for i in range(n)
-    ])
+    Output.objects.bulk_create(
+        [
+            Output(
+                project=project,
+                created_by=user,
+                kind="text",
+                prompt=f"prompt {i} about cats" if i % 2 else f"prompt {i}",
+                text=f"answer {i}",
+                sha256=f"{i:064x}",
+                base_model=model,
+                **fields,
+            )
+            for i in range(n)
+        ]
+    )
 
 
 def gallery_url(project, **query) -> str:
@@ -33,10 +43,17 @@ def test_a_stranger_gets_404_for_the_gallery_and_for_an_output(db, client, proje
     client.force_login(people["outsider"])
 
     assert client.get(gallery_url(project)).status_code == 404
-    assert client.get(reverse("galleries:output", args=[project.pk, Output.objects.get().pk])).status_code == 404
+    assert (
+        client.get(
+            reverse("galleries:output", args=[project.pk, Output.objects.get().pk])
+        ).status_code
+        == 404
+    )
 
 
-def test_a_flagged_output_is_hidden_from_other_members_but_not_from_its_author_or_reviewers(db, client, project, people):
+def test_a_flagged_output_is_hidden_from_other_members_but_not_from_its_author_or_reviewers(
+    db, client, project, people
+):
     make_outputs(project, people["member"], 1, moderation="flagged")
     flagged = Output.objects.get()
     detail = reverse("galleries:output", args=[project.pk, flagged.pk])
@@ -59,7 +76,9 @@ def test_10000_outputs_list_with_a_constant_number_of_queries(db, client, projec
         response = client.get(gallery_url(project, page=3))
 
     assert response.status_code == 200 and Output.objects.count() == 10000
-    assert len(large.captured_queries) == len(small.captured_queries), [q["sql"] for q in large.captured_queries]
+    assert len(large.captured_queries) == len(small.captured_queries), [
+        q["sql"] for q in large.captured_queries
+    ]
 
 
 def test_search_and_filters_narrow_the_gallery(db, client, project, people):
@@ -93,7 +112,10 @@ def test_members_curate_boards(db, client, project, people):
     board = Collection.objects.get(name="Best")
     output = Output.objects.first()
 
-    client.post(reverse("galleries:collection_toggle", args=[project.pk, output.pk]), {"collection": board.pk})
+    client.post(
+        reverse("galleries:collection_toggle", args=[project.pk, output.pk]),
+        {"collection": board.pk},
+    )
 
     assert list(board.outputs.all()) == [output]
     listed = client.get(gallery_url(project, collection=board.pk)).context["page"].paginator.count
@@ -103,5 +125,10 @@ def test_members_curate_boards(db, client, project, people):
 @pytest.mark.parametrize("who", ["viewer", "reviewer"])
 def test_viewers_and_reviewers_cannot_make_boards(db, client, project, people, who):
     client.force_login(people[who])
-    assert client.post(reverse("galleries:collection_create", args=[project.pk]), {"name": "X"}).status_code == 403
+    assert (
+        client.post(
+            reverse("galleries:collection_create", args=[project.pk]), {"name": "X"}
+        ).status_code
+        == 403
+    )
     assert not Collection.objects.exists()

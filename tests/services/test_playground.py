@@ -43,7 +43,12 @@ def test_a_playground_run_streams_text_and_saves_it_as_an_output(project, member
     output = Output.objects.get(job=job)
     streamed = "".join(e.data["delta"] for e in job.events.filter(kind="text").order_by("seq"))
     assert streamed == output.text and output.text
-    assert output.seed == 3 and output.base_model == tiny and output.kind == "text"
+    assert (
+        output.seed == 3
+        and output.base_model == tiny
+        and output.kind == "text"
+        and output.created_by == member
+    )
     tiny.refresh_from_db()
     assert tiny.status == "ready" and tiny.parameters > 0  # built and inspected at first use
 

@@ -57,7 +57,7 @@ def execute_job(job_id: int, *, worker_id: str) -> str:
         reporter.log(f"{error}\n{traceback.format_exc(limit=8)}", "error")
     finally:
         heartbeat.stop()
-    reporter.flush()
+    reporter.close()
     if reporter.lost.is_set():
         return "lost"
     services.job_finish(

@@ -1,0 +1,524 @@
+// Image generation: submits an "image.generate" job through the JSON API, then follows the job's
+// websocket: progress per denoising step, the latest preview image, the log, and the finished
+// images (read from the job's result) linking to their gallery pages. The job, not this page, is
+// the source of truth: the images are saved server-side whatever happens to this tab.
+
+import { TERMINAL_STATES, bindIndicator, connectLive, format, loadStrings, setProgress } from "./live.js";
+
+const $ = (id) => document.getElementById(id);
+const form = $("im-form");
+const strings = loadStrings();
+const imStrings = (() => {
+  try {
+    return JSON.parse($("images-strings")?.textContent ?? "{}");
+  } catch {
+    return {};
+  }
+})();
+
+const ui = {
+  model: $("im-model_id"),
+  modelHelp: $("im-model_id-help"),
+  prompt: $("im-prompt"),
+  seed: $("im-seed"),
+  dice: $("im-dice"),
+  recycle: $("im-recycle"),
+  width: $("im-width"),
+  height: $("im-height"),
+  init: $("im-init_output_id"),
+  hiresOn: $("im-hires-on"),
+  controlOn: $("im-controlnet-on"),
+  control: $("im-control_output_id"),
+  run: $("im-run"),
+  stop: $("im-stop"),
+  error: $("im-error"),
+  jobLink: $("im-job-link"),
+  state: $("im-state"),
+  live: $("im-live"),
+  progressRow: $("im-progress-row"),
+  progress: $("im-progress"),
+  step: $("im-step"),
+  jobError: $("im-job-error"),
+  jobErrorText: $("im-job-error-text"),
+  placeholder: $("im-placeholder"),
+  preview: $("im-preview"),
+  previewImg: $("im-preview-img"),
+  results: $("im-results"),
+  log: $("im-log"),
+  resultTemplate: $("im-result-template"),
+};
+
+// ---------- helpers ----------
+
+function csrfToken() {
+  const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  if (m) return decodeURIComponent(m[1]);
+  return form?.querySelector("input[name=csrfmiddlewaretoken]")?.value ?? "";
+}
+
+async function requestJson(url, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json" };
+  if (method !== "GET") headers["X-CSRFToken"] = csrfToken();
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const res = await fetch(url, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  let data = null;
+  try {
+    data = await res.json();
+  } catch {
+    data = null; // An HTML error page (a proxy, a 500): the caller reports the status.
+  }
+  return { ok: res.ok, status: res.status, data };
+}
+
+/** Only same-page-safe image sources: http(s) links, and data:image/… previews from the worker. */
+function safeImageUrl(url) {
+  if (!url) return null;
+  const s = String(url);
+  if (/^data:image\/(png|jpeg|webp|gif);base64,/i.test(s)) return s;
+  try {
+    const u = new URL(s, location.href);
+    return u.protocol === "http:" || u.protocol === "https:" ? u.href : null;
+  } catch {
+    return null;
+  }
+}
+
+function galleryUrl(id) {
+  return `${form.dataset.galleryUrl}${encodeURIComponent(id)}/`;
+}
+
+// ---------- the form ----------
+
+function showModelNote() {
+  const opt = ui.model?.selectedOptions[0];
+  if (ui.modelHelp) ui.modelHelp.textContent = opt?.dataset.note ?? "";
+}
+
+// A model with a native size (the digits demo: 32 px): switching to it sets the size unless the
+// user already chose one that is not the previous model's.
+let lastModelSize = ui.model?.selectedOptions[0]?.dataset.size ?? "";
+function applyModelSize() {
+  const size = ui.model?.selectedOptions[0]?.dataset.size ?? "";
+  const untouched = (el) => !el.dataset.touched || el.value === lastModelSize;
+  if (size && /^\d+$/.test(size) && untouched(ui.width) && untouched(ui.height)) {
+    ui.width.value = size;
+    ui.height.value = size;
+  }
+  lastModelSize = size;
+}
+
+/** PNG info sends the model by name (?model=…); the view keeps only known fields, so map it here. */
+function preselectFromUrl() {
+  const q = new URLSearchParams(location.search);
+  const name = q.get("model");
+  if (name && ui.model && !q.get("model_id")) {
+    const wanted = name.trim().toLowerCase();
+    const opt = [...ui.model.options].find((o) => (o.dataset.name ?? "").toLowerCase() === wanted);
+    if (opt) ui.model.value = opt.value;
+  }
+  for (const field of ["init_output_id", "control_output_id"]) {
+    const v = q.get(field);
+    const el = form.elements.namedItem(field);
+    if (v && el && !el.value && /^\d+$/.test(v)) el.value = v;
+  }
+}
+
+/** A section whose switch is on, or whose image is chosen, starts open. */
+function openUsedSections() {
+  if (ui.init?.value) $("im-img2img").open = true;
+  if (ui.hiresOn?.checked) $("im-hires").open = true;
+  if (ui.controlOn?.checked || ui.control?.value) $("im-controlnet").open = true;
+}
+
+function syncSections() {
+  for (const [toggle, section] of [
+    [ui.hiresOn, $("im-hires")],
+    [ui.controlOn, $("im-controlnet")],
+  ]) {
+    if (toggle && section) section.dataset.on = String(toggle.checked);
+  }
+}
+
+// ---------- errors ----------
+
+function clearErrors() {
+  ui.error.hidden = true;
+  ui.error.replaceChildren();
+  for (const el of form.querySelectorAll("[data-error-for]")) {
+    el.hidden = true;
+    el.textContent = "";
+  }
+  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+}
+
+function showGeneralError(title, lines = []) {
+  const parts = [document.createTextNode(title)];
+  if (lines.length) {
+    const ul = document.createElement("ul");
+    ul.className = "pg-error-list";
+    for (const line of lines) {
+      const li = document.createElement("li");
+      li.textContent = line;
+      ul.append(li);
+    }
+    parts.push(ul);
+  }
+  ui.error.replaceChildren(...parts);
+  ui.error.hidden = false;
+}
+
+/** Field errors ({field: message}) beside their inputs; the rest (and a title) on top. */
+function showFieldErrors(fields, title) {
+  const unplaced = [];
+  for (const [name, message] of Object.entries(fields ?? {})) {
+    const slot = form.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
+    if (slot) {
+      slot.textContent = String(message);
+      slot.hidden = false;
+      form.querySelector(`[name="${CSS.escape(name)}"]`)?.setAttribute("aria-invalid", "true");
+      const section = slot.closest("details");
+      if (section) section.open = true;
+    } else {
+      unplaced.push(name && name !== "__all__" ? `${name}: ${message}` : String(message));
+    }
+  }
+  if (title || unplaced.length) showGeneralError(title ?? "", unplaced);
+  const first = form.querySelector("[aria-invalid=true]") ?? (ui.error.hidden ? null : ui.error);
+  if (first) {
+    first.scrollIntoView({ block: "center", behavior: "smooth" });
+    if (first !== ui.error) first.focus({ preventScroll: true });
+  }
+}
+
+function showApiError(error, status) {
+  const title = error?.message ? `${imStrings.invalid ?? ""} ${error.message}`.trim() : `${imStrings.network ?? ""} (${status})`;
+  showFieldErrors(error?.fields, title);
+}
+
+// ---------- the request ----------
+
+/** Every named input as a typed job parameter; an empty number means "the default". */
+function collectParams() {
+  const params = {};
+  for (const el of form.querySelectorAll("[name]")) {
+    if (el.name === "csrfmiddlewaretoken" || el.disabled) continue;
+    if (el.type === "checkbox") {
+      params[el.name] = el.checked;
+    } else if (el.dataset.type === "integer" || el.dataset.type === "number") {
+      if (el.value.trim() === "") continue;
+      const n = Number(el.value);
+      params[el.name] = Number.isFinite(n) ? n : el.value; // the server names a bad value
+    } else {
+      params[el.name] = el.value;
+    }
+  }
+  return params;
+}
+
+/** The checks a person would otherwise wait a round trip for; the server checks everything again. */
+function localErrors(params) {
+  const errors = {};
+  if (!String(params.prompt ?? "").trim()) errors.prompt = imStrings.emptyPrompt;
+  for (const name of ["width", "height"]) {
+    if (Number.isInteger(params[name]) && params[name] % 8 !== 0) errors[name] = imStrings.multipleOf8;
+  }
+  if (params.controlnet && !params.control_output_id) errors.control_output_id = imStrings.needControl;
+  return errors;
+}
+
+// ---------- one run ----------
+
+let current = null; // { id, lastSeq, state, shown: Set<output id>, fetching }
+let lastSeed = null;
+
+function setRunning(running) {
+  ui.run.disabled = running;
+  ui.stop.hidden = !running;
+  ui.stop.disabled = false;
+  form.closest(".im-grid")?.setAttribute("data-running", String(running));
+}
+
+function setState(run, state) {
+  if (!state) return;
+  const was = run.state;
+  run.state = state;
+  ui.state.hidden = false;
+  ui.state.className = `badge state-${state}`;
+  ui.state.textContent = strings.states?.[state] ?? state;
+  ui.progress.className = `progress state-${state}`;
+  if (TERMINAL_STATES.has(state)) {
+    setRunning(false);
+    ui.log.querySelector(".pg-hint")?.remove();
+    if (state === "succeeded") {
+      setProgress(ui.progress, 1);
+      ui.step.textContent = "";
+    }
+    // Finished (or stopped with some images done): the job's result lists what was saved.
+    if (was !== state) fetchResults(run);
+  }
+}
+
+function addLogLine(message, level) {
+  ui.log.querySelector(".pg-hint")?.remove(); // the worker speaks: the "waiting" hint is done
+  const li = document.createElement("li");
+  li.className = `log-${String(level || "info").toLowerCase()}`;
+  li.textContent = message;
+  ui.log.append(li);
+  ui.log.hidden = false;
+  ui.log.scrollTop = ui.log.scrollHeight;
+}
+
+function showPreview(url) {
+  const src = safeImageUrl(url);
+  if (!src) return;
+  ui.previewImg.src = src; // always the latest step's image
+  ui.preview.hidden = false;
+  ui.placeholder.hidden = true;
+}
+
+function addResult(run, out) {
+  const id = out?.id;
+  if (id == null || run.shown.has(String(id))) return;
+  run.shown.add(String(id));
+  const li = ui.resultTemplate.content.firstElementChild.cloneNode(true);
+  const link = li.querySelector(".im-result-link");
+  link.href = galleryUrl(id);
+  link.title = format(imStrings.image ?? "#{id}", { id });
+  const img = li.querySelector(".im-result-img");
+  const src = safeImageUrl(out.thumb_url) ?? safeImageUrl(out.url);
+  if (src) img.src = src;
+  img.alt = format(imStrings.image ?? "#{id}", { id });
+  if (Number(out.width) > 0 && Number(out.width) <= 128) img.classList.add("gl-pixel");
+  const seedEl = li.querySelector(".im-result-seed");
+  const useSeed = li.querySelector(".im-use-seed");
+  if (out.seed != null) {
+    seedEl.textContent = format(imStrings.seed ?? "{seed}", { seed: out.seed });
+    useSeed.addEventListener("click", () => {
+      ui.seed.value = String(out.seed);
+      ui.seed.focus();
+    });
+    lastSeed = out.seed;
+    if (ui.recycle) ui.recycle.disabled = false;
+  } else {
+    useSeed.remove();
+  }
+  li.querySelector(".im-use-init").addEventListener("click", () => useAsInit(id));
+  ui.results.append(li);
+  ui.results.hidden = false;
+  ui.placeholder.hidden = true;
+}
+
+/** The job's result: {outputs: [{id, url, thumb_url, seed}]}. Calls overlapping each other are merged. */
+async function fetchResults(run) {
+  if (run.fetching) {
+    run.refetch = true;
+    return;
+  }
+  run.fetching = true;
+  try {
+    const { ok, data } = await requestJson(`${form.dataset.jobsApi}${run.id}/`);
+    if (ok && data && run === current) {
+      for (const out of data.result?.outputs ?? []) addResult(run, out);
+      if (ui.results.children.length && TERMINAL_STATES.has(run.state)) ui.preview.hidden = true; // the real images replace it
+    }
+  } catch {
+    // The images are in the gallery either way; the next artifact or the final state tries again.
+  } finally {
+    run.fetching = false;
+    if (run.refetch) {
+      run.refetch = false;
+      fetchResults(run);
+    }
+  }
+}
+
+function applyEvent(run, kind, data) {
+  switch (kind) {
+    case "progress": {
+      let f = data.fraction;
+      if (f == null && Number(data.total) > 0) f = Number(data.step) / Number(data.total);
+      if (f != null) setProgress(ui.progress, f);
+      if (data.step != null && data.total != null) {
+        ui.step.textContent = format(strings.stepOf ?? "{step}/{total}", { step: data.step, total: data.total });
+      }
+      break;
+    }
+    case "preview":
+      showPreview(data.url);
+      break;
+    case "artifact":
+      // An artifact that names its output can be shown at once; otherwise ask the job.
+      if (data.output_id != null && (data.thumb_url || data.url)) {
+        addResult(run, { id: data.output_id, url: data.url, thumb_url: data.thumb_url, seed: data.seed, width: data.width });
+      } else {
+        fetchResults(run);
+      }
+      break;
+    case "log":
+      addLogLine(String(data.message ?? ""), data.level);
+      break;
+    case "state":
+      if (data.state !== "queued") ui.log.querySelector(".pg-hint")?.remove();
+      setState(run, data.state);
+      if (data.error) {
+        ui.jobErrorText.textContent = data.error;
+        ui.jobError.hidden = false;
+      }
+      break;
+    default:
+      break; // metrics and newer kinds: the job page shows those.
+  }
+}
+
+function follow(run) {
+  connectLive({
+    path: `/ws/jobs/${run.id}/`,
+    query: () => `after=${run.lastSeq}`,
+    onMessage: (msg) => {
+      if (run !== current) return; // a newer run owns the page now
+      if (msg.type === "snapshot" && msg.job) {
+        setState(run, msg.job.state);
+        if (msg.job.progress != null) setProgress(ui.progress, msg.job.progress);
+      } else if (msg.type === "event") {
+        const seq = Number(msg.seq);
+        // Replay and live delivery overlap around a reconnect: apply each seq once.
+        if (!Number.isFinite(seq) || seq <= run.lastSeq) return;
+        run.lastSeq = seq;
+        applyEvent(run, msg.kind, msg.data ?? {});
+      }
+    },
+    onStatus: (status) => {
+      if (run !== current) return;
+      ui.live.hidden = false;
+      bindIndicator(ui.live, strings)(status);
+    },
+    shouldStop: (ev) => run !== current || (TERMINAL_STATES.has(run.state) && ev.code === 1000),
+  });
+}
+
+function startRun(job) {
+  const run = { id: job.id, lastSeq: 0, state: "", shown: new Set(), fetching: false, refetch: false };
+  current = run;
+  ui.placeholder.hidden = true;
+  ui.jobError.hidden = true;
+  ui.preview.hidden = true;
+  ui.previewImg.removeAttribute("src");
+  ui.results.replaceChildren();
+  ui.results.hidden = true;
+  ui.log.replaceChildren();
+  ui.log.hidden = true;
+  ui.progressRow.hidden = false;
+  ui.step.textContent = "";
+  setProgress(ui.progress, 0);
+  ui.jobLink.hidden = false;
+  ui.jobLink.href = job.url ?? `/projects/${form.dataset.projectId}/jobs/${job.id}/`;
+  ui.jobLink.textContent = format(imStrings.job ?? "#{id}", { id: job.id });
+  if (!TERMINAL_STATES.has(job.state)) {
+    setRunning(true);
+    addLogLine(imStrings.preparing ?? "", "debug");
+    ui.log.lastElementChild.classList.add("pg-hint");
+  }
+  setState(run, job.state);
+  follow(run);
+}
+
+async function submit(ev) {
+  ev.preventDefault();
+  if (ui.run.disabled) return;
+  clearErrors();
+  const params = collectParams();
+  const local = localErrors(params);
+  if (Object.keys(local).length) {
+    showFieldErrors(local);
+    return;
+  }
+  ui.run.disabled = true;
+  try {
+    const { ok, status, data } = await requestJson(form.dataset.jobsApi, {
+      method: "POST",
+      body: { kind: "image.generate", params },
+    });
+    if (!ok || !data || data.error) {
+      ui.run.disabled = false;
+      showApiError(data?.error, status);
+      return;
+    }
+    startRun(data);
+  } catch {
+    ui.run.disabled = false;
+    showGeneralError(imStrings.network ?? "");
+  }
+}
+
+async function stop() {
+  if (!current) return;
+  ui.stop.disabled = true;
+  try {
+    const { ok, status, data } = await requestJson(`${form.dataset.jobsApi}${current.id}/cancel/`, { method: "POST" });
+    // 409: it had already finished; the websocket brings the final state either way.
+    if (!ok && status !== 409) {
+      ui.stop.disabled = false;
+      showGeneralError(`${imStrings.stopFailed ?? ""} ${data?.error?.message ?? status}`);
+    }
+  } catch {
+    ui.stop.disabled = false;
+    showGeneralError(imStrings.network ?? "");
+  }
+}
+
+function useAsInit(id) {
+  if (!ui.init || ui.init.closest("fieldset")?.disabled) return;
+  ui.init.value = String(id);
+  const section = $("im-img2img");
+  section.open = true;
+  section.scrollIntoView({ block: "nearest", behavior: "smooth" });
+  ui.init.focus({ preventScroll: true });
+  ui.init.classList.remove("im-flash");
+  void ui.init.offsetWidth; // restart the highlight animation
+  ui.init.classList.add("im-flash");
+}
+
+if (form && ui.model) {
+  preselectFromUrl();
+  showModelNote();
+  openUsedSections();
+  syncSections();
+  ui.model.addEventListener("change", () => {
+    showModelNote();
+    applyModelSize();
+  });
+  for (const el of [ui.width, ui.height]) el.addEventListener("input", () => (el.dataset.touched = "1"));
+  ui.hiresOn?.addEventListener("change", syncSections);
+  ui.controlOn?.addEventListener("change", syncSections);
+  // Choosing a control image means wanting ControlNet.
+  ui.control?.addEventListener("change", () => {
+    if (ui.control.value && ui.controlOn && !ui.controlOn.checked) {
+      ui.controlOn.checked = true;
+      syncSections();
+    }
+  });
+  if (form.dataset.canLaunch === "true") {
+    form.addEventListener("submit", submit);
+    ui.stop.addEventListener("click", stop);
+    ui.dice?.addEventListener("click", () => {
+      ui.seed.value = "-1";
+    });
+    ui.recycle?.addEventListener("click", () => {
+      if (lastSeed != null) ui.seed.value = String(lastSeed);
+    });
+    // Ctrl/Cmd+Enter in a prompt runs it, as in Stable Diffusion WebUI.
+    for (const el of form.querySelectorAll("textarea")) {
+      el.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) form.requestSubmit();
+      });
+    }
+    for (const button of document.querySelectorAll(".im-pick[data-output-id]")) {
+      button.addEventListener("click", () => useAsInit(button.dataset.outputId));
+    }
+  }
+}
