@@ -85,5 +85,7 @@ def drive_the_job_page(page, base: str) -> None:
     assert "100%" in bar.inner_text()
     assert page.evaluate("window.__noReload === true")
     # The last progress event comes a moment before the final state event: wait for the badge.
-    page.wait_for_function("document.querySelector('#job-state').textContent.toLowerCase().includes('succeeded')")
+    page.wait_for_function(
+        "document.querySelector('#job-state').textContent.toLowerCase().includes('succeeded')"
+    )
     assert page.locator("#job-charts canvas").count() >= 1

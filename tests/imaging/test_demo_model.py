@@ -40,7 +40,12 @@ pytestmark = [
 
 def test_tokenizer_keeps_each_word_and_chinese_character_whole():
     tok = build_clip_tokenizer()
-    assert tok.tokenize("a handwritten digit 7") == ["a</w>", "handwritten</w>", "digit</w>", "7</w>"]
+    assert tok.tokenize("a handwritten digit 7") == [
+        "a</w>",
+        "handwritten</w>",
+        "digit</w>",
+        "7</w>",
+    ]
     assert len(tok.tokenize("数字七")) == 3  # one token per character
     assert len(tok.tokenize("the number seven")) == 3
     # Any text still tokenizes (byte-level), into more pieces, and decodes back.
@@ -102,7 +107,7 @@ def test_judge_reads_rendered_digits_of_any_size():
     images = _ink_images(data.data[:40] / 16.0)
     big = [im.resize((128, 128)) for im in images]
     assert judge_digits(big) == judge_digits(images)
-    assert sum(p == t for p, t in zip(judge_digits(images), data.target[:40])) >= 37
+    assert sum(p == t for p, t in zip(judge_digits(images), data.target[:40], strict=True)) >= 37
     assert judge_digits([]) == []
 
 
@@ -148,9 +153,7 @@ def test_demo_model_draws_the_digit_the_prompt_names(capsys):
         for d in range(10):
             prompt = template.format(d=d, zh=DIGIT_WORDS_ZH[d], en=DIGIT_WORDS_EN[d])
             requests.append(
-                GenerationRequest(
-                    prompt=prompt, seed=1000 + 10 * d, batch_size=per_digit, **common
-                )
+                GenerationRequest(prompt=prompt, seed=1000 + 10 * d, batch_size=per_digit, **common)
             )
             truth += [d] * per_digit
             kinds += [template] * per_digit
@@ -162,7 +165,7 @@ def test_demo_model_draws_the_digit_the_prompt_names(capsys):
     read = judge_digits(images)
 
     def accuracy(template: str) -> float:
-        pairs = [(r, t) for r, t, k in zip(read, truth, kinds) if k == template]
+        pairs = [(r, t) for r, t, k in zip(read, truth, kinds, strict=True) if k == template]
         return sum(r == t for r, t in pairs) / len(pairs)
 
     scores = {template: accuracy(template) for template in phrasings}

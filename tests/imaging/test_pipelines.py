@@ -196,7 +196,7 @@ def test_canny_preprocessing_finds_edges():
     assert edges[16, 16:48].max() == 255 or edges[15:18, 32].max() == 255
 
 
-def test_controlnet_canny_runs_and_steers_the_image(pipe):
+def test_controlnet_canny_runs_and_steers_the_image(pipe, tmp_path):
     from diffusers import ControlNetModel
 
     torch.manual_seed(0)
@@ -214,12 +214,24 @@ def test_controlnet_canny_runs_and_steers_the_image(pipe):
     assert controlled[0].image.size == (64, 64)
     assert controlled[0].image.tobytes() != plain[0].image.tobytes()
     assert "Module: canny" in controlled[0].params["ControlNet 0"]
+    # A registered ControlNet is a folder of safetensors weights: same model, same image.
+    controlnet.save_pretrained(tmp_path / "cn", safe_serialization=True)
+    from_folder = generate_images(
+        pipe, request(steps=4, controlnet={**spec, "model": str(tmp_path / "cn")})
+    )
+    assert from_folder[0].image.tobytes() == controlled[0].image.tobytes()
+    assert "Model: cn" in from_folder[0].params["ControlNet 0"]
     hires = generate_images(
         pipe,
         request(steps=4, width=32, height=32, hires={"scale": 2, "denoise": 0.5},
                 controlnet={**spec, "model": controlnet}),
     )  # fmt: skip
     assert hires[0].image.size == (64, 64)
+    # Without CFG a single image is one UNet row: padded to two, residuals included.
+    no_cfg = generate_images(
+        pipe, request(steps=3, cfg_scale=1.0, controlnet={**spec, "model": controlnet})
+    )
+    assert no_cfg[0].image.size == (64, 64)
 
 
 # ---------------------------------------------------------------- progress, previews, cancel

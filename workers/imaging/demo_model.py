@@ -77,7 +77,10 @@ IMAGE_SIZE = 32  # the demo model's native size (4×4 latent); generate at 32 px
 N_JUDGE = 450  # digits held out from the generator, used only to train the judge
 SPLIT_SEED = 0  # the generator/judge split is fixed whatever the training seed
 
-# Training recipe (STACK-NOTES): measured to reach ~98% judged accuracy in ~4 minutes on 2 cores.
+# Training recipe. Measured (diffusers 0.42, torch 2.13 CPU, 2 shared cores, 1 thread): 167 s
+# in all (VAE ~40 s, text encoder ~8 s, UNet ~120 s); the judge reads 97-100% of
+# "a handwritten digit N" generations (DDIM, 20 steps, CFG 5) and ~90-97% of "数字七" and
+# "the number seven". Expect up to about twice as long when other processes share the cores.
 VAE_STEPS = 250
 VAE_BATCH = 32
 VAE_LR = 1e-3

@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -304,7 +305,7 @@ def _model_family_of_class(class_name: str) -> str:
 
 
 def _single_file_family(path: Path) -> str:
-    """ "sdxl" or "sd" from a checkpoint's tensor names (the header only; no weight is read)."""
+    """The family ("sd" or "sdxl") from a checkpoint's tensor names; reads the header only."""
     from safetensors import safe_open
 
     try:
@@ -490,6 +491,8 @@ def _never_single(forward: Callable[..., Any]) -> Callable[..., Any]:
                 return torch.cat([a, a])
             if isinstance(a, dict):
                 return {k: pad(v) for k, v in a.items()}
+            if isinstance(a, list | tuple):  # ControlNet residuals for the UNet
+                return type(a)(pad(v) for v in a)
             return a
 
         out = forward(
@@ -663,8 +666,11 @@ def _control_image(spec: ControlNetSpec, size: tuple[int, int]):
     return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
 
 
-_controlnet_cache: dict[str, Any] = {}
+# ControlNets given as folders: the two most recently used stay loaded (the platform's model
+# cache can pass a loaded ControlNetModel instead).
+_controlnet_cache: OrderedDict[str, Any] = OrderedDict()
 _controlnet_lock = threading.Lock()
+CONTROLNET_CACHE_SIZE = 2
 
 
 def _controlnet_model(spec: ControlNetSpec, pipe: Any):
@@ -684,6 +690,9 @@ def _controlnet_model(spec: ControlNetSpec, pipe: Any):
                 str(folder), use_safetensors=True, dtype=pipe.unet.dtype
             )
             _controlnet_cache[key] = loaded.to(pipe.device)
+            while len(_controlnet_cache) > CONTROLNET_CACHE_SIZE:
+                _controlnet_cache.popitem(last=False)
+        _controlnet_cache.move_to_end(key)
         return _controlnet_cache[key]
 
 
@@ -874,10 +883,11 @@ def _variant(pipe: Any, kind: str, controlnet: Any = None):
     Cached per pipeline; each call sets its own scheduler on the variant, so the loaded
     pipeline's scheduler is never changed.
     """
-    key = (kind, id(controlnet))
     with _variants_lock:
         cache = _variants.setdefault(pipe, {})
-        found = cache.get(key)
+        found = cache.get(kind)
+        # One variant per kind: a ControlNet variant is rebuilt for another ControlNet (so no
+        # variant keeps an unused ControlNet alive).
         if found is None or (controlnet is not None and found.controlnet is not controlnet):
             cls = _classes(_family(pipe))[kind]
             extra = {"controlnet": controlnet} if controlnet is not None else {}
@@ -886,7 +896,7 @@ def _variant(pipe: Any, kind: str, controlnet: Any = None):
             with _quiet_diffusers():
                 found = cls.from_pipe(pipe, dtype=pipe.unet.dtype, **extra)
             found.set_progress_bar_config(disable=True)
-            cache[key] = found
+            cache[kind] = found
         return found
 
 

@@ -15,6 +15,7 @@ from apps.jobs.models import EventKind, Job
 from apps.jobs.states import JobState
 
 log = logging.getLogger(__name__)
+PREVIEW_SIZE = 160
 
 
 class JobReporter:
@@ -85,13 +86,21 @@ class JobReporter:
         self._maybe_flush()
 
     def preview(self, image) -> None:
-        rel = Path("jobs") / str(self.job_id) / "previews" / f"{int(time.time() * 1000)}.png"
-        path = Path(settings.MEDIA_ROOT) / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path, format="PNG")
+        """A small preview, inlined in the event as a data URL: media is never served directly
+        (every file goes through a permission-checked view), and previews are a few KB."""
+        import base64
+        import io
+
+        small = image.copy()
+        small.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
+        buffer = io.BytesIO()
+        small.save(buffer, format="PNG")
+        url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
         with self._lock:
-            self._buffer.append((EventKind.PREVIEW, {"url": settings.MEDIA_URL + rel.as_posix()}))
-        self._maybe_flush(force=True)
+            self._buffer.append(
+                (EventKind.PREVIEW, {"url": url, "width": image.width, "height": image.height})
+            )
+        self._maybe_flush()
 
     def artifact(self, path: str, name: str | None = None) -> None:
         p = Path(path)
@@ -134,7 +143,9 @@ class JobReporter:
 
     def _start_writer(self) -> None:
         if self._writer is None:
-            self._writer = threading.Thread(target=self._write_loop, name=f"events-job-{self.job_id}", daemon=True)
+            self._writer = threading.Thread(
+                target=self._write_loop, name=f"events-job-{self.job_id}", daemon=True
+            )
             self._writer.start()
 
     def _write_loop(self) -> None:
@@ -147,7 +158,9 @@ class JobReporter:
                 try:
                     self.flush()
                 except Exception:
-                    log.warning("writing events of job %s failed; will retry", self.job_id, exc_info=True)
+                    log.warning(
+                        "writing events of job %s failed; will retry", self.job_id, exc_info=True
+                    )
                     close_old_connections()
         finally:
             connection.close()
