@@ -38,6 +38,11 @@ def generate(request: HttpRequest, project_id: int) -> HttpResponse:
     defaults = {
         name: f.default for name, f in ImageParams.model_fields.items() if not f.is_required()
     }
+    models = list(BaseModel.objects.filter(kind="image", enabled=True))
+    # Small demo models draw well only at their training size: start the form there.
+    native = models[0].info.get("native_size") if models else None
+    if native:
+        defaults.update(width=native, height=native)
     reuse: dict = {}
     if request.GET.get("reuse"):
         output = (
@@ -57,7 +62,7 @@ def generate(request: HttpRequest, project_id: int) -> HttpResponse:
             "project": access.project,
             "membership": access,
             "can_launch": access.can("launch_job"),
-            "models": BaseModel.objects.filter(kind="image", enabled=True),
+            "models": models,
             "samplers": SAMPLER_NAMES,
             "defaults": defaults,
             "reuse": reuse,

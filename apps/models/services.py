@@ -26,6 +26,7 @@ BUILTINS = {
         "name": "Digits demo (trained on first use)",
         "license": "BSD-3-Clause",
         "kind": "image",
+        "native_size": 32,
         "note": "A small Stable Diffusion pipeline trained here on scikit-learn's handwritten digits: "
         "prompts like 'a handwritten digit 7' or '数字七'. Trains on first use (a few minutes on CPU).",
     },
@@ -59,6 +60,10 @@ def ensure_builtin_rows() -> None:
         )
         if not created and model.kind != kind:  # rows made before image built-ins existed
             BaseModel.objects.filter(pk=model.pk).update(kind=kind)
+        if spec.get("native_size") and model.info.get("native_size") != spec["native_size"]:
+            BaseModel.objects.filter(pk=model.pk).update(
+                info={**model.info, "native_size": spec["native_size"]}
+            )
 
 
 def _apply_info(model: BaseModel, folder: Path) -> None:

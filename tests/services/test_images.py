@@ -105,3 +105,12 @@ def test_img2img_from_a_gallery_image_and_an_unknown_sampler_is_refused(project,
         )
     assert "Unknown sampler" in info.value.errors["sampler"]
     assert Job.objects.filter(kind="image.generate").count() == 2
+
+
+def test_the_form_starts_at_the_demo_models_native_size(client, project, member):
+    ensure_builtin_rows()
+    client.force_login(member)
+
+    response = client.get(f"/projects/{project.pk}/images/")
+
+    assert response.context["defaults"]["width"] == 32 and response.context["defaults"]["height"] == 32
