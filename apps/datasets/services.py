@@ -62,11 +62,7 @@ def _install_files(staged_dir: Path, project_id: int, sha256: str) -> tuple[Path
         shutil.rmtree(staged_dir, ignore_errors=True)
         return target, False
     target.parent.mkdir(parents=True, exist_ok=True)
-    staged_dir.rename(
-        target
-    ) if staged_dir.stat().st_dev == target.parent.stat().st_dev else shutil.move(
-        str(staged_dir), str(target)
-    )
+    shutil.move(str(staged_dir), str(target))  # a rename on the same filesystem, a copy otherwise
     return target, True
 
 

@@ -58,14 +58,20 @@ def ring_job(job_id: int, messages: list[dict]) -> None:
     _send(job_group(job_id), {"type": "job.events", "events": messages})
 
 
-def ring_project(job, *, state_changed: bool) -> None:
-    """Push a job's snapshot to its project's dashboards (progress at most once a second)."""
+def ring_project(job_id: int, *, state_changed: bool, load) -> None:
+    """Push a job's snapshot to its project's dashboards (progress at most once a second).
+
+    `load()` reads the job row; it is called only when a push is due, so the throttled progress
+    flushes of a running job cost no query.
+    """
     now = time.monotonic()
     with _lock:
-        last = _last_project_push.get(job.pk, 0.0)
+        last = _last_project_push.get(job_id, 0.0)
         if not state_changed and now - last < PROJECT_PROGRESS_INTERVAL:
             return
-        _last_project_push[job.pk] = now
-        if job.is_terminal:
-            _last_project_push.pop(job.pk, None)
+        _last_project_push[job_id] = now
+    job = load()
+    if job.is_terminal:
+        with _lock:
+            _last_project_push.pop(job_id, None)
     _send(project_group(job.project_id), {"type": "job.changed", "job": job_snapshot(job)})

@@ -80,8 +80,11 @@ def job_append_events(
         def ring() -> None:
             if messages:
                 doorbell.ring_job(job_id, messages)
-            job = Job.objects.select_related("created_by").get(pk=job_id)
-            doorbell.ring_project(job, state_changed=state_changed)
+            doorbell.ring_project(
+                job_id,
+                state_changed=state_changed,
+                load=lambda: Job.objects.select_related("created_by").get(pk=job_id),
+            )
 
         transaction.on_commit(ring)
     return objs
