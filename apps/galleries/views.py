@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.galleries import selectors, services
-from apps.models.models import Adapter, BaseModel
+from apps.models.models import Adapter, AssetKind, BaseModel, ImageAsset
 from apps.outputs.models import Collection, Moderation
 from apps.projects.selectors import project_access
 
@@ -63,8 +63,39 @@ def output_detail(request: HttpRequest, project_id: int, output_id: int) -> Http
             "collections": selectors.project_collections(access=access),
             "in_collections": set(output.collections.values_list("pk", flat=True)),
             "can_curate": access.can("launch_job"),
+            "can_upscale": output.kind == "image"
+            and bool(output.file_path)
+            and access.can("launch_job"),
+            "upscalers": ImageAsset.objects.filter(kind=AssetKind.UPSCALER, enabled=True),
         },
     )
+
+
+@login_required
+@require_POST
+def output_upscale(request: HttpRequest, project_id: int, output_id: int) -> HttpResponse:
+    """The stand-alone upscale action: an image.upscale job making a new gallery image."""
+    from apps.jobs import services as job_services
+
+    access, output = selectors.output_access(
+        user=request.user, project_id=project_id, output_id=output_id, need="launch_job"
+    )
+    try:
+        job = job_services.job_create(
+            project=access.project,
+            kind="image.upscale",
+            params={
+                "output_id": output.pk,
+                "upscaler": request.POST.get("upscaler", "lanczos"),
+                "scale": request.POST.get("scale", "4"),
+            },
+            created_by=request.user,
+            request=request,
+        )
+    except job_services.JobParamsError as exc:
+        messages.error(request, f"Cannot upscale: {exc}")
+        return redirect("galleries:output", access.project.pk, output.pk)
+    return redirect(job)
 
 
 @login_required

@@ -27,11 +27,16 @@ class ImageParams(BaseModel):
     denoising_strength: float = Field(0.75, ge=0, le=1, title="Denoising strength")
     hires: bool = Field(False, title="Hi-res fix")
     hires_scale: float = Field(2.0, ge=1, le=4, title="Upscale by")
-    hires_upscaler: Literal["latent", "lanczos"] = Field("latent", title="Upscaler")
+    # "latent", "lanczos" or the name of a registered ESRGAN-family upscaler.
+    hires_upscaler: str = Field("latent", min_length=1, max_length=100, title="Upscaler")
     hires_steps: int = Field(10, ge=1, le=150, title="Hi-res steps")
     hires_denoise: float = Field(0.5, ge=0, le=1, title="Hi-res denoising")
-    controlnet: bool = Field(False, title="ControlNet (canny)")
+    controlnet: bool = Field(False, title="ControlNet")
+    controlnet_model_id: int | None = Field(None, ge=1, title="ControlNet model")
     control_output_id: int | None = Field(None, ge=1, title="Control image (output id)")
+    # "canny": OpenCV edges of the control image, made in the job; "image": used as it is
+    control_preprocess: Literal["canny", "image"] = Field("canny", title="Preprocessor")
+    control_weight: float = Field(1.0, ge=0, le=4, title="Control weight")
     canny_low: int = Field(100, ge=0, le=255)
     canny_high: int = Field(200, ge=0, le=255)
 
@@ -39,6 +44,10 @@ class ImageParams(BaseModel):
     def _controlnet_needs_an_image(self):
         if self.controlnet and not self.control_output_id:
             raise ValueError("ControlNet needs a control image (control_output_id)")
+        if self.controlnet and not self.controlnet_model_id:
+            raise ValueError("ControlNet needs a registered ControlNet model (controlnet_model_id)")
+        if self.canny_low > self.canny_high:
+            raise ValueError("Canny: the low threshold must not exceed the high one")
         return self
 
 
@@ -56,6 +65,7 @@ def check(project, params: ImageParams) -> dict[str, str]:
     name = params.sampler.lower()
     if name not in known and name.rsplit(" ", 1)[0] not in known and not name.startswith("k_"):
         errors["sampler"] = f"Unknown sampler; choose one of: {', '.join(SAMPLER_NAMES)}"
+    errors.update(extra_network_errors(params))
     for field in ("init_output_id", "control_output_id"):
         ref = getattr(params, field)
         if (
@@ -68,10 +78,53 @@ def check(project, params: ImageParams) -> dict[str, str]:
     return errors
 
 
+def extra_network_errors(params: ImageParams) -> dict[str, str]:
+    """LoRA tags, the hi-res upscaler and the ControlNet must name registered, enabled assets."""
+    from apps.models.models import AssetKind, ImageAsset
+    from workers.imaging.prompts import PromptSyntaxError, extract_loras
+
+    errors: dict[str, str] = {}
+    wanted: list[str] = []
+    for field in ("prompt", "negative_prompt"):
+        try:
+            wanted += [name for name, _ in extract_loras(getattr(params, field))[1]]
+        except PromptSyntaxError as exc:
+            errors[field] = str(exc)
+    assets = ImageAsset.objects.filter(enabled=True)
+    if wanted:
+        known = set(assets.filter(kind=AssetKind.LORA).values_list("name", flat=True))
+        missing = [n for n in dict.fromkeys(wanted) if n not in known]
+        if missing:
+            listed = ", ".join(sorted(known)) or "none registered yet"
+            errors["prompt"] = f"Unknown LoRA {', '.join(missing)} (known: {listed})"
+    upscaler = params.hires_upscaler
+    if upscaler.lower() not in ("latent", "lanczos") and not (
+        assets.filter(kind=AssetKind.UPSCALER, name=upscaler).exists()
+    ):
+        errors["hires_upscaler"] = f"No upscaler named {upscaler}"
+    if params.controlnet and not (
+        assets.filter(kind=AssetKind.CONTROLNET, pk=params.controlnet_model_id).exists()
+    ):
+        errors["controlnet_model_id"] = "No such ControlNet model"
+    return errors
+
+
 def run(ctx: JobContext) -> dict:
     from apps.images import services
 
     return services.run_generate(ctx)
+
+
+def batch_key(params: ImageParams):
+    from apps.images import services
+
+    return services.batch_key(params)
+
+
+def run_batch(contexts: list[JobContext]) -> list:
+    from apps.images import services
+
+    return services.run_generate_batch(contexts)
 
 
 register(
@@ -82,7 +135,77 @@ register(
         params=ImageParams,
         runner=run,
         check=check,
+        batch_key=batch_key,
+        batch_runner=run_batch,
         launchable=False,
         description="txt2img / img2img with A1111 prompts, samplers, hi-res fix and ControlNet.",
+    )
+)
+
+
+class UpscaleParams(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    output_id: int = Field(..., ge=1, title="Image (output id)")
+    # "lanczos" or the name of a registered ESRGAN-family upscaler
+    upscaler: str = Field("lanczos", min_length=1, max_length=100, title="Upscaler")
+    scale: float = Field(4.0, ge=1, le=8, title="Upscale by")
+    tile: int = Field(512, ge=32, le=2048, title="Tile size (px)")
+
+
+def check_upscale(project, params: UpscaleParams) -> dict[str, str]:
+    from apps.models.models import AssetKind, ImageAsset
+    from apps.outputs.models import Output
+
+    errors: dict[str, str] = {}
+    source = (
+        Output.objects.filter(pk=params.output_id, project=project, kind="image")
+        .exclude(file_path="")
+        .only("width", "height")
+        .first()
+    )
+    if source is None:
+        errors["output_id"] = f"No image output {params.output_id} in this project"
+    elif max(source.width, source.height) * params.scale > 8192:
+        errors["scale"] = "The result would be larger than 8192 px on a side"
+    if params.upscaler.lower() == "lanczos":
+        return errors
+    asset = ImageAsset.objects.filter(
+        kind=AssetKind.UPSCALER, name=params.upscaler, enabled=True
+    ).first()
+    if asset is None:
+        errors["upscaler"] = f"No upscaler named {params.upscaler}"
+    elif source is not None:
+        # The model runs whole passes (then Lanczos down to the asked size): bound the largest
+        # intermediate image, e.g. 5x with a 4x model computes 16x first.
+        factor, model_scale = 1, max(2, int(asset.info.get("scale", 4)))
+        while factor < params.scale:
+            factor *= model_scale
+        if max(source.width, source.height) * factor > 16384:
+            errors["scale"] = (
+                f"{params.scale:g}x with a {model_scale}x model makes a "
+                f"{max(source.width, source.height) * factor} px intermediate image; choose a "
+                f"power of {model_scale} or a smaller factor"
+            )
+    return errors
+
+
+def run_upscale(ctx: JobContext) -> dict:
+    from apps.images import services
+
+    return services.run_upscale(ctx)
+
+
+register(
+    JobKind(
+        name="image.upscale",
+        label="Image upscale",
+        queue="gpu",
+        params=UpscaleParams,
+        runner=run_upscale,
+        check=check_upscale,
+        launchable=False,
+        description="Upscale a gallery image with Lanczos or a registered ESRGAN-family model, "
+        "in tiles.",
     )
 )

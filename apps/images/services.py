@@ -1,15 +1,17 @@
-"""The platform side of image generation: pipeline from the warm cache, PNGs with infotext into
-media, thumbnails, one gallery Output per image."""
+"""The platform side of image generation: pipeline from the warm cache, registered extra networks
+(LoRAs, embeddings, ControlNets, upscalers) resolved by name, PNGs with infotext into media,
+thumbnails, one gallery Output per image. Compatible queued jobs run together (batch_runner)."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
 from apps.jobs.models import Job
-from apps.models.models import BaseModel
+from apps.models.models import AssetKind, BaseModel, ImageAsset
 from apps.models.services import model_folder
 from apps.outputs.models import Output
 
@@ -26,28 +28,99 @@ def _load_output_image(project_id: int, output_id: int | None):
         return img.convert("RGB")
 
 
-def _pipeline(folder: Path):
+def _pipeline(model: BaseModel, log_to=None):
     from workers.imaging.pipelines import load_pipeline
     from workers.ml.cache import ModelKey, default_cache
 
+    folder = model_folder(model, log_to=log_to)
+    config = model.config_path or None
     pipe, loaded = default_cache().get_or_load(
-        ModelKey(str(folder), device="auto"), lambda: load_pipeline(folder)
+        ModelKey(str(folder), device="auto"), lambda: load_pipeline(folder, config=config)
     )
     return pipe, loaded
 
 
-def run_generate(ctx) -> dict:
-    from PIL import Image
+class _RegisteredUpscaler:
+    """A registered ESRGAN-family upscaler as the hi-res fix's image upscaler (kept warm)."""
 
-    from workers.imaging.infotext import write_png
-    from workers.imaging.pipelines import GenerationRequest, generate_images
+    def __init__(self, asset: ImageAsset, should_stop=None):
+        self.asset = asset
+        self.name = asset.name
+        self.should_stop = should_stop
 
-    p = ctx.params
-    model = BaseModel.objects.get(pk=p.model_id)
-    folder = model_folder(model, log_to=ctx.reporter.log)
-    pipe, loaded = _pipeline(folder)
-    ctx.reporter.log(f"{model.name}: {'loaded' if loaded else 'warm (no load)'}")
-    req = GenerationRequest(
+    def model(self):
+        from workers.imaging.upscalers import load_upscaler
+        from workers.ml.cache import ModelKey, default_cache
+
+        model, _ = default_cache().get_or_load(
+            ModelKey(self.asset.path, device="auto"), lambda: load_upscaler(self.asset.path)
+        )
+        return model
+
+    def __call__(self, image, size):
+        from PIL import Image
+
+        from workers.imaging.upscalers import upscale
+
+        out = upscale(self.model(), image, should_stop=self.should_stop)
+        if out.size != tuple(size):
+            out = out.resize(tuple(size), Image.Resampling.LANCZOS)
+        return out
+
+
+def _assets(kind: str) -> dict[str, ImageAsset]:
+    return {a.name: a for a in ImageAsset.objects.filter(kind=kind, enabled=True)}
+
+
+def build_request(project_id: int, p, model: BaseModel, *, should_stop=None):
+    """The pure GenerationRequest for a job's params, with every named asset resolved to files."""
+    from workers.imaging.pipelines import GenerationRequest
+    from workers.imaging.prompts import extract_embeddings, extract_loras
+
+    extra: dict[str, Any] = {"Model": model.name}
+    loras = []
+    lora_assets = _assets(AssetKind.LORA)
+    for name, weight in extract_loras(p.prompt)[1] + extract_loras(p.negative_prompt)[1]:
+        asset = lora_assets.get(name)
+        if asset is None:
+            raise ValueError(f"Unknown LoRA {name}")
+        loras.append((asset.path, weight))
+    if loras:
+        names = [n for n, _ in extract_loras(p.prompt)[1] + extract_loras(p.negative_prompt)[1]]
+        extra["Lora hashes"] = ", ".join(f"{n}: {lora_assets[n].short_hash}" for n in names)
+    embedding_assets = _assets(AssetKind.EMBEDDING)
+    used = extract_embeddings(f"{p.prompt}\n{p.negative_prompt}", embedding_assets)
+    embeddings = [(name, embedding_assets[name].path) for name in used]
+    if used:
+        extra["TI hashes"] = ", ".join(f"{n}: {embedding_assets[n].short_hash}" for n in used)
+    hires = None
+    if p.hires:
+        upscaler: Any = p.hires_upscaler.lower()
+        if upscaler not in ("latent", "lanczos"):
+            asset = _assets(AssetKind.UPSCALER).get(p.hires_upscaler)
+            if asset is None:
+                raise ValueError(f"No upscaler named {p.hires_upscaler}")
+            upscaler = _RegisteredUpscaler(asset, should_stop)
+        hires = {
+            "scale": p.hires_scale,
+            "steps": p.hires_steps,
+            "denoise": p.hires_denoise,
+            "upscaler": upscaler,
+        }
+    controlnet = None
+    if p.controlnet:
+        asset = ImageAsset.objects.get(
+            pk=p.controlnet_model_id, kind=AssetKind.CONTROLNET, enabled=True
+        )
+        controlnet = {
+            "type": p.control_preprocess,
+            "image": _load_output_image(project_id, p.control_output_id),
+            "low": p.canny_low,
+            "high": p.canny_high,
+            "model": asset.path,
+            "scale": p.control_weight,
+        }
+    return GenerationRequest(
         prompt=p.prompt,
         negative_prompt=p.negative_prompt,
         sampler=p.sampler,
@@ -59,25 +132,95 @@ def run_generate(ctx) -> dict:
         batch_count=p.batch_count,
         batch_size=p.batch_size,
         denoising_strength=p.denoising_strength,
-        init_image=_load_output_image(ctx.project_id, p.init_output_id),
-        hires={
-            "scale": p.hires_scale,
-            "steps": p.hires_steps,
-            "denoise": p.hires_denoise,
-            "upscaler": p.hires_upscaler,
-        }
-        if p.hires
-        else None,
-        controlnet={
-            "type": "canny",
-            "image": _load_output_image(ctx.project_id, p.control_output_id),
-            "low": p.canny_low,
-            "high": p.canny_high,
-        }
-        if p.controlnet
-        else None,
-        extra_params={"Model": model.name},
+        init_image=_load_output_image(project_id, p.init_output_id),
+        hires=hires,
+        controlnet=controlnet,
+        loras=loras,
+        embeddings=embeddings,
+        extra_params=extra,
     )
+
+
+def _thumbnail(image, path: Path) -> None:
+    from PIL import Image
+
+    thumb = image.copy()
+    if max(thumb.size) < THUMB_SIZE:  # tiny demo images: scale up crisply for the grid
+        factor = max(1, THUMB_SIZE // max(thumb.size))
+        thumb = thumb.resize((thumb.width * factor, thumb.height * factor), Image.NEAREST)
+    thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    thumb.save(path, format="PNG")
+
+
+def save_image(
+    *, ctx, image, infotext: str, params: dict, seed, model, prompt="", negative="", tags=()
+) -> dict:
+    """One PNG (A1111 infotext, AI disclosure) named by its SHA-256, a thumbnail and an Output."""
+    from workers.imaging.infotext import write_png
+
+    author_id = Job.objects.filter(pk=ctx.job_id).values_list("created_by_id", flat=True).first()
+    rel_dir = Path("outputs") / str(ctx.project_id)
+    out_dir = Path(settings.MEDIA_ROOT) / rel_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    # Only content and parameters in the file: the same seed and settings give the same bytes.
+    sha = write_png(image, buffer, infotext)
+    name = f"{sha}.png"
+    (out_dir / name).write_bytes(buffer.getvalue())
+    _thumbnail(image, out_dir / f"{sha}.thumb.png")
+    output = Output.objects.create(
+        project_id=ctx.project_id,
+        job_id=ctx.job_id,
+        kind="image",
+        prompt=prompt,
+        negative_prompt=negative,
+        params={**params, "infotext": infotext},
+        seed=seed,
+        base_model=model,
+        sha256=sha,
+        file_path=str(rel_dir / name),
+        thumb_path=str(rel_dir / f"{sha}.thumb.png"),
+        width=image.width,
+        height=image.height,
+        tags=list(tags),
+        created_by_id=author_id,
+    )
+    ctx.reporter.artifact(str(out_dir / name), name=name)
+    url = f"/projects/{ctx.project_id}/gallery/{output.pk}/"
+    return {
+        "id": output.pk,
+        "seed": seed,
+        "url": url,
+        "thumb_url": url + "thumb.png",
+        "width": output.width,
+    }
+
+
+def _save_generated(ctx, model: BaseModel, images) -> list[dict]:
+    p = ctx.params
+    return [
+        save_image(
+            ctx=ctx,
+            image=generated.image,
+            infotext=generated.infotext,
+            params=p.model_dump(),
+            seed=generated.seed,
+            model=model,
+            prompt=p.prompt,
+            negative=p.negative_prompt,
+        )
+        for generated in images
+    ]
+
+
+def run_generate(ctx) -> dict:
+    from workers.imaging.pipelines import generate_images
+
+    p = ctx.params
+    model = BaseModel.objects.get(pk=p.model_id)
+    pipe, loaded = _pipeline(model, log_to=ctx.reporter.log)
+    ctx.reporter.log(f"{model.name}: {'loaded' if loaded else 'warm (no load)'}")
+    req = build_request(ctx.project_id, p, model, should_stop=ctx.reporter.should_stop)
     images = generate_images(
         pipe,
         req,
@@ -85,48 +228,136 @@ def run_generate(ctx) -> dict:
         should_stop=ctx.reporter.should_stop,
         on_preview=ctx.reporter.preview,
     )
-    author_id = Job.objects.filter(pk=ctx.job_id).values_list("created_by_id", flat=True).first()
-    rel_dir = Path("outputs") / str(ctx.project_id)
-    out_dir = Path(settings.MEDIA_ROOT) / rel_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    outputs = []
-    for generated in images:
-        buffer = io.BytesIO()
-        # Only content and parameters in the file: the same seed and settings give the same bytes.
-        sha = write_png(generated.image, buffer, generated.infotext)
-        name = f"{sha}.png"
-        (out_dir / name).write_bytes(buffer.getvalue())
-        thumb = generated.image.copy()
-        if max(thumb.size) < THUMB_SIZE:  # tiny demo images: scale up crisply for the grid
-            factor = max(1, THUMB_SIZE // max(thumb.size))
-            thumb = thumb.resize((thumb.width * factor, thumb.height * factor), Image.NEAREST)
-        thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
-        thumb.save(out_dir / f"{sha}.thumb.png", format="PNG")
-        output = Output.objects.create(
-            project_id=ctx.project_id,
-            job_id=ctx.job_id,
-            kind="image",
-            prompt=p.prompt,
-            negative_prompt=p.negative_prompt,
-            params={**p.model_dump(), "infotext": generated.infotext},
-            seed=generated.seed,
-            base_model=model,
-            sha256=sha,
-            file_path=str(rel_dir / name),
-            thumb_path=str(rel_dir / f"{sha}.thumb.png"),
-            width=generated.image.width,
-            height=generated.image.height,
-            created_by_id=author_id,
+    return {"outputs": _save_generated(ctx, model, images), "model_loaded": loaded}
+
+
+def batch_key(p) -> tuple | None:
+    """Jobs that can share pipeline calls: same model, size and sampling; no init/control image.
+    (The pure generate_batch groups further, e.g. by LoRAs and prompt length.)"""
+    if p.init_output_id or p.controlnet:
+        return None
+    return (
+        p.model_id,
+        p.width,
+        p.height,
+        p.sampler.lower(),
+        p.steps,
+        float(p.cfg_scale),
+        (p.hires, p.hires_scale, p.hires_upscaler, p.hires_steps, p.hires_denoise)
+        if p.hires
+        else None,
+    )
+
+
+def run_generate_batch(contexts: list) -> list:
+    """Several compatible jobs in shared pipeline calls; one result (or exception) per job.
+
+    Progress goes to every job; a member whose user cancels is finished as cancelled at once
+    (its images are dropped); the pipeline stops when every member has been cancelled."""
+    from workers.imaging.pipelines import generate_batch
+    from workers.ml.reporting import JobCancelled
+
+    model = BaseModel.objects.get(pk=contexts[0].params.model_id)
+    lead = contexts[0]
+    pipe, loaded = _pipeline(model, log_to=lead.reporter.log)
+    results: list[Any] = [None] * len(contexts)
+    requests, owners = [], []
+    for i, ctx in enumerate(contexts):
+        try:
+            requests.append(
+                build_request(
+                    ctx.project_id, ctx.params, model, should_stop=ctx.reporter.should_stop
+                )
+            )
+            owners.append(i)
+        except Exception as exc:  # noqa: BLE001 - this member fails alone
+            results[i] = exc
+    for ctx in contexts:
+        ctx.reporter.log(f"{model.name}: {'loaded' if loaded else 'warm (no load)'}")
+    dropped: set[int] = set()
+
+    def check_members() -> bool:
+        for i in owners:
+            if i not in dropped and contexts[i].reporter.should_stop():
+                dropped.add(i)
+                results[i] = JobCancelled("cancelled")
+                if contexts[i].finish_early is not None:
+                    contexts[i].finish_early()
+        return len(dropped) == len(owners)
+
+    def on_step(step, total, *args):
+        check_members()
+        for i in owners:
+            if i not in dropped:
+                contexts[i].reporter.step(step, total)
+
+    def on_preview(image):
+        for i in owners:
+            if i not in dropped:
+                contexts[i].reporter.preview(image)
+                return
+
+    if requests:
+        images = generate_batch(
+            pipe, requests, on_step=on_step, should_stop=check_members, on_preview=on_preview
         )
-        url = f"/projects/{ctx.project_id}/gallery/{output.pk}/"
-        outputs.append(
-            {
-                "id": output.pk,
-                "seed": generated.seed,
-                "url": url,
-                "thumb_url": url + "thumb.png",
-                "width": output.width,
+        for i, generated in zip(owners, images, strict=True):
+            if i in dropped:
+                continue
+            ctx = contexts[i]
+            results[i] = {
+                "outputs": _save_generated(ctx, model, generated),
+                "model_loaded": loaded,
+                "batched_with": [c.job_id for c in contexts if c is not ctx],
             }
+    return results
+
+
+def run_upscale(ctx) -> dict:
+    """A gallery image upscaled into a new output; its infotext keeps the original's parameters
+    and adds A1111's "Postprocess upscale by" / "Postprocess upscaler"."""
+    from PIL import Image
+
+    from workers.imaging.upscalers import lanczos_upscale, upscale
+
+    p = ctx.params
+    source = Output.objects.get(pk=p.output_id, project_id=ctx.project_id, kind="image")
+    with Image.open(Path(settings.MEDIA_ROOT) / source.file_path) as img:
+        image = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+    ctx.reporter.step(0, 1)
+    if p.upscaler.lower() == "lanczos":
+        name = "Lanczos"
+        result = lanczos_upscale(image, p.scale)
+    else:
+        asset = ImageAsset.objects.get(kind=AssetKind.UPSCALER, name=p.upscaler, enabled=True)
+        name = asset.name
+        result = upscale(
+            _RegisteredUpscaler(asset).model(),
+            image,
+            scale=p.scale,
+            tile=p.tile,
+            on_tile=lambda done, total: ctx.reporter.step(done, total),
+            should_stop=ctx.reporter.should_stop,
         )
-        ctx.reporter.artifact(str(out_dir / name), name=name)
-    return {"outputs": outputs, "model_loaded": loaded}
+    ctx.reporter.log(f"{source.width}x{source.height} -> {result.width}x{result.height} ({name})")
+    original = source.params.get("infotext", "")
+    scale = f"{p.scale:g}"
+    extra = f"Postprocess upscale by: {scale}, Postprocess upscaler: {name}"
+    infotext = f"{original}, {extra}" if original else extra
+    saved = save_image(
+        ctx=ctx,
+        image=result,
+        infotext=infotext,
+        params={
+            **source.params,
+            "upscaled_from": source.pk,
+            "upscaler": name,
+            "upscale_by": p.scale,
+        },
+        seed=source.seed,
+        model=source.base_model,
+        prompt=source.prompt,
+        negative=source.negative_prompt,
+        tags=[*source.tags, "upscaled"] if "upscaled" not in source.tags else source.tags,
+    )
+    return {"outputs": [saved], "source": source.pk}

@@ -6,7 +6,8 @@ from django.shortcuts import render
 
 from apps.galleries.selectors import visible_outputs
 from apps.images.jobkinds import ImageParams
-from apps.models.models import BaseModel
+from apps.models.models import AssetKind, BaseModel
+from apps.models.selectors import image_assets
 from apps.projects.selectors import project_access
 
 REUSABLE = (
@@ -26,6 +27,11 @@ REUSABLE = (
     "hires_steps",
     "hires_denoise",
     "model_id",
+    "controlnet_model_id",
+    "control_preprocess",
+    "control_weight",
+    "canny_low",
+    "canny_high",
 )
 
 
@@ -64,6 +70,10 @@ def generate(request: HttpRequest, project_id: int) -> HttpResponse:
             "can_launch": access.can("launch_job"),
             "models": models,
             "samplers": SAMPLER_NAMES,
+            "loras": image_assets(AssetKind.LORA),
+            "embeddings": image_assets(AssetKind.EMBEDDING),
+            "controlnets": image_assets(AssetKind.CONTROLNET),
+            "upscalers": image_assets(AssetKind.UPSCALER),
             "defaults": defaults,
             "reuse": reuse,
             "jobs_api": f"/api/v1/projects/{access.project.pk}/jobs/",

@@ -29,6 +29,9 @@ class JobContext:
     reporter: Any  # workers.ml.reporting.Reporter
     workdir: Path
     checkpoints: Any  # workers.ml.checkpoints.CheckpointStore
+    # Batch members only: finish this job now as cancelled while the rest of its batch runs on
+    # (set by the runtime; a runner calls it when the member's reporter asks to stop).
+    finish_early: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,10 @@ class JobKind:
     # Checks that need the database and the project (a dataset version belongs to it, is approved,
     # a model is ready): (project, validated params) -> {field: message}; empty means fine.
     check: Callable[[Any, pydantic.BaseModel], dict[str, str]] | None = None
+    # Worker-level batching: jobs whose params give equal, non-None keys may run together through
+    # batch_runner(contexts) -> one result dict (or exception) per context, in order.
+    batch_key: Callable[[pydantic.BaseModel], Any] | None = None
+    batch_runner: Callable[[list[JobContext]], list[Any]] | None = None
 
 
 class UnknownKind(KeyError):

@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 
 from apps.models import services
-from apps.models.models import Adapter, BaseModel, ModelSource, ModelStatus
+from apps.models.models import Adapter, BaseModel, ImageAsset, ModelSource, ModelStatus
 
 
 class RegisterModelForm(forms.ModelForm):
@@ -11,16 +11,23 @@ class RegisterModelForm(forms.ModelForm):
 
     class Meta:
         model = BaseModel
-        fields = ["name", "source", "reference", "enabled"]
+        fields = ["name", "source", "reference", "config_path", "enabled"]
         help_texts = {
-            "reference": "Folder (local folder) or .gguf file path on the worker's shared models volume"
+            "reference": "Path on the workers' shared models volume: a Hugging Face folder (text "
+            "models) or diffusers folder (image models), a .gguf file, or a single .safetensors "
+            "SD/SDXL checkpoint",
+            "config_path": "Single-file checkpoints only: a local diffusers folder of the same "
+            "family (SD 1.x, 2.x or SDXL) whose configuration and tokenizer diffusers needs "
+            "offline",
         }
 
     def clean(self):
         data = super().clean()
-        if data.get("source") not in (ModelSource.FOLDER, ModelSource.GGUF):
+        allowed = (ModelSource.FOLDER, ModelSource.GGUF, ModelSource.SINGLE_FILE)
+        if data.get("source") not in allowed:
             raise ValidationError(
-                "Register a local folder or a GGUF file (built-ins are registered automatically)"
+                "Register a local folder, a GGUF file or a single-file checkpoint (built-ins are "
+                "registered automatically)"
             )
         return data
 
@@ -61,6 +68,14 @@ class BaseModelAdmin(admin.ModelAdmin):
                 created = services.model_register_folder(
                     name=obj.name, path=obj.reference, actor=request.user, request=request
                 )
+            elif obj.source == ModelSource.SINGLE_FILE:
+                created = services.model_register_single_file(
+                    name=obj.name,
+                    path=obj.reference,
+                    config_path=obj.config_path,
+                    actor=request.user,
+                    request=request,
+                )
             else:
                 created = services.model_register_gguf(
                     name=obj.name, gguf_path=obj.reference, actor=request.user, request=request
@@ -94,3 +109,49 @@ class AdapterAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+class RegisterAssetForm(forms.ModelForm):
+    class Meta:
+        model = ImageAsset
+        fields = ["kind", "name", "path", "license", "enabled"]
+        help_texts = {
+            "name": "What prompts use: <lora:NAME:0.8> for LoRAs, the bare NAME for embeddings",
+            "path": "On the workers' shared models volume: a .safetensors file (LoRA, embedding, "
+            "ESRGAN-family upscaler) or a diffusers folder (ControlNet)",
+        }
+
+
+@admin.register(ImageAsset)
+class ImageAssetAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "family", "short_hash", "license", "enabled", "created_at")
+    list_filter = ("kind", "family", "enabled")
+    search_fields = ("name", "path")
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = RegisterAssetForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return [f.name for f in ImageAsset._meta.fields if f.name not in ("enabled", "license")]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        try:
+            created = services.asset_register(
+                kind=obj.kind,
+                name=obj.name,
+                path=obj.path,
+                license=obj.license,
+                actor=request.user,
+                request=request,
+            )
+        except ValidationError as exc:
+            messages.error(request, "; ".join(exc.messages))
+            obj.pk = None
+            return
+        obj.pk = created.pk

@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy as _
 class ModelSource(models.TextChoices):
     BUILTIN = "builtin", _("Built in")
     FOLDER = "folder", _("Local folder")
+    SINGLE_FILE = "single_file", _("Single .safetensors checkpoint")
     GGUF = "gguf", _("GGUF file (converted once)")
     HUB = "hub", _("Hub id (only when the network allows)")
 
@@ -30,6 +31,9 @@ class BaseModel(models.Model):
     reference = models.CharField(max_length=500, blank=True)
     # The prepared safetensors folder the workers load (absolute path on the shared models volume).
     path = models.CharField(max_length=500, blank=True)
+    # Single-file image checkpoints: a local diffusers folder of the same family whose configs
+    # (scheduler, tokenizer, component shapes) diffusers' from_single_file needs when offline.
+    config_path = models.CharField(max_length=500, blank=True)
     status = models.CharField(
         max_length=16, choices=ModelStatus.choices, default=ModelStatus.PENDING
     )
@@ -101,3 +105,47 @@ class Adapter(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class AssetKind(models.TextChoices):
+    LORA = "lora", _("Image LoRA")
+    EMBEDDING = "embedding", _("Textual-inversion embedding")
+    CONTROLNET = "controlnet", _("ControlNet")
+    UPSCALER = "upscaler", _("Upscaler (ESRGAN family)")
+
+
+class ImageAsset(models.Model):
+    """Extra networks for image models, registered by admins, usable by every project.
+
+    LoRAs are used with ``<lora:name:weight>`` in a prompt and embeddings by writing their name,
+    as in A1111; ControlNets and upscalers are chosen on the image form and the gallery.
+    """
+
+    kind = models.CharField(max_length=16, choices=AssetKind.choices)
+    # The name prompts use: letters, digits, '_', '-', '.' (no spaces or ':').
+    name = models.CharField(max_length=100)
+    # A .safetensors file (LoRA, embedding, upscaler) or a diffusers folder (ControlNet).
+    path = models.CharField(max_length=500)
+    family = models.CharField(max_length=16, blank=True)  # "sd", "sdxl" or "" (any)
+    sha256 = models.CharField(max_length=64, blank=True)
+    info = models.JSONField(default=dict, blank=True)
+    license = models.CharField(max_length=100, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["kind", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "name"], name="image_asset_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.name}"
+
+    @property
+    def short_hash(self) -> str:
+        """A1111 writes the first 10 (LoRA, model) or 12 (embedding) hex digits of the SHA-256."""
+        return self.sha256[:12] if self.kind == AssetKind.EMBEDDING else self.sha256[:10]

@@ -2,12 +2,21 @@ from __future__ import annotations
 
 from django.http import Http404
 
-from apps.models.models import Adapter, BaseModel
+from apps.models.models import Adapter, BaseModel, ImageAsset
 from apps.projects.selectors import ProjectAccess, project_access
 
 
 def text_models() -> list[BaseModel]:
     return list(BaseModel.objects.filter(kind="text", enabled=True))
+
+
+def image_models() -> list[BaseModel]:
+    return list(BaseModel.objects.filter(kind="image", enabled=True))
+
+
+def image_assets(kind: str | None = None) -> list[ImageAsset]:
+    assets = ImageAsset.objects.filter(enabled=True)
+    return list(assets.filter(kind=kind) if kind else assets)
 
 
 def project_adapters(*, access: ProjectAccess) -> list[Adapter]:

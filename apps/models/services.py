@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from apps.audit.services import audit_record
-from apps.models.models import BaseModel, ModelSource, ModelStatus
+from apps.models.models import AssetKind, BaseModel, ImageAsset, ModelSource, ModelStatus
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,40 @@ def _apply_info(model: BaseModel, folder: Path) -> None:
     model.info = {**model.info, **data}
 
 
+def _apply_single_file_info(model: BaseModel, file: Path) -> None:
+    """Single-file checkpoints: the family from the tensor names, the size from the header."""
+    from workers.imaging.assets import _count, _header
+    from workers.imaging.pipelines import _check_folder, _single_file_family
+    from workers.ml.models import ModelRefused
+
+    family = _single_file_family(file)
+    config = Path(model.config_path) if model.config_path else None
+    if config is not None:
+        config_family = _check_folder(config)
+        if config_family != family:
+            raise ModelRefused(
+                f"{config}: a {config_family} configuration cannot load a {family} checkpoint"
+            )
+    model.path = str(file)
+    model.status = ModelStatus.READY
+    model.error = ""
+    model.architecture = (
+        "StableDiffusionXLPipeline" if family == "sdxl" else "StableDiffusionPipeline"
+    )
+    model.model_type = "single_file"
+    model.parameters = _count(_header(file))
+    model.info = {**model.info, "family": family}
+
+
 def _apply_image_info(model: BaseModel, folder: Path) -> None:
     """Diffusers folders: safetensors only (pickles refused), class and size from model_index.json."""
     import json
 
     from workers.ml.models import ModelRefused
+
+    if folder.is_file():
+        _apply_single_file_info(model, folder)
+        return
 
     pickles = [
         p.name for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -145,6 +175,110 @@ def model_register_folder(*, name: str, path: str, actor, request=None) -> BaseM
     return model
 
 
+def model_register_single_file(
+    *, name: str, path: str, config_path: str = "", actor, request=None
+) -> BaseModel:
+    """Register a single-file SD/SDXL checkpoint (A1111 style). Offline, diffusers needs a local
+    diffusers folder of the same family for the configuration: ``config_path``."""
+    from workers.ml.models import ModelRefused
+
+    file = Path(path).expanduser()
+    if BaseModel.objects.filter(name=name.strip()).exists():
+        raise ValidationError({"name": "A model with this name exists"})
+    if file.suffix.lower() != ".safetensors":
+        raise ValidationError(
+            {"path": f"{file.name}: only .safetensors checkpoints (pickles can run code)"}
+        )
+    if not file.is_file():
+        raise ValidationError({"path": f"{file} is not a file on the server"})
+    if config_path and not Path(config_path).expanduser().is_dir():
+        raise ValidationError({"config_path": f"{config_path} is not a folder on the server"})
+    from workers.ml.models import hub_allowed
+
+    if not config_path and not hub_allowed():
+        raise ValidationError(
+            {
+                "config_path": "This installation is offline: give a local diffusers folder of "
+                "the same family (SD 1.x, 2.x or SDXL) for the checkpoint's configuration"
+            }
+        )
+    model = BaseModel(
+        name=name.strip(),
+        kind="image",
+        source=ModelSource.SINGLE_FILE,
+        reference=str(file),
+        config_path=str(Path(config_path).expanduser()) if config_path else "",
+        created_by=actor,
+    )
+    try:
+        _apply_image_info(model, file)
+    except ModelRefused as exc:
+        raise ValidationError({"path": str(exc)}) from None
+    model.save()
+    audit_record(
+        action="model.register",
+        actor=actor,
+        target=model,
+        request=request,
+        data={"name": model.name, "source": model.source, "path": str(file)},
+    )
+    return model
+
+
+ASSET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
+
+
+def asset_register(
+    *, kind: str, name: str, path: str, actor, license: str = "", request=None
+) -> ImageAsset:
+    """Register a LoRA, embedding, ControlNet or upscaler after checking its files."""
+    from workers.imaging import assets
+    from workers.ml.models import ModelRefused
+
+    name = name.strip()
+    if kind not in AssetKind.values:
+        raise ValidationError({"kind": f"Unknown kind {kind!r}"})
+    if not ASSET_NAME.match(name):
+        raise ValidationError(
+            {"name": "Use letters, digits, '_', '-' and '.' only: prompts refer to it by name"}
+        )
+    if ImageAsset.objects.filter(kind=kind, name=name).exists():
+        raise ValidationError({"name": f"A {AssetKind(kind).label} named {name} exists"})
+    source = Path(path).expanduser()
+    try:
+        if kind == AssetKind.LORA:
+            info = assets.inspect_lora(source)
+        elif kind == AssetKind.EMBEDDING:
+            info = assets.inspect_embedding(source)
+        elif kind == AssetKind.CONTROLNET:
+            info = assets.inspect_controlnet(source)
+        else:
+            from workers.imaging.upscalers import inspect_upscaler
+
+            info = inspect_upscaler(source)
+    except ModelRefused as exc:
+        raise ValidationError({"path": str(exc)}) from None
+    stored = Path(info.get("file", source))
+    asset = ImageAsset.objects.create(
+        kind=kind,
+        name=name,
+        path=str(stored),
+        family=info.get("family", ""),
+        sha256=assets.file_sha256(stored),
+        info={k: v for k, v in info.items() if k != "file"},
+        license=license,
+        created_by=actor,
+    )
+    audit_record(
+        action="model.asset_register",
+        actor=actor,
+        target=asset,
+        request=request,
+        data={"kind": kind, "name": name, "path": str(stored)},
+    )
+    return asset
+
+
 def model_register_gguf(*, name: str, gguf_path: str, actor, request=None) -> BaseModel:
     """Register a GGUF file: converted once to a safetensors folder on first use."""
     file = Path(gguf_path).expanduser()
@@ -177,14 +311,14 @@ def _prepare_lock(key: str):
 
 def model_folder(model: BaseModel, *, log_to=None) -> Path:
     """The model's prepared folder, converting or building it first if needed (workers only)."""
-    if model.is_ready and Path(model.path).is_dir():
+    if model.is_ready and Path(model.path).exists():
         return Path(model.path)
     from workers.ml import models as ml_models
 
     root = Path(settings.MODELS_DIR)
     with _prepare_lock(f"model-{model.pk}"):
         model.refresh_from_db()
-        if model.is_ready and Path(model.path).is_dir():
+        if model.is_ready and Path(model.path).exists():
             return Path(model.path)
         if log_to:
             log_to(f"preparing {model.name} (first use)")
@@ -207,7 +341,7 @@ def model_folder(model: BaseModel, *, log_to=None) -> Path:
                     ml_models.build_tiny_llama(folder, seed=0)
             elif model.source == ModelSource.GGUF:
                 folder = ml_models.convert_gguf(Path(model.reference), root / f"gguf-{model.pk}")
-            elif model.source == ModelSource.FOLDER:
+            elif model.source in (ModelSource.FOLDER, ModelSource.SINGLE_FILE):
                 folder = Path(model.reference)
             else:
                 raise ml_models.ModelRefused(

@@ -25,6 +25,8 @@ def model_list(request: HttpRequest, project_id: int) -> HttpResponse:
             "project": access.project,
             "membership": access,
             "models": selectors.text_models(),
+            "image_models": selectors.image_models(),
+            "image_assets": selectors.image_assets(),
             "adapters": selectors.project_adapters(access=access),
             "can_launch": access.can("launch_job"),
         },

@@ -3,7 +3,7 @@
 // images (read from the job's result) linking to their gallery pages. The job, not this page, is
 // the source of truth: the images are saved server-side whatever happens to this tab.
 
-import { TERMINAL_STATES, bindIndicator, connectLive, format, loadStrings, setProgress } from "./live.js";
+import { TERMINAL_STATES, bindIndicator, followJob, format, loadStrings, setProgress } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("im-form");
@@ -376,28 +376,17 @@ function applyEvent(run, kind, data) {
 }
 
 function follow(run) {
-  connectLive({
-    path: `/ws/jobs/${run.id}/`,
-    query: () => `after=${run.lastSeq}`,
-    onMessage: (msg) => {
-      if (run !== current) return; // a newer run owns the page now
-      if (msg.type === "snapshot" && msg.job) {
-        setState(run, msg.job.state);
-        if (msg.job.progress != null) setProgress(ui.progress, msg.job.progress);
-      } else if (msg.type === "event") {
-        const seq = Number(msg.seq);
-        // Replay and live delivery overlap around a reconnect: apply each seq once.
-        if (!Number.isFinite(seq) || seq <= run.lastSeq) return;
-        run.lastSeq = seq;
-        applyEvent(run, msg.kind, msg.data ?? {});
-      }
+  followJob(run, {
+    isCurrent: () => run === current,
+    onSnapshot: (job) => {
+      setState(run, job.state);
+      if (job.progress != null) setProgress(ui.progress, job.progress);
     },
+    onEvent: (kind, data) => applyEvent(run, kind, data),
     onStatus: (status) => {
-      if (run !== current) return;
       ui.live.hidden = false;
       bindIndicator(ui.live, strings)(status);
     },
-    shouldStop: (ev) => run !== current || (TERMINAL_STATES.has(run.state) && ev.code === 1000),
   });
 }
 
@@ -495,6 +484,23 @@ if (form && ui.model) {
   for (const el of [ui.width, ui.height]) el.addEventListener("input", () => (el.dataset.touched = "1"));
   ui.hiresOn?.addEventListener("change", syncSections);
   ui.controlOn?.addEventListener("change", syncSections);
+  // LoRA and embedding chips insert their text at the cursor of the prompt last focused.
+  let promptTarget = ui.prompt;
+  for (const el of form.querySelectorAll("textarea")) el.addEventListener("focus", () => (promptTarget = el));
+  for (const chip of form.querySelectorAll(".im-insert")) {
+    chip.addEventListener("click", () => {
+      const el = promptTarget ?? ui.prompt;
+      const text = chip.dataset.insert;
+      const start = el.selectionStart ?? el.value.length;
+      const end = el.selectionEnd ?? start;
+      const before = el.value.slice(0, start);
+      const pad = before && !/[\s,(]$/.test(before) ? ", " : "";
+      el.value = before + pad + text + el.value.slice(end);
+      const caret = start + pad.length + text.length;
+      el.focus();
+      el.setSelectionRange(caret, caret);
+    });
+  }
   // Choosing a control image means wanting ControlNet.
   ui.control?.addEventListener("change", () => {
     if (ui.control.value && ui.controlOn && !ui.controlOn.checked) {

@@ -136,3 +136,32 @@ export function setProgress(bar, fraction, textEl) {
   if (fill) fill.style.width = `${pct}%`;
   if (textEl) textEl.textContent = `${pct}%`;
 }
+
+/**
+ * Follow one job's websocket for a page that runs jobs in place (images, playground): replay
+ * from run.lastSeq after every reconnect, apply each event seq exactly once, stop when the run is
+ * no longer the page's current one or its job ended and the server closed normally.
+ * run: { id, lastSeq, state } (lastSeq is advanced here; state is the page's to set).
+ */
+export function followJob(run, { isCurrent, onSnapshot, onEvent, onStatus = () => {} }) {
+  connectLive({
+    path: `/ws/jobs/${run.id}/`,
+    query: () => `after=${run.lastSeq}`,
+    onMessage: (msg) => {
+      if (!isCurrent()) return; // a newer run owns the page now
+      if (msg.type === "snapshot" && msg.job) {
+        onSnapshot(msg.job);
+      } else if (msg.type === "event") {
+        const seq = Number(msg.seq);
+        // Replay and live delivery overlap around a reconnect: apply each seq once.
+        if (!Number.isFinite(seq) || seq <= run.lastSeq) return;
+        run.lastSeq = seq;
+        onEvent(msg.kind, msg.data ?? {});
+      }
+    },
+    onStatus: (status) => {
+      if (isCurrent()) onStatus(status);
+    },
+    shouldStop: (ev) => !isCurrent() || (TERMINAL_STATES.has(run.state) && ev.code === 1000),
+  });
+}

@@ -2,7 +2,7 @@
 // and streams each run's text into its own column. The job (not this page) is the source of truth:
 // reloading the job page replays the same events, and the outputs are saved server-side.
 
-import { TERMINAL_STATES, bindIndicator, connectLive, format, loadStrings, setProgress } from "./live.js";
+import { TERMINAL_STATES, bindIndicator, followJob, format, loadStrings, setProgress } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("pg-form");
@@ -261,28 +261,17 @@ function applyEvent(run, kind, data) {
 }
 
 function follow(run) {
-  connectLive({
-    path: `/ws/jobs/${run.id}/`,
-    query: () => `after=${run.lastSeq}`,
-    onMessage: (msg) => {
-      if (run !== current) return; // a newer run owns the page now
-      if (msg.type === "snapshot" && msg.job) {
-        setState(run, msg.job.state);
-        if (msg.job.progress != null) setProgress(ui.progress, msg.job.progress);
-      } else if (msg.type === "event") {
-        const seq = Number(msg.seq);
-        // Replay and live delivery overlap around a reconnect: apply each seq once.
-        if (!Number.isFinite(seq) || seq <= run.lastSeq) return;
-        run.lastSeq = seq;
-        applyEvent(run, msg.kind, msg.data ?? {});
-      }
+  followJob(run, {
+    isCurrent: () => run === current,
+    onSnapshot: (job) => {
+      setState(run, job.state);
+      if (job.progress != null) setProgress(ui.progress, job.progress);
     },
+    onEvent: (kind, data) => applyEvent(run, kind, data),
     onStatus: (status) => {
-      if (run !== current) return;
       ui.live.hidden = false;
       bindIndicator(ui.live, strings)(status);
     },
-    shouldStop: (ev) => run !== current || (TERMINAL_STATES.has(run.state) && ev.code === 1000),
   });
 }
 

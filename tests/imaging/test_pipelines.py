@@ -441,3 +441,19 @@ def test_request_normalises_nested_settings():
     req = request(hires={"scale": 2, "upscaler": "Lanczos"}, loras=[["a.safetensors", 1]])
     assert req.hires.upscaler == "lanczos" and req.hires.target_size(64, 48) == (128, 96)
     assert req.loras == (("a.safetensors", 1.0),)
+
+
+def test_img2img_and_hires_run_at_least_one_step_when_steps_times_denoise_is_below_one(pipe):
+    # diffusers runs int(steps * strength) steps (none for 2 x 0.3); A1111 always runs one.
+    base = generate_images(pipe, request(steps=2, width=32, height=32))[0].image
+    seen: list[tuple[int, int]] = []
+    out = generate_images(
+        pipe,
+        request(steps=2, width=32, height=32, init_image=base, denoising_strength=0.3),
+        on_step=lambda step, total, *a: seen.append((step, total)),
+    )
+    assert out[0].image.size == (32, 32) and seen and seen[-1][0] == seen[-1][1]
+    hires = generate_images(
+        pipe, request(steps=2, width=32, height=32, hires={"scale": 2, "steps": 2, "denoise": 0.3})
+    )
+    assert hires[0].image.size == (64, 64)

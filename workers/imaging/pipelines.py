@@ -4,7 +4,8 @@
 - :func:`load_pipeline`: a diffusers folder or a single ``.safetensors`` checkpoint; pickle-based
   checkpoints (``.ckpt``, ``.pt``, ``.bin``, ...) are refused.
 - :func:`generate_images`: one request → :class:`GeneratedImage` per image, with A1111 prompt
-  weights, sampler names, per-image seeds (``seed + i``), img2img, hi-res fix, ControlNet, LoRAs,
+  weights, sampler names, per-image seeds (``seed + i``), img2img, hi-res fix (latent, Lanczos or
+  an image upscaler such as ESRGAN), ControlNet, LoRAs, textual-inversion embeddings by name,
   per-step progress with small previews, and cancel at the next step.
 - :func:`generate_batch`: several compatible requests in one pipeline call, each getting exactly
   the images it would have had alone.
@@ -24,6 +25,9 @@ Pure code: no Django, no Celery; torch and diffusers are imported inside functio
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
+import hashlib
 import math
 import os
 import secrets
@@ -45,6 +49,7 @@ __all__ = [
     "GenerationCancelled",
     "GenerationRequest",
     "HiresFix",
+    "ImageUpscaler",
     "InvalidRequest",
     "ModelRefused",
     "PICKLE_SUFFIXES",
@@ -64,6 +69,8 @@ MAX_BATCH_COUNT = 100
 MAX_SEED = 2**32 - 1
 DEFAULT_PREVIEW_INTERVAL = 0.5  # seconds between previews (at most two a second)
 PREVIEW_MAX_LATENT_SIDE = 32  # previews decode at most a 32×32 latent (256 px for SD)
+MAX_EMBEDDING_VECTORS = 75  # one prompt chunk; A1111 cannot use a longer embedding either
+EMBEDDING_TOKEN = "<atelier-ti-{}>"  # the private tokens an embedding's vectors are written as
 
 # A1111's "Approx cheap" latent → RGB factors for SD 1.x/2.x (scaling factor 0.18215) and SDXL.
 _SD_LATENT_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721), (-0.2120, -0.2616, -0.7177))  # fmt: skip
@@ -108,14 +115,25 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+#: An image upscaler for the hi-res fix: ``(PIL image, (width, height)) -> PIL image``. Its
+#: ``name`` attribute, when it has one, is recorded as the infotext's "Hires upscaler".
+ImageUpscaler = Callable[[Any, tuple[int, int]], Any]
+
+
 @dataclass(frozen=True)
 class HiresFix:
-    """A1111's hi-res fix: upscale the first pass, then an img2img pass of its own."""
+    """A1111's hi-res fix: upscale the first pass, then an img2img pass of its own.
+
+    ``upscaler`` is "latent" (interpolate the latents), "lanczos" (decode, PIL Lanczos,
+    re-encode) or an :data:`ImageUpscaler` callable (decode, call it, Lanczos to the exact target
+    size if it returned another, re-encode), e.g. an ESRGAN model. A callable compares by
+    identity: requests share a pipeline call only when they pass the same upscaler object.
+    """
 
     scale: float = 2.0
     steps: int = 0  # 0: the request's steps, as in A1111
     denoise: float = 0.7
-    upscaler: str = "latent"  # "latent" (interpolate latents) or "lanczos" (PIL, then re-encode)
+    upscaler: str | ImageUpscaler = "latent"
 
     def __post_init__(self) -> None:
         _check(_is_number(self.scale) and 1.0 <= self.scale <= 8.0, "hires scale must be 1..8")
@@ -124,9 +142,28 @@ class HiresFix:
             _is_number(self.denoise) and 0.0 < self.denoise <= 1.0,
             "hires denoising strength must be in (0, 1]",
         )
+        if callable(self.upscaler) and not isinstance(self.upscaler, str):
+            return
         upscaler = str(self.upscaler).strip().lower()
-        _check(upscaler in UPSCALERS, f"hires upscaler must be one of {', '.join(UPSCALERS)}")
+        _check(
+            upscaler in UPSCALERS,
+            f"hires upscaler must be one of {', '.join(UPSCALERS)} or an image upscaler callable",
+        )
         object.__setattr__(self, "upscaler", upscaler)
+
+    @property
+    def upscaler_name(self) -> str:
+        """The upscaler as A1111's infotext names it ("Latent", "Lanczos", a model's name)."""
+        if isinstance(self.upscaler, str):
+            return UPSCALERS[self.upscaler]
+        return str(getattr(self.upscaler, "name", "") or "custom")
+
+    def key(self) -> tuple:
+        """A hashable key: equal for settings that give the same second pass."""
+        upscaler = (
+            self.upscaler if isinstance(self.upscaler, str) else ("callable", id(self.upscaler))
+        )
+        return (float(self.scale), self.steps, float(self.denoise), upscaler)
 
     def target_size(self, width: int, height: int) -> tuple[int, int]:
         """The second pass's size: the base size times ``scale``, down to a multiple of 8."""
@@ -171,8 +208,11 @@ class GenerationRequest:
     ``batch_count`` × ``batch_size`` images). ``init_image`` makes it img2img
     (``denoising_strength`` applies). ``hires`` and ``controlnet`` accept dicts. ``loras`` are
     ``(path to .safetensors, weight)`` pairs; ``<lora:...>`` tags in the prompt are removed
-    before encoding (the caller resolves them to paths). ``extra_params`` are added to each
-    image's infotext params (``Model``, ``Model hash``, ``Lora hashes``, ...).
+    before encoding (the caller resolves them to paths). ``embeddings`` are textual-inversion
+    ``(name, path to .safetensors)`` pairs: a name used in the prompt or negative prompt (as
+    :func:`~workers.imaging.prompts.extract_embeddings` finds it) stands for the embedding's
+    vectors; unused ones are never read. ``extra_params`` are added to each image's infotext
+    params (``Model``, ``Model hash``, ``Lora hashes``, ...) and win over the computed ones.
     """
 
     prompt: str
@@ -191,6 +231,7 @@ class GenerationRequest:
     hires: HiresFix | Mapping[str, Any] | None = None
     controlnet: ControlNetSpec | Mapping[str, Any] | None = None
     loras: Sequence[tuple[str, float]] = ()
+    embeddings: Sequence[tuple[str, str]] = ()
     clip_skip: int = 1
     extra_params: Mapping[str, Any] = field(default_factory=dict)
 
@@ -241,6 +282,20 @@ class GenerationRequest:
             _check(_is_number(weight) and -10 <= weight <= 10, "LoRA weight must be -10..10")
             loras.append((str(path), float(weight)))
         object.__setattr__(self, "loras", tuple(loras))
+        embeddings: dict[str, tuple[str, str]] = {}
+        for item in self.embeddings:
+            _check(
+                isinstance(item, tuple | list) and len(item) == 2, "embeddings: (name, path) pairs"
+            )
+            name, path = item
+            _check(isinstance(name, str) and name.strip() != "", "embedding name required")
+            _check(
+                isinstance(path, str | os.PathLike) and str(path) != "", "embedding path required"
+            )
+            name, path = name.strip(), str(path)
+            previous = embeddings.setdefault(name.lower(), (name, path))
+            _check(previous[1] == path, f"embedding {name!r} given twice with different files")
+        object.__setattr__(self, "embeddings", tuple(embeddings.values()))
         object.__setattr__(self, "extra_params", dict(self.extra_params))
         try:
             from workers.imaging.samplers import resolve_sampler
@@ -378,6 +433,45 @@ def _family(pipe: Any) -> str:
     return "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd"
 
 
+_FAMILY_NAMES = {"sd": "Stable Diffusion 1.x/2.x", "sdxl": "SDXL"}
+
+
+def _single_file_config(
+    source: Path, family: str, config: str | os.PathLike[str] | None
+) -> dict[str, Any]:
+    """``from_single_file`` arguments for a checkpoint's configuration.
+
+    A local diffusers folder is checked (safetensors only, no custom code, same family) and
+    used without the hub (its tokenizer, scheduler and component configs). Without one, diffusers
+    would look the matching configuration up on the hub: offline that is refused here, at once,
+    rather than after diffusers' retries.
+    """
+    from workers.ml.models import hub_allowed
+
+    if config is None:
+        if hub_allowed():
+            return {}
+        raise ModelRefused(
+            f"{source.name}: a single-file checkpoint needs its configuration, which diffusers "
+            "fetches from the Hugging Face hub; offline, pass config= a local diffusers folder of "
+            f"the same family ({_FAMILY_NAMES[family]}), e.g. the base model it was fine-tuned from"
+        )
+    folder = Path(config).expanduser()
+    if folder.is_dir():
+        config_family = _check_folder(folder)
+        if config_family != family:
+            raise ModelRefused(
+                f"{source.name} is a {_FAMILY_NAMES[family]} checkpoint but its config "
+                f"{folder.name} is a {_FAMILY_NAMES[config_family]} pipeline folder"
+            )
+        return {"config": str(folder), "local_files_only": True}
+    if not hub_allowed():
+        raise ModelRefused(
+            f"config {config}: not a local diffusers folder (offline, a hub id cannot be fetched)"
+        )
+    return {"config": str(config)}  # a hub repo id
+
+
 def load_pipeline(
     path: str | os.PathLike[str],
     device: Any = "auto",
@@ -389,13 +483,14 @@ def load_pipeline(
 
     ``path`` is a diffusers folder (``model_index.json``) or a single ``.safetensors``
     checkpoint, loaded with ``from_single_file``; ``config`` is a local diffusers folder giving
-    the single file's configuration (needed offline: otherwise diffusers looks the matching
-    configuration up on the hub). ``.ckpt``/``.pt``/``.bin`` and other pickle files raise
+    the single file's configuration: its tokenizer, scheduler and component shapes (required
+    offline: otherwise diffusers looks the matching configuration up on the hub; a base model of
+    the same family does). ``.ckpt``/``.pt``/``.bin`` and other pickle files raise
     :class:`ModelRefused`. ``device``/``dtype`` "auto": CUDA with bf16/fp16 when present, else
     CPU float32. The safety checker is not loaded (moderation is the review stage's job).
     """
 
-    from workers.ml.models import hub_allowed, resolve_device, resolve_dtype
+    from workers.ml.models import resolve_device, resolve_dtype
 
     source = Path(path).expanduser()
     _refuse_pickle(source)
@@ -409,22 +504,18 @@ def load_pipeline(
             raise ModelRefused(f"{source.name}: a single-file model must be a .safetensors file")
         family = _single_file_family(source)
         cls = _classes(family)["txt2img"]
-        kwargs: dict[str, Any] = {"dtype": torch_dtype}
-        if config is not None:
-            kwargs["config"] = str(config)
-        if not hub_allowed():
-            kwargs["local_files_only"] = True
+        kwargs: dict[str, Any] = {
+            "dtype": torch_dtype,
+            **_single_file_config(source, family, config),
+        }
         if family == "sd":
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         try:
             pipe = cls.from_single_file(str(source), **kwargs)
         except Exception as exc:
-            hint = (
-                " (offline: pass config= a local diffusers folder of the same family)"
-                if config is None and not hub_allowed()
-                else ""
-            )
-            raise ModelRefused(f"{source.name}: cannot be loaded as {family}: {exc}{hint}") from exc
+            raise ModelRefused(
+                f"{source.name}: cannot be loaded as {_FAMILY_NAMES[family]}: {exc}"
+            ) from exc
     else:
         family = _check_folder(source)
         cls = _classes(family)["txt2img"]
@@ -643,6 +734,251 @@ def _loras_applied(pipe: Any, loras: Sequence[tuple[str, float]]) -> Iterator[No
                 pipe.unload_lora_weights()
 
 
+# --------------------------------------------------------------------------------------------
+# Textual-inversion embeddings
+# --------------------------------------------------------------------------------------------
+#
+# Not diffusers' load_textual_inversion/unload_textual_inversion: on an SD-sized text encoder
+# (49,408 tokens) that pair took 2-4 s per request on CPU (mean-resizing the embedding matrix,
+# rebuilding the fast tokenizer), its unload left a multi-vector embedding's extra tokens
+# behind and the encoder's vocab_size enlarged, and a name is only an added token (vocabulary
+# clashes, case, words inside words). Instead an embedding's vectors are written into the
+# prompt as private tokens (EMBEDDING_TOKEN) known only to a cached copy of the tokenizer, and
+# while the prompt is encoded the text encoder's token lookup returns the vectors for those ids.
+# The loaded pipeline's tokenizer, weights and config are never changed.
+
+
+@dataclass
+class _Embedding:
+    """One textual-inversion file: its vectors per text encoder and A1111's short hash."""
+
+    name: str
+    vectors: dict[str, Any]  # "clip" (SD 1.x/2.x) or "clip_l"/"clip_g" (SDXL) → (n, width)
+    short_hash: str  # the first 12 hex digits of the file's sha256, as A1111's "TI hashes"
+
+    @property
+    def n_vectors(self) -> int:
+        return int(next(iter(self.vectors.values())).shape[0])
+
+
+def _read_embedding(name: str, path: str) -> _Embedding:
+    """An embedding file's vectors (A1111 ``emb_params``/``string_to_param``, diffusers
+    ``{token: vectors}``, SDXL ``clip_l``/``clip_g``); pickle and other files refused."""
+    source = Path(path).expanduser()
+    _refuse_pickle(source)
+    if source.suffix.lower() != ".safetensors" or not source.is_file():
+        raise ModelRefused(f"embedding {name}: {source} is not a .safetensors file")
+    stat = source.stat()
+    return _read_embedding_file(name, str(source.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)  # the same few negative embeddings come with most requests
+def _read_embedding_file(name: str, path: str, _mtime_ns: int, _size: int) -> _Embedding:
+    from safetensors.torch import load
+
+    data = Path(path).read_bytes()
+    try:
+        state = load(data)
+    except Exception as exc:  # noqa: BLE001 - a broken or non-safetensors file
+        raise ModelRefused(f"embedding {name}: not a readable safetensors file ({exc})") from exc
+    if "clip_l" in state or "clip_g" in state:
+        vectors = {k: state[k] for k in ("clip_l", "clip_g") if k in state}
+    else:
+        key = next((k for k in ("emb_params", "string_to_param.*") if k in state), None)
+        if key is None and len(state) == 1:  # diffusers: {"<token>": vectors}
+            key = next(iter(state))
+        if key is None:
+            raise ModelRefused(
+                f"embedding {name}: not a textual-inversion embedding (no emb_params, "
+                f"clip_l/clip_g or single tensor; found {', '.join(sorted(state)[:6])})"
+            )
+        vectors = {"clip": state[key]}
+    for key, value in vectors.items():
+        if value.ndim == 1:
+            value = value[None]
+        if (
+            value.ndim != 2
+            or not value.is_floating_point()
+            or not 1 <= value.shape[0] <= MAX_EMBEDDING_VECTORS
+        ):
+            raise ModelRefused(
+                f"embedding {name}: {key} must be 1..{MAX_EMBEDDING_VECTORS} vectors "
+                f"(a float tensor [n, width]), not {value.dtype} {list(value.shape)}"
+            )
+        vectors[key] = value
+    if len({v.shape[0] for v in vectors.values()}) != 1:
+        raise ModelRefused(f"embedding {name}: clip_l and clip_g have different vector counts")
+    return _Embedding(name, vectors, hashlib.sha256(data).hexdigest()[:12])
+
+
+def _text_encoders(pipe: Any) -> list[tuple[str, str, str]]:
+    """``(tokenizer attribute, text encoder attribute, embedding key)`` of the pipeline's CLIPs."""
+    if _family(pipe) == "sdxl":
+        pairs = [
+            ("tokenizer", "text_encoder", "clip_l"),
+            ("tokenizer_2", "text_encoder_2", "clip_g"),
+        ]
+    else:
+        pairs = [("tokenizer", "text_encoder", "clip")]
+    return [
+        p
+        for p in pairs
+        if getattr(pipe, p[0], None) is not None and getattr(pipe, p[1], None) is not None
+    ]
+
+
+def _check_fits(pipe: Any, embedding: _Embedding) -> None:
+    family = _family(pipe)
+    for _, encoder_name, key in _text_encoders(pipe):
+        vectors = embedding.vectors.get(key)
+        if vectors is None:
+            if family == "sd":
+                reason = "it is an SDXL embedding (clip_l/clip_g vectors)"
+            elif "clip" in embedding.vectors:
+                reason = "it is an SD 1.x/2.x embedding (no clip_l/clip_g vectors)"
+            else:
+                reason = f"it has no {key} vectors"
+            raise ModelRefused(
+                f"embedding {embedding.name}: {reason}; this is a {_FAMILY_NAMES[family]} model"
+            )
+        width = getattr(pipe, encoder_name).get_input_embeddings().weight.shape[-1]
+        if vectors.shape[-1] != width:
+            raise ModelRefused(
+                f"embedding {embedding.name}: vectors of width {vectors.shape[-1]}, but this "
+                f"model's text encoder has width {width}: it was made for another model family"
+            )
+
+
+def _used_embeddings(pipe: Any, req: GenerationRequest) -> list[_Embedding]:
+    """The request's embeddings whose names its prompt or negative prompt uses, read and checked."""
+    if not req.embeddings:
+        return []
+    from workers.imaging.prompts import extract_embeddings
+
+    paths = dict(req.embeddings)
+    names = extract_embeddings(f"{req.prompt}\n{req.negative_prompt}", paths)
+    used = [_read_embedding(name, paths[name]) for name in names]
+    for embedding in used:
+        _check_fits(pipe, embedding)
+    return used
+
+
+# Per tokenizer: a copy holding the private tokens (ids right after the original vocabulary).
+_token_pools: weakref.WeakKeyDictionary[Any, tuple[int, Any]] = weakref.WeakKeyDictionary()
+_token_pools_lock = threading.Lock()
+
+
+def _token_pool(tokenizer: Any, n: int) -> tuple[Any, list[str]]:
+    """A copy of ``tokenizer`` that knows the first ``n`` private tokens, and those tokens; token
+    ``i`` has id ``len(tokenizer) + i``. The copy is made once and grows as needed."""
+    tokens = [EMBEDDING_TOKEN.format(i) for i in range(n)]
+    size = len(tokenizer)
+    with _token_pools_lock:
+        entry = _token_pools.get(tokenizer)
+        if entry is None or entry[0] != size:  # new, or the original tokenizer was changed
+            entry = (size, copy.deepcopy(tokenizer))
+            _token_pools[tokenizer] = entry
+        pool = entry[1]
+        have = len(pool) - size
+        if n > have:
+            pool.add_tokens(tokens[have:])
+        ids = pool.convert_tokens_to_ids(tokens)
+    if ids != list(range(size, size + n)):
+        raise ModelRefused(
+            "this model's tokenizer does not number added tokens after its vocabulary; "
+            "textual-inversion embeddings cannot be used with it"
+        )
+    return pool, tokens
+
+
+def _embedding_text(used: Sequence[_Embedding], tokens: Sequence[str]) -> Callable[[str], str]:
+    """A function writing each used embedding's name in a prompt as its private tokens."""
+    from workers.imaging.prompts import replace_embeddings
+
+    replacements, start = {}, 0
+    for embedding in used:
+        replacements[embedding.name] = " ".join(tokens[start : start + embedding.n_vectors])
+        start += embedding.n_vectors
+    return lambda text: replace_embeddings(text, replacements)
+
+
+def _with_rows(forward: Callable[..., Any], first_id: int, table: Any) -> Callable[..., Any]:
+    """A token-embedding forward that gives ``table[id - first_id]`` for ids from ``first_id``
+    (the private tokens) and the original lookup for every other id."""
+    import torch
+
+    def wrapped(input_ids, *args, **kwargs):
+        extra = input_ids >= first_id
+        if not bool(extra.any()):
+            return forward(input_ids, *args, **kwargs)
+        out = forward(input_ids.masked_fill(extra, 0), *args, **kwargs)
+        index = (input_ids - first_id).clamp(0, table.shape[0] - 1)
+        return torch.where(extra.unsqueeze(-1), table.to(out.dtype)[index], out)
+
+    return wrapped
+
+
+@contextlib.contextmanager
+def _embeddings_applied(pipe: Any, used: Sequence[_Embedding]) -> Iterator[Callable[[str], str]]:
+    """While inside, the pipeline encodes the embeddings' private tokens as their vectors; yields
+    the function that writes a prompt's embedding names as those tokens. Restored afterwards,
+    whatever happens. Only prompt encoding belongs inside (the tokenizers are swapped)."""
+    if not used:
+        yield lambda text: text
+        return
+    import torch
+
+    n = sum(e.n_vectors for e in used)
+    swapped: list[tuple[str, Any]] = []
+    patched: list[tuple[Any, bool, Any]] = []
+    eos_ids: list[tuple[Any, Any]] = []
+    tokens: list[str] = []
+    try:
+        for tokenizer_name, encoder_name, key in _text_encoders(pipe):
+            tokenizer, encoder = getattr(pipe, tokenizer_name), getattr(pipe, encoder_name)
+            pool, tokens = _token_pool(tokenizer, n)
+            module = encoder.get_input_embeddings()
+            weight = module.weight
+            table = torch.cat([e.vectors[key] for e in used]).to(weight.device, weight.dtype)
+            with _patch_lock:
+                patched.append(
+                    (module, "forward" in module.__dict__, module.__dict__.get("forward"))
+                )
+                module.forward = _with_rows(module.forward, len(tokenizer), table)
+            # Old CLIP configs (eos_token_id 2) pool at the largest token id, which would now be
+            # a private token: pool at the first end token, as without embeddings (and A1111).
+            text_model = getattr(encoder, "text_model", encoder)
+            eos = tokenizer.eos_token_id
+            if getattr(text_model, "eos_token_id", None) == 2 and eos not in (None, 2):
+                eos_ids.append((text_model, text_model.eos_token_id))
+                text_model.eos_token_id = eos
+            swapped.append((tokenizer_name, tokenizer))
+            setattr(pipe, tokenizer_name, pool)
+        yield _embedding_text(used, tokens)
+    finally:
+        for tokenizer_name, tokenizer in reversed(swapped):
+            setattr(pipe, tokenizer_name, tokenizer)
+        for text_model, eos in eos_ids:
+            text_model.eos_token_id = eos
+        with _patch_lock:
+            _restore(patched)
+
+
+def _encode_request(pipe: Any, req: GenerationRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The request's prompt embeddings, its textual-inversion embeddings applied, and the
+    infotext params that adds (A1111's ``TI hashes``)."""
+    used = _used_embeddings(pipe, req)
+    with _embeddings_applied(pipe, used) as rewrite:
+        embeds = _encode(
+            pipe,
+            rewrite(_strip_lora_tags(req.prompt)),
+            rewrite(_strip_lora_tags(req.negative_prompt)),
+            req.clip_skip,
+        )
+    params = {"TI hashes": ", ".join(f"{e.name}: {e.short_hash}" for e in used)} if used else {}
+    return embeds, params
+
+
 def canny_image(image: Any, low: int = 100, high: int = 200, size: tuple[int, int] | None = None):
     """OpenCV Canny edges of an image as a 3-channel PIL image (white edges on black)."""
     import cv2
@@ -854,8 +1190,21 @@ class _Tracker:
         return {}
 
 
+def _schedule_length(steps: int, strength: float) -> int:
+    """The schedule length to give diffusers for img2img so that at least one step runs.
+
+    diffusers runs ``int(steps * strength)`` steps, none when that is 0 (2 steps at 0.3); A1111
+    always runs at least one: lengthen the schedule until one step falls inside the strength.
+    """
+    n = steps
+    while int(n * strength) < 1 and n < MAX_STEPS * 100:
+        n += 1
+    return n
+
+
 def _img2img_steps(steps: int, strength: float) -> int:
-    return min(int(steps * strength), steps)
+    n = _schedule_length(steps, strength)
+    return min(int(n * strength), n)
 
 
 def _planned_steps(req: GenerationRequest) -> list[int]:
@@ -921,6 +1270,7 @@ class _Job:
     index: int
     seed: int
     embeds: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)  # infotext params found while encoding
 
 
 def _number(value: float) -> float | int:
@@ -928,7 +1278,13 @@ def _number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
-def _params(req: GenerationRequest, seed: int, resolved: Any, controlnet: Any) -> dict[str, Any]:
+def _params(
+    req: GenerationRequest,
+    seed: int,
+    resolved: Any,
+    controlnet: Any,
+    computed: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     params: dict[str, Any] = {
         "Steps": req.steps,
         "Sampler": resolved.sampler if resolved else req.sampler,
@@ -947,7 +1303,7 @@ def _params(req: GenerationRequest, seed: int, resolved: Any, controlnet: Any) -
         params["Hires upscale"] = _number(req.hires.scale)
         if req.hires.steps:
             params["Hires steps"] = req.hires.steps
-        params["Hires upscaler"] = UPSCALERS[req.hires.upscaler]
+        params["Hires upscaler"] = req.hires.upscaler_name
         params["Hires resize"] = f"{tw}x{th}"
     if controlnet is not None:
         module = "canny" if controlnet.type == "canny" else "none"
@@ -962,6 +1318,7 @@ def _params(req: GenerationRequest, seed: int, resolved: Any, controlnet: Any) -
                 else ""
             )
         )
+    params.update(computed or {})
     params.update(req.extra_params)
     return params
 
@@ -1036,6 +1393,9 @@ def _run_jobs(pipe: Any, template: GenerationRequest, jobs: Sequence[_Job], trac
             kwargs = {
                 "image": _encode_images(pipe, [init] * len(jobs), seeds),
                 "strength": template.denoising_strength,
+                "num_inference_steps": _schedule_length(
+                    template.steps, template.denoising_strength
+                ),
             }
         if spec is not None:
             control = _control_image(spec, size)
@@ -1045,7 +1405,7 @@ def _run_jobs(pipe: Any, template: GenerationRequest, jobs: Sequence[_Job], trac
         runner = _variant(pipe, kind, controlnet)
         runner.scheduler = _scheduler_for(pipe, template)
         tracker.begin_pass()
-        latents = runner(**common, **kwargs, generator=_generators(pipe, seeds)).images
+        latents = runner(**{**common, **kwargs}, generator=_generators(pipe, seeds)).images
         tracker.end_pass()
 
         # Hi-res fix: upscale, then img2img with its own steps and denoising strength.
@@ -1058,9 +1418,10 @@ def _run_jobs(pipe: Any, template: GenerationRequest, jobs: Sequence[_Job], trac
                     latents, size=(th // factor, tw // factor), mode="bilinear", antialias=False
                 )
             else:
-                upscaled = [
-                    im.resize((tw, th), Image.Resampling.LANCZOS) for im in _decode(pipe, latents)
-                ]
+                upscaled = []
+                for image in _decode(pipe, latents):
+                    tracker.check_stop()  # an image upscaler (ESRGAN) can take a while
+                    upscaled.append(_upscale_image(hires, image, (tw, th)))
                 image_in = _encode_images(pipe, upscaled, seeds)
             kind = "img2img" if spec is None else "controlnet_img2img"
             kwargs = {"image": image_in, "strength": hires.denoise}
@@ -1070,7 +1431,12 @@ def _run_jobs(pipe: Any, template: GenerationRequest, jobs: Sequence[_Job], trac
             runner.scheduler = _scheduler_for(pipe, template)
             tracker.begin_pass()
             latents = runner(
-                **{**common, "num_inference_steps": hires.steps or template.steps},
+                **{
+                    **common,
+                    "num_inference_steps": _schedule_length(
+                        hires.steps or template.steps, hires.denoise
+                    ),
+                },
                 **kwargs,
                 generator=_generators(pipe, seeds),
             ).images
@@ -1078,6 +1444,24 @@ def _run_jobs(pipe: Any, template: GenerationRequest, jobs: Sequence[_Job], trac
     if not torch.is_tensor(latents):  # pragma: no cover - output_type="latent" gives a tensor
         raise RuntimeError("the pipeline did not return latents")
     return latents
+
+
+def _upscale_image(hires: HiresFix, image: Any, size: tuple[int, int]) -> Any:
+    """A decoded first-pass image at the hi-res size: the upscaler callable (if any), then
+    Lanczos to the exact size when the image is not that size yet."""
+    from PIL import Image
+
+    if not isinstance(hires.upscaler, str):
+        out = hires.upscaler(image, size)
+        if not hasattr(out, "convert") or not hasattr(out, "size"):
+            raise TypeError(
+                f"hires upscaler {hires.upscaler_name} returned {type(out).__name__}, "
+                "not a PIL image"
+            )
+        image = out.convert("RGB")
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    return image
 
 
 def _finish(
@@ -1093,7 +1477,7 @@ def _finish(
                 image=image,
                 seed=job.seed,
                 index=job.index,
-                params=_params(req, job.seed, resolved.get(id(req)), spec),
+                params=_params(req, job.seed, resolved.get(id(req)), spec, job.params),
                 prompt=req.prompt,
                 negative_prompt=req.negative_prompt,
             )
@@ -1104,14 +1488,15 @@ def _finish(
 def _generate_one(pipe: Any, req: GenerationRequest, tracker: _Tracker) -> list[GeneratedImage]:
     """One resolved request, ``batch_count`` calls of ``batch_size`` images, LoRAs applied."""
     with _loras_applied(pipe, req.loras):
-        embeds = _encode(pipe, req.prompt, req.negative_prompt, req.clip_skip)
+        embeds, computed = _encode_request(pipe, req)
         resolved = {id(req): _resolve(req)}
         seeds = req.seeds()
         results: list[GeneratedImage] = []
         for batch in range(req.batch_count):
             start = batch * req.batch_size
             jobs = [
-                _Job(req, 0, start + i, seeds[start + i], embeds) for i in range(req.batch_size)
+                _Job(req, 0, start + i, seeds[start + i], embeds, computed)
+                for i in range(req.batch_size)
             ]
             latents = _run_jobs(pipe, req, jobs, tracker)
             results.extend(_finish(pipe, jobs, latents, resolved))
@@ -1145,8 +1530,9 @@ def generate_images(
     return _generate_one(pipe, req, tracker)
 
 
-def _chunk_count(pipe: Any, req: GenerationRequest) -> int:
-    """How many 77-token chunks the request's embeddings have (prompt and negative alike)."""
+def _chunk_count(pipe: Any, req: GenerationRequest, used: Sequence[_Embedding] = ()) -> int:
+    """How many 77-token chunks the request's embeddings have (prompt and negative alike),
+    with its textual-inversion embeddings (``used``) counted as their vectors."""
     if _family(pipe) == "sdxl":
         return 1
     try:
@@ -1154,23 +1540,30 @@ def _chunk_count(pipe: Any, req: GenerationRequest) -> int:
     except ImportError:  # pragma: no cover
         return 1
     texts = (_strip_lora_tags(req.prompt), _strip_lora_tags(req.negative_prompt))
-    return max(len(tokenize_weighted(pipe.tokenizer, text)) for text in texts)
+    tokenizer = pipe.tokenizer
+    if used:
+        tokenizer, tokens = _token_pool(tokenizer, sum(e.n_vectors for e in used))
+        rewrite = _embedding_text(used, tokens)
+        texts = (rewrite(texts[0]), rewrite(texts[1]))
+    return max(len(tokenize_weighted(tokenizer, text)) for text in texts)
 
 
 def _batch_key(pipe: Any, req: GenerationRequest) -> tuple | None:
     """Requests with equal keys can share one pipeline call; None: this one runs alone."""
     if req.init_image is not None or req.controlnet is not None:
         return None
+    used = _used_embeddings(pipe, req)
     return (
         req.loras,
+        tuple(sorted((e.name.lower(), e.short_hash) for e in used)),
         req.width,
         req.height,
         req.sampler,
         req.schedule_type,
         req.steps,
         float(req.cfg_scale),
-        req.hires,
-        _chunk_count(pipe, req),
+        req.hires.key() if req.hires is not None else None,
+        _chunk_count(pipe, req, used),
     )
 
 
@@ -1186,9 +1579,9 @@ def generate_batch(
 ) -> list[list[GeneratedImage]]:
     """Run several requests, sharing pipeline calls between compatible ones.
 
-    Requests with the same size, sampler, schedule, steps, CFG scale, hi-res settings, LoRAs and
-    prompt length (in 77-token chunks), and no init image or ControlNet, are denoised together:
-    their embeddings are concatenated, one generator per image, at most
+    Requests with the same size, sampler, schedule, steps, CFG scale, hi-res settings, LoRAs,
+    used embeddings and prompt length (in 77-token chunks), and no init image or ControlNet, are
+    denoised together: their embeddings are concatenated, one generator per image, at most
     ``max_images_per_call`` images per call. Each request gets exactly the images (seeds,
     pixels, params) that :func:`generate_images` would give it alone; the others run alone.
     Results are in the order of ``requests``. ``on_step`` counts steps over all calls; a
@@ -1224,9 +1617,11 @@ def generate_batch(
             resolved: dict[int, Any] = {}
             for i in members:
                 req = requests[i]
-                embeds = _encode(pipe, req.prompt, req.negative_prompt, req.clip_skip)
+                embeds, computed = _encode_request(pipe, req)
                 resolved[id(req)] = _resolve(req)
-                jobs += [_Job(req, i, k, seed, embeds) for k, seed in enumerate(req.seeds())]
+                jobs += [
+                    _Job(req, i, k, seed, embeds, computed) for k, seed in enumerate(req.seeds())
+                ]
             for start in range(0, len(jobs), max_images_per_call):
                 chunk = jobs[start : start + max_images_per_call]
                 latents = _run_jobs(pipe, template, chunk, tracker)

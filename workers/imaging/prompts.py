@@ -29,7 +29,7 @@ Deliberate differences from A1111, all in the encoder (the parser matches it exa
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,7 @@ __all__ = [
     "extract_embeddings",
     "extract_loras",
     "parse_prompt_attention",
+    "replace_embeddings",
     "tokenize_weighted",
 ]
 
@@ -216,6 +217,18 @@ def extract_loras(prompt: str) -> tuple[str, list[tuple[str, float]]]:
     return stripped, list(found.items())
 
 
+def _embedding_matches(prompt: str, names: Iterable[str]) -> list[tuple[int, int, str]]:
+    """``(start, end, name)`` of every use of a name in the prompt, in text order."""
+    text = _RE_EXTRA_NETWORK.sub(lambda m: " " * len(m.group(0)), prompt)
+    found: list[tuple[int, int, str]] = []
+    for name in sorted(dict.fromkeys(n for n in names if n), key=len, reverse=True):
+        pattern = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
+        for m in list(pattern.finditer(text)):
+            found.append((m.start(), m.end(), name))
+            text = text[: m.start()] + " " * len(m.group(0)) + text[m.end() :]
+    return sorted(found)
+
+
 def extract_embeddings(prompt: str, known_names: Iterable[str]) -> list[str]:
     """Names from ``known_names`` (textual-inversion embeddings) that the prompt uses.
 
@@ -225,17 +238,18 @@ def extract_embeddings(prompt: str, known_names: Iterable[str]) -> list[str]:
     ``bad-hands-5`` does not also count as ``hands``. Names inside extra-network tags
     (``<lora:name>``) do not count. Result: the names as given, in order of first use.
     """
-    text = _RE_EXTRA_NETWORK.sub(lambda m: " " * len(m.group(0)), prompt)
-    first_use: dict[str, int] = {}
-    for name in sorted(dict.fromkeys(n for n in known_names if n), key=len, reverse=True):
-        pattern = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
-        matches = list(pattern.finditer(text))
-        if not matches:
-            continue
-        first_use[name] = matches[0].start()
-        for m in matches:
-            text = text[: m.start()] + " " * len(m.group(0)) + text[m.end() :]
-    return sorted(first_use, key=first_use.__getitem__)
+    return list(dict.fromkeys(name for _, _, name in _embedding_matches(prompt, known_names)))
+
+
+def replace_embeddings(prompt: str, replacements: Mapping[str, str]) -> str:
+    """The prompt with each use of an embedding name replaced, matched as :func:`extract_embeddings`
+    matches (on its own, without case, longest name first, not inside ``<lora:...>`` tags)."""
+    parts: list[str] = []
+    position = 0
+    for start, end, name in _embedding_matches(prompt, replacements):
+        parts += [prompt[position:start], replacements[name]]
+        position = end
+    return "".join(parts) + prompt[position:]
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,18 +267,33 @@ class PromptChunk:
 
 
 def _expand_multi_vector_embeddings(text: str, tokenizer: Any) -> str:
-    """Diffusers' textual-inversion expansion: ``name`` → ``name name_1 name_2`` for multi-vector."""
+    """Diffusers' textual-inversion expansion: ``name`` → ``name name_1 name_2`` for multi-vector.
+
+    Unlike diffusers' ``maybe_convert_prompt`` the name is found without case: CLIP's tokenizer
+    matches an added token in the lowercased text, so ``BadHand`` registered by
+    ``load_textual_inversion`` is used for ``badhand`` and ``BadHand`` alike, and each of its
+    vectors must be too. One pass, longest name first, so a name is never expanded twice.
+    """
     added = getattr(tokenizer, "added_tokens_encoder", None)
     if not added or not text:
         return text
-    for token in dict.fromkeys(tokenizer.tokenize(text)):
-        if token in added and f"{token}_1" in added:
-            replacement, i = token, 1
-            while f"{token}_{i}" in added:
-                replacement += f" {token}_{i}"
-                i += 1
-            text = text.replace(token, replacement)
-    return text
+    bases = [token for token in added if f"{token}_1" in added]
+    if not bases:
+        return text
+    present = {token.lower() for token in tokenizer.tokenize(text)}
+    expansions: dict[str, str] = {}
+    for base in bases:
+        if base.lower() in present:
+            count = 1
+            while f"{base}_{count}" in added:
+                count += 1
+            expansions[base.lower()] = " ".join([base, *(f"{base}_{i}" for i in range(1, count))])
+    if not expansions:
+        return text
+    pattern = re.compile(
+        "|".join(re.escape(b) for b in sorted(expansions, key=len, reverse=True)), re.IGNORECASE
+    )
+    return pattern.sub(lambda m: expansions[m.group(0).lower()], text)
 
 
 def _special_ids(tokenizer: Any) -> tuple[int, int, int]:

@@ -1,13 +1,21 @@
-"""Run one job: claim, heartbeat, call the kind's runner with a Reporter, record the outcome."""
+"""Run one job: claim, heartbeat, call the kind's runner with a Reporter, record the outcome.
+
+Kinds with a ``batch_key`` (image generation) may take compatible queued jobs along: the worker
+claims them too and runs them all through the kind's ``batch_runner`` in shared pipeline calls;
+each job still has its own reporter, heartbeat, lease, outcome and events.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
 from apps.jobs import registry, services
+from apps.jobs.models import Job
 from apps.jobs.registry import JobContext
 from apps.jobs.states import JobState
 from workers.ml.checkpoints import CheckpointStore
@@ -17,50 +25,160 @@ from workers.tasks.reporter import Heartbeat, JobReporter
 log = logging.getLogger(__name__)
 
 
-def execute_job(job_id: int, *, worker_id: str) -> str:
-    """Returns what happened: not-claimed, succeeded, failed, cancelled or lost."""
-    job = services.job_claim(job_id=job_id, worker_id=worker_id)
-    if job is None:
-        return "not-claimed"
-    reporter = JobReporter(job_id=job.pk, attempt=job.attempt)
-    heartbeat = Heartbeat(reporter=reporter)
-    heartbeat.start()
-    outcome, result, error = JobState.FAILED, None, ""
-    try:
-        kind = registry.get(job.kind)
+@dataclass
+class _Running:
+    """A claimed job on this worker: its reporter and lease heartbeat, until it is finished."""
+
+    job: Job
+    reporter: JobReporter
+    heartbeat: Heartbeat
+    ctx: JobContext | None = None
+    done: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def start(cls, job: Job) -> _Running:
+        reporter = JobReporter(job_id=job.pk, attempt=job.attempt)
+        heartbeat = Heartbeat(reporter=reporter)
+        heartbeat.start()
+        return cls(job=job, reporter=reporter, heartbeat=heartbeat)
+
+    def context(self, kind: registry.JobKind, params=None) -> JobContext:
+        job = self.job
         workdir = settings.JOBS_DIR / str(job.pk)
         workdir.mkdir(parents=True, exist_ok=True)
-        ctx = JobContext(
+        self.ctx = JobContext(
             job_id=job.pk,
             project_id=job.project_id,
             attempt=job.attempt,
-            params=kind.params.model_validate(job.params),
-            reporter=reporter,
+            params=params if params is not None else kind.params.model_validate(job.params),
+            reporter=self.reporter,
             workdir=workdir,
             checkpoints=CheckpointStore(workdir / "checkpoints"),
         )
         if job.attempt > 1:
-            reporter.log(f"attempt {job.attempt}: resuming", "warning")
-        result = kind.runner(ctx) or {}
-        outcome = JobState.CANCELLED if reporter.cancel_requested.is_set() else JobState.SUCCEEDED
-    except JobCancelled:
-        outcome = JobState.CANCELLED
-    except JobFailed as exc:
-        error = str(exc)
-        reporter.log(error, "error")
-    except registry.UnknownKind:
-        error = f"This worker does not know job kind {job.kind!r}"
-        reporter.log(error, "error")
-    except Exception as exc:
-        log.exception("job %s crashed", job.pk)
-        error = f"{type(exc).__name__}: {exc}"
-        reporter.log(f"{error}\n{traceback.format_exc(limit=8)}", "error")
-    finally:
-        heartbeat.stop()
-    reporter.close()
-    if reporter.lost.is_set():
-        return "lost"
-    services.job_finish(
-        job_id=job.pk, attempt=job.attempt, target=outcome, result=result, error=error
+            self.reporter.log(f"attempt {job.attempt}: resuming", "warning")
+        return self.ctx
+
+    def finish(self, outcome: str, result: dict | None = None, error: str = "") -> str:
+        """Stop the heartbeat, flush events and record the outcome (once)."""
+        with self.lock:
+            if self.done:
+                return "finished"
+            self.done = True
+        self.heartbeat.stop()
+        self.reporter.close()
+        if self.reporter.lost.is_set():
+            return "lost"
+        services.job_finish(
+            job_id=self.job.pk, attempt=self.job.attempt, target=outcome, result=result, error=error
+        )
+        return str(outcome)
+
+
+def _outcome(running: _Running, value) -> tuple[str, dict | None, str]:
+    """The final state, result and error of a job from what its runner returned or raised."""
+    if isinstance(value, JobCancelled):
+        return JobState.CANCELLED, None, ""
+    if isinstance(value, JobFailed):
+        running.reporter.log(str(value), "error")
+        return JobState.FAILED, None, str(value)
+    if isinstance(value, registry.UnknownKind):
+        error = f"This worker does not know job kind {running.job.kind!r}"
+        running.reporter.log(error, "error")
+        return JobState.FAILED, None, error
+    if isinstance(value, BaseException):
+        error = f"{type(value).__name__}: {value}"
+        trace = "".join(traceback.format_exception(value, limit=8))
+        running.reporter.log(f"{error}\n{trace}", "error")
+        return JobState.FAILED, None, error
+    if running.reporter.cancel_requested.is_set():
+        return JobState.CANCELLED, value or {}, ""
+    return JobState.SUCCEEDED, value or {}, ""
+
+
+def _claim_partners(lead: Job, kind: registry.JobKind, key, worker_id: str) -> list[_Running]:
+    """Claim queued, dispatched jobs of the same kind whose batch key equals the lead's."""
+    limit = int(settings.ATELIER.get("BATCH_MAX_JOBS", 1)) - 1
+    if limit <= 0:
+        return []
+    candidates = (
+        Job.objects.filter(kind=lead.kind, state=JobState.QUEUED, dispatched_at__isnull=False)
+        .exclude(pk=lead.pk)
+        .order_by("created_at", "pk")
+        .only("pk", "params")[: limit * 4]
     )
-    return str(outcome)
+    partners: list[_Running] = []
+    for candidate in candidates:
+        try:
+            params = kind.params.model_validate(candidate.params)
+            if kind.batch_key(params) != key:
+                continue
+        except Exception:  # noqa: BLE001 - its own run reports bad params
+            continue
+        claimed = services.job_claim(job_id=candidate.pk, worker_id=worker_id)
+        if claimed is None:
+            continue
+        partners.append(_Running.start(claimed))
+        if len(partners) >= limit:
+            break
+    return partners
+
+
+def _run_batch(kind: registry.JobKind, members: list[_Running]) -> None:
+    contexts: list[JobContext] = []
+    runnable: list[_Running] = []
+    for running in members:
+        try:
+            ctx = running.context(kind)
+        except Exception as exc:  # noqa: BLE001 - this member fails alone
+            running.finish(*_outcome(running, exc))
+            continue
+
+        def finish_early(running: _Running = running) -> None:
+            running.finish(JobState.CANCELLED)
+
+        ctx.finish_early = finish_early
+        contexts.append(ctx)
+        runnable.append(running)
+    ids = ", ".join(str(r.job.pk) for r in runnable)
+    for running in runnable:
+        running.reporter.log(f"running in one batch with jobs {ids}")
+    try:
+        values = list(kind.batch_runner(contexts))
+        if len(values) != len(runnable):
+            raise RuntimeError(f"batch runner returned {len(values)} results for {len(runnable)}")
+    except Exception as exc:  # noqa: BLE001 - every member gets the error
+        if not isinstance(exc, JobCancelled | JobFailed):
+            log.exception("batch of jobs %s crashed", ids)
+        values = [exc] * len(runnable)
+    for running, value in zip(runnable, values, strict=True):
+        running.finish(*_outcome(running, value))
+
+
+def execute_job(job_id: int, *, worker_id: str) -> str:
+    """Returns what happened: not-claimed, succeeded, failed, cancelled or lost (of this job)."""
+    job = services.job_claim(job_id=job_id, worker_id=worker_id)
+    if job is None:
+        return "not-claimed"
+    running = _Running.start(job)
+    try:
+        kind = registry.get(job.kind)
+        params = kind.params.model_validate(job.params)
+        if kind.batch_key is not None and kind.batch_runner is not None:
+            key = kind.batch_key(params)
+            partners = _claim_partners(job, kind, key, worker_id) if key is not None else []
+            if partners:
+                _run_batch(kind, [running, *partners])
+                return (
+                    Job.objects.filter(pk=job.pk).values_list("state", flat=True).first() or "lost"
+                )
+        ctx = running.context(kind, params)
+        value = kind.runner(ctx)
+    except Exception as exc:  # noqa: BLE001 - recorded as the job's outcome
+        if not isinstance(exc, JobCancelled | JobFailed | registry.UnknownKind):
+            log.exception("job %s crashed", job.pk)
+        value = exc
+    if running.done:
+        return "finished"
+    return running.finish(*_outcome(running, value))
