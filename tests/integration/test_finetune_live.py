@@ -194,7 +194,9 @@ def test_kill_9_mid_training_resumes_from_the_checkpoint_and_matches_an_uninterr
         done = complete_checkpoints(checkpoints)
         steps = [e.data["step"] for e in job.events.filter(kind="metrics")]
         if finished(job):
-            raise AssertionError(f"the job ended ({job.state}) before the worker could be killed mid-training")
+            raise AssertionError(
+                f"the job ended ({job.state}) before the worker could be killed mid-training"
+            )
         return done and steps and done[0].step + 1 < max(steps) < 550 and done[0].step
 
     kept = wait_for(past_a_checkpoint, what="a complete checkpoint and two more steps")

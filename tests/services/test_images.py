@@ -113,4 +113,6 @@ def test_the_form_starts_at_the_demo_models_native_size(client, project, member)
 
     response = client.get(f"/projects/{project.pk}/images/")
 
-    assert response.context["defaults"]["width"] == 32 and response.context["defaults"]["height"] == 32
+    assert (
+        response.context["defaults"]["width"] == 32 and response.context["defaults"]["height"] == 32
+    )
