@@ -16,7 +16,7 @@ def output_delete(*, output: Output, actor, role: str, request=None) -> None:
     """Admins and the author may delete an output; its files go with it."""
     if role != Role.ADMIN and output.created_by_id != actor.pk:
         raise PermissionDenied("Only the author or a project admin can delete this output")
-    files = [p for p in (output.file_path, output.thumb_path) if p]
+    files = {p for p in (output.file_path, output.thumb_path) if p}
     audit_record(
         action="output.delete",
         actor=actor,
@@ -26,6 +26,11 @@ def output_delete(*, output: Output, actor, role: str, request=None) -> None:
         data={"kind": output.kind, "sha256": output.sha256},
     )
     output.delete()
+    # Files are content-addressed: the same image made twice is one file. Keep those that
+    # another output still uses.
+    files -= set(
+        Output.objects.filter(file_path__in=files).values_list("file_path", flat=True)
+    ) | set(Output.objects.filter(thumb_path__in=files).values_list("thumb_path", flat=True))
     root = Path(settings.MEDIA_ROOT)
 
     def remove_files():

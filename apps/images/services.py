@@ -141,15 +141,19 @@ def build_request(project_id: int, p, model: BaseModel, *, should_stop=None):
     )
 
 
-def _thumbnail(image, path: Path) -> None:
+def _thumbnail(image, path: Path) -> bool:
+    """Write the grid's thumbnail; False when the image itself serves (128..256 px: no resize)."""
     from PIL import Image
 
+    if THUMB_SIZE // 2 < max(image.size) <= THUMB_SIZE:
+        return False
     thumb = image.copy()
     if max(thumb.size) < THUMB_SIZE:  # tiny demo images: scale up crisply for the grid
         factor = max(1, THUMB_SIZE // max(thumb.size))
         thumb = thumb.resize((thumb.width * factor, thumb.height * factor), Image.NEAREST)
     thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
     thumb.save(path, format="PNG")
+    return True
 
 
 def save_image(
@@ -167,7 +171,7 @@ def save_image(
     sha = write_png(image, buffer, infotext)
     name = f"{sha}.png"
     (out_dir / name).write_bytes(buffer.getvalue())
-    _thumbnail(image, out_dir / f"{sha}.thumb.png")
+    thumb_name = f"{sha}.thumb.png" if _thumbnail(image, out_dir / f"{sha}.thumb.png") else name
     output = Output.objects.create(
         project_id=ctx.project_id,
         job_id=ctx.job_id,
@@ -179,7 +183,7 @@ def save_image(
         base_model=model,
         sha256=sha,
         file_path=str(rel_dir / name),
-        thumb_path=str(rel_dir / f"{sha}.thumb.png"),
+        thumb_path=str(rel_dir / thumb_name),
         width=image.width,
         height=image.height,
         tags=list(tags),
@@ -196,6 +200,29 @@ def save_image(
     }
 
 
+def recorded_params(p) -> dict:
+    """The job's parameters as the output keeps them: sections that were off are left out."""
+    params = p.model_dump()
+    sections = {
+        "hires": ("hires_scale", "hires_upscaler", "hires_steps", "hires_denoise"),
+        "controlnet": (
+            "controlnet_model_id",
+            "control_output_id",
+            "control_preprocess",
+            "control_weight",
+            "canny_low",
+            "canny_high",
+        ),
+    }
+    for switch, fields in sections.items():
+        if not params.get(switch):
+            for name in fields:
+                params.pop(name, None)
+    if not params.get("init_output_id"):
+        params.pop("denoising_strength", None)
+    return params
+
+
 def _save_generated(ctx, model: BaseModel, images) -> list[dict]:
     p = ctx.params
     return [
@@ -203,7 +230,7 @@ def _save_generated(ctx, model: BaseModel, images) -> list[dict]:
             ctx=ctx,
             image=generated.image,
             infotext=generated.infotext,
-            params=p.model_dump(),
+            params=recorded_params(p),
             seed=generated.seed,
             model=model,
             prompt=p.prompt,

@@ -20,12 +20,11 @@ def make_outputs(project, user, n: int, **fields) -> None:
             Output(
                 project=project,
                 created_by=user,
-                kind="text",
                 prompt=f"prompt {i} about cats" if i % 2 else f"prompt {i}",
                 text=f"answer {i}",
                 sha256=f"{i:064x}",
                 base_model=model,
-                **fields,
+                **{"kind": "text", **fields},
             )
             for i in range(n)
         ]
@@ -132,3 +131,28 @@ def test_viewers_and_reviewers_cannot_make_boards(db, client, project, people, w
         == 403
     )
     assert not Collection.objects.exists()
+
+
+def test_deleting_one_of_two_outputs_with_the_same_image_keeps_the_shared_file(
+    transactional_db, client, project, people, settings
+):
+    from pathlib import Path
+
+    from PIL import Image
+
+    rel = f"outputs/{project.pk}/{'a' * 64}.png"
+    path = Path(settings.MEDIA_ROOT) / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8)).save(path)
+    make_outputs(project, people["member"], 2, kind="image", file_path=rel, thumb_path=rel)
+    first, second = Output.objects.order_by("pk")
+    client.force_login(people["member"])
+
+    client.post(reverse("galleries:delete", args=[project.pk, first.pk]))
+    assert path.exists()  # the same seed and settings made the same bytes: one file, two outputs
+    assert (
+        client.get(reverse("galleries:file", args=[project.pk, second.pk, "image"])).status_code
+        == 200
+    )
+    client.post(reverse("galleries:delete", args=[project.pk, second.pk]))
+    assert not path.exists()
