@@ -92,6 +92,16 @@ class Check:
     effect: Callable[[World], bool] | None = None  # what an allowed request changed
 
 
+def _png_bytes() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _job_state(world: World) -> str:
     return Job.objects.get(pk=world.job.pk).state
 
@@ -349,6 +359,16 @@ MATRIX: dict[str, list[Check]] = {
             frozenset({"member", "admin"}),
             ok=302,
             effect=lambda w: not Output.objects.filter(pk=w.output.pk).exists(),
+        ),
+    ],
+    "galleries:upload": [
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=302,
+            data=lambda: {"file": SimpleUploadedFile("up.png", _png_bytes())},
+            effect=lambda w: Output.objects.filter(params__uploaded="up.png").exists(),
         ),
     ],
     "galleries:upscale": [

@@ -62,3 +62,91 @@ def collection_toggle(*, collection: Collection, output: Output) -> bool:
         return False
     collection.outputs.add(output)
     return True
+
+
+UPLOAD_MAX_BYTES = 30 * 1024 * 1024
+UPLOAD_MAX_PIXELS = 4096 * 4096
+UPLOAD_FORMATS = {"PNG", "JPEG", "WEBP"}
+
+
+def output_upload(*, project, actor, upload, request=None) -> Output:
+    """An image from the user's computer into the gallery (for img2img, ControlNet or upscaling).
+
+    Stored as a PNG named by its SHA-256 with a thumbnail; no AI disclosure is written (it is
+    not generated here) and the original's metadata is dropped. Refused, with nothing written:
+    not PNG/JPEG/WebP, larger than 30 MB or 4096 x 4096 px, or unreadable.
+    """
+    import hashlib
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from apps.images.services import THUMB_SIZE
+
+    if upload is None:
+        raise ValidationError({"file": "Choose an image file"})
+    if upload.size > UPLOAD_MAX_BYTES:
+        raise ValidationError({"file": f"{upload.name}: larger than 30 MB"})
+    data = upload.read()
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            fmt = probe.format
+            width, height = probe.size
+        if fmt not in UPLOAD_FORMATS:
+            raise ValidationError(
+                {"file": f"{upload.name}: {fmt} images are not accepted; use PNG, JPEG or WebP"}
+            )
+        if width * height > UPLOAD_MAX_PIXELS:
+            raise ValidationError(
+                {"file": f"{upload.name}: {width} x {height} px is more than 4096 x 4096"}
+            )
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            image = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise ValidationError({"file": f"{upload.name}: not a readable image ({exc})"}) from None
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    png = buffer.getvalue()
+    sha = hashlib.sha256(png).hexdigest()
+    rel_dir = Path("outputs") / str(project.pk)
+    out_dir = Path(settings.MEDIA_ROOT) / rel_dir
+    written: list[Path] = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / f"{sha}.png"
+        if not target.exists():
+            target.write_bytes(png)
+            written.append(target)
+        thumb = out_dir / f"{sha}.thumb.png"
+        if not thumb.exists():
+            small = image.copy()
+            small.thumbnail((THUMB_SIZE, THUMB_SIZE))
+            small.save(thumb, format="PNG")
+            written.append(thumb)
+        with transaction.atomic():
+            output = Output.objects.create(
+                project=project,
+                kind="image",
+                params={"uploaded": upload.name[:200]},
+                sha256=sha,
+                file_path=str(rel_dir / target.name),
+                thumb_path=str(rel_dir / thumb.name),
+                width=image.width,
+                height=image.height,
+                tags=["upload"],
+                created_by=actor,
+            )
+            audit_record(
+                action="output.upload",
+                actor=actor,
+                project=project,
+                target=output,
+                request=request,
+                data={"name": upload.name[:200], "sha256": sha},
+            )
+    except Exception:
+        for path in written:  # nothing half-done stays in the media folder
+            path.unlink(missing_ok=True)
+        raise
+    return output

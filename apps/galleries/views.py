@@ -168,6 +168,26 @@ def collection_toggle(request: HttpRequest, project_id: int, output_id: int) -> 
 
 @login_required
 @require_POST
+def output_upload(request: HttpRequest, project_id: int) -> HttpResponse:
+    """An image from the user's computer into the gallery: an init or control image."""
+    access = project_access(user=request.user, project_id=project_id, need="launch_job")
+    try:
+        output = services.output_upload(
+            project=access.project,
+            actor=request.user,
+            upload=request.FILES.get("file"),
+            request=request,
+        )
+    except ValidationError as exc:
+        for msg in exc.messages:
+            messages.error(request, msg)
+        return redirect("galleries:index", access.project.pk)
+    messages.success(request, "Uploaded")
+    return redirect("galleries:output", access.project.pk, output.pk)
+
+
+@login_required
+@require_POST
 def png_info(request: HttpRequest, project_id: int) -> JsonResponse:
     """Upload any PNG with A1111 `parameters`: the parameters come back for the generation form."""
     from workers.imaging.infotext import parse_infotext, read_png_parameters, to_form_fields

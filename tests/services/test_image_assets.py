@@ -408,3 +408,58 @@ def test_cancelling_one_job_of_a_batch_finishes_it_and_the_others_complete(
     assert Output.objects.filter(job=jobs[2]).count() == 1
     finished = Job.objects.get(pk=victim.pk).finished_at
     assert finished < Job.objects.get(pk=jobs[0].pk).finished_at  # not held until the batch ended
+
+
+# ---------------------------------------------------------------- uploads
+
+
+def test_an_uploaded_image_becomes_an_init_image_and_bad_files_change_nothing(
+    client, project, member, tiny_sd
+):
+    def files():
+        media = Path(settings.MEDIA_ROOT)
+        return sorted(p.name for p in media.rglob("*") if p.is_file()) if media.exists() else []
+
+    client.force_login(member)
+    url = f"/projects/{project.pk}/gallery/upload/"
+    before = (files(), Output.objects.count())
+    for name, data in [
+        ("notes.png", b"not an image at all"),
+        ("anim.gif", _image_bytes("GIF", (8, 8))),
+        ("huge.png", _image_bytes("PNG", (5000, 4000))),
+    ]:
+        response = client.post(url, {"file": _upload(name, data)}, follow=True)
+        text = response.content.decode()
+        assert name in text and ("not accepted" in text or "readable" in text or "4096" in text)
+    assert (files(), Output.objects.count()) == before
+
+    response = client.post(url, {"file": _upload("sketch.jpg", _image_bytes("JPEG", (48, 40)))})
+    upload = Output.objects.get(params__uploaded="sketch.jpg")
+    assert response.url == f"/projects/{project.pk}/gallery/{upload.pk}/"
+    assert (upload.width, upload.height, upload.created_by) == (48, 40, member)
+    with Image.open(Path(settings.MEDIA_ROOT, upload.file_path)) as img:
+        assert img.format == "PNG" and "parameters" not in img.info  # no AI disclosure
+
+    job = run(
+        project,
+        member,
+        model_id=tiny_sd.pk,
+        **BASE,
+        init_output_id=upload.pk,
+        denoising_strength=0.6,
+    )
+    assert Output.objects.get(job=job).width == 32
+
+
+def _image_bytes(fmt: str, size) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, "blue").save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _upload(name: str, data: bytes):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, data)
