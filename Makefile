@@ -35,7 +35,8 @@ run: $(STAMP)
 worker: $(STAMP)
 	$(PY) -m celery -A webapp worker -Q gpu,cpu,chain --pool=threads --concurrency=2 --loglevel=INFO
 
-# Debian's Chromium for the browser tests (never `playwright install`: it downloads a browser).
+# Debian's Chromium for the browser tests (never `playwright install`: it downloads a browser),
+# and Debian's docker-compose for the compose file tests.
 browser:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -43,6 +44,14 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
 	      || echo "WARNING: could not install chromium; browser tests will be skipped"; \
 	  else echo "NOTE: /usr/bin/chromium missing and not root: browser tests will be skipped"; fi; \
+	fi
+	@# Debian's docker-compose (v1) validates docker-compose.yml in tests/test_compose.py.
+	@if ! command -v docker-compose >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's docker-compose for the compose file tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null) \
+	      || echo "WARNING: could not install docker-compose; compose tests will be skipped"; \
+	  else echo "NOTE: docker-compose missing and not root: compose tests will be skipped"; fi; \
 	fi
 
 test: $(STAMP) browser

@@ -43,10 +43,9 @@ def _pipeline(model: BaseModel, log_to=None):
 class _RegisteredUpscaler:
     """A registered ESRGAN-family upscaler as the hi-res fix's image upscaler (kept warm)."""
 
-    def __init__(self, asset: ImageAsset, should_stop=None):
+    def __init__(self, asset: ImageAsset):
         self.asset = asset
         self.name = asset.name
-        self.should_stop = should_stop
 
     def model(self):
         from workers.imaging.upscalers import load_upscaler
@@ -62,17 +61,30 @@ class _RegisteredUpscaler:
 
         from workers.imaging.upscalers import upscale
 
-        out = upscale(self.model(), image, should_stop=self.should_stop)
+        out = upscale(self.model(), image)
         if out.size != tuple(size):
             out = out.resize(tuple(size), Image.Resampling.LANCZOS)
         return out
+
+
+_upscalers: dict[tuple[int, str], _RegisteredUpscaler] = {}
+
+
+def _registered_upscaler(asset: ImageAsset) -> _RegisteredUpscaler:
+    """One callable per registered upscaler, so hi-res jobs using it can share pipeline calls
+    (the pipeline batches hi-res requests whose upscalers are the same object; it checks for
+    cancel before each image it upscales)."""
+    key = (asset.pk, asset.sha256)
+    if key not in _upscalers:
+        _upscalers[key] = _RegisteredUpscaler(asset)
+    return _upscalers[key]
 
 
 def _assets(kind: str) -> dict[str, ImageAsset]:
     return {a.name: a for a in ImageAsset.objects.filter(kind=kind, enabled=True)}
 
 
-def build_request(project_id: int, p, model: BaseModel, *, should_stop=None):
+def build_request(project_id: int, p, model: BaseModel):
     """The pure GenerationRequest for a job's params, with every named asset resolved to files."""
     from workers.imaging.pipelines import GenerationRequest
     from workers.imaging.prompts import extract_embeddings, extract_loras
@@ -100,7 +112,7 @@ def build_request(project_id: int, p, model: BaseModel, *, should_stop=None):
             asset = _assets(AssetKind.UPSCALER).get(p.hires_upscaler)
             if asset is None:
                 raise ValueError(f"No upscaler named {p.hires_upscaler}")
-            upscaler = _RegisteredUpscaler(asset, should_stop)
+            upscaler = _registered_upscaler(asset)
         hires = {
             "scale": p.hires_scale,
             "steps": p.hires_steps,
@@ -247,7 +259,7 @@ def run_generate(ctx) -> dict:
     model = BaseModel.objects.get(pk=p.model_id)
     pipe, loaded = _pipeline(model, log_to=ctx.reporter.log)
     ctx.reporter.log(f"{model.name}: {'loaded' if loaded else 'warm (no load)'}")
-    req = build_request(ctx.project_id, p, model, should_stop=ctx.reporter.should_stop)
+    req = build_request(ctx.project_id, p, model)
     images = generate_images(
         pipe,
         req,
@@ -291,11 +303,7 @@ def run_generate_batch(contexts: list) -> list:
     requests, owners = [], []
     for i, ctx in enumerate(contexts):
         try:
-            requests.append(
-                build_request(
-                    ctx.project_id, ctx.params, model, should_stop=ctx.reporter.should_stop
-                )
-            )
+            requests.append(build_request(ctx.project_id, ctx.params, model))
             owners.append(i)
         except Exception as exc:  # noqa: BLE001 - this member fails alone
             results[i] = exc

@@ -1,0 +1,1035 @@
+"""Image generation benchmark: the platform's image.generate jobs against the team's bare script.
+
+    .venv/bin/python bench/images.py [--images 8] [--rounds 2] [--size 256] [--batch-px 64]
+                                     [--batch-rounds 2] [--steps 20] [--keep]
+
+In an isolated temp dir (own SQLite database, own embedded Redis, own var/ folders) the same
+pipeline and parameters run both ways. The model is the tiny random Stable Diffusion pipeline
+built in code (workers.imaging.demo_model.build_tiny_pipeline, seed 0), built once during setup
+(not timed) into the temp var/models/tiny-sd and registered through the built-in `tiny-sd`
+BaseModel row (ensure_builtin_rows + model_folder); both sides load that folder. Every image:
+--steps steps (20) of --sampler ("Euler a"), CFG 7, batch_size 1, negative prompt "blurry, low
+quality", one of 8 fixed prompts with a fixed seed (1000 + i), square, at one of two sizes:
+
+- --size (default 256 px) for the warm ratio (bare vs platform, per image). A job has a fixed
+  cost of about 50 ms that does not depend on the image (the claim's transaction, PNG +
+  infotext, the Output row and its events, job_finish), and at tiny sizes the platform's
+  batch-independent arithmetic costs a few per cent of a ~0.1 s UNet pass. The tiny model at
+  256 px takes ~0.7 s an image here, still far less than a real SD 1.5 image at 512 px (seconds
+  on a GPU, minutes on CPU), so the ratio measured here is a lower bound for real models.
+  Smaller sizes show the fixed cost: --size 64 gave ratios of 0.5-0.77 (0.25 s images).
+- --batch-px (default 64 px) for batching. On a one-thread CPU a 256 px tiny-model image is
+  compute-bound: the UNet's arithmetic grows with the batch and little per-call overhead is
+  left to share, so batching gains nothing there (measured 0.92x). At 64 px the cost that
+  does not grow with the image (Python and operator dispatch per call and per step, the job's
+  fixed cost) is a large part of an image, and batching amortises it (measured 1.8-2.8x). Small
+  images are the real embedded workload: the product's built-in demo model works at 32 px. On
+  GPUs, batching pays at all sizes (the device is under-used by one image).
+
+(a) bare: bench/_images_child.py `bare` in a fresh Python subprocess: plain diffusers, as the
+    team's script would do it (StableDiffusionPipeline.from_pretrained, the sampler's scheduler
+    class from_config, pipe(prompt, ..., generator=torch.Generator().manual_seed(seed)),
+    image.save(png)); nothing of the platform. It stamps library imports, the load, one warm-up
+    image (excluded from the rate), then --images images timed one by one.
+(b) platform: services.job_create of `image.generate` jobs -> a real Celery worker subprocess
+    (tests/harness.py Processes; queues gpu,cpu, threads pool, concurrency 1, started and idle
+    before the first submit, so its first job imports torch/diffusers and loads the pipeline,
+    as the bare subprocess does) -> succeeded, PNG + thumbnail + gallery Output per image.
+    - cold: the first job on the fresh worker, job_create called -> Job.finished_at; its result
+      must say model_loaded True. Compared with a bare subprocess spawn -> first image saved.
+    - warm: the following jobs, submitted one at a time (each after the previous finished),
+      cycling through the 8 requests, --images per round. Per-image time = Job.started_at ->
+      finished_at (the claim, the warm pipeline, generation, PNG/thumbnail/Output row, events,
+      job_finish); submit -> finished is printed too. model_loaded must be False for every one,
+      and neither its log events nor the worker log may show a load.
+
+Runs alternate, bare first and last: bare, platform cold, then --rounds x (platform warm round,
+bare); default 2 rounds: B Pc Pw B Pw B. Every run of a side is averaged, so drift in the shared
+machine's load mostly cancels out. The bare subprocesses and the worker both run with
+OMP_NUM_THREADS=1 and MKL_NUM_THREADS=1 (one torch thread each), so they compete equally.
+
+Warm ratio = bare seconds per image / platform warm seconds per image (goal >= 0.95).
+
+Batching, at --batch-px: the same 8 compatible requests (same model, size, sampler, steps, CFG;
+different prompts and seeds) on the same warm worker, after one untimed warm-up job at that size
+(the first image of a new size on the worker; it must not load the model either). --batch-rounds
+pairs (default 2) of a sequential round then a batched round (S B S B), so drift in the machine's
+load falls on both sides alike:
+- sequential round = the 8 jobs submitted one at a time, each after the previous finished. Its
+  time = the sum of the 8 jobs' started_at -> finished_at: the worker's busy time only, leaving
+  out the dispatch latency and the bench's polling between jobs (which favours the sequential
+  side; a worker with ATELIER_BATCH_MAX_JOBS=1 given all 8 at once would also pay a dispatch and
+  claim between jobs). The sum of submit -> finished is printed too.
+- batched round = the 8 jobs created inside one transaction.atomic() block, so their Celery
+  messages go out together after the commit; the worker claims the first and, with
+  ATELIER_BATCH_MAX_JOBS (default 8), takes the other 7 along into one generate_batch call.
+  Time = first job_create called -> last Job.finished_at. The results' `batched_with` say how
+  many jobs ran together (one batch of 8 expected).
+Speed-up = mean sequential time / mean batched time (goal >= 1.3x). For context the pure level is
+printed too, at --batch-px: 8 x generate_images vs one generate_batch of the same 8 requests in a
+plain subprocess (bench/_images_child.py `pure`, no Django/Celery; the platform's own
+load_pipeline), alternated --batch-rounds times; the same subprocess times generate_images at
+--size for the per-image split of the warm ratio.
+
+Where the platform's time goes: timing probes in the worker (bench/_images_child.py, loaded
+through ATELIER_JOB_KIND_MODULES; they wrap product functions from the outside) split each warm
+job's started -> finished into claim, partner search, model cache lookup, build_request, the
+pipeline call (generate_images), saving the PNG/thumbnail/Output, job_finish; they also count
+load_pipeline calls (must be 1: the cold job). Cross-check on CPU time, less sensitive to the
+shared machine's other load than wall time: bare process CPU per image vs the worker process's
+CPU (all its threads, from /proc) over each warm round, per job.
+
+Honesty checks, printed: the bare and platform images of the same prompt and seed have the same
+pixels (or how far apart they are), at --size; batched jobs give the same pixels as the same
+requests run alone in the sequential rounds (same size, --batch-px); the pure generate_batch
+gives the same pixels as generate_images.
+
+--keep keeps the temp dir (worker log, database, images). The last line printed is one RESULT
+line with the headline figures beside their goals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, sys.path[0] is bench/: replace it by the repository root.
+if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
+    sys.path.pop(0)
+sys.path.insert(0, str(ROOT))
+
+from bench._images_child import PROBE_ENV, read_probes  # noqa: E402
+from bench.dispatch import cpu_seconds  # noqa: E402
+from bench.finetune import mean, pct, say  # noqa: E402
+from tests.harness import Processes, start_embedded_redis  # noqa: E402
+
+GOAL_RATIO = 0.95
+GOAL_SPEEDUP = 1.3
+TERMINAL = ("succeeded", "failed", "cancelled")
+CHILD = str(ROOT / "bench" / "_images_child.py")
+BATCH = 8  # compatible requests in the batching comparison
+NEGATIVE = "blurry, low quality"
+PROMPTS = (
+    "a watercolor painting of a red fox in the snow",
+    "a lighthouse on a cliff at sunset, oil on canvas",
+    "a bowl of ramen on a wooden table, studio photo",
+    "an astronaut riding a horse on the moon",
+    "a cozy library with tall shelves and warm light",
+    "a koi pond in a japanese garden, ink drawing",
+    "a steam locomotive crossing a stone bridge",
+    "a city street in the rain at night, neon signs",
+)
+SEED0 = 1000
+WARMUP = {"prompt": "a warm-up image of a teapot", "seed": 7}
+
+
+def requests() -> list[dict]:
+    return [{"prompt": p, "seed": SEED0 + i} for i, p in enumerate(PROMPTS)]
+
+
+def pixel_sha(path: str | Path) -> str:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return hashlib.sha256(img.convert("RGB").tobytes()).hexdigest()
+
+
+def max_pixel_diff(a: str | Path, b: str | Path) -> int:
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(a) as ia, Image.open(b) as ib:
+        x = np.asarray(ia.convert("RGB"), dtype=np.int16)
+        y = np.asarray(ib.convert("RGB"), dtype=np.int16)
+    if x.shape != y.shape:
+        return 255
+    return int(np.abs(x - y).max())
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="atelier-imgbench-"))
+        self.redis_proc: subprocess.Popen | None = None
+        self.procs: Processes | None = None
+        self.children: list[subprocess.Popen] = []
+        self.facts: dict[str, str] = {}
+        self.notes: list[str] = []
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.redis_proc, redis_url = start_embedded_redis(self.tmp / "redis")
+        db_url = f"sqlite:///{(self.tmp / 'bench.sqlite3').resolve()}"
+        env = {
+            "DJANGO_SETTINGS_MODULE": "webapp.settings",
+            "DATABASE_URL": db_url,
+            "REDIS_URL": redis_url,
+            "ATELIER_VAR_DIR": str(self.tmp / "var"),
+            "ATELIER_MEDIA_ROOT": str(self.tmp / "media"),
+            "ATELIER_JOBS_DIR": str(self.tmp / "jobs"),
+            "ATELIER_MODELS_DIR": str(self.tmp / "var" / "models"),
+            "ATELIER_CHANNEL_PREFIX": f"atelier-imgbench-{tag}",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+        }
+        if self.args.batch_max_jobs is not None:
+            env["ATELIER_BATCH_MAX_JOBS"] = str(self.args.batch_max_jobs)
+        os.environ.update(env)  # before django.setup(): settings read the environment at import
+        (self.tmp / "var" / "models").mkdir(parents=True)
+        self.probe_dir = self.tmp / "probes"
+        self.probe_dir.mkdir()
+        # Processes puts os.environ and `env` over its OMP_NUM_THREADS=1 default: force it here.
+        proc_env = {
+            **env,
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "ATELIER_JOB_KIND_MODULES": "bench._images_child",  # the worker's timing probes
+            PROBE_ENV: str(self.probe_dir),
+        }
+        self.procs = Processes(env=proc_env, log_dir=self.tmp / "logs")
+        # The worker's environment for the bare side too, less the probes (no Django there).
+        self.child_env = {
+            k: v
+            for k, v in self.procs.env.items()
+            if k not in (PROBE_ENV, "ATELIER_JOB_KIND_MODULES")
+        }
+
+        say("migrating the fresh database; building the tiny SD pipeline (setup, not timed)")
+        t = time.monotonic()
+        migrate = subprocess.Popen(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env=os.environ.copy(),
+            start_new_session=True,
+        )
+        self.children.append(migrate)
+        self.model_dir_built = self.tmp / "var" / "models" / "tiny-sd"
+        build = self._child(["build", str(self.model_dir_built)], self.child_env)
+        if migrate.wait() != 0:
+            raise RuntimeError("manage.py migrate failed")
+        if build.wait() != 0:
+            raise RuntimeError("building the tiny SD pipeline failed")
+        self.facts["setup"] = f"{time.monotonic() - t:.1f}s"
+        self.facts["load"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+        import django
+
+        django.setup()
+        from django.conf import settings
+        from django.contrib.auth import get_user_model
+
+        from apps.models.models import BaseModel
+        from apps.models.services import ensure_builtin_rows, model_folder
+        from apps.projects.models import Membership, Project
+
+        self.user = get_user_model().objects.create_user(username=f"imgbench-{tag}", password=None)
+        self.project = Project.objects.create(name=f"Image bench {tag}", max_concurrent_jobs=16)
+        Membership.objects.create(project=self.project, user=self.user, role="admin")
+        ensure_builtin_rows()
+        self.model = BaseModel.objects.get(reference="tiny-sd")
+        # Registers the folder built above (it exists, so model_folder builds nothing).
+        self.model_dir = str(model_folder(self.model))
+        if Path(self.model_dir).resolve() != self.model_dir_built.resolve():
+            raise RuntimeError(f"tiny-sd resolved to {self.model_dir}, not {self.model_dir_built}")
+        self.batch_max_jobs = int(settings.ATELIER.get("BATCH_MAX_JOBS", 1))
+        self.facts["BATCH_MAX_JOBS"] = str(self.batch_max_jobs)
+
+        say("starting the platform worker (queues gpu,cpu; threads pool, concurrency 1)")
+        self.procs.worker(queues="gpu,cpu")
+
+    def _child(self, argv: list[str], env: dict) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, CHILD, *argv], cwd=ROOT, env=env, start_new_session=True
+        )
+        self.children.append(proc)
+        return proc
+
+    def spec(self, reqs: list[dict], size: int | None = None, **extra) -> dict:
+        a = self.args
+        return {
+            "model_dir": self.model_dir,
+            "sampler": a.sampler,
+            "steps": a.steps,
+            "cfg_scale": a.cfg,
+            "size": size or a.size,
+            "negative_prompt": NEGATIVE,
+            "warmup": WARMUP,
+            "requests": reqs,
+            **extra,
+        }
+
+    def round_requests(self) -> list[dict]:
+        base = requests()
+        return [base[i % BATCH] for i in range(self.args.images)]
+
+    # ------------------------------------------------------------------ (a) bare
+    def bare(self, n: int) -> dict:
+        say(f"bare run {n}: plain diffusers in a fresh subprocess, {self.args.images} images")
+        spec = self.tmp / f"bare-{n}.json"
+        out = self.tmp / f"bare-{n}.out.json"
+        spec.write_text(
+            json.dumps(self.spec(self.round_requests(), out_dir=str(self.tmp / f"bare-{n}")))
+        )
+        t_spawn = time.time()
+        proc = self._child(["bare", str(spec), str(out)], self.child_env)
+        rc = proc.wait(timeout=self.args.timeout)
+        if rc != 0:
+            raise RuntimeError(f"bare run {n} exited {rc}")
+        res = json.loads(out.read_text())
+        res["t_spawn"] = t_spawn
+        res["cold"] = res["t_first_done"] - t_spawn  # spawn -> first image saved
+        res["per_image"] = mean([i["seconds"] for i in res["images"]])
+        return res
+
+    # ------------------------------------------------------------------ (b) platform
+    def params(self, req: dict, size: int | None = None) -> dict:
+        a = self.args
+        size = size or a.size
+        return {
+            "model_id": self.model.pk,
+            "prompt": req["prompt"],
+            "negative_prompt": NEGATIVE,
+            "sampler": a.sampler,
+            "steps": a.steps,
+            "cfg_scale": a.cfg,
+            "seed": req["seed"],
+            "width": size,
+            "height": size,
+            "batch_count": 1,
+            "batch_size": 1,
+        }
+
+    def wait(self, job_ids: list[int]) -> None:
+        from apps.jobs.models import Job
+
+        deadline = time.monotonic() + self.args.timeout
+        while True:
+            states = dict(Job.objects.filter(pk__in=job_ids).values_list("pk", "state"))
+            if all(states.get(j) in TERMINAL for j in job_ids):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jobs still running after {self.args.timeout}s: {states}")
+            time.sleep(0.05)
+
+    def collect(self, job_id: int, t_submit: float) -> dict:
+        from django.conf import settings
+
+        from apps.jobs.models import Job
+        from apps.outputs.models import Output
+
+        job = Job.objects.get(pk=job_id)
+        if job.state != "succeeded":
+            raise RuntimeError(f"job {job.pk} ended {job.state}: {job.error[:3000]}")
+        logs = list(job.events.filter(kind="log").order_by("seq").values_list("data", flat=True))
+        outputs = job.result.get("outputs", [])
+        files = [
+            str(Path(settings.MEDIA_ROOT) / f)
+            for f in Output.objects.filter(pk__in=[o["id"] for o in outputs])
+            .order_by("pk")
+            .values_list("file_path", flat=True)
+        ]
+        return {
+            "job": job.pk,
+            "prompt": job.params["prompt"],
+            "seed": job.params["seed"],
+            "size": job.params["width"],
+            "t_submit": t_submit,
+            "created": job.created_at.timestamp(),
+            "dispatched": job.dispatched_at.timestamp() if job.dispatched_at else math.nan,
+            "started": job.started_at.timestamp(),
+            "finished": job.finished_at.timestamp(),
+            "run": job.finished_at.timestamp() - job.started_at.timestamp(),
+            "e2e": job.finished_at.timestamp() - t_submit,
+            "model_loaded": job.result.get("model_loaded"),
+            "batched_with": job.result.get("batched_with"),
+            "logs": [str(d.get("message", "")) for d in logs],
+            "files": files,
+            "pixels": [pixel_sha(f) for f in files],
+        }
+
+    def submit(self, req: dict, size: int | None = None) -> tuple[int, float]:
+        from apps.jobs import services
+
+        t_submit = time.time()
+        job = services.job_create(
+            project=self.project,
+            kind="image.generate",
+            params=self.params(req, size),
+            created_by=self.user,
+        )
+        return job.pk, t_submit
+
+    def one_at_a_time(self, reqs: list[dict], size: int | None = None) -> list[dict]:
+        out = []
+        for req in reqs:
+            job_id, t_submit = self.submit(req, size)
+            self.wait([job_id])
+            out.append(self.collect(job_id, t_submit))
+        return out
+
+    def platform_cold(self) -> dict:
+        say("platform cold: the first image.generate job on the fresh worker (it loads)")
+        return self.one_at_a_time(requests()[:1])[0]
+
+    def platform_warm(self, n: int) -> dict:
+        say(f"platform warm round {n}: {self.args.images} jobs, one at a time")
+        pid = self.procs.procs["worker"].pid
+        c0 = cpu_seconds(pid)
+        jobs = self.one_at_a_time(self.round_requests())
+        # The worker process's CPU (all its threads: job, heartbeat, event loop, Celery) per job.
+        return {"jobs": jobs, "cpu_per_image": (cpu_seconds(pid) - c0) / len(jobs)}
+
+    def batch_warmup(self) -> dict:
+        px = self.args.batch_px
+        say(f"warm-up job at {px} px (untimed: the first image of this size on the warm worker)")
+        return self.one_at_a_time([WARMUP], px)[0]
+
+    def platform_sequential(self, n: int) -> dict:
+        px = self.args.batch_px
+        say(f"sequential round {n}: {BATCH} jobs at {px} px, one at a time")
+        jobs = self.one_at_a_time(requests(), px)
+        return {
+            "jobs": jobs,
+            "busy": sum(j["run"] for j in jobs),  # the worker's started -> finished, summed
+            "e2e": sum(j["e2e"] for j in jobs),  # submit -> finished, summed
+            "elapsed": jobs[-1]["finished"] - jobs[0]["t_submit"],  # + the bench's polling
+        }
+
+    def platform_batched(self, n: int) -> dict:
+        from django.db import transaction
+
+        px = self.args.batch_px
+        say(f"batched round {n}: {BATCH} jobs at {px} px created in one transaction")
+        t0 = time.time()
+        submitted = []
+        with transaction.atomic():
+            for req in requests():
+                submitted.append(self.submit(req, px))
+        t_commit = time.time()
+        ids = [j for j, _ in submitted]
+        self.wait(ids)
+        jobs = [self.collect(j, t) for j, t in submitted]
+        return {
+            "jobs": jobs,
+            "t0": t0,
+            "t_commit": t_commit,
+            "elapsed": max(j["finished"] for j in jobs) - t0,
+            "busy": max(j["finished"] for j in jobs) - min(j["started"] for j in jobs),
+        }
+
+    # ------------------------------------------------------------------ pure (context)
+    def pure(self) -> dict:
+        a = self.args
+        say(
+            f"pure level: generate_images at {a.size} px; 8 x generate_images vs generate_batch "
+            f"at {a.batch_px} px, {a.batch_rounds} rounds; in a plain subprocess"
+        )
+        spec = self.tmp / "pure.json"
+        out = self.tmp / "pure.out.json"
+        spec.write_text(
+            json.dumps(
+                self.spec(
+                    requests(),
+                    size=a.batch_px,
+                    reps=a.batch_rounds,
+                    rate_size=a.size if a.size != a.batch_px else None,
+                )
+            )
+        )
+        proc = self._child(["pure", str(spec), str(out)], self.child_env)
+        rc = proc.wait(timeout=self.args.timeout)
+        if rc != 0:
+            raise RuntimeError(f"the pure run exited {rc}")
+        return json.loads(out.read_text())
+
+    # ------------------------------------------------------------------ cleanup
+    def cleanup(self) -> None:
+        for proc in self.children:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=10)
+        if self.procs is not None:
+            try:
+                self.procs.stop_all()
+            except Exception:
+                for proc in self.procs.procs.values():
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        if self.redis_proc is not None:
+            self.redis_proc.kill()
+            self.redis_proc.wait(timeout=10)
+        try:
+            from django.db import connections
+
+            connections.close_all()
+        except Exception:
+            pass
+        if self.args.keep:
+            say(f"kept {self.tmp}")
+            return
+        for _ in range(3):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            if not self.tmp.exists():
+                break
+            time.sleep(0.5)
+        else:
+            say(f"could not remove {self.tmp}")
+
+    def worker_log(self) -> str:
+        return self.procs.log("worker") if self.procs is not None else ""
+
+    def log_tails(self) -> str:
+        out = []
+        logs = self.tmp / "logs"
+        if logs.exists():
+            for f in sorted(logs.glob("*.log")):
+                out.append(f"--- {f.name} (tail)\n" + f.read_text(errors="replace")[-4000:])
+        return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------- analysis
+
+LOAD_WORDS = re.compile(r": loaded\b|\bpreparing\b", re.I)
+
+
+def load_lines(logs: list[str]) -> list[str]:
+    return [m for m in logs if LOAD_WORDS.search(m)]
+
+
+def worker_load_jobs(text: str) -> list[int]:
+    """Job ids whose worker-log lines say the model was loaded or prepared."""
+    ids = []
+    for m in re.finditer(r"job (\d+): ([^\n]*)", text):
+        if LOAD_WORDS.search(m.group(2)):
+            ids.append(int(m.group(1)))
+    return ids
+
+
+def job_probes(job: dict, probes: list[dict]) -> dict[str, dict]:
+    """The worker's probe records ending inside one job's started -> finished window, by kind
+    (the first of each; job_claim: this job's own)."""
+    found: dict[str, dict] = {}
+    for p in sorted(probes, key=lambda p: p["t0"]):
+        if p["k"] == "job_claim" and p.get("job") != job["job"]:
+            continue
+        if job["started"] - 0.001 <= p["t1"] <= job["finished"] + 0.001:
+            found.setdefault(p["k"], p)
+    return found
+
+
+SEGMENTS = (
+    "job_claim: the rest of its transaction (started_at is stamped in it)",
+    "heartbeat thread, kind, params, batch key",
+    "look for batch partners (_claim_partners: a DB query)",
+    "context (workdir), BaseModel row",
+    "model cache lookup (_pipeline)",
+    "build_request (assets, LoRA/embedding lookups)",
+    "PIPELINE CALL (generate_images: encode, denoise, decode)",
+    "save: PNG + infotext, thumbnail, Output row, artifact event",
+    "job_finish: heartbeat stop, final flush, state row",
+)
+GEN_SEGMENT = 6  # the pipeline call
+
+
+def breakdown(job: dict, probes: list[dict]) -> list[float] | None:
+    """Consecutive segments of a one-image job's started -> finished (they add up)."""
+    f = job_probes(job, probes)
+    pl, gen, save = f.get("pipeline"), f.get("generate_images"), f.get("save_image")
+    claim, partners = f.get("job_claim"), f.get("claim_partners")
+    if not (pl and gen and save and claim and partners):
+        return None
+    stamps = [
+        job["started"],
+        claim["t1"],
+        partners["t0"],
+        partners["t1"],
+        pl["t0"],
+        pl["t1"],
+        gen["t0"],
+        gen["t1"],
+        save["t1"],
+        job["finished"],
+    ]
+    return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+
+
+def report(
+    bench: Bench, args, bares, cold, warms, batch_warm, seqs, batches, pure, elapsed
+) -> tuple[str, bool]:
+    out: list[str] = []
+    probes = read_probes(bench.probe_dir)
+    warm_jobs = [j for rnd in warms for j in rnd["jobs"]]
+    seq_jobs = [j for s in seqs for j in s["jobs"]]
+    batch_jobs = [j for b in batches for j in b["jobs"]]
+    bare_pi = mean([b["per_image"] for b in bares])
+    plat_pi = mean([j["run"] for j in warm_jobs])
+    plat_e2e = mean([j["e2e"] for j in warm_jobs])
+    ratio = bare_pi / plat_pi
+    out.append(
+        "Atelier image bench: "
+        + ", ".join(
+            f"{k}={v}"
+            for k, v in {
+                **bench.facts,
+                "cpus": os.cpu_count(),
+                "OMP_NUM_THREADS": "1 (bare subprocesses and worker)",
+                "order": "bare, platform cold, "
+                + ", ".join(["platform warm, bare"] * len(warms))
+                + f", warm-up at {args.batch_px} px, "
+                + ", ".join(["sequential, batched"] * len(batches))
+                + (", pure" if pure else ""),
+                "wall time": f"{elapsed:.0f}s",
+            }.items()
+        )
+    )
+    b0 = bares[0]
+    out.append(
+        f"  every image: tiny-sd (build_tiny_pipeline seed 0), {args.size}x{args.size} px "
+        f"(warm ratio) or {args.batch_px}x{args.batch_px} px (batching), "
+        f"{args.steps} steps {args.sampler!r} (bare: {b0['scheduler']}), CFG {args.cfg:g}, "
+        f"batch_size 1, negative {NEGATIVE!r}, {BATCH} prompts with seeds {SEED0}..{SEED0 + BATCH - 1}; "
+        f"torch {b0['versions']['torch']}, diffusers {b0['versions']['diffusers']}"
+    )
+    out.append("")
+    out.append(
+        f"Per image at {args.size} px, warm (bare: the timed images after a warm-up; platform: "
+        "started -> finished)"
+    )
+    for i, b in enumerate(bares, 1):
+        s = [x["seconds"] for x in b["images"]]
+        out.append(
+            f"  bare {i}:            {b['per_image']:.3f} s/img  (median {pct(s, 50):.3f}, "
+            f"max {max(s):.3f}; {len(s)} images; torch threads {b['torch_threads']})"
+        )
+    for i, rnd in enumerate(warms, 1):
+        jobs = rnd["jobs"]
+        r = [j["run"] for j in jobs]
+        e = [j["e2e"] for j in jobs]
+        out.append(
+            f"  platform warm {i}:   {mean(r):.3f} s/img  (median {pct(r, 50):.3f}, max {max(r):.3f}; "
+            f"submit -> finished {mean(e):.3f} s; jobs {jobs[0]['job']}..{jobs[-1]['job']})"
+        )
+    # The pure per-image rate at --size: its own pass when --batch-px differs, else the
+    # sequential halves of the batching comparison.
+    pure_rate = pure and (pure.get("rate") or {"seconds": [], "cpu": []})
+    if pure and not pure_rate["seconds"]:
+        pure_rate = {
+            "seconds": [x / pure["n"] for x in pure["sequential_seconds"]],
+            "cpu": [x / pure["n"] for x in pure["sequential_cpu"]],
+        }
+    pure_pi = mean(pure_rate["seconds"]) if pure else math.nan
+    if pure:
+        out.append(
+            f"  pure generate_images (the platform's pure code, no Django/Celery): {pure_pi:.3f} s/img"
+        )
+    out.append(
+        f"  ratio bare/platform at {args.size} px = {bare_pi:.3f} / {plat_pi:.3f} = {ratio:.3f} "
+        f"(goal >= {GOAL_RATIO}: {'met' if ratio >= GOAL_RATIO else 'MISSED'}); "
+        f"with submit -> finished: {bare_pi / plat_e2e:.3f}"
+    )
+    if pure:
+        out.append(
+            f"    split: plain diffusers -> pure generate_images {bare_pi:.3f} -> {pure_pi:.3f} s "
+            f"({pure_pi - bare_pi:+.3f}); pure -> platform job {pure_pi:.3f} -> {plat_pi:.3f} s "
+            f"({plat_pi - pure_pi:+.3f}: claim, DB rows, PNG + thumbnail, events, job_finish)"
+        )
+    segs = [s for s in (breakdown(j, probes) for j in warm_jobs) if s]
+    gens = [j for j in (job_probes(j, probes).get("generate_images") for j in warm_jobs) if j]
+    fixed = math.nan
+    if segs:
+        cols = list(zip(*segs, strict=True))
+        out.append(
+            f"  platform warm, where a job's time goes (worker probes, mean of {len(segs)} jobs; "
+            "they add up to started -> finished):"
+        )
+        for label, col in zip(SEGMENTS, cols, strict=True):
+            out.append(f"    {label:<62} {mean(list(col)):7.3f}s  (max {max(col):.3f})")
+        out.append(f"    {'total':<62} {mean([sum(x) for x in segs]):7.3f}s")
+        gen_pi = mean(list(cols[GEN_SEGMENT]))
+        fixed = plat_pi - gen_pi
+        bare_cpu = mean([i["cpu"] for b in bares for i in b["images"]])
+        gen_cpu = mean([g["cpu"] for g in gens])
+        inline = []  # flushes/previews in the job's own thread during its pipeline call
+        others = []
+        for j in warm_jobs:
+            g = job_probes(j, probes).get("generate_images")
+            if not g:
+                continue
+            during = [
+                p
+                for p in probes
+                if p["k"] in ("flush", "preview") and g["t0"] <= p["t0"] and p["t1"] <= g["t1"]
+            ]
+            inline += [p for p in during if p["thread"] == g["thread"]]
+            others += [p for p in during if p["thread"] != g["thread"]]
+        n = len(gens)
+        out.append(
+            f"  inside the worker's pipeline call, per job: {len(inline) / n:.1f} event "
+            f"flushes/previews in the job's thread took "
+            f"{sum(p['t1'] - p['t0'] for p in inline) / n:.3f}s wall, "
+            f"{sum(p['cpu'] for p in inline) / n:.3f}s CPU (the forced flush of the last step, "
+            f"previews); {len(others) / n:.1f} flushes in the events writer thread meanwhile, "
+            f"{sum(p['cpu'] for p in others) / n:.3f}s CPU"
+        )
+        pure_cpu = (
+            f", pure generate_images in a plain process {mean(pure_rate['cpu']):.3f} s"
+            if pure
+            else ""
+        )
+        out.append(
+            f"  the pipeline call alone: bare {bare_pi:.3f} s/img vs worker {gen_pi:.3f} s/img "
+            f"(ratio {bare_pi / gen_pi:.3f}); thread CPU per image (less sensitive to other load): "
+            f"bare {bare_cpu:.3f} s, worker's generate_images {gen_cpu:.3f} s (ratio "
+            f"{bare_cpu / gen_cpu:.3f}){pure_cpu}"
+        )
+        out.append(
+            f"  the rest of a job is {fixed:.3f}s, about the same whatever the image costs: "
+            f"with a pipeline call as fast as bare, the ratio reaches {GOAL_RATIO} for images "
+            f"taking >= {fixed * GOAL_RATIO / (1 - GOAL_RATIO):.1f}s"
+        )
+    bare_cpu_pi = mean([b["images_process_cpu"] / len(b["images"]) for b in bares])
+    plat_cpu_pi = mean([rnd["cpu_per_image"] for rnd in warms])
+    cpu_ratio = bare_cpu_pi / plat_cpu_pi if plat_cpu_pi > 0 else math.nan
+    out.append(
+        f"  cross-check on CPU time (less sensitive to other load): process CPU per image, bare "
+        f"{bare_cpu_pi:.3f} s (the timed loop, PNG save included) vs the worker process "
+        f"{plat_cpu_pi:.3f} s (all its threads over each warm round, per job): ratio {cpu_ratio:.3f}"
+    )
+    bare_pis = [b["per_image"] for b in bares]
+    spread = (max(bare_pis) - min(bare_pis)) / mean(bare_pis)
+    if spread > 0.05:
+        bench.notes.append(
+            f"the bare runs alone differ by {100 * spread:.0f}% in s/img (load average "
+            f"{bench.facts.get('load', '?')}): this machine's other load is larger than the 5% the "
+            "ratio goal allows; read the ratio with that in mind"
+        )
+
+    out.append("")
+    cold_bare = mean([b["cold"] for b in bares])
+    out.append(
+        f"Cold: platform job 1 on the fresh worker, submit -> finished {cold['e2e']:.2f}s "
+        f"(started -> finished {cold['run']:.2f}s; model_loaded={cold['model_loaded']}); "
+        f"bare spawn -> first image saved "
+        + " / ".join(f"{b['cold']:.2f}s" for b in bares)
+        + f" (mean {cold_bare:.2f}s: imports "
+        + " / ".join(f"{b['import_seconds']:.2f}" for b in bares)
+        + ", load "
+        + " / ".join(f"{b['load_seconds']:.2f}" for b in bares)
+        + ", first image "
+        + " / ".join(f"{b['first_image_seconds']:.2f}" for b in bares)
+        + ")"
+    )
+
+    # ---- the second job loads nothing
+    later = warm_jobs + [batch_warm] + seq_jobs + batch_jobs
+    flags = [j["model_loaded"] for j in later]
+    event_loads = {j["job"]: load_lines(j["logs"]) for j in later if load_lines(j["logs"])}
+    wlog = bench.worker_log()
+    wlog_loads = worker_load_jobs(wlog)
+    later_ids = {j["job"] for j in later}
+    wlog_later = [j for j in wlog_loads if j in later_ids]
+    warm_msgs = sum(1 for j in later if any("warm (no load)" in m for m in j["logs"]))
+    second = warms[0]["jobs"][0] if warms and warms[0]["jobs"] else None
+    loads_nothing = (
+        bool(later) and all(f is False for f in flags) and not event_loads and not wlog_later
+    )
+    out.append(
+        f"Second job on the warm worker (job {second['job'] if second else '-'}): model_loaded="
+        f"{second['model_loaded'] if second else '-'}; all {len(later)} later jobs: model_loaded "
+        f"False for {sum(1 for f in flags if f is False)}, True for "
+        f"{sum(1 for f in flags if f is True)}, missing for {sum(1 for f in flags if f is None)}; "
+        f"'warm (no load)' in the events of {warm_msgs}; load/prepare lines in their events: "
+        f"{len(event_loads)} jobs {sorted(event_loads)[:8]}; worker log load lines for jobs "
+        f"{wlog_loads} (later jobs among them: {wlog_later or 'none'})"
+    )
+    if cold["model_loaded"] is not True:
+        bench.notes.append(
+            f"the cold job's result says model_loaded={cold['model_loaded']!r}, expected True"
+        )
+    n_bars = len(re.findall(r"Loading pipeline components\.\.\.:\s+0%", wlog))
+    loads = [p for p in probes if p["k"] == "load_pipeline"]
+    lookups = [p for p in probes if p["k"] == "pipeline"]
+    out.append(
+        f"  worker probes: load_pipeline called {len(loads)} time(s) (expected 1, in job "
+        f"{cold.get('job')}), {len(lookups)} model cache lookups, "
+        f"{sum(1 for p in lookups if p.get('loaded'))} of them loading; diffusers 'Loading "
+        f"pipeline components' progress bars in the worker log: {n_bars}"
+    )
+    if len(loads) != 1:
+        loads_nothing = False
+
+    # ---- images match
+    out.append("")
+    bare_px: dict[tuple, set] = {}
+    bare_file: dict[tuple, str] = {}
+    for b in bares:
+        for im in b["images"]:
+            key = (im["prompt"], im["seed"])
+            bare_px.setdefault(key, set()).add(im["pixels"])
+            bare_file.setdefault(key, im["path"])
+    bare_stable = all(len(v) == 1 for v in bare_px.values())
+    plat_by_key: dict[tuple, dict] = {}
+    for j in [cold, *warm_jobs]:
+        plat_by_key.setdefault((j["prompt"], j["seed"]), j)
+    same = differ = 0
+    diffs = []
+    for key, j in plat_by_key.items():
+        if key not in bare_px or not j["pixels"]:
+            continue
+        if j["pixels"][0] in bare_px[key]:
+            same += 1
+        else:
+            differ += 1
+            diffs.append(max_pixel_diff(bare_file[key], j["files"][0]))
+    out.append(
+        f"Same image, bare vs platform (pixels, same prompt and seed): identical for {same} of "
+        f"{same + differ} requests"
+        + (f"; the others differ by at most {max(diffs)}/255 per channel" if diffs else "")
+        + f"; bare runs agree among themselves: {'yes' if bare_stable else 'NO'}"
+    )
+    # Batched vs alone: the sequential rounds' jobs of the same request at the same size.
+    alone_px: dict[tuple, set] = {}
+    alone_file: dict[tuple, str] = {}
+    for j in seq_jobs:
+        key = (j["prompt"], j["seed"], j["size"])
+        alone_px.setdefault(key, set()).update(j["pixels"])
+        if j["files"]:
+            alone_file.setdefault(key, j["files"][0])
+    alone_stable = all(len(v) == 1 for v in alone_px.values())
+    batch_same = 0
+    batch_diff = []
+    for j in batch_jobs:
+        key = (j["prompt"], j["seed"], j["size"])
+        if j["pixels"] and j["pixels"][0] in alone_px.get(key, set()):
+            batch_same += 1
+        elif j["files"] and key in alone_file:
+            size = len(j["batched_with"] or []) + 1
+            batch_diff.append(
+                f"job {j['job']} (seed {j['seed']}, in a batch of {size}): at most "
+                f"{max_pixel_diff(alone_file[key], j['files'][0])}/255"
+            )
+        else:
+            batch_diff.append(f"job {j['job']} (seed {j['seed']}): nothing to compare")
+    out.append(
+        f"  batched vs alone (platform, same request at {args.batch_px} px; alone = the "
+        f"sequential rounds): identical for {batch_same} of {len(batch_jobs)} jobs"
+        + (f"; differ: {', '.join(batch_diff)}" if batch_diff else "")
+        + f"; sequential rounds agree among themselves: {'yes' if alone_stable else 'NO'}"
+    )
+    if pure:
+        pairs = list(zip(pure["sequential_pixels"], pure["batch_pixels"], strict=True))
+        ps = sum(a == b for a, b in pairs)
+        odd = [SEED0 + i for i, (a, b) in enumerate(pairs) if a != b]
+        out.append(
+            f"  pure generate_batch (8 in one call) vs generate_images: identical for {ps} of "
+            f"{pure['n']} requests" + (f" (differ: seeds {odd})" if odd else "")
+        )
+
+    # ---- batching
+    out.append("")
+    px = args.batch_px
+    seq_busy = mean([r["busy"] for r in seqs])
+    seq_e2e = mean([r["e2e"] for r in seqs])
+    batched = mean([b["elapsed"] for b in batches])
+    speedup = seq_busy / batched
+    out.append(
+        f"Batching at {px} px, {BATCH} compatible requests (max {bench.batch_max_jobs} jobs per "
+        f"batch); rounds alternate sequential, batched; before them one untimed warm-up job at "
+        f"{px} px (job {batch_warm['job']}: started -> finished {batch_warm['run']:.2f}s, "
+        f"model_loaded={batch_warm['model_loaded']})"
+    )
+    for i, (sq, b) in enumerate(zip(seqs, batches, strict=True), 1):
+        r = [j["run"] for j in sq["jobs"]]
+        out.append(
+            f"  sequential {i}: sum of started -> finished {sq['busy']:.2f}s = "
+            f"{BATCH / sq['busy']:.2f} img/s (per job mean {mean(r):.3f}, max {max(r):.3f}); "
+            f"sum of submit -> finished {sq['e2e']:.2f}s; first submit -> last finished "
+            f"{sq['elapsed']:.2f}s (with the bench's polling); jobs "
+            f"{sq['jobs'][0]['job']}..{sq['jobs'][-1]['job']}"
+        )
+        sizes = sorted((len(j["batched_with"] or []) + 1 for j in b["jobs"]), reverse=True)
+        groups = []
+        seen: set[int] = set()
+        for j in b["jobs"]:
+            if j["job"] in seen:
+                continue
+            members = {j["job"], *(j["batched_with"] or [])}
+            seen |= members
+            groups.append(len(members))
+        lead_start = min(j["started"] for j in b["jobs"])
+        stamps = [j["dispatched"] for j in b["jobs"] if not math.isnan(j["dispatched"])]
+        race = ""
+        if len(groups) > 1 and stamps:
+            race = (
+                f"; split: the lead's partner search did not see all 8 as queued and dispatched "
+                f"(dispatched_at stamps span {1000 * (max(stamps) - min(stamps)):.0f} ms after "
+                f"the commit; the lead was claimed {1000 * (lead_start - min(stamps)):.0f} ms "
+                "after the first)"
+            )
+        out.append(
+            f"  batched {i}:    first submit -> last finished {b['elapsed']:.2f}s = "
+            f"{BATCH / b['elapsed']:.2f} img/s (8 job_create + commit {b['t_commit'] - b['t0']:.2f}s, "
+            f"first started -> last finished {b['busy']:.2f}s); batches of {groups} jobs "
+            f"(largest {sizes[0]}){race}; this pair {sq['busy'] / b['elapsed']:.2f}x"
+        )
+    out.append(
+        f"  speed-up = sequential {seq_busy:.2f}s (mean of sums of started -> finished) / batched "
+        f"{batched:.2f}s (mean first submit -> last finished) = {speedup:.2f}x "
+        f"(goal >= {GOAL_SPEEDUP}x: {'met' if speedup >= GOAL_SPEEDUP else 'MISSED'}); "
+        f"against submit -> finished sequential: {seq_e2e / batched:.2f}x"
+    )
+    if pure:
+        s, bt = mean(pure["sequential_seconds"]), mean(pure["batch_seconds"])
+        out.append(
+            f"  pure level at {pure.get('size', px)} px (plain subprocess): 8 x generate_images "
+            + " / ".join(f"{x:.2f}" for x in pure["sequential_seconds"])
+            + "s, generate_batch "
+            + " / ".join(f"{x:.2f}" for x in pure["batch_seconds"])
+            + f"s: {s / bt:.2f}x (thread CPU: {mean(pure['sequential_cpu']) / mean(pure['batch_cpu']):.2f}x)"
+        )
+    largest = max((len(j["batched_with"] or []) + 1 for j in batch_jobs), default=0)
+    for n in bench.notes:
+        out.append(f"NOTE: {n}")
+    met_all = ratio >= GOAL_RATIO and loads_nothing and speedup >= GOAL_SPEEDUP
+    out.append(
+        f"RESULT images warm ratio={ratio:.2f} at {args.size}px (goal >= {GOAL_RATIO}, "
+        f"{'met' if ratio >= GOAL_RATIO else 'MISSED'}) | second job loads nothing: "
+        f"{'yes' if loads_nothing else 'NO'} (goal yes) | batching {speedup:.1f}x at "
+        f"{args.batch_px}px (goal >= {GOAL_SPEEDUP}x, "
+        f"{'met' if speedup >= GOAL_SPEEDUP else 'MISSED'}; "
+        f"largest batch {largest} of {BATCH}) [bare {bare_pi:.3f} s/img, platform warm "
+        f"{plat_pi:.3f} s/img, CPU ratio {cpu_ratio:.2f}, cold {cold['e2e']:.1f}s vs bare "
+        f"{cold_bare:.1f}s; same pixels {same}/{same + differ}, batched vs alone "
+        f"{batch_same}/{len(batch_jobs)}]"
+    )
+    return "\n".join(out), met_all
+
+
+# ---------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=8, help="timed images per bare run / warm round")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="bare, platform cold, then N x (platform warm round, bare); all runs are averaged",
+    )
+    ap.add_argument(
+        "--batch-rounds",
+        type=int,
+        default=2,
+        help="sequential + batched round pairs at --batch-px (and pure reps)",
+    )
+    ap.add_argument(
+        "--size", type=int, default=256, help="warm-ratio image size, px, square, a multiple of 8"
+    )
+    ap.add_argument(
+        "--batch-px", type=int, default=64, help="batching image size, px, a multiple of 8"
+    )
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--cfg", type=float, default=7.0)
+    ap.add_argument(
+        "--sampler", default="Euler a", choices=["Euler a", "Euler", "DDIM", "UniPC", "DPM++ 2M"]
+    )
+    ap.add_argument(
+        "--batch-max-jobs",
+        type=int,
+        default=None,
+        help="run the worker with ATELIER_BATCH_MAX_JOBS=N (default: the setting's default)",
+    )
+    ap.add_argument("--no-pure", action="store_true", help="skip the pure-level context figures")
+    ap.add_argument("--timeout", type=float, default=300, help="per run / job wait, seconds")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, DB, images)")
+    args = ap.parse_args()
+    if args.rounds < 1 or args.images < 1 or args.batch_rounds < 1:
+        ap.error("--rounds, --images and --batch-rounds must be at least 1")
+    if args.size % 8 or args.batch_px % 8:
+        ap.error("--size and --batch-px must be multiples of 8")
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    bench = Bench(args)
+    t_start = time.monotonic()
+    error = None
+    bares: list[dict] = []
+    warms: list[dict] = []
+    seqs: list[dict] = []
+    batches: list[dict] = []
+    batch_warm: dict = {}
+    cold: dict = {}
+    pure = None
+    text = ""
+    try:
+        bench.setup()
+        bares.append(bench.bare(1))
+        cold = bench.platform_cold()
+        for i in range(args.rounds):
+            warms.append(bench.platform_warm(i + 1))
+            bares.append(bench.bare(i + 2))
+        batch_warm = bench.batch_warmup()
+        for i in range(args.batch_rounds):  # S B S B: drift cancels
+            seqs.append(bench.platform_sequential(i + 1))
+            batches.append(bench.platform_batched(i + 1))
+        if not args.no_pure:
+            pure = bench.pure()
+        # The report reads image files and the worker log: build it before cleaning up.
+        text, _ = report(
+            bench,
+            args,
+            bares,
+            cold,
+            warms,
+            batch_warm,
+            seqs,
+            batches,
+            pure,
+            time.monotonic() - t_start,
+        )
+    except KeyboardInterrupt:
+        error = "interrupted"
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+        print(bench.log_tails(), file=sys.stderr)
+    finally:
+        say("cleaning up")
+        bench.cleanup()
+    if error:
+        print(f"RESULT images FAILED ({error.splitlines()[0][:200]})")
+        return 130 if error == "interrupted" else 1
+    print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
