@@ -351,9 +351,18 @@ def test_compatible_queued_jobs_run_in_one_batch_with_the_images_they_get_alone(
     prompts = ["a cat", "a dog", "a bird"]
     jobs = [_queue(project, member, model_id=tiny_sd.pk, **{**BASE, "prompt": p}) for p in prompts]
     other_size = _queue(project, member, model_id=tiny_sd.pk, **{**BASE, "width": 48})
-    assert all(Job.objects.get(pk=j.pk).dispatched_at for j in jobs)
+    # Another project at its concurrency limit: its compatible job waits for its own slot.
+    from apps.projects.models import Membership, Project
+
+    full = Project.objects.create(name="Full", max_concurrent_jobs=1)
+    Membership.objects.create(project=full, user=member, role="member")
+    busy = _queue(full, member, model_id=tiny_sd.pk, **{**BASE, "width": 40})
+    Job.objects.filter(pk=busy.pk).update(state="running")
+    waiting = _queue(full, member, model_id=tiny_sd.pk, **BASE)
+    assert Job.objects.get(pk=waiting.pk).dispatched_at is None
 
     assert execute_job(jobs[0].pk, worker_id="test") == "succeeded"
+    assert Job.objects.get(pk=waiting.pk).state == "queued"
 
     for job in jobs:
         job.refresh_from_db()

@@ -98,12 +98,18 @@ def _outcome(running: _Running, value) -> tuple[str, dict | None, str]:
 
 
 def _claim_partners(lead: Job, kind: registry.JobKind, key, worker_id: str) -> list[_Running]:
-    """Claim queued, dispatched jobs of the same kind whose batch key equals the lead's."""
+    """Claim queued jobs of the same kind whose batch key equals the lead's.
+
+    Not only dispatched ones: jobs created together are dispatched one by one after their
+    commit, and the lead's message can arrive before the others are marked. job_claim keeps
+    each project's concurrency limit (a job waiting for a slot is not taken); a partner's own
+    message, when it comes, finds the job taken and is dropped.
+    """
     limit = int(settings.ATELIER.get("BATCH_MAX_JOBS", 1)) - 1
     if limit <= 0:
         return []
     candidates = (
-        Job.objects.filter(kind=lead.kind, state=JobState.QUEUED, dispatched_at__isnull=False)
+        Job.objects.filter(kind=lead.kind, state=JobState.QUEUED)
         .exclude(pk=lead.pk)
         .order_by("created_at", "pk")
         .only("pk", "params")[: limit * 4]
