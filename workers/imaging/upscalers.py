@@ -92,9 +92,12 @@ def _spandrel() -> types.ModuleType:
         # and PyPI's CUDA build breaks CPU torch. So stand-in modules satisfy those imports,
         # raising if ever called, and are removed again right after: left in sys.modules they
         # would make find_spec("torchvision") succeed and transformers/diffusers would then try
-        # to use a torchvision that is not there. The lock makes this happen once; a thread
-        # importing transformers for the first time during these ~2 s could still see them,
-        # which is why workers import this module's functions lazily, not at start.
+        # to use a torchvision that is not there. The lock makes this happen once.
+        # transformers and diffusers decide once, at import, whether torchvision is there: import
+        # them first, so a thread importing them during the window below cannot be misled.
+        import diffusers.utils.import_utils  # noqa: F401
+        import transformers.utils.import_utils  # noqa: F401
+
         fakes: dict[str, types.ModuleType] = {}
         for name in _FAKE_TORCHVISION:
             module = types.ModuleType(name)
