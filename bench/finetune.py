@@ -69,6 +69,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path.pop(0)
 sys.path.insert(0, str(ROOT))
 
+from bench._common import say, stop_everything  # noqa: E402
 from bench._finetune_bare import DEFAULT_TEMPLATE, demo_rows  # noqa: E402
 from bench._finetune_probes import read_all  # noqa: E402
 from tests.harness import Processes, start_embedded_redis  # noqa: E402
@@ -77,10 +78,6 @@ GOAL_RATIO = 0.97
 GOAL_OVERHEAD_S = 3.0
 TERMINAL = ("succeeded", "failed", "cancelled")
 CHILD = str(ROOT / "bench" / "_finetune_child.py")
-
-
-def say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def mean(values: list[float]) -> float:
@@ -380,41 +377,13 @@ class Bench:
 
     # ------------------------------------------------------------------ cleanup
     def cleanup(self) -> None:
-        for proc in self.children:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=10)
-        if self.procs is not None:
-            try:
-                self.procs.stop_all()
-            except Exception:
-                for proc in self.procs.procs.values():
-                    try:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-        if self.redis_proc is not None:
-            self.redis_proc.kill()
-            self.redis_proc.wait(timeout=10)
-        try:
-            from django.db import connections
-
-            connections.close_all()
-        except Exception:
-            pass
-        if self.args.keep:
-            say(f"kept {self.tmp}")
-            return
-        for _ in range(3):
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            if not self.tmp.exists():
-                break
-            time.sleep(0.5)
-        else:
-            say(f"could not remove {self.tmp}")
+        stop_everything(
+            children=self.children,
+            procs=self.procs,
+            redis_proc=self.redis_proc,
+            tmp=self.tmp,
+            keep=self.args.keep,
+        )
 
     def log_tails(self) -> str:
         out = []

@@ -96,7 +96,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -112,6 +111,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path.pop(0)
 sys.path.insert(0, str(ROOT))
 
+from bench._common import stop_everything  # noqa: E402
 from bench._images_child import PROBE_ENV, read_probes  # noqa: E402
 from bench.dispatch import cpu_seconds  # noqa: E402
 from bench.finetune import mean, pct, say  # noqa: E402
@@ -463,41 +463,13 @@ class Bench:
 
     # ------------------------------------------------------------------ cleanup
     def cleanup(self) -> None:
-        for proc in self.children:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=10)
-        if self.procs is not None:
-            try:
-                self.procs.stop_all()
-            except Exception:
-                for proc in self.procs.procs.values():
-                    try:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-        if self.redis_proc is not None:
-            self.redis_proc.kill()
-            self.redis_proc.wait(timeout=10)
-        try:
-            from django.db import connections
-
-            connections.close_all()
-        except Exception:
-            pass
-        if self.args.keep:
-            say(f"kept {self.tmp}")
-            return
-        for _ in range(3):
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            if not self.tmp.exists():
-                break
-            time.sleep(0.5)
-        else:
-            say(f"could not remove {self.tmp}")
+        stop_everything(
+            children=self.children,
+            procs=self.procs,
+            redis_proc=self.redis_proc,
+            tmp=self.tmp,
+            keep=self.args.keep,
+        )
 
     def worker_log(self) -> str:
         return self.procs.log("worker") if self.procs is not None else ""

@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from workers.imaging.demo_model import build_tiny_pipeline
 from workers.imaging.pipelines import (
     GenerationRequest,
     HiresFix,
@@ -30,16 +29,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:__array_wrap__ must accept:DeprecationWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return build_tiny_pipeline(tmp_path_factory.mktemp("imaging") / "tiny-sd", seed=0)
-
-
-@pytest.fixture(scope="module")
-def pipe(tiny_path):
-    return load_pipeline(tiny_path, device="cpu", dtype="float32")
 
 
 def width_of(pipe) -> int:

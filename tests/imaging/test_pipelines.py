@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from workers.imaging.demo_model import build_tiny_pipeline
 from workers.imaging.infotext import parse_infotext, read_png_parameters, write_png
 from workers.imaging.pipelines import (
     GeneratedImage,
@@ -33,16 +32,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:__array_wrap__ must accept:DeprecationWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return build_tiny_pipeline(tmp_path_factory.mktemp("imaging") / "tiny-sd", seed=0)
-
-
-@pytest.fixture(scope="module")
-def pipe(tiny_path):
-    return load_pipeline(tiny_path, device="cpu", dtype="float32")
 
 
 def request(**overrides) -> GenerationRequest:

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from tests.imaging.ldm_export import export_ldm_checkpoint
-from workers.imaging.demo_model import build_tiny_pipeline
 from workers.imaging.pipelines import (
     GenerationRequest,
     ModelRefused,
@@ -33,16 +32,6 @@ pytestmark = [
 def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return build_tiny_pipeline(tmp_path_factory.mktemp("imaging") / "tiny-sd", seed=0)
-
-
-@pytest.fixture(scope="module")
-def pipe(tiny_path):
-    return load_pipeline(tiny_path, device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="module")

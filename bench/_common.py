@@ -1,0 +1,54 @@
+"""What the end-to-end benchmarks share: stopping their processes and removing their temp dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def stop_everything(*, children, procs, redis_proc, tmp: Path, keep: bool) -> None:
+    """Kill child subprocesses, the platform processes and the embedded Redis; remove ``tmp``
+    unless ``keep``. Safe to call twice, and after a failed start."""
+    for proc in children:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+    if procs is not None:
+        try:
+            procs.stop_all()
+        except Exception:
+            for proc in procs.procs.values():
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    if redis_proc is not None:
+        redis_proc.kill()
+        redis_proc.wait(timeout=10)
+    try:
+        from django.db import connections
+
+        connections.close_all()
+    except Exception:
+        pass
+    if keep:
+        say(f"kept {tmp}")
+        return
+    for _ in range(3):
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not tmp.exists():
+            break
+        time.sleep(0.5)
+    else:
+        say(f"could not remove {tmp}")
