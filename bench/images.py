@@ -1,6 +1,6 @@
 """Image generation benchmark: the platform's image.generate jobs against the team's bare script.
 
-    .venv/bin/python bench/images.py [--images 8] [--rounds 2] [--size 256] [--batch-px 64]
+    .venv/bin/python bench/images.py [--images 6] [--rounds 2] [--size 512] [--batch-px 64]
                                      [--batch-rounds 2] [--steps 20] [--keep]
 
 In an isolated temp dir (own SQLite database, own embedded Redis, own var/ folders) the same
@@ -11,13 +11,13 @@ BaseModel row (ensure_builtin_rows + model_folder); both sides load that folder.
 --steps steps (20) of --sampler ("Euler a"), CFG 7, batch_size 1, negative prompt "blurry, low
 quality", one of 8 fixed prompts with a fixed seed (1000 + i), square, at one of two sizes:
 
-- --size (default 256 px) for the warm ratio (bare vs platform, per image). A job has a fixed
-  cost of about 50 ms that does not depend on the image (the claim's transaction, PNG +
-  infotext, the Output row and its events, job_finish), and at tiny sizes the platform's
-  batch-independent arithmetic costs a few per cent of a ~0.1 s UNet pass. The tiny model at
-  256 px takes ~0.7 s an image here, still far less than a real SD 1.5 image at 512 px (seconds
-  on a GPU, minutes on CPU), so the ratio measured here is a lower bound for real models.
-  Smaller sizes show the fixed cost: --size 64 gave ratios of 0.5-0.77 (0.25 s images).
+- --size (default 512 px, the image form's default and A1111's) for the warm ratio (bare vs
+  platform, per image). A job has a fixed cost of about 40 ms that does not depend on the image
+  (the claim's transaction, PNG + infotext, the Output row and its events, job_finish); the
+  pipeline call itself runs at 0.98-1.00 of plain diffusers. So the ratio depends on how long an
+  image takes: measured 0.93-0.94 at 256 px (~0.9 s images), 0.5-0.77 at 64 px (0.25 s). The
+  tiny model at 512 px takes ~3.5 s an image on one CPU thread: about what a real SD 1.5 image at
+  512 px takes on a GPU, where this fixed cost is about 1 %.
 - --batch-px (default 64 px) for batching. On a one-thread CPU a 256 px tiny-model image is
   compute-bound: the UNet's arithmetic grows with the batch and little per-call overhead is
   left to share, so batching gains nothing there (measured 0.92x). At 64 px the cost that
@@ -906,7 +906,7 @@ def report(
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--images", type=int, default=8, help="timed images per bare run / warm round")
+    ap.add_argument("--images", type=int, default=6, help="timed images per bare run / warm round")
     ap.add_argument(
         "--rounds",
         type=int,
@@ -920,7 +920,7 @@ def main() -> int:
         help="sequential + batched round pairs at --batch-px (and pure reps)",
     )
     ap.add_argument(
-        "--size", type=int, default=256, help="warm-ratio image size, px, square, a multiple of 8"
+        "--size", type=int, default=512, help="warm-ratio image size, px, square, a multiple of 8"
     )
     ap.add_argument(
         "--batch-px", type=int, default=64, help="batching image size, px, a multiple of 8"
