@@ -123,11 +123,14 @@ def _apply_image_info(model: BaseModel, folder: Path) -> None:
         _apply_single_file_info(model, folder)
         return
 
+    from workers.imaging.pipelines import _check_folder
+
     pickles = [
         p.name for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")
     ]
     if pickles:
         raise ModelRefused(f"{pickles[0]}: pickle weights are refused; convert to safetensors")
+    family = _check_folder(folder)  # no model_index.json, custom pipeline code: refused
     index = json.loads((folder / "model_index.json").read_text())
     params = 0
     from safetensors import safe_open
@@ -145,7 +148,11 @@ def _apply_image_info(model: BaseModel, folder: Path) -> None:
     model.architecture = index.get("_class_name", "")
     model.model_type = "diffusers"
     model.parameters = params
-    model.info = {**model.info, "components": sorted(k for k in index if not k.startswith("_"))}
+    model.info = {
+        **model.info,
+        "family": family,
+        "components": sorted(k for k in index if not k.startswith("_")),
+    }
 
 
 def model_register_folder(*, name: str, path: str, actor, request=None) -> BaseModel:
@@ -158,7 +165,13 @@ def model_register_folder(*, name: str, path: str, actor, request=None) -> BaseM
     if BaseModel.objects.filter(name=name.strip()).exists():
         raise ValidationError({"name": "A model with this name exists"})
     model = BaseModel(
-        name=name.strip(), source=ModelSource.FOLDER, reference=str(folder), created_by=actor
+        name=name.strip(),
+        # A diffusers pipeline folder (model_index.json) is an image model; anything else is read
+        # as a Hugging Face language model folder.
+        kind="image" if (folder / "model_index.json").is_file() else "text",
+        source=ModelSource.FOLDER,
+        reference=str(folder),
+        created_by=actor,
     )
     try:
         _apply_info(model, folder)

@@ -472,3 +472,28 @@ def _upload(name: str, data: bytes):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     return SimpleUploadedFile(name, data)
+
+
+def test_an_admin_registers_a_diffusers_folder_as_an_image_model(
+    project, member, tiny_sd, tmp_path, admin_user
+):
+    import json
+    import shutil
+
+    folder = tmp_path / "my-sd"
+    shutil.copytree(tiny_sd.path, folder)
+    model = model_services.model_register_folder(name="My SD", path=str(folder), actor=admin_user)
+    assert (model.kind, model.architecture, model.info["family"]) == (
+        "image",
+        "StableDiffusionPipeline",
+        "sd",
+    )
+    assert Output.objects.get(job=run(project, member, model_id=model.pk, **BASE)).width == 32
+
+    evil = tmp_path / "custom"
+    shutil.copytree(tiny_sd.path, evil)
+    index = json.loads((evil / "model_index.json").read_text())
+    (evil / "model_index.json").write_text(json.dumps({**index, "custom_pipeline": "x"}))
+    with pytest.raises(ValidationError) as info:
+        model_services.model_register_folder(name="Custom", path=str(evil), actor=admin_user)
+    assert "custom pipeline code is never run" in str(info.value)
