@@ -28,11 +28,18 @@ def _load_output_image(project_id: int, output_id: int | None):
         return img.convert("RGB")
 
 
-def _pipeline(model: BaseModel, log_to=None):
+def _pipeline(model: BaseModel, reporter=None):
+    """The model's pipeline from the worker's warm cache; a built-in that is trained on first use
+    (the digits demo) reports its training as the job's progress and stops on cancel."""
     from workers.imaging.pipelines import load_pipeline
     from workers.ml.cache import ModelKey, default_cache
 
-    folder = model_folder(model, log_to=log_to)
+    folder = model_folder(
+        model,
+        log_to=reporter.log if reporter else None,
+        progress=reporter.step if reporter else None,
+        should_stop=reporter.should_stop if reporter else None,
+    )
     config = model.config_path or None
     pipe, loaded = default_cache().get_or_load(
         ModelKey(str(folder), device="auto"), lambda: load_pipeline(folder, config=config)
@@ -257,7 +264,7 @@ def run_generate(ctx) -> dict:
 
     p = ctx.params
     model = BaseModel.objects.get(pk=p.model_id)
-    pipe, loaded = _pipeline(model, log_to=ctx.reporter.log)
+    pipe, loaded = _pipeline(model, ctx.reporter)
     ctx.reporter.log(f"{model.name}: {'loaded' if loaded else 'warm (no load)'}")
     req = build_request(ctx.project_id, p, model)
     images = generate_images(
@@ -298,7 +305,7 @@ def run_generate_batch(contexts: list) -> list:
 
     model = BaseModel.objects.get(pk=contexts[0].params.model_id)
     lead = contexts[0]
-    pipe, loaded = _pipeline(model, log_to=lead.reporter.log)
+    pipe, loaded = _pipeline(model, lead.reporter)
     results: list[Any] = [None] * len(contexts)
     requests, owners = [], []
     for i, ctx in enumerate(contexts):

@@ -322,11 +322,12 @@ def _prepare_lock(key: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def model_folder(model: BaseModel, *, log_to=None) -> Path:
+def model_folder(model: BaseModel, *, log_to=None, progress=None, should_stop=None) -> Path:
     """The model's prepared folder, converting or building it first if needed (workers only)."""
     if model.is_ready and Path(model.path).exists():
         return Path(model.path)
     from workers.ml import models as ml_models
+    from workers.ml.reporting import JobCancelled
 
     root = Path(settings.MODELS_DIR)
     with _prepare_lock(f"model-{model.pk}"):
@@ -341,7 +342,12 @@ def model_folder(model: BaseModel, *, log_to=None) -> Path:
             elif model.source == ModelSource.BUILTIN and model.reference == "digits-demo":
                 from workers.imaging.demo_model import ensure_digits_pipeline
 
-                folder = ensure_digits_pipeline(root)
+                if log_to:
+                    log_to(
+                        "training the digits demo model on scikit-learn's digits: a few minutes "
+                        "on CPU, once; later jobs reuse it"
+                    )
+                folder = ensure_digits_pipeline(root, progress=progress, should_stop=should_stop)
             elif model.source == ModelSource.BUILTIN and model.reference == "tiny-sd":
                 from workers.imaging.demo_model import build_tiny_pipeline
 
@@ -363,6 +369,8 @@ def model_folder(model: BaseModel, *, log_to=None) -> Path:
             with transaction.atomic():
                 _apply_info(model, folder)
                 model.save()
+        except JobCancelled:
+            raise  # the job that was preparing it was cancelled: the model is not broken
         except Exception as exc:
             BaseModel.objects.filter(pk=model.pk).update(
                 status=ModelStatus.ERROR, error=str(exc)[:2000]
