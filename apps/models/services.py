@@ -335,14 +335,18 @@ def model_folder(model: BaseModel, *, log_to=None, progress=None, should_stop=No
         if model.is_ready and Path(model.path).exists():
             return Path(model.path)
         if log_to:
-            log_to(f"preparing {model.name} (first use)")
+            log_to(f"preparing {model.name}: first use")
         try:
             if model.source == ModelSource.BUILTIN and model.reference == "smollm2-135m-instruct":
                 folder = ml_models.ensure_smollm2(root)
             elif model.source == ModelSource.BUILTIN and model.reference == "digits-demo":
-                from workers.imaging.demo_model import ensure_digits_pipeline
+                from workers.imaging.demo_model import (
+                    RECIPE_VERSION,
+                    _is_complete,
+                    ensure_digits_pipeline,
+                )
 
-                if log_to:
+                if log_to and not _is_complete(root / RECIPE_VERSION):
                     log_to(
                         "training the digits demo model on scikit-learn's digits: a few minutes "
                         "on CPU, once; later jobs reuse it"
