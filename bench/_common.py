@@ -1,7 +1,9 @@
-"""What the end-to-end benchmarks share: stopping their processes and removing their temp dir."""
+"""What the end-to-end benchmarks share: logging, small statistics, process CPU, and stopping
+their processes and removing their temp dir."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -12,6 +14,30 @@ from pathlib import Path
 
 def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def pct(values: list[float], q: float) -> float:
+    """Percentile with linear interpolation (numpy's default)."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    k = (len(s) - 1) * q / 100
+    f = math.floor(k)
+    c = min(f + 1, len(s) - 1)
+    return s[f] + (s[c] - s[f]) * (k - f)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), 0.0 where unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def stop_everything(*, children, procs, redis_proc, tmp: Path, keep: bool) -> None:

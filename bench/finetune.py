@@ -69,7 +69,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path.pop(0)
 sys.path.insert(0, str(ROOT))
 
-from bench._common import say, stop_everything  # noqa: E402
+from bench._common import mean, pct, say, stop_everything  # noqa: E402
 from bench._finetune_bare import DEFAULT_TEMPLATE, demo_rows  # noqa: E402
 from bench._finetune_probes import read_all  # noqa: E402
 from tests.harness import Processes, start_embedded_redis  # noqa: E402
@@ -78,20 +78,6 @@ GOAL_RATIO = 0.97
 GOAL_OVERHEAD_S = 3.0
 TERMINAL = ("succeeded", "failed", "cancelled")
 CHILD = str(ROOT / "bench" / "_finetune_child.py")
-
-
-def mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    s = sorted(values)
-    k = (len(s) - 1) * q / 100
-    f = math.floor(k)
-    c = min(f + 1, len(s) - 1)
-    return s[f] + (s[c] - s[f]) * (k - f)
 
 
 class Bench:

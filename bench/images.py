@@ -111,10 +111,8 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path.pop(0)
 sys.path.insert(0, str(ROOT))
 
-from bench._common import stop_everything  # noqa: E402
+from bench._common import cpu_seconds, mean, pct, say, stop_everything  # noqa: E402
 from bench._images_child import PROBE_ENV, read_probes  # noqa: E402
-from bench.dispatch import cpu_seconds  # noqa: E402
-from bench.finetune import mean, pct, say  # noqa: E402
 from tests.harness import Processes, start_embedded_redis  # noqa: E402
 
 GOAL_RATIO = 0.95

@@ -81,7 +81,7 @@ def output_upload(*, project, actor, upload, request=None) -> Output:
 
     from PIL import Image, UnidentifiedImageError
 
-    from apps.images.services import THUMB_SIZE
+    from apps.images.services import write_thumbnail
 
     if upload is None:
         raise ValidationError({"file": "Choose an image file"})
@@ -119,11 +119,12 @@ def output_upload(*, project, actor, upload, request=None) -> Output:
             target.write_bytes(png)
             written.append(target)
         thumb = out_dir / f"{sha}.thumb.png"
-        if not thumb.exists():
-            small = image.copy()
-            small.thumbnail((THUMB_SIZE, THUMB_SIZE))
-            small.save(thumb, format="PNG")
+        if thumb.exists():
+            pass
+        elif write_thumbnail(image, thumb):
             written.append(thumb)
+        else:  # 129-256 px: the image is its own thumbnail
+            thumb = target
         with transaction.atomic():
             output = Output.objects.create(
                 project=project,

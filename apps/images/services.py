@@ -98,15 +98,15 @@ def build_request(project_id: int, p, model: BaseModel):
 
     extra: dict[str, Any] = {"Model": model.name}
     loras = []
-    lora_assets = _assets(AssetKind.LORA)
-    for name, weight in extract_loras(p.prompt)[1] + extract_loras(p.negative_prompt)[1]:
-        asset = lora_assets.get(name)
-        if asset is None:
-            raise ValueError(f"Unknown LoRA {name}")
-        loras.append((asset.path, weight))
-    if loras:
-        names = [n for n, _ in extract_loras(p.prompt)[1] + extract_loras(p.negative_prompt)[1]]
-        extra["Lora hashes"] = ", ".join(f"{n}: {lora_assets[n].short_hash}" for n in names)
+    tags = extract_loras(p.prompt)[1] + extract_loras(p.negative_prompt)[1]
+    if tags:
+        lora_assets = _assets(AssetKind.LORA)
+        for name, weight in tags:
+            asset = lora_assets.get(name)
+            if asset is None:
+                raise ValueError(f"Unknown LoRA {name}")
+            loras.append((asset.path, weight))
+        extra["Lora hashes"] = ", ".join(f"{n}: {lora_assets[n].short_hash}" for n, _ in tags)
     embedding_assets = _assets(AssetKind.EMBEDDING)
     used = extract_embeddings(f"{p.prompt}\n{p.negative_prompt}", embedding_assets)
     embeddings = [(name, embedding_assets[name].path) for name in used]
@@ -160,7 +160,7 @@ def build_request(project_id: int, p, model: BaseModel):
     )
 
 
-def _thumbnail(image, path: Path) -> bool:
+def write_thumbnail(image, path: Path) -> bool:
     """Write the grid's thumbnail; False when the image itself serves (128..256 px: no resize)."""
     from PIL import Image
 
@@ -175,13 +175,26 @@ def _thumbnail(image, path: Path) -> bool:
     return True
 
 
+def job_author_id(job_id: int) -> int | None:
+    return Job.objects.filter(pk=job_id).values_list("created_by_id", flat=True).first()
+
+
 def save_image(
-    *, ctx, image, infotext: str, params: dict, seed, model, prompt="", negative="", tags=()
+    *,
+    ctx,
+    image,
+    infotext: str,
+    params: dict,
+    seed,
+    model,
+    author_id: int | None,
+    prompt="",
+    negative="",
+    tags=(),
 ) -> dict:
     """One PNG (A1111 infotext, AI disclosure) named by its SHA-256, a thumbnail and an Output."""
     from workers.imaging.infotext import write_png
 
-    author_id = Job.objects.filter(pk=ctx.job_id).values_list("created_by_id", flat=True).first()
     rel_dir = Path("outputs") / str(ctx.project_id)
     out_dir = Path(settings.MEDIA_ROOT) / rel_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -190,7 +203,9 @@ def save_image(
     sha = write_png(image, buffer, infotext)
     name = f"{sha}.png"
     (out_dir / name).write_bytes(buffer.getvalue())
-    thumb_name = f"{sha}.thumb.png" if _thumbnail(image, out_dir / f"{sha}.thumb.png") else name
+    thumb_name = (
+        f"{sha}.thumb.png" if write_thumbnail(image, out_dir / f"{sha}.thumb.png") else name
+    )
     output = Output.objects.create(
         project_id=ctx.project_id,
         job_id=ctx.job_id,
@@ -244,14 +259,17 @@ def recorded_params(p) -> dict:
 
 def _save_generated(ctx, model: BaseModel, images) -> list[dict]:
     p = ctx.params
+    params = recorded_params(p)
+    author_id = job_author_id(ctx.job_id)
     return [
         save_image(
             ctx=ctx,
             image=generated.image,
             infotext=generated.infotext,
-            params=recorded_params(p),
+            params=params,
             seed=generated.seed,
             model=model,
+            author_id=author_id,
             prompt=p.prompt,
             negative=p.negative_prompt,
         )
@@ -388,6 +406,7 @@ def run_upscale(ctx) -> dict:
     infotext = f"{original}, {extra}" if original else extra
     saved = save_image(
         ctx=ctx,
+        author_id=job_author_id(ctx.job_id),
         image=result,
         infotext=infotext,
         params={

@@ -90,7 +90,7 @@ def _apply_info(model: BaseModel, folder: Path) -> None:
 
 def _apply_single_file_info(model: BaseModel, file: Path) -> None:
     """Single-file checkpoints: the family from the tensor names, the size from the header."""
-    from workers.imaging.assets import _count, _header
+    from workers.imaging.assets import count_parameters, tensor_shapes
     from workers.imaging.pipelines import _check_folder, _single_file_family
     from workers.ml.models import ModelRefused
 
@@ -109,7 +109,7 @@ def _apply_single_file_info(model: BaseModel, file: Path) -> None:
         "StableDiffusionXLPipeline" if family == "sdxl" else "StableDiffusionPipeline"
     )
     model.model_type = "single_file"
-    model.parameters = _count(_header(file))
+    model.parameters = count_parameters(tensor_shapes(file))
     model.info = {**model.info, "family": family}
 
 
@@ -132,16 +132,9 @@ def _apply_image_info(model: BaseModel, folder: Path) -> None:
         raise ModelRefused(f"{pickles[0]}: pickle weights are refused; convert to safetensors")
     family = _check_folder(folder)  # no model_index.json, custom pipeline code: refused
     index = json.loads((folder / "model_index.json").read_text())
-    params = 0
-    from safetensors import safe_open
+    from workers.imaging.assets import count_parameters, tensor_shapes
 
-    for file in folder.rglob("*.safetensors"):
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():
-                n = 1
-                for dim in f.get_slice(key).get_shape():
-                    n *= dim
-                params += n
+    params = sum(count_parameters(tensor_shapes(f)) for f in folder.rglob("*.safetensors"))
     model.path = str(folder)
     model.status = ModelStatus.READY
     model.error = ""

@@ -3,7 +3,7 @@
 // images (read from the job's result) linking to their gallery pages. The job, not this page, is
 // the source of truth: the images are saved server-side whatever happens to this tab.
 
-import { TERMINAL_STATES, bindIndicator, followJob, format, loadStrings, setProgress } from "./live.js";
+import { TERMINAL_STATES, bindIndicator, followJob, format, formErrors, loadStrings, setProgress } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("im-form");
@@ -146,54 +146,8 @@ function syncSections() {
 
 // ---------- errors ----------
 
-function clearErrors() {
-  ui.error.hidden = true;
-  ui.error.replaceChildren();
-  for (const el of form.querySelectorAll("[data-error-for]")) {
-    el.hidden = true;
-    el.textContent = "";
-  }
-  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
-}
-
-function showGeneralError(title, lines = []) {
-  const parts = [document.createTextNode(title)];
-  if (lines.length) {
-    const ul = document.createElement("ul");
-    ul.className = "pg-error-list";
-    for (const line of lines) {
-      const li = document.createElement("li");
-      li.textContent = line;
-      ul.append(li);
-    }
-    parts.push(ul);
-  }
-  ui.error.replaceChildren(...parts);
-  ui.error.hidden = false;
-}
-
-/** Field errors ({field: message}) beside their inputs; the rest (and a title) on top. */
-function showFieldErrors(fields, title) {
-  const unplaced = [];
-  for (const [name, message] of Object.entries(fields ?? {})) {
-    const slot = form.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
-    if (slot) {
-      slot.textContent = String(message);
-      slot.hidden = false;
-      form.querySelector(`[name="${CSS.escape(name)}"]`)?.setAttribute("aria-invalid", "true");
-      const section = slot.closest("details");
-      if (section) section.open = true;
-    } else {
-      unplaced.push(name && name !== "__all__" ? `${name}: ${message}` : String(message));
-    }
-  }
-  if (title || unplaced.length) showGeneralError(title ?? "", unplaced);
-  const first = form.querySelector("[aria-invalid=true]") ?? (ui.error.hidden ? null : ui.error);
-  if (first) {
-    first.scrollIntoView({ block: "center", behavior: "smooth" });
-    if (first !== ui.error) first.focus({ preventScroll: true });
-  }
-}
+// clearErrors, showGeneralError, showFieldErrors: live.js's formErrors for this form.
+const { clear: clearErrors, general: showGeneralError, fields: showFieldErrors } = formErrors(form, ui.error);
 
 function showApiError(error, status) {
   const title = error?.message ? `${imStrings.invalid ?? ""} ${error.message}`.trim() : `${imStrings.network ?? ""} (${status})`;

@@ -165,3 +165,61 @@ export function followJob(run, { isCurrent, onSnapshot, onEvent, onStatus = () =
     shouldStop: (ev) => !isCurrent() || (TERMINAL_STATES.has(run.state) && ev.code === 1000),
   });
 }
+
+/**
+ * Error display for a form with a summary box and per-field slots ([data-error-for=name]):
+ * clear(); general(title, lines); fields({name: message}, title) puts each message beside its
+ * input (opening a closed <details> around it) and the rest, with the title, in the box, then
+ * brings the first marked field (or the box) into view.
+ */
+export function formErrors(form, box) {
+  function clear() {
+    box.hidden = true;
+    box.replaceChildren();
+    for (const el of form.querySelectorAll("[data-error-for]")) {
+      el.hidden = true;
+      el.textContent = "";
+    }
+    for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+  }
+
+  function general(title, lines = []) {
+    const parts = [document.createTextNode(title)];
+    if (lines.length) {
+      const ul = document.createElement("ul");
+      ul.className = "pg-error-list";
+      for (const line of lines) {
+        const li = document.createElement("li");
+        li.textContent = line;
+        ul.append(li);
+      }
+      parts.push(ul);
+    }
+    box.replaceChildren(...parts);
+    box.hidden = false;
+  }
+
+  function fields(messages, title) {
+    const unplaced = [];
+    for (const [name, message] of Object.entries(messages ?? {})) {
+      const slot = form.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
+      if (slot) {
+        slot.textContent = String(message);
+        slot.hidden = false;
+        form.querySelector(`[name="${CSS.escape(name)}"]`)?.setAttribute("aria-invalid", "true");
+        const section = slot.closest("details");
+        if (section) section.open = true;
+      } else {
+        unplaced.push(name && name !== "__all__" ? `${name}: ${message}` : String(message));
+      }
+    }
+    if (title || unplaced.length) general(title ?? "", unplaced);
+    const first = form.querySelector("[aria-invalid=true]") ?? (box.hidden ? null : box);
+    if (first) {
+      first.scrollIntoView({ block: "center", behavior: "smooth" });
+      if (first !== box) first.focus({ preventScroll: true });
+    }
+  }
+
+  return { clear, general, fields };
+}

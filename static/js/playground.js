@@ -2,7 +2,7 @@
 // and streams each run's text into its own column. The job (not this page) is the source of truth:
 // reloading the job page replays the same events, and the outputs are saved server-side.
 
-import { TERMINAL_STATES, bindIndicator, followJob, format, loadStrings, setProgress } from "./live.js";
+import { TERMINAL_STATES, bindIndicator, followJob, format, formErrors, loadStrings, setProgress } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("pg-form");
@@ -94,52 +94,12 @@ function preselectFromUrl() {
 
 // ---------- errors ----------
 
-function clearErrors() {
-  ui.error.hidden = true;
-  ui.error.replaceChildren();
-  for (const el of form.querySelectorAll("[data-error-for]")) {
-    el.hidden = true;
-    el.textContent = "";
-  }
-  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
-}
-
-function showGeneralError(title, lines = []) {
-  const parts = [document.createTextNode(title)];
-  if (lines.length) {
-    const ul = document.createElement("ul");
-    ul.className = "pg-error-list";
-    for (const line of lines) {
-      const li = document.createElement("li");
-      li.textContent = line;
-      ul.append(li);
-    }
-    parts.push(ul);
-  }
-  ui.error.replaceChildren(...parts);
-  ui.error.hidden = false;
-}
+const { clear: clearErrors, general: showGeneralError, fields: showFieldErrors } = formErrors(form, ui.error);
 
 /** The API's {error: {message, fields}}: each field's message beside its input, the rest on top. */
 function showApiError(error, status) {
-  const fields = error?.fields ?? {};
-  const unplaced = [];
-  for (const [name, message] of Object.entries(fields)) {
-    const slot = form.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
-    if (slot) {
-      slot.textContent = String(message);
-      slot.hidden = false;
-      form.querySelector(`[name="${CSS.escape(name)}"]`)?.setAttribute("aria-invalid", "true");
-    } else {
-      unplaced.push(`${name}: ${message}`);
-    }
-  }
   const title = error?.message ? `${pgStrings.invalid ?? ""} ${error.message}`.trim() : `${pgStrings.network ?? ""} (${status})`;
-  showGeneralError(title, unplaced);
-  // The settings column is long: bring the first marked field (or the summary) into view.
-  const first = form.querySelector("[aria-invalid=true]") ?? ui.error;
-  first.scrollIntoView({ block: "center", behavior: "smooth" });
-  if (first !== ui.error) first.focus({ preventScroll: true });
+  showFieldErrors(error?.fields, title);
 }
 
 // ---------- the request ----------
@@ -303,7 +263,7 @@ async function submit(ev) {
   clearErrors();
   const params = collectParams();
   if (!params.prompt.trim()) {
-    showApiError({ fields: { prompt: pgStrings.emptyPrompt } });
+    showFieldErrors({ prompt: pgStrings.emptyPrompt });
     ui.prompt.focus();
     return;
   }

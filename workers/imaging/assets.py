@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
-from workers.ml.models import ModelRefused
+from workers.ml.models import ModelRefused, read_safetensors_header
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 
@@ -49,31 +50,19 @@ def _safetensors_file(path: str | os.PathLike[str], what: str) -> Path:
     return source
 
 
-def _header(file: Path) -> dict[str, list[int]]:
+def tensor_shapes(file: Path) -> dict[str, list[int]]:
     """Tensor names and shapes, from the safetensors header alone."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            return {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
-    except Exception as exc:  # noqa: BLE001 - any unreadable file
-        raise ModelRefused(f"{file.name}: not a readable safetensors file ({exc})") from exc
+    return {k: list(shape) for k, (shape, _) in read_safetensors_header([Path(file)]).items()}
 
 
-def _count(shapes: dict[str, list[int]]) -> int:
-    total = 0
-    for shape in shapes.values():
-        n = 1
-        for dim in shape:
-            n *= dim
-        total += n
-    return total
+def count_parameters(shapes: dict[str, list[int]]) -> int:
+    return sum(math.prod(shape) for shape in shapes.values())
 
 
 def inspect_lora(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A kohya/A1111 or diffusers/PEFT LoRA file: rank, targets, family."""
     file = _safetensors_file(path, "LoRA")
-    shapes = _header(file)
+    shapes = tensor_shapes(file)
     down = [k for k in shapes if "lora_down" in k or "lora_A" in k or "lora.down" in k]
     if not down:
         raise ModelRefused(
@@ -90,7 +79,7 @@ def inspect_lora(path: str | os.PathLike[str]) -> dict[str, Any]:
         "format": "kohya" if any(k.startswith("lora_unet_") for k in shapes) else "diffusers",
         "rank": ranks[-1],
         "tensors": len(shapes),
-        "parameters": _count(shapes),
+        "parameters": count_parameters(shapes),
         "text_encoder": any("te" in k.split(".")[0] or "text_encoder" in k for k in down),
         "family": "sdxl" if sdxl else "",
         "file": str(file),
@@ -101,7 +90,7 @@ def inspect_embedding(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A textual-inversion embedding: A1111 (emb_params, string_to_param), SDXL (clip_l/clip_g)
     or diffusers ({token: vector}) layout; number of vectors and width."""
     file = _safetensors_file(path, "embedding")
-    shapes = _header(file)
+    shapes = tensor_shapes(file)
     if "clip_l" in shapes and "clip_g" in shapes:
         vectors, width, family = shapes["clip_l"][0], shapes["clip_l"][-1], "sdxl"
     else:
@@ -150,11 +139,11 @@ def inspect_controlnet(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ModelRefused(f"{folder}: no .safetensors weights{hint}")
     shapes: dict[str, list[int]] = {}
     for file in weights:
-        shapes.update(_header(file))
+        shapes.update(tensor_shapes(file))
     cross = spec.get("cross_attention_dim")
     return {
         "class": class_name,
-        "parameters": _count(shapes),
+        "parameters": count_parameters(shapes),
         "cross_attention_dim": cross,
         "family": "sdxl" if spec.get("addition_embed_type") == "text_time" else "",
         "conditioning_channels": spec.get("conditioning_channels", 3),
