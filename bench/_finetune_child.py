@@ -103,6 +103,9 @@ class _StepClock:
     def should_stop(self):
         return False
 
+    def flush(self):
+        pass
+
 
 def cmd_smollm2(spec_path: str, out_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))

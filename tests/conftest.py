@@ -22,6 +22,7 @@ ENGINE_ENV = {
     "ATELIER_DISPATCH_INTERVAL": "0.5",
     "ATELIER_REDISPATCH_AFTER": "5",
     "ATELIER_EVENT_MIN_INTERVAL": "0.1",
+    "ATELIER_WS_RESYNC_SECONDS": "1.0",
     "ATELIER_JOB_KIND_MODULES": "tests.jobkinds",
     "ATELIER_CHANNEL_PREFIX": f"atelier-test-{os.getpid()}",
 }
@@ -56,6 +57,7 @@ def pytest_configure(config):
         DISPATCH_INTERVAL=0.5,
         REDISPATCH_AFTER=5.0,
         EVENT_MIN_INTERVAL=0.1,
+        WS_RESYNC_SECONDS=1.0,
     )
     import tests.jobkinds  # noqa: F401  (registers the test-only kinds in this process)
     from webapp.celery import app

@@ -52,6 +52,7 @@ register(
         params=StepsParams,
         runner=run,
         description="Test-only: counts steps.",
+        interruptible=True,
     )
 )
 register(
@@ -62,5 +63,6 @@ register(
         params=StepsParams,
         runner=run,
         description="Test-only: counts steps on the gpu queue.",
+        interruptible=True,
     )
 )

@@ -203,6 +203,7 @@ MATRIX: dict[str, list[Check]] = {
     ],
     "api:job": [Check("GET", "project", ROLES, api=True)],
     "api:job_events": [Check("GET", "project", ROLES, api=True)],
+    "api:job_metrics": [Check("GET", "project", ROLES, api=True)],
     "api:job_cancel": [
         Check(
             "POST",

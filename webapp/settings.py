@@ -195,6 +195,10 @@ ATELIER = {
     # A queued job whose message was sent this long ago without a claim is sent again.
     "REDISPATCH_AFTER": envfloat("ATELIER_REDISPATCH_AFTER", 15.0),
     "EVENT_MIN_INTERVAL": envfloat("ATELIER_EVENT_MIN_INTERVAL", 0.25),
+    # An idle websocket re-joins its groups and checks the database this often, so a doorbell
+    # lost with Redis's data (FLUSHALL, a restart without persistence) delays a client at most
+    # this long.
+    "WS_RESYNC_SECONDS": envfloat("ATELIER_WS_RESYNC_SECONDS", 3.0),
     "PROJECT_MAX_CONCURRENT_JOBS": envint("ATELIER_PROJECT_MAX_CONCURRENT_JOBS", 2),
     "MAX_ATTEMPTS": envint("ATELIER_MAX_ATTEMPTS", 5),
     # A worker that starts a batchable job (image generation) also claims up to this many more

@@ -13,6 +13,11 @@ urlpatterns = [
         name="job_events",
     ),
     path(
+        "projects/<int:project_id>/jobs/<int:job_id>/metrics/",
+        views.job_metrics_view,
+        name="job_metrics",
+    ),
+    path(
         "projects/<int:project_id>/jobs/<int:job_id>/cancel/", views.job_cancel, name="job_cancel"
     ),
     path("projects/<int:project_id>/jobs/<int:job_id>/retry/", views.job_retry, name="job_retry"),

@@ -122,6 +122,17 @@ def job_events_view(request, project_id: int, job_id: int):
     return JsonResponse({"data": [e.as_message() for e in events], "last_seq": job.last_seq})
 
 
+@require_GET
+@api_view
+def job_metrics_view(request, project_id: int, job_id: int):
+    """Each metric as [step, value] points, one per step (a resumed attempt's newest value)."""
+    _, job = job_selectors.job_access(user=request.user, project_id=project_id, job_id=job_id)
+    series = job_selectors.job_metric_series(job=job)
+    return JsonResponse(
+        {"data": {name: [list(p) for p in points] for name, points in series.items()}}
+    )
+
+
 @require_POST
 @api_view
 def job_cancel(request, project_id: int, job_id: int):

@@ -42,5 +42,6 @@ register(
         params=DiagnosticsParams,
         runner=run,
         description="Checks the GPU worker: its device, memory, bf16 support and matmul speed, live.",
+        interruptible=True,
     )
 )

@@ -97,6 +97,7 @@ register(
         check=check,
         launchable=False,
         description="Fine-tunes a base model with LoRA on an approved dataset version.",
+        interruptible=True,
     )
 )
 

@@ -7,11 +7,15 @@ at or below the last sequence sent is dropped, so a client sees every event exac
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
@@ -21,8 +25,51 @@ from apps.jobs.models import Job
 from apps.jobs.states import TERMINAL
 from apps.projects.selectors import project_access
 
+log = logging.getLogger(__name__)
 REPLAY_BATCH = 1000
 DOORBELLS = frozenset({"job.events", "job.changed"})
+
+
+class Resync:
+    """Heal a socket whose doorbells stopped: Redis lost its data (FLUSHALL, a restart without
+    persistence) and with it this consumer's group membership, or a doorbell was dropped.
+
+    Every WS_RESYNC_SECONDS the consumer joins its group again (idempotent) and, when nothing
+    arrived for that long, asks the database what it missed (`resync()`). The database is the
+    truth, so a lost doorbell only delays a client by at most that interval.
+    """
+
+    group: str
+    _resync_task: asyncio.Task | None = None
+    _last_delivery: float = 0.0
+
+    def start_resync(self) -> None:
+        self._last_delivery = time.monotonic()
+        self._resync_task = asyncio.create_task(self._resync_loop())
+
+    def stop_resync(self) -> None:
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+            self._resync_task = None
+
+    def delivered(self) -> None:
+        self._last_delivery = time.monotonic()
+
+    async def _resync_loop(self) -> None:
+        interval = float(settings.ATELIER["WS_RESYNC_SECONDS"])
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.channel_layer.group_add(self.group, self.channel_name)
+                if time.monotonic() - self._last_delivery >= interval:
+                    await self.resync()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away for a moment: try again next round
+                log.warning("websocket resync of %s failed; retrying", self.group, exc_info=True)
+
+    async def resync(self) -> None:
+        raise NotImplementedError
 
 
 class DoorbellFastPath:
@@ -40,7 +87,7 @@ class DoorbellFastPath:
             await super().dispatch(message)
 
 
-class JobConsumer(DoorbellFastPath, AsyncJsonWebsocketConsumer):
+class JobConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
     async def connect(self):
         self.job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
         job = await database_sync_to_async(self._authorized_job)()
@@ -68,6 +115,10 @@ class JobConsumer(DoorbellFastPath, AsyncJsonWebsocketConsumer):
             }
         )
         await self._catch_up()
+        self.start_resync()
+
+    async def resync(self) -> None:
+        await self._catch_up()
 
     def _authorized_job(self) -> Job | None:
         user = self.scope.get("user")
@@ -81,6 +132,7 @@ class JobConsumer(DoorbellFastPath, AsyncJsonWebsocketConsumer):
         return job
 
     async def disconnect(self, code):
+        self.stop_resync()
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -104,6 +156,7 @@ class JobConsumer(DoorbellFastPath, AsyncJsonWebsocketConsumer):
             return
         await self.send_json(message)
         self.last_seq = message["seq"]
+        self.delivered()
         if message["kind"] == "state" and message["data"].get("state") in TERMINAL:
             # Terminal states never change and nothing follows them: end the stream cleanly.
             await self.close(code=1000)
@@ -119,7 +172,7 @@ class JobConsumer(DoorbellFastPath, AsyncJsonWebsocketConsumer):
             await self._send_event(event)
 
 
-class ProjectConsumer(DoorbellFastPath, AsyncJsonWebsocketConsumer):
+class ProjectConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
     RECENT = 50
 
     async def connect(self):
@@ -133,8 +186,34 @@ class ProjectConsumer(DoorbellFastPath, AsyncJsonWebsocketConsumer):
         await self.accept()
         # On (re)connect the client gets the current state of recent jobs, so nothing missed
         # while it was away stays stale.
+        self._sent: dict[int, tuple] = {}
         for snap in reversed(snapshots):
-            await self.send_json({"type": "job", "job": snap})
+            await self._push(snap)
+        self.start_resync()
+
+    async def _push(self, snap: dict) -> None:
+        self._sent[snap["id"]] = (snap["state"], snap["progress"], snap["attempt"])
+        await self.send_json({"type": "job", "job": snap})
+
+    async def resync(self) -> None:
+        """Push the jobs whose state or progress changed since the last push: the unfinished
+        ones this socket knows of, and any job that is not finished yet."""
+        unfinished = [pk for pk, (state, _, _) in self._sent.items() if state not in TERMINAL]
+        snapshots = await database_sync_to_async(self._changed_snapshots)(unfinished)
+        if snapshots is None:
+            await self.close()  # no longer a member
+            return
+        for snap in snapshots:
+            if self._sent.get(snap["id"]) != (snap["state"], snap["progress"], snap["attempt"]):
+                await self._push(snap)
+
+    def _changed_snapshots(self, unfinished: list[int]) -> list[dict] | None:
+        try:
+            access = project_access(user=self.scope.get("user"), project_id=self.project_id)
+        except (Http404, PermissionDenied):
+            return None
+        jobs = selectors.project_jobs_to_resync(access=access, known_unfinished=unfinished)
+        return [doorbell.job_snapshot(j) for j in jobs]
 
     def _authorized_snapshots(self) -> list[dict] | None:
         try:
@@ -147,6 +226,7 @@ class ProjectConsumer(DoorbellFastPath, AsyncJsonWebsocketConsumer):
         ]
 
     async def disconnect(self, code):
+        self.stop_resync()
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -155,4 +235,5 @@ class ProjectConsumer(DoorbellFastPath, AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "pong"})
 
     async def job_changed(self, message):
-        await self.send_json({"type": "job", "job": message["job"]})
+        self.delivered()
+        await self._push(message["job"])

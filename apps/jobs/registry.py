@@ -53,6 +53,10 @@ class JobKind:
     # batch_runner(contexts) -> one result dict (or exception) per context, in order.
     batch_key: Callable[[pydantic.BaseModel], Any] | None = None
     batch_runner: Callable[[list[JobContext]], list[Any]] | None = None
+    # Resumable kinds (they checkpoint, and stop at their next step when should_stop() turns
+    # true): a worker's warm shutdown asks them to stop and re-queues them, so they resume on
+    # the next start. Other kinds finish what they run before the worker exits.
+    interruptible: bool = False
 
 
 class UnknownKind(KeyError):

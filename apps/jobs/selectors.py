@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.http import Http404
 
 from apps.jobs import registry
-from apps.jobs.models import Job
+from apps.jobs.models import EventKind, Job, JobEvent
 from apps.jobs.states import JobState
 from apps.projects.selectors import ProjectAccess, project_access
 
@@ -26,8 +26,44 @@ def job_access(
     return access, job
 
 
+def job_metric_series(*, job: Job) -> dict[str, list[tuple[int, float]]]:
+    """Every metric of a job as (step, value) points, one per step, sorted by step.
+
+    A resumed attempt restarts after its checkpoint and reports the steps between the checkpoint
+    and the crash again: the newest report of a step wins (events are numbered in the order they
+    were written, and writes are fenced, so a later seq is a newer attempt).
+    """
+    series: dict[str, dict[int, float]] = {}
+    rows = (
+        JobEvent.objects.filter(job_id=job.pk, kind=EventKind.METRICS)
+        .order_by("seq")
+        .values_list("data", flat=True)
+    )
+    for data in rows.iterator(chunk_size=2000):
+        step = int(data.get("step", 0))
+        for name, value in (data.get("values") or {}).items():
+            series.setdefault(name, {})[step] = value
+    return {name: sorted(points.items()) for name, points in series.items()}
+
+
 def project_jobs(*, access: ProjectAccess, limit: int = 100) -> list[Job]:
     return list(Job.objects.filter(project=access.project).select_related("created_by")[:limit])
+
+
+def project_jobs_to_resync(
+    *, access: ProjectAccess, known_unfinished: list[int], limit: int = 200
+) -> list[Job]:
+    """Jobs a dashboard socket must re-check: every unfinished job of the project and the jobs
+    it last saw unfinished (they may have finished while its doorbells were lost)."""
+    from django.db.models import Q
+
+    from apps.jobs.states import TERMINAL
+
+    return list(
+        Job.objects.filter(project=access.project)
+        .filter(~Q(state__in=list(TERMINAL)) | Q(pk__in=known_unfinished))
+        .select_related("created_by")[:limit]
+    )
 
 
 def launch_kinds() -> list[dict]:

@@ -184,7 +184,8 @@ def job_create(
     return job
 
 
-def _send(job_id: int, queue: str) -> bool:
+def _publish(job_id: int, queue: str) -> bool:
+    """Put the job's pointer on its Celery queue. False when the broker could not be reached."""
     from webapp.celery import app
 
     try:
@@ -208,20 +209,50 @@ def _send(job_id: int, queue: str) -> bool:
             exc_info=True,
         )
         return False
-    Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
-        dispatched_at=timezone.now(), dispatch_count=F("dispatch_count") + 1
-    )
     return True
 
 
+def _send(job_id: int, queue: str, *, previously=None) -> bool:
+    """Mark the queued job as sent, then send it. Each mark is a conditional UPDATE on the
+    previous `dispatched_at`, so two dispatchers racing for the same job send it once."""
+    now = timezone.now()
+    same = Q(dispatched_at__isnull=True) if previously is None else Q(dispatched_at=previously)
+    marked = Job.objects.filter(same, pk=job_id, state=JobState.QUEUED).update(
+        dispatched_at=now, dispatch_count=F("dispatch_count") + 1
+    )
+    if not marked:
+        return False  # claimed, cancelled or sent by someone else meanwhile
+    if _publish(job_id, queue):
+        return True
+    # Not sent: unmark it, so the next dispatcher round tries again.
+    Job.objects.filter(pk=job_id, state=JobState.QUEUED, dispatched_at=now).update(
+        dispatched_at=previously
+    )
+    return False
+
+
+def _running(project_id: int) -> int:
+    return Job.objects.filter(project_id=project_id, state__in=ACTIVE).count()
+
+
 def _free_slots(project_id: int) -> int:
+    """Run slots a dispatcher may still fill: the limit minus running jobs and jobs already sent
+    but not yet claimed (their messages are on their way to a worker)."""
     project = Project.objects.only("max_concurrent_jobs").get(pk=project_id)
-    active = Job.objects.filter(project_id=project_id, state__in=ACTIVE).count()
-    return max(0, project.concurrency_limit - active)
+    taken = (
+        Job.objects.filter(project_id=project_id)
+        .filter(Q(state__in=ACTIVE) | Q(state=JobState.QUEUED, dispatched_at__isnull=False))
+        .count()
+    )
+    return max(0, project.concurrency_limit - taken)
 
 
 def dispatch_waiting(*, project_id: int) -> int:
-    """Send the project's never-sent queued jobs, oldest first, while it has free run slots."""
+    """Send the project's never-sent queued jobs, oldest first, into its free run slots.
+
+    Jobs over the limit wait unsent; a finished, failed or re-queued job frees a slot and calls
+    this again. Each job is sent once unless a re-send is due (dispatch_pending).
+    """
     free = _free_slots(project_id)
     if free <= 0:
         return 0
@@ -262,7 +293,7 @@ def dispatch_pending(*, now=None) -> int:
     ):
         wait = base * (2 ** min(max(job.dispatch_count - 1, 0), 6))
         if job.dispatched_at < now - timedelta(seconds=wait):
-            sent += _send(job.pk, job.queue)
+            sent += _send(job.pk, job.queue, previously=job.dispatched_at)
     for project_id in (
         Job.objects.filter(state=JobState.QUEUED, dispatched_at__isnull=True)
         .values_list("project_id", flat=True)
@@ -289,7 +320,8 @@ def job_claim(*, job_id: int, worker_id: str) -> Job | None:
             return None
         # Lock the project so two workers can't both take its last free slot.
         Project.objects.select_for_update().filter(pk=job.project_id).values_list("pk").first()
-        if _free_slots(job.project_id) <= 0:
+        limit = Project.objects.only("max_concurrent_jobs").get(pk=job.project_id)
+        if _running(job.project_id) >= limit.concurrency_limit:
             # It waits; dispatch_waiting sends it again when a slot frees.
             Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(dispatched_at=None)
             return None
@@ -356,6 +388,47 @@ def job_finish(
     return done
 
 
+def _give_back(
+    *, pk: int, state: str, attempt: int, max_attempts: int, owner: str, why: str, extra_filter=None
+) -> bool:
+    """A job whose worker is gone: cancelled if it was cancelling, failed when it used up its
+    attempts, otherwise queued again to resume from its last checkpoint. Fenced by attempt."""
+    now = timezone.now()
+    if state == JobState.CANCELLING:
+        return job_transition(
+            job_id=pk,
+            target=JobState.CANCELLED,
+            sources=[JobState.CANCELLING],
+            attempt=attempt,
+            extra_filter=extra_filter,
+            message=f"worker {owner} lost while cancelling",
+            finished_at=now,
+            lease_until=None,
+        )
+    if attempt >= max_attempts:
+        return job_transition(
+            job_id=pk,
+            target=JobState.FAILED,
+            sources=[JobState.RUNNING],
+            attempt=attempt,
+            extra_filter=extra_filter,
+            finished_at=now,
+            lease_until=None,
+            error=f"The worker running this job was lost {attempt} times; giving up.",
+        )
+    return job_transition(
+        job_id=pk,
+        target=JobState.QUEUED,
+        sources=[JobState.RUNNING],
+        attempt=attempt,
+        extra_filter=extra_filter,
+        message=f"worker {owner} {why}; re-queued to resume from the last checkpoint",
+        lease_owner="",
+        lease_until=None,
+        dispatched_at=None,
+    )
+
+
 def reap_expired_leases(*, now=None) -> int:
     """Re-queue running jobs whose worker stopped renewing its lease (killed, lost power)."""
     now = now or timezone.now()
@@ -365,46 +438,67 @@ def reap_expired_leases(*, now=None) -> int:
     )
     for pk, state, attempt, max_attempts, project_id, owner in list(expired):
         # The lease condition is repeated in the UPDATE: a heartbeat may have renewed it since.
-        still_expired = Q(lease_until__lt=now)
-        if state == JobState.CANCELLING:
-            ok = job_transition(
-                job_id=pk,
-                target=JobState.CANCELLED,
-                sources=[JobState.CANCELLING],
-                attempt=attempt,
-                extra_filter=still_expired,
-                message=f"worker {owner} lost while cancelling",
-                finished_at=now,
-                lease_until=None,
-            )
-        elif attempt >= max_attempts:
-            ok = job_transition(
-                job_id=pk,
-                target=JobState.FAILED,
-                sources=[JobState.RUNNING],
-                attempt=attempt,
-                extra_filter=still_expired,
-                finished_at=now,
-                lease_until=None,
-                error=f"The worker running this job was lost {attempt} times; giving up.",
-            )
-        else:
-            ok = job_transition(
-                job_id=pk,
-                target=JobState.QUEUED,
-                sources=[JobState.RUNNING],
-                attempt=attempt,
-                extra_filter=still_expired,
-                message=f"worker {owner} stopped renewing its lease; re-queued to resume from the last checkpoint",
-                lease_owner="",
-                lease_until=None,
-                dispatched_at=None,
-            )
+        ok = _give_back(
+            pk=pk,
+            state=state,
+            attempt=attempt,
+            max_attempts=max_attempts,
+            owner=owner,
+            why="stopped renewing its lease",
+            extra_filter=Q(lease_until__lt=now),
+        )
         if ok:
             reaped += 1
             log.warning("reaped job %s (attempt %s, worker %s)", pk, attempt, owner)
             dispatch_waiting(project_id=project_id)
     return reaped
+
+
+def job_release_orphans(*, lease_owner: str) -> int:
+    """Give back at once the jobs of a worker process known to be dead (its supervisor saw it
+    exit), instead of waiting for their leases to expire. Returns how many were released."""
+    if not lease_owner:
+        return 0
+    orphans = Job.objects.filter(state__in=ACTIVE, lease_owner=lease_owner).values_list(
+        "pk", "state", "attempt", "max_attempts", "project_id"
+    )
+    released = 0
+    for pk, state, attempt, max_attempts, project_id in list(orphans):
+        ok = _give_back(
+            pk=pk,
+            state=state,
+            attempt=attempt,
+            max_attempts=max_attempts,
+            owner=lease_owner,
+            why="exited",
+            extra_filter=Q(lease_owner=lease_owner),
+        )
+        if ok:
+            released += 1
+            log.warning("released job %s of exited worker %s", pk, lease_owner)
+            dispatch_waiting(project_id=project_id)
+    return released
+
+
+def job_requeue_for_shutdown(*, job_id: int, attempt: int, worker_id: str) -> bool:
+    """A warm shutdown stopped this attempt at a checkpoint: queue it again to resume on the next
+    worker. A planned stop is not a lost worker, so it does not use up one of the job's attempts.
+    """
+    done = job_transition(
+        job_id=job_id,
+        target=JobState.QUEUED,
+        sources=[JobState.RUNNING],
+        attempt=attempt,
+        message=f"worker {worker_id} is shutting down; re-queued to resume from its checkpoint",
+        lease_owner="",
+        lease_until=None,
+        dispatched_at=None,
+        max_attempts=F("max_attempts") + 1,
+    )
+    if done:
+        project_id = Job.objects.filter(pk=job_id).values_list("project_id", flat=True).first()
+        transaction.on_commit(lambda: dispatch_waiting(project_id=project_id))
+    return done
 
 
 # --------------------------------------------------------------------------- user actions

@@ -10,74 +10,14 @@ from collections import Counter
 
 import pytest
 import redis
-import websockets
 from django.conf import settings
-from django.test import Client
 
 from apps.jobs import services
 from apps.jobs.models import Job
 from apps.jobs.states import JobState
+from tests.integration.helpers import collect_events, job_state, launch, session_cookie, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def wait_for(predicate, timeout: float = 30, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def job_state(job: Job) -> str:
-    job.refresh_from_db()
-    return job.state
-
-
-def launch(project, user, **params) -> Job:
-    return services.job_create(
-        project=project, kind=params.pop("kind", "test.steps"), params=params, created_by=user
-    )
-
-
-def session_cookie(user) -> str:
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}"
-
-
-async def collect_events(
-    base: str,
-    job_id: int,
-    cookie: str,
-    after: int = 0,
-    stop_after: int | None = None,
-    timeout: float = 60,
-) -> tuple[list[dict], dict]:
-    """Read a job socket until the job is final (or `stop_after` events), return events + snapshot."""
-    url = base.replace("http", "ws") + f"/ws/jobs/{job_id}/?after={after}"
-    events, snapshot = [], {}
-    async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": base}) as ws:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = json.loads(await asyncio.wait_for(ws.recv(), timeout=deadline - time.monotonic()))
-            if msg["type"] == "snapshot":
-                snapshot = msg["job"]
-                continue
-            events.append(msg)
-            if stop_after is not None and len(events) >= stop_after:
-                return events, snapshot
-            if msg["kind"] == "state" and msg["data"]["state"] in (
-                "succeeded",
-                "failed",
-                "cancelled",
-            ):
-                return events, snapshot
-    raise AssertionError(
-        f"job {job_id} did not finish over the websocket; got {len(events)} events"
-    )
 
 
 def test_a_jobs_events_reach_a_websocket_client_in_order_until_it_succeeds(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -602,3 +603,168 @@ def test_executing_the_same_job_again_is_not_claimed(run_job):
 
 def test_the_service_module_names_its_worker_id_after_the_host():
     assert services.default_worker_id()
+
+
+# --------------------------------------------------------------------------- dispatch accounting
+
+
+@pytest.fixture
+def broker(monkeypatch):
+    """The job ids put on Celery queues, in order. The real broker path is covered by
+    tests/integration/test_reliability.py; here only the dispatcher's bookkeeping is checked."""
+    sent: list[int] = []
+
+    def publish(job_id: int, queue: str) -> bool:
+        sent.append(job_id)
+        return True
+
+    monkeypatch.setattr(services, "_publish", publish)
+    return sent
+
+
+def test_jobs_over_the_concurrency_limit_wait_unsent(
+    project, make_job, broker, django_capture_on_commit_callbacks
+):
+    project.max_concurrent_jobs = 2
+    project.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        jobs = [make_job() for _ in range(20)]
+
+    assert broker == [jobs[0].pk, jobs[1].pk]  # one message each, oldest first
+    sent = Job.objects.filter(dispatched_at__isnull=False).values_list("pk", flat=True)
+    assert sorted(sent) == [jobs[0].pk, jobs[1].pk]
+    assert Job.objects.filter(dispatched_at__isnull=True).count() == 18
+
+
+def test_a_finished_job_sends_exactly_one_waiting_job(
+    project, make_job, broker, django_capture_on_commit_callbacks
+):
+    project.max_concurrent_jobs = 2
+    project.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        jobs = [make_job() for _ in range(5)]
+    with django_capture_on_commit_callbacks(execute=True):
+        job_claim(job_id=jobs[0].pk, worker_id="w")
+        job_claim(job_id=jobs[1].pk, worker_id="w")
+    assert broker == [jobs[0].pk, jobs[1].pk]  # claims free no slot: the jobs now run
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job_finish(job_id=jobs[0].pk, attempt=1, target=JobState.SUCCEEDED)
+
+    assert broker == [jobs[0].pk, jobs[1].pk, jobs[2].pk]
+    services._broker_lost_its_messages()  # the broker epoch is known: Redis kept its data
+    assert services.dispatch_pending() == 0  # nothing is due: no second message for anyone
+    assert broker == [jobs[0].pk, jobs[1].pk, jobs[2].pk]
+    assert sorted(Job.objects.values_list("dispatch_count", flat=True)) == [0, 0, 1, 1, 1]
+
+
+def test_a_job_whose_send_failed_is_sent_by_the_next_dispatcher_round(
+    project, make_job, monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(services, "_publish", lambda job_id, queue: False)  # broker away
+    with django_capture_on_commit_callbacks(execute=True):
+        job = make_job()
+    job.refresh_from_db()
+    assert job.dispatched_at is None and job.dispatch_count == 1
+
+    sent: list[int] = []
+    monkeypatch.setattr(services, "_publish", lambda job_id, queue: sent.append(job_id) or True)
+    services._broker_lost_its_messages()
+    assert services.dispatch_pending() == 1
+    assert sent == [job.pk]
+
+
+def test_two_dispatchers_racing_for_one_job_send_it_once(project, make_job, broker):
+    job = make_job()
+    assert services._send(job.pk, job.queue) is True
+    assert services._send(job.pk, job.queue) is False  # already marked by the first
+    assert broker == [job.pk]
+
+
+def test_a_message_long_unclaimed_is_sent_again_with_back_off(project, make_job, broker):
+    job = make_job()
+    services.dispatch_waiting(project_id=project.pk)
+    Job.objects.filter(pk=job.pk).update(dispatched_at=timezone.now() - timedelta(seconds=60))
+    services._broker_lost_its_messages()
+    assert services.dispatch_pending() == 1
+    assert services.dispatch_pending() == 0  # just re-sent: not due again yet
+    job.refresh_from_db()
+    assert broker == [job.pk, job.pk] and job.dispatch_count == 2
+
+
+# --------------------------------------------------------------------------- orphans, shutdown
+
+
+def test_releasing_a_dead_workers_jobs_requeues_them_without_waiting_for_the_lease(make_job):
+    job = make_job()
+    job_claim(job_id=job.pk, worker_id="gpu@host:4242")
+    other = make_job()
+    job_claim(job_id=other.pk, worker_id="gpu@host:5151")
+
+    assert services.job_release_orphans(lease_owner="gpu@host:4242") == 1
+
+    job.refresh_from_db()
+    other.refresh_from_db()
+    assert job.state == JobState.QUEUED and job.lease_until is None and job.lease_owner == ""
+    assert other.state == JobState.RUNNING  # another worker's job is left alone
+    assert "exited" in job.events.filter(kind="state").last().data["message"]
+    assert services.job_release_orphans(lease_owner="gpu@host:4242") == 0
+
+
+def test_releasing_a_dead_workers_cancelling_job_cancels_it(make_job, people):
+    job = make_job()
+    job_claim(job_id=job.pk, worker_id="gpu@host:4242")
+    job_cancel(job=job, actor=people["member"])
+
+    assert services.job_release_orphans(lease_owner="gpu@host:4242") == 1
+
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELLED
+
+
+def test_a_shutdown_requeue_does_not_use_up_an_attempt(make_job):
+    job = make_job()
+    claimed = job_claim(job_id=job.pk, worker_id="gpu@host:1")
+    before = claimed.max_attempts
+
+    assert services.job_requeue_for_shutdown(job_id=job.pk, attempt=1, worker_id="gpu@host:1")
+    assert not services.job_requeue_for_shutdown(job_id=job.pk, attempt=1, worker_id="x")
+
+    job.refresh_from_db()
+    assert job.state == JobState.QUEUED and job.max_attempts == before + 1
+    assert job.lease_until is None and job.dispatched_at is None
+    assert "shutting down" in job.events.filter(kind="state").last().data["message"]
+
+
+def test_a_shutdown_stops_an_interruptible_job_and_requeues_it(run_job, monkeypatch):
+    from workers.tasks import runtime
+
+    monkeypatch.setattr(runtime, "SHUTDOWN", threading.Event())
+    job = run_job(steps=50, step_seconds=0, checkpoint_every=1)
+    runtime.SHUTDOWN.set()
+
+    assert execute_job(job.pk, worker_id="test-worker") == "requeued"
+
+    job.refresh_from_db()
+    assert job.state == JobState.QUEUED and job.attempt == 1
+    assert _states(job)[-1] == JobState.QUEUED
+
+
+# --------------------------------------------------------------------------- metric series
+
+
+def test_the_metric_series_keeps_each_step_once_with_the_newest_attempts_value(make_job):
+    from apps.jobs.selectors import job_metric_series
+
+    job = make_job()
+
+    def metrics(step, value):
+        return (EventKind.METRICS, {"step": step, "total": 9, "values": {"loss": value}})
+
+    job_append_events(job_id=job.pk, events=[metrics(s, 10.0 + s) for s in (1, 2, 3, 4)])
+    # attempt 2 resumed from the checkpoint of step 2 and reports 3 and 4 again
+    job_append_events(job_id=job.pk, events=[metrics(s, 20.0 + s) for s in (3, 4, 5)])
+
+    assert job_metric_series(job=job) == {
+        "loss": [(1, 11.0), (2, 12.0), (3, 23.0), (4, 24.0), (5, 25.0)]
+    }

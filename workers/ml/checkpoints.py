@@ -48,10 +48,16 @@ class CheckpointStore:
     """Checkpoint folders `root/step-00000042`, each complete only with a verified COMPLETE marker.
 
     One writer per store (the job's lease holder); readers may run at any time.
+    `before_complete` runs after the files are written and before the marker: the job runtime
+    passes its reporter's flush, so a checkpoint is complete only once every event reported up
+    to its step is kept (a resumed attempt never re-reports those steps).
     """
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(
+        self, root: Path | str, *, before_complete: Callable[[], None] | None = None
+    ) -> None:
         self.root = Path(root)
+        self.before_complete = before_complete
 
     def path_for(self, step: int) -> Path:
         """The folder a complete checkpoint of `step` lives in."""
@@ -68,6 +74,8 @@ class CheckpointStore:
             if (tmp / MARKER_NAME).exists():
                 raise ValueError(f"write() must not create {MARKER_NAME}: it is written last")
             files = _hash_and_sync_files(tmp)
+            if self.before_complete is not None:
+                self.before_complete()
             marker = {"step": step, "files": files}
             with open(tmp / MARKER_NAME, "w", encoding="utf-8") as f:
                 json.dump(marker, f, sort_keys=True, indent=1)

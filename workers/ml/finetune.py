@@ -54,6 +54,7 @@ __all__ = [
     "complete_checkpoints",
     "default_target_modules",
     "estimate_memory",
+    "mean_logged_loss",
     "merge_and_export",
     "resolve_precision",
     "train_lora",
@@ -632,18 +633,38 @@ def _callbacks() -> dict[str, type]:
     from transformers import TrainerCallback
 
     class CheckpointMarker(TrainerCallback):
-        """Writes COMPLETE into each checkpoint after Trainer saved it (all ranks done), prunes."""
+        """Writes COMPLETE into each checkpoint after Trainer saved it (all ranks done), prunes.
 
-        def __init__(self, keep: int) -> None:
+        The reporter is flushed first: a checkpoint is complete only once every metric point up
+        to its step is kept, since a resumed run starts after it and never reports them again.
+        """
+
+        def __init__(self, keep: int, flush: Callable[[], None]) -> None:
             self.keep = keep
+            self.flush = flush
 
         def on_save(self, args, state, control, **kwargs):
             _barrier()
             if state.is_world_process_zero:
                 root = Path(args.output_dir)
+                self.flush()
                 _mark_complete(root / f"checkpoint-{state.global_step}", state.global_step)
                 _sweep_checkpoints(root, self.keep)
             _barrier()
+            return control
+
+    class LogAtSaves(TrainerCallback):
+        """Closes a loss-logging window at every checkpoint and at the last step.
+
+        Trainer logs the mean loss since its previous log. A resumed run starts its first window
+        at the checkpoint, so windows that span a checkpoint would differ from an uninterrupted
+        run's; aligned windows make the log history, and the train_loss computed from it, the
+        same whether or not the run was interrupted.
+        """
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if control.should_save or state.global_step >= state.max_steps:
+                control.should_log = True
             return control
 
     class Throughput(TrainerCallback):
@@ -678,10 +699,16 @@ def _callbacks() -> dict[str, type]:
             if _any_rank(bool(self.should_stop()), args.device):
                 control.should_training_stop = True
                 control.should_save = True
+                control.should_log = True  # close the loss window at the checkpoint (LogAtSaves)
                 self.stopped_at = state.global_step
             return control
 
-    return {"CheckpointMarker": CheckpointMarker, "Throughput": Throughput, "Stop": Stop}
+    return {
+        "LogAtSaves": LogAtSaves,
+        "CheckpointMarker": CheckpointMarker,
+        "Throughput": Throughput,
+        "Stop": Stop,
+    }
 
 
 def _dist_active() -> bool:
@@ -720,12 +747,19 @@ def _sum_across_ranks(value: int, device: Any) -> int:
 
 
 class _NoStop:
-    """Forwards to a Reporter but never asks to stop (the Stop callback owns cancel)."""
+    """Forwards to a Reporter but never asks to stop (the Stop callback owns cancel).
+
+    Trainer's closing log carries its own `train_loss`: the mean over the steps of this
+    `train()` call only, wrong after a resume. It is dropped here; the run's mean over all its
+    steps (mean_logged_loss) is reported with the final metrics.
+    """
 
     def __init__(self, inner: Reporter) -> None:
         self.inner = inner
 
     def step(self, step, total, metrics=None):
+        if metrics and "train_loss" in metrics:
+            metrics = {k: v for k, v in metrics.items() if k != "train_loss"}
         self.inner.step(step, total, metrics)
 
     def log(self, message, level="info"):
@@ -739,6 +773,9 @@ class _NoStop:
 
     def should_stop(self):
         return False
+
+    def flush(self):
+        self.inner.flush()
 
 
 # ---------------------------------------------------------------------------------- training
@@ -757,6 +794,22 @@ def planned_steps(
     if config.max_steps > 0:
         return config.max_steps, per_epoch
     return math.ceil(config.num_train_epochs * per_epoch), per_epoch
+
+
+def mean_logged_loss(log_history: list[dict[str, Any]]) -> float | None:
+    """The mean training loss over every step of the run, from Trainer's log history.
+
+    Each log's `loss` is the mean since the previous log, so it is weighted by its window. Unlike
+    Trainer's own `train_loss` (the mean over the steps of the last `train()` call only), this
+    covers the steps before a resume too: the history is restored from the checkpoint.
+    """
+    total, previous = 0.0, 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            step = int(entry["step"])
+            total += float(entry["loss"]) * (step - previous)
+            previous = step
+    return total / previous if previous > 0 else None
 
 
 def _eval_metrics(trainer: Any, suffix: str) -> dict[str, float]:
@@ -885,7 +938,11 @@ def _train_process(
         train_dataset=_ListDataset(train.examples),
         eval_dataset=_ListDataset(evals.examples) if evals.examples else None,
         data_collator=collator,
-        callbacks=[cbs["CheckpointMarker"](config.keep_checkpoints), cbs["Throughput"](collator)],
+        callbacks=[
+            cbs["LogAtSaves"](),
+            cbs["CheckpointMarker"](config.keep_checkpoints, reporter.flush),
+            cbs["Throughput"](collator),
+        ],
     )
     for noisy in (PrinterCallback, ProgressCallback):  # they print every log to stdout/stderr
         trainer.remove_callback(noisy)
@@ -926,7 +983,6 @@ def _train_process(
     state = trainer.state
     tokens = _sum_across_ranks(collator.tokens - tokens0, args.device)
     losses = [e["loss"] for e in state.log_history if "loss" in e]
-    summary = next((e for e in reversed(state.log_history) if "train_loss" in e), {})
     metrics.update(
         train_seconds=round(train_seconds, 4),
         train_tokens=tokens,
@@ -935,8 +991,9 @@ def _train_process(
     if losses:
         metrics["train_loss_first"] = float(losses[0])
         metrics["train_loss_last"] = float(losses[-1])
-    if "train_loss" in summary:
-        metrics["train_loss"] = float(summary["train_loss"])
+    mean_loss = mean_logged_loss(state.log_history)
+    if mean_loss is not None:
+        metrics["train_loss"] = mean_loss
     details = {
         "precision": precision,
         "device": spec["device_kind"],

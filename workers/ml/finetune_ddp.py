@@ -64,6 +64,11 @@ class JsonlReporter:
     def should_stop(self) -> bool:
         return False
 
+    def flush(self) -> None:
+        # The parent forwards these lines to the job's reporter as it reads them; what the rank
+        # can promise before a checkpoint is complete is that the lines are on disk.
+        os.fsync(self._file.fileno())
+
 
 class _Tail:
     """Reads the complete lines appended to a file since the last call."""

@@ -40,6 +40,13 @@ class Reporter(Protocol):
     def should_stop(self) -> bool:
         """Tell whether the job has been asked to stop (cooperative cancel)."""
 
+    def flush(self) -> None:
+        """Make everything reported so far durable before returning.
+
+        Called before a checkpoint is marked complete: a resumed attempt restarts after the
+        checkpoint's step, so every event up to that step must already be kept.
+        """
+
 
 class JobCancelled(Exception):
     """Raised by pure code when should_stop() turned true where there is no natural stop point."""
@@ -67,6 +74,9 @@ class NullReporter:
     def should_stop(self) -> bool:
         return False
 
+    def flush(self) -> None:
+        pass
+
 
 @dataclass
 class RecordingReporter:
@@ -78,6 +88,7 @@ class RecordingReporter:
     previews: list[Any] = field(default_factory=list)
     artifacts: list[tuple[str, str | None]] = field(default_factory=list)
     stop_requested: bool = False
+    flushes: int = 0
 
     def step(self, step: int, total: int, metrics: dict[str, float] | None = None) -> None:
         self.steps.append((step, total, dict(metrics) if metrics is not None else None))
@@ -95,6 +106,9 @@ class RecordingReporter:
         if self.stop_requested:
             return True
         return self.stop_after_steps is not None and len(self.steps) >= self.stop_after_steps
+
+    def flush(self) -> None:
+        self.flushes += 1
 
     @property
     def metric_steps(self) -> list[tuple[int, dict[str, float]]]:
@@ -139,6 +153,9 @@ class ThrottledReporter:
 
     def should_stop(self) -> bool:
         return self.inner.should_stop()
+
+    def flush(self) -> None:
+        self.inner.flush()
 
 
 def numeric_metrics(logs: Mapping[str, Any] | None) -> dict[str, float]:

@@ -16,6 +16,7 @@ from apps.jobs.states import JobState
 
 log = logging.getLogger(__name__)
 PREVIEW_SIZE = 160
+FLUSH_RETRIES = 6  # ~12 s of back-off before a flush gives up (a database restart)
 
 
 class JobReporter:
@@ -27,10 +28,18 @@ class JobReporter:
     """
 
     def __init__(
-        self, *, job_id: int, attempt: int, min_interval: float | None = None, clock=time.monotonic
+        self,
+        *,
+        job_id: int,
+        attempt: int,
+        min_interval: float | None = None,
+        clock=time.monotonic,
+        shutdown: threading.Event | None = None,
     ):
         self.job_id = job_id
         self.attempt = attempt
+        # Set by the worker's warm shutdown for interruptible kinds: stop at the next step.
+        self.shutdown = shutdown
         self.min_interval = (
             settings.ATELIER["EVENT_MIN_INTERVAL"] if min_interval is None else min_interval
         )
@@ -129,7 +138,10 @@ class JobReporter:
         self._maybe_flush()
 
     def should_stop(self) -> bool:
-        return self.cancel_requested.is_set() or self.lost.is_set()
+        return self.cancel_requested.is_set() or self.lost.is_set() or self.shutting_down()
+
+    def shutting_down(self) -> bool:
+        return self.shutdown is not None and self.shutdown.is_set()
 
     # ---- plumbing
     def _maybe_flush(self, force: bool = False) -> None:
@@ -156,7 +168,7 @@ class JobReporter:
                 if self._closing.is_set():
                     return
                 try:
-                    self.flush()
+                    self._flush_once()
                 except Exception:
                     log.warning(
                         "writing events of job %s failed; will retry", self.job_id, exc_info=True
@@ -173,7 +185,24 @@ class JobReporter:
             self._writer.join(timeout=30)
         self.flush()
 
-    def flush(self) -> None:
+    def flush(self, retries: int = FLUSH_RETRIES) -> None:
+        """Write every buffered event now; retried over a few seconds, then raised.
+
+        Checkpoints call this before they are marked complete (nothing up to their step may be
+        lost), and the runtime at the end of a job.
+        """
+        for attempt in range(retries + 1):
+            try:
+                self._flush_once()
+                return
+            except Exception:
+                if attempt == retries:
+                    raise
+                log.warning("writing events of job %s failed; retrying", self.job_id, exc_info=True)
+                close_old_connections()
+                time.sleep(min(0.2 * 2**attempt, 5.0))
+
+    def _flush_once(self) -> None:
         # One writer at a time: the buffer swap and the write happen under the same lock, so
         # events reach the database in the order they were reported.
         with self._write_lock:
@@ -184,7 +213,9 @@ class JobReporter:
             return
         with self._lock:
             events, self._buffer = self._buffer, []
+            taken = list(events)
             progress, eta = self._progress, self._eta
+            flushed_before = self._flushed_progress
             self._last_flush = self.clock()
             new_progress = progress is not None and progress != self._flushed_progress
             if new_progress:
@@ -203,13 +234,20 @@ class JobReporter:
                 self._flushed_progress = progress
         if not events:
             return
-        written = services.job_append_events(
-            job_id=self.job_id,
-            events=events,
-            attempt=self.attempt,
-            progress=(progress[0] / progress[1]) if new_progress else None,
-            eta_seconds=eta,
-        )
+        try:
+            written = services.job_append_events(
+                job_id=self.job_id,
+                events=events,
+                attempt=self.attempt,
+                progress=(progress[0] / progress[1]) if new_progress else None,
+                eta_seconds=eta,
+            )
+        except BaseException:
+            # Nothing was committed: put the events back in front, in order, for the next try.
+            with self._lock:
+                self._buffer = taken + self._buffer
+                self._flushed_progress = flushed_before
+            raise
         if written is None:
             self.lost.set()
 

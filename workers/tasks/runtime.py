@@ -24,6 +24,18 @@ from workers.tasks.reporter import Heartbeat, JobReporter
 
 log = logging.getLogger(__name__)
 
+# Set when this worker process begins a warm shutdown (SIGTERM, Ctrl-C): interruptible jobs stop
+# at their next step with a checkpoint and are re-queued; the others run to their end.
+SHUTDOWN = threading.Event()
+REQUEUED = "requeued"
+
+
+def request_shutdown() -> None:
+    """Ask every interruptible job running in this process to stop at its next step."""
+    if not SHUTDOWN.is_set():
+        log.warning("warm shutdown: interruptible jobs stop at their next checkpoint")
+    SHUTDOWN.set()
+
 
 @dataclass
 class _Running:
@@ -38,7 +50,12 @@ class _Running:
 
     @classmethod
     def start(cls, job: Job) -> _Running:
-        reporter = JobReporter(job_id=job.pk, attempt=job.attempt)
+        kind = registry.find(job.kind)
+        reporter = JobReporter(
+            job_id=job.pk,
+            attempt=job.attempt,
+            shutdown=SHUTDOWN if kind is not None and kind.interruptible else None,
+        )
         heartbeat = Heartbeat(reporter=reporter)
         heartbeat.start()
         return cls(job=job, reporter=reporter, heartbeat=heartbeat)
@@ -54,7 +71,9 @@ class _Running:
             params=params if params is not None else kind.params.model_validate(job.params),
             reporter=self.reporter,
             workdir=workdir,
-            checkpoints=CheckpointStore(workdir / "checkpoints"),
+            checkpoints=CheckpointStore(
+                workdir / "checkpoints", before_complete=self.reporter.flush
+            ),
         )
         if job.attempt > 1:
             self.reporter.log(f"attempt {job.attempt}: resuming", "warning")
@@ -70,6 +89,11 @@ class _Running:
         self.reporter.close()
         if self.reporter.lost.is_set():
             return "lost"
+        if outcome == REQUEUED:
+            services.job_requeue_for_shutdown(
+                job_id=self.job.pk, attempt=self.job.attempt, worker_id=self.job.lease_owner
+            )
+            return REQUEUED
         services.job_finish(
             job_id=self.job.pk, attempt=self.job.attempt, target=outcome, result=result, error=error
         )
@@ -78,7 +102,12 @@ class _Running:
 
 def _outcome(running: _Running, value) -> tuple[str, dict | None, str]:
     """The final state, result and error of a job from what its runner returned or raised."""
+    stopped_for_shutdown = (
+        running.reporter.shutting_down() and not running.reporter.cancel_requested.is_set()
+    )
     if isinstance(value, JobCancelled):
+        if stopped_for_shutdown:
+            return REQUEUED, None, ""
         return JobState.CANCELLED, None, ""
     if isinstance(value, JobFailed):
         running.reporter.log(str(value), "error")

