@@ -212,23 +212,33 @@ def _publish(job_id: int, queue: str) -> bool:
     return True
 
 
-def _send(job_id: int, queue: str, *, previously=None) -> bool:
-    """Mark the queued job as sent, then send it. Each mark is a conditional UPDATE on the
-    previous `dispatched_at`, so two dispatchers racing for the same job send it once."""
-    now = timezone.now()
+def _mark_sent(job_id: int, *, previously=None, now=None) -> bool:
+    """Mark a queued job as sent: a conditional UPDATE on its previous `dispatched_at`, so two
+    dispatchers racing for the same job mark (and send) it once."""
     same = Q(dispatched_at__isnull=True) if previously is None else Q(dispatched_at=previously)
-    marked = Job.objects.filter(same, pk=job_id, state=JobState.QUEUED).update(
-        dispatched_at=now, dispatch_count=F("dispatch_count") + 1
+    return bool(
+        Job.objects.filter(same, pk=job_id, state=JobState.QUEUED).update(
+            dispatched_at=now or timezone.now(), dispatch_count=F("dispatch_count") + 1
+        )
     )
-    if not marked:
-        return False  # claimed, cancelled or sent by someone else meanwhile
+
+
+def _publish_marked(job_id: int, queue: str, *, marked_at, previously=None) -> bool:
     if _publish(job_id, queue):
         return True
     # Not sent: unmark it, so the next dispatcher round tries again.
-    Job.objects.filter(pk=job_id, state=JobState.QUEUED, dispatched_at=now).update(
+    Job.objects.filter(pk=job_id, state=JobState.QUEUED, dispatched_at=marked_at).update(
         dispatched_at=previously
     )
     return False
+
+
+def _send(job_id: int, queue: str, *, previously=None) -> bool:
+    """Mark the queued job as sent, then send it (once, even with dispatchers racing)."""
+    now = timezone.now()
+    if not _mark_sent(job_id, previously=previously, now=now):
+        return False  # claimed, cancelled or sent by someone else meanwhile
+    return _publish_marked(job_id, queue, marked_at=now, previously=previously)
 
 
 def _running(project_id: int) -> int:
@@ -251,17 +261,25 @@ def dispatch_waiting(*, project_id: int) -> int:
     """Send the project's never-sent queued jobs, oldest first, into its free run slots.
 
     Jobs over the limit wait unsent; a finished, failed or re-queued job frees a slot and calls
-    this again. Each job is sent once unless a re-send is due (dispatch_pending).
+    this again. Each job is sent once unless a re-send is due (dispatch_pending). Dispatchers of
+    one project take turns (the project row is locked while slots are counted and jobs marked):
+    two counting the same free slot would each send a different job.
     """
-    free = _free_slots(project_id)
-    if free <= 0:
-        return 0
-    waiting = list(
-        Job.objects.filter(project_id=project_id, state=JobState.QUEUED, dispatched_at__isnull=True)
-        .order_by("created_at", "id")
-        .values_list("pk", "queue")[:free]
-    )
-    return sum(_send(pk, queue) for pk, queue in waiting)
+    now = timezone.now()
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project_id).values_list("pk").first()
+        free = _free_slots(project_id)
+        if free <= 0:
+            return 0
+        waiting = list(
+            Job.objects.filter(
+                project_id=project_id, state=JobState.QUEUED, dispatched_at__isnull=True
+            )
+            .order_by("created_at", "id")
+            .values_list("pk", "queue")[:free]
+        )
+        marked = [(pk, queue) for pk, queue in waiting if _mark_sent(pk, now=now)]
+    return sum(_publish_marked(pk, queue, marked_at=now) for pk, queue in marked)
 
 
 def _broker_lost_its_messages() -> bool:
@@ -314,12 +332,16 @@ def job_claim(*, job_id: int, worker_id: str) -> Job | None:
     """
     now = timezone.now()
     lease = timedelta(seconds=_cfg("LEASE_SECONDS"))
+    project_id = Job.objects.filter(pk=job_id).values_list("project_id", flat=True).first()
+    if project_id is None:
+        return None
     with transaction.atomic():
+        # The project first, then the job (dispatch_waiting locks in the same order): two
+        # workers can't both take its last free slot.
+        Project.objects.select_for_update().filter(pk=project_id).values_list("pk").first()
         job = Job.objects.select_for_update().filter(pk=job_id).only("state", "project_id").first()
         if job is None or job.state != JobState.QUEUED:
             return None
-        # Lock the project so two workers can't both take its last free slot.
-        Project.objects.select_for_update().filter(pk=job.project_id).values_list("pk").first()
         limit = Project.objects.only("max_concurrent_jobs").get(pk=job.project_id)
         if _running(job.project_id) >= limit.concurrency_limit:
             # It waits; dispatch_waiting sends it again when a slot frees.

@@ -139,10 +139,8 @@ def test_the_cache_keeps_a_loaded_tiny_llama_warm(tmp_path):
     )
     assert loaded
     assert cache.stats()["used_bytes"] == sum(p.numel() * 4 for p in model.parameters())
-    started = time.perf_counter()
     (again, _), loaded = cache.get_or_load(key, lambda: pytest.fail("reloaded"))
     assert not loaded and again is model
-    assert time.perf_counter() - started < 0.01
 
 
 def test_the_budget_comes_from_the_environment(monkeypatch):

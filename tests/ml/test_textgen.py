@@ -241,8 +241,7 @@ def test_same_seed_same_text_other_seed_other_text(tiny_dirs, cache):
 def test_second_call_on_the_same_key_does_not_reload(tiny_dirs, cache):
     first = generate_text(tiny_dirs["plain"], "hi", fast(max_new_tokens=2), cache=cache)
     second = generate_text(tiny_dirs["plain"], "hi", fast(max_new_tokens=2), cache=cache)
-    assert first.loaded and not second.loaded
-    assert second.load_seconds < 0.05 and second.load_seconds < first.load_seconds
+    assert first.loaded and not second.loaded  # the loader ran once: the second call is a hit
     # Another quantization is another key.
     third = generate_text(
         tiny_dirs["plain"], "hi", fast(max_new_tokens=2, quantization="int8-dynamic"), cache=cache
@@ -357,10 +356,11 @@ def test_an_adapter_without_safetensors_is_refused(tiny_dirs, cache, tmp_path):
 def test_the_workers_default_cache_is_used_when_none_is_given(tiny_dirs):
     from workers.ml.cache import ModelKey, default_cache
 
+    key = ModelKey(str(Path(tiny_dirs["chat"]).resolve()), None, None, "cpu")
+    cached_before = key in default_cache()  # another test may have left it there
     first = generate_text(tiny_dirs["chat"], "hi", fast(max_new_tokens=2))
     second = generate_text(tiny_dirs["chat"], "hi", fast(max_new_tokens=2))
     assert not second.loaded
-    key = ModelKey(str(Path(tiny_dirs["chat"]).resolve()), None, None, "cpu")
     assert key in default_cache()
-    assert first.loaded or first.load_seconds < 0.05
+    assert first.loaded is not cached_before
     default_cache().evict(key)

@@ -17,7 +17,9 @@ per-image time-embedding layers see one row per image), and oneDNN another convo
 batch of one. While a pipeline runs here, those layers compute one row at a time, the UNet never
 sees a batch of one, and the VAE encodes and decodes one image at a time; so the same request
 gives the same pixels alone or inside a batch. (On CUDA, cuBLAS may still choose kernels by
-batch size: batched images then match solo ones up to rounding.)
+batch size: batched images then match solo ones up to rounding.) Loaded weights are moved from
+the memory-mapped files into aligned memory, so a model's pixels do not depend on the file it
+came from (a diffusers folder or a single checkpoint).
 
 Pure code: no Django, no Celery; torch and diffusers are imported inside functions.
 """
@@ -346,6 +348,34 @@ class GeneratedImage:
 # --------------------------------------------------------------------------------------------
 
 
+# CPU kernels may split a loop by the address of their operands: MKL (run without its
+# conditional numerical reproducibility mode) rounds the one-row SGEMM of the time-embedding
+# layers differently when the weight starts off a 16-byte boundary.
+# safetensors hands out CPU tensors that live at their offset in the memory-mapped file, which
+# is only 4-byte aligned and depends on the file's layout: the same UNet from a diffusers folder
+# and from a single-file checkpoint then gave images one 8-bit level apart. Weights are moved to
+# torch's own 64-byte aligned memory, so the arithmetic depends on the values, not on the file.
+_ALIGNMENT = 64
+
+
+def _aligned(tensor: Any) -> Any:
+    """``tensor``, copied to torch's aligned memory when it is a CPU tensor off the boundary."""
+    if tensor.device.type != "cpu" or tensor.data_ptr() % _ALIGNMENT == 0:
+        return tensor
+    return tensor.clone()  # same strides, new (aligned) storage
+
+
+def _align_weights(*modules: Any) -> None:
+    """Every CPU parameter and buffer of ``modules`` in aligned memory (see ``_ALIGNMENT``)."""
+    import torch
+
+    for module in modules:
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for tensor in (*module.parameters(), *module.buffers()):
+            tensor.data = _aligned(tensor.data)
+
+
 def _refuse_pickle(path: Path) -> None:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise ModelRefused(
@@ -527,6 +557,7 @@ def load_pipeline(
         except (OSError, ValueError) as exc:
             raise ModelRefused(f"{source}: cannot be loaded: {exc}") from exc
     pipe.to(target_device)
+    _align_weights(*pipe.components.values())
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -706,7 +737,7 @@ def _read_lora(path: str) -> dict[str, Any]:
         source = (preferred or files)[0]
     if source.suffix.lower() != ".safetensors" or not source.is_file():
         raise ModelRefused(f"{source}: a LoRA must be a .safetensors file")
-    return load_file(str(source))
+    return {name: _aligned(tensor) for name, tensor in load_file(str(source)).items()}
 
 
 @contextlib.contextmanager
@@ -1026,6 +1057,7 @@ def _controlnet_model(spec: ControlNetSpec, pipe: Any):
                 str(folder), use_safetensors=True, dtype=pipe.unet.dtype
             )
             _controlnet_cache[key] = loaded.to(pipe.device)
+            _align_weights(loaded)
             while len(_controlnet_cache) > CONTROLNET_CACHE_SIZE:
                 _controlnet_cache.popitem(last=False)
         _controlnet_cache.move_to_end(key)
