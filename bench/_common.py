@@ -78,3 +78,19 @@ def stop_everything(*, children, procs, redis_proc, tmp: Path, keep: bool) -> No
         time.sleep(0.5)
     else:
         say(f"could not remove {tmp}")
+
+
+def bench_policy(**overrides) -> None:
+    """Lift the platform's per-user and per-project caps and the concurrency ceiling for a
+    benchmark that submits hundreds of jobs as one user (apps/quotas; after django.setup())."""
+    from apps.quotas.models import PlatformPolicy
+    from apps.quotas.services import forget_policy
+
+    values = {
+        "project_concurrency_ceiling": 100_000,
+        "user_active_jobs": 1_000_000,
+        "project_active_jobs": 1_000_000,
+        **overrides,
+    }
+    PlatformPolicy.objects.update_or_create(pk=1, defaults=values)
+    forget_policy()

@@ -38,7 +38,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path.pop(0)
 sys.path.insert(0, str(ROOT))
 
-from bench._common import cpu_seconds, pct, say  # noqa: E402
+from bench._common import bench_policy, cpu_seconds, pct, say  # noqa: E402
 from bench.probes import read_all  # noqa: E402
 from tests.harness import Processes, redis_answers, start_embedded_redis  # noqa: E402
 
@@ -135,6 +135,7 @@ class Bench:
         from apps.projects.models import Membership, Project
 
         self.user = get_user_model().objects.create_user(username=f"bench-{tag}", password=None)
+        bench_policy()
         self.project = Project.objects.create(name=f"Bench {tag}", max_concurrent_jobs=10000)
         Membership.objects.create(project=self.project, user=self.user, role="admin")
         self.min_interval = settings.ATELIER["EVENT_MIN_INTERVAL"]

@@ -69,7 +69,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path.pop(0)
 sys.path.insert(0, str(ROOT))
 
-from bench._common import mean, pct, say, stop_everything  # noqa: E402
+from bench._common import bench_policy, mean, pct, say, stop_everything  # noqa: E402
 from bench._finetune_bare import DEFAULT_TEMPLATE, demo_rows  # noqa: E402
 from bench._finetune_probes import read_all  # noqa: E402
 from tests.harness import Processes, start_embedded_redis  # noqa: E402
@@ -169,6 +169,7 @@ class Bench:
         from workers.data.canonical import iter_split
 
         self.user = get_user_model().objects.create_user(username=f"ftbench-{tag}", password=None)
+        bench_policy()
         self.project = Project.objects.create(
             name=f"FT bench {tag}", max_concurrent_jobs=10, require_dataset_approval=False
         )

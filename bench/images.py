@@ -111,7 +111,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path.pop(0)
 sys.path.insert(0, str(ROOT))
 
-from bench._common import cpu_seconds, mean, pct, say, stop_everything  # noqa: E402
+from bench._common import bench_policy, cpu_seconds, mean, pct, say, stop_everything  # noqa: E402
 from bench._images_child import PROBE_ENV, read_probes  # noqa: E402
 from tests.harness import Processes, start_embedded_redis  # noqa: E402
 
@@ -240,6 +240,7 @@ class Bench:
         from apps.projects.models import Membership, Project
 
         self.user = get_user_model().objects.create_user(username=f"imgbench-{tag}", password=None)
+        bench_policy()
         self.project = Project.objects.create(name=f"Image bench {tag}", max_concurrent_jobs=16)
         Membership.objects.create(project=self.project, user=self.user, role="admin")
         ensure_builtin_rows()

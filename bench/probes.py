@@ -96,7 +96,7 @@ def install() -> None:
     app.send_task = probed_send_task
 
     # --- doorbell: time each group_send, and stamp job messages so the consumer can time transit
-    orig_send = events._send
+    orig_send = events.ring
 
     def probed_send(group: str, message: dict) -> None:
         t0 = time.time()
@@ -107,7 +107,7 @@ def install() -> None:
         finally:
             record("group_send", t0=t0, t1=time.time(), group=group)
 
-    events._send = probed_send
+    events.ring = probed_send
 
     # --- worker: when the task body starts
     from workers.tasks import runtime
@@ -220,4 +220,4 @@ def install_whatifs() -> None:
             except Exception:
                 events.log.warning("could not notify %s", group, exc_info=True)
 
-        events._send = send
+        events.ring = send

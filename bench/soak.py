@@ -41,7 +41,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path.pop(0)
 sys.path.insert(0, str(ROOT))
 
-from bench._common import pct, say, stop_everything  # noqa: E402
+from bench._common import bench_policy, pct, say, stop_everything  # noqa: E402
 from tests.harness import free_port, redis_answers  # noqa: E402
 
 TARGETS = ("worker-gpu", "worker-cpu", "scheduler", "redis")
@@ -108,6 +108,8 @@ class Soak:
 
         tag = uuid.uuid4().hex[:6]
         self.user = get_user_model().objects.create_user(username=f"soak-{tag}", password=None)
+        # The soak kills workers on purpose: a job hit twice is not a job that kills workers.
+        bench_policy(max_worker_losses=1_000)
         self.project = Project.objects.create(name=f"Soak {tag}", max_concurrent_jobs=4)
         Membership.objects.create(project=self.project, user=self.user, role="admin")
 

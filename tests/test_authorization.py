@@ -108,6 +108,9 @@ def _job_state(world: World) -> str:
 
 MATRIX: dict[str, list[Check]] = {
     "healthz": [Check("GET", "public")],
+    # Platform staff only (tests/services/test_quotas.py); no persona here is staff.
+    "quotas:usage": [Check("GET", "user", frozenset(), expect={p: 404 for p in ANY_USER})],
+    "quotas:usage_csv": [Check("GET", "user", frozenset(), expect={p: 404 for p in ANY_USER})],
     "accounts:login": [
         Check("GET", "public", expect={p: 302 for p in ANY_USER}),  # redirect_authenticated_user
     ],

@@ -17,7 +17,11 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 
 APP_SERVICES = ("web", "worker-gpu", "worker-cpu", "signer", "scheduler", "flower")
 WORKERS = ("worker-gpu", "worker-cpu", "signer")
-REQUIRED_ENV = {"DJANGO_SECRET_KEY": "test-only-secret", "FLOWER_BASIC_AUTH": "admin:test-only"}
+REQUIRED_ENV = {
+    "DJANGO_SECRET_KEY": "test-only-secret",
+    "ATELIER_PSEUDONYM_KEY": "test-only-pseudonyms",
+    "FLOWER_BASIC_AUTH": "admin:test-only",
+}
 
 needs_compose = pytest.mark.skipif(
     shutil.which("docker-compose") is None,
@@ -68,6 +72,14 @@ def test_compose_refuses_the_file_without_a_django_secret_key(tmp_path):
 
     assert result.returncode != 0
     assert "set DJANGO_SECRET_KEY" in result.stderr
+
+
+@needs_compose
+def test_compose_refuses_the_file_without_a_pseudonym_key(tmp_path):
+    result = _compose_config(tmp_path, **{**REQUIRED_ENV, "ATELIER_PSEUDONYM_KEY": None})
+
+    assert result.returncode != 0
+    assert "set ATELIER_PSEUDONYM_KEY" in result.stderr
 
 
 def test_it_defines_every_process_of_the_design(services):

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION_ENV = {
     "DJANGO_DEBUG": "0",
     "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+    "ATELIER_PSEUDONYM_KEY": secrets.token_urlsafe(50),
     "DJANGO_ALLOWED_HOSTS": "atelier.example.com",
     "DATABASE_URL": "postgres://atelier:secret@postgres:5432/atelier",
     "REDIS_URL": "redis://redis:6379/0",
@@ -18,7 +19,11 @@ PRODUCTION_ENV = {
 
 
 def run_check(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "DATABASE_URL", "ATELIER_PSEUDONYM_KEY"))
+    }
     env.update(env_overrides)
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
@@ -56,3 +61,39 @@ def test_secret_key_can_come_from_a_file(tmp_path):
     env["DJANGO_SECRET_KEY_FILE"] = str(key_file)
     result = run_check(env)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_deploy_refuses_a_missing_pseudonym_key():
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "ATELIER_PSEUDONYM_KEY"}
+    result = run_check(env)
+    assert result.returncode != 0
+    assert "atelier.E003" in result.stdout + result.stderr
+
+
+def test_pseudonym_key_can_come_from_a_file(tmp_path):
+    key_file = tmp_path / "pseudonym-key"
+    key_file.write_text(secrets.token_urlsafe(50) + "\n")
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "ATELIER_PSEUDONYM_KEY"}
+    env["ATELIER_PSEUDONYM_KEY_FILE"] = str(key_file)
+    result = run_check(env)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_production_without_debug_is_https_only():
+    """The production environment gets the HTTPS-only settings without asking for them."""
+    env = {**PRODUCTION_ENV, "DJANGO_SETTINGS_MODULE": "webapp.settings"}
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.DEBUG, s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
+        "s.SECURE_HSTS_SECONDS)"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL"))}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stdout.split() == ["False", "True", "True", "True", "31536000"], result.stderr

@@ -17,6 +17,44 @@ def secret_key_is_not_the_development_key(app_configs, **kwargs):
     return []
 
 
+@register(Tags.security)
+def development_key_stays_on_loopback(app_configs, **kwargs):
+    """Not only a deploy check: a server named beyond loopback with the public key is exposed
+    whether or not anyone ran `check --deploy` (runplatform refuses a non-loopback --host too)."""
+    if settings.SECRET_KEY == settings.DEV_SECRET_KEY and settings.SERVES_BEYOND_LOOPBACK:
+        return [
+            Error(
+                "The development SECRET_KEY is in use while DJANGO_ALLOWED_HOSTS names hosts "
+                "beyond loopback: anyone could forge sessions",
+                hint="Set DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE), or serve on loopback only.",
+                id="atelier.E002",
+            )
+        ]
+    return []
+
+
+@register(Tags.security, deploy=True)
+def pseudonym_key_is_set(app_configs, **kwargs):
+    if not settings.ATELIER_PSEUDONYM_KEY:
+        return [
+            Error(
+                "ATELIER_PSEUDONYM_KEY is not set: PII pseudonym redaction cannot run",
+                hint="Set ATELIER_PSEUDONYM_KEY (or ATELIER_PSEUDONYM_KEY_FILE) to a long random "
+                "secret of its own, kept as long as the datasets it pseudonymised.",
+                id="atelier.E003",
+            )
+        ]
+    if settings.ATELIER_PSEUDONYM_KEY == settings.SECRET_KEY:
+        return [
+            Error(
+                "ATELIER_PSEUDONYM_KEY equals SECRET_KEY",
+                hint="Give pseudonyms a key of their own.",
+                id="atelier.E004",
+            )
+        ]
+    return []
+
+
 @register()
 def offline_by_default(app_configs, **kwargs):
     import os

@@ -6,6 +6,9 @@ Every variable is documented in README.md and .env.example.
 from __future__ import annotations
 
 import os
+import re
+import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -42,11 +45,19 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 
 VAR_DIR = Path(env("ATELIER_VAR_DIR", str(BASE_DIR / "var")))
-DEBUG = envbool("DJANGO_DEBUG", True)
-# The development key is only for DEBUG; checks.py refuses it when DEBUG is off.
+# Off unless asked for: DEBUG pages list every URL pattern and show settings in tracebacks.
+DEBUG = envbool("DJANGO_DEBUG", False)
+# The public development key: `make run` replaces it with a key of its own kept in var/
+# (runplatform), and checks.py refuses it in production and beyond loopback.
 DEV_SECRET_KEY = "django-insecure-atelier-development-key-change-me"
 SECRET_KEY = env("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
+# Served under a name other than loopback: reachable from other machines.
+SERVES_BEYOND_LOOPBACK = any(
+    host.lower() not in LOOPBACK_HOSTS and not host.lower().endswith(".localhost")
+    for host in ALLOWED_HOSTS
+)
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
@@ -56,6 +67,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "channels",
     "apps.core",
     "apps.accounts",
@@ -70,10 +82,12 @@ INSTALLED_APPS = [
     "apps.galleries",
     "apps.images",
     "apps.api",
+    "apps.quotas",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -82,6 +96,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes asks: turns a locked-out login into the lockout page (apps/accounts/lockout.py).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -129,6 +145,28 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Login throttling (django-axes): the lockout check comes first, then the usual password check.
+AUTHENTICATION_BACKENDS = [
+    "apps.accounts.backends.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# N failures for one username (from anywhere) OR from one address (any usernames) lock that
+# username or address out until the cool-off has passed since its last failure.
+AXES_FAILURE_LIMIT = envint("ATELIER_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=envfloat("ATELIER_LOGIN_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# The address the audit log records: REMOTE_ADDR, which uvicorn sets from X-Forwarded-For only
+# for the proxies named in FORWARDED_ALLOW_IPS (--proxy-headers). Never a header a client sends.
+AXES_CLIENT_IP_CALLABLE = "apps.audit.services.client_ip"
+AXES_LOCKOUT_CALLABLE = "apps.accounts.lockout.lockout_response"
+# Axes' own reset on success clears every failure of the user's address too, so an attacker
+# could log in to their own account between guesses at someone else's. apps/accounts clears only
+# the failures of the username and address that just proved the password.
+AXES_RESET_ON_SUCCESS = False
+# Logins are in the audit log already (apps/accounts/receivers.py).
+AXES_DISABLE_ACCESS_LOG = True
+# No "AXES: BEGIN" banner from every manage.py command, worker and test process.
+AXES_VERBOSE = False
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "projects:list"
 LOGOUT_REDIRECT_URL = "accounts:login"
@@ -147,17 +185,14 @@ MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env("ATELIER_MEDIA_ROOT", str(VAR_DIR / "media")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {
-        "BACKEND": (
-            "django.contrib.staticfiles.storage.StaticFilesStorage"
-            if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        )
-    },
+    # Hashed names once collectstatic ran (production), plain names otherwise (webapp/staticfiles.py).
+    "staticfiles": {"BACKEND": "webapp.staticfiles.StaticFilesStorage"},
 }
-# Serve straight from static/ in development, so `make run` needs no collectstatic.
-WHITENOISE_USE_FINDERS = DEBUG
+# Serve straight from static/ as well, so `make run` and the tests need no collectstatic.
+WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
+# Until collectstatic has run (never, under make run and the tests) STATIC_ROOT does not exist.
+warnings.filterwarnings("ignore", message=f"No directory at: {re.escape(str(STATIC_ROOT))}")
 
 # Redis: Celery broker and channel layer. Empty means "start an embedded one" (make run) —
 # the runner sets REDIS_URL for its children.
@@ -213,21 +248,46 @@ JOBS_DIR = Path(env("ATELIER_JOBS_DIR", str(VAR_DIR / "jobs")))
 MODELS_DIR = Path(env("ATELIER_MODELS_DIR", str(VAR_DIR / "models")))
 
 CHAIN_RPC_URL = env("CHAIN_RPC_URL")
-# Keys the consistent pseudonyms of PII redaction (per project, derived). Defaults to SECRET_KEY.
+# Keys the consistent pseudonyms of PII redaction (per project, derived). Never SECRET_KEY: a
+# pseudonym of a phone number is brute-forceable by anyone who knows the key. `make run` keeps one
+# in var/pseudonym-key; production must set it (check --deploy refuses it missing).
 ATELIER_PSEUDONYM_KEY = env("ATELIER_PSEUDONYM_KEY")
 # Largest upload accepted (bytes); the importer enforces its own limits on top.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 ATELIER_MAX_UPLOAD_BYTES = envint("ATELIER_MAX_UPLOAD_BYTES", 2 * 1024**3)
+# Every request body is bounded before it is read (webapp/limits.py, around the ASGI app): this
+# for every route, ATELIER_MAX_UPLOAD_BYTES only for the upload routes and signed-in uploaders.
+ATELIER_MAX_REQUEST_BYTES = envint("ATELIER_MAX_REQUEST_BYTES", 1024 * 1024)
 
-# Security: strict by default in production (DEBUG off), relaxed for local development.
+# Security: HTTPS-only cookies, HSTS and the SSL redirect are on when the site is served under a
+# name beyond loopback (production), off on loopback (`make run` on http://127.0.0.1); DEBUG does
+# not decide it. DJANGO_HTTPS=1/0 decides explicitly (e.g. 0 for plain HTTP on a LAN).
+HTTPS = envbool("DJANGO_HTTPS", SERVES_BEYOND_LOOPBACK)
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
-if not DEBUG:
+# Content-Security-Policy (django-csp): pages have no inline scripts or style attributes; live
+# previews are data: URLs; the live pages talk over websockets.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'", "ws:", "wss:"],
+        "frame-ancestors": ["'none'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+    }
+}
+if HTTPS:
     SECURE_SSL_REDIRECT = envbool("DJANGO_SECURE_SSL_REDIRECT", True)
+    # The liveness probe is called over plain HTTP inside the container network (compose).
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -242,5 +302,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("ATELIER_LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        # Failures and lockouts are warnings; every successful login is in the audit log.
+        "axes": {"level": "WARNING"},
+    },
 }

@@ -9,6 +9,7 @@ urlpatterns = [
     path("accounts/", include("apps.accounts.urls")),
     path("api/v1/", include("apps.api.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("usage/", include("apps.quotas.urls")),
     path("", include("apps.projects.urls")),
     path("", include("apps.jobs.urls")),
     path("", include("apps.datasets.urls")),

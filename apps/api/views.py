@@ -113,13 +113,19 @@ def job_detail(request, project_id: int, job_id: int):
 @require_GET
 @api_view
 def job_events_view(request, project_id: int, job_id: int):
-    _, job = job_selectors.job_access(user=request.user, project_id=project_id, job_id=job_id)
+    access, job = job_selectors.job_access(user=request.user, project_id=project_id, job_id=job_id)
     try:
         after = max(0, int(request.GET.get("after", 0)))
     except ValueError:
         return _error(400, "after must be an integer sequence number")
     events = job_services.job_events_after(job_id=job.pk, after=after)
-    return JsonResponse({"data": [e.as_message() for e in events], "last_seq": job.last_seq})
+    full = job_selectors.sees_full_events(access=access, user=request.user)
+    return JsonResponse(
+        {
+            "data": [job_selectors.event_for_viewer(e.as_message(), full=full) for e in events],
+            "last_seq": job.last_seq,
+        }
+    )
 
 
 @require_GET
@@ -227,7 +233,10 @@ def datasets(request, project_id: int):
         return _error(400, "Send the data file as multipart field 'file'")
     target = None
     if request.POST.get("dataset"):
-        target = Dataset.objects.filter(project=access.project, pk=request.POST["dataset"]).first()
+        if request.POST["dataset"].isdecimal():
+            target = Dataset.objects.filter(
+                project=access.project, pk=request.POST["dataset"]
+            ).first()
         if target is None:
             return _error(404, "No such dataset")
     try:
@@ -268,6 +277,8 @@ def datasets(request, project_id: int):
     except ValidationError as exc:
         fields = exc.message_dict if hasattr(exc, "message_dict") else {"__all__": exc.messages}
         return _error(400, "Invalid dataset fields", fields=fields)
+    except ValueError as exc:  # an out-of-range parameter (validation_fraction, seed)
+        return _error(400, f"Bad parameter: {exc}")
     except Exception as exc:  # DatasetError (a mapping problem) and friends: say what, not a 500
         from workers.data.errors import DatasetError
 

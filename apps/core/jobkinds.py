@@ -34,6 +34,17 @@ def run(ctx: JobContext) -> dict:
     return run_diagnostics(config, ctx.reporter, ctx.checkpoints)
 
 
+def budget(project, params: DiagnosticsParams, rules) -> dict[str, str]:
+    if params.matrix_size > rules.diagnostics_max_matrix:
+        return {
+            "matrix_size": (
+                f"At most {rules.diagnostics_max_matrix} (the platform's limit); asked "
+                f"{params.matrix_size}"
+            )
+        }
+    return {}
+
+
 register(
     JobKind(
         name="diagnostics",
@@ -41,6 +52,7 @@ register(
         queue="gpu",
         params=DiagnosticsParams,
         runner=run,
+        budget=budget,
         description="Checks the GPU worker: its device, memory, bf16 support and matmul speed, live.",
         interruptible=True,
     )

@@ -45,6 +45,13 @@ def check_version(project, params: VersionParams) -> dict[str, str]:
     return {}
 
 
+def _launcher(ctx: JobContext):
+    """Who launched the job: a derived version is theirs (the four eyes rule follows lineage)."""
+    from apps.jobs.models import Job
+
+    return Job.objects.select_related("created_by").get(pk=ctx.job_id).created_by
+
+
 def _version(ctx: JobContext):
     from apps.datasets.models import DatasetVersion
     from apps.datasets.storage import media_path
@@ -109,6 +116,7 @@ def run_redact(ctx: JobContext) -> dict:
         operation=Operation.REDACT,
         params={"mode": ctx.params.mode, "replaced": result.replaced_counts},
         pii_report=report,
+        actor=_launcher(ctx),
     )
     ctx.reporter.log(f"{'created' if created else 'found existing'} version v{new.number}")
     return {
@@ -145,6 +153,7 @@ def run_dedup(ctx: JobContext) -> dict:
                 "threshold": p.threshold,
                 "dropped": version.rows - rows,
             },
+            actor=_launcher(ctx),
         )
         ctx.reporter.log(f"kept one row per group: v{new.number} has {rows} rows")
         result.update(new_version_id=new.pk, new_version=new.number)

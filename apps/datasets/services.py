@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -20,6 +20,7 @@ from apps.datasets import storage
 from apps.datasets.licenses import LICENSE_IDS
 from apps.datasets.models import Approval, Dataset, DatasetVersion, Operation, Schema
 from apps.projects.models import Project, Role
+from webapp.keyfiles import read_or_create_key
 
 log = logging.getLogger(__name__)
 
@@ -294,14 +295,52 @@ def version_set_dedup_report(*, version: DatasetVersion, report: dict) -> None:
     DatasetVersion.objects.filter(pk=version.pk).update(dedup_report=report)
 
 
+LINEAGE_MAX_DEPTH = 1000
+DERIVING_KINDS = ("dataset.redact", "dataset.dedup")
+
+
+def version_lineage(version: DatasetVersion) -> list[DatasetVersion]:
+    """The version and its ancestors, newest first (redaction and dedup make children)."""
+    chain, seen = [version], {version.pk}
+    current = version
+    while current.parent_id is not None and len(chain) < LINEAGE_MAX_DEPTH:
+        current = DatasetVersion.objects.only("pk", "parent_id", "created_by_id").get(
+            pk=current.parent_id
+        )
+        if current.pk in seen:  # never in a well-formed lineage; do not loop on a bad row
+            break
+        seen.add(current.pk)
+        chain.append(current)
+    return chain
+
+
+def version_contributors(version: DatasetVersion) -> set[int]:
+    """Ids of everyone who imported or derived a version in this version's lineage: the four
+    eyes rule keeps all of them from deciding on it. A derivation that found its result already
+    stored (the same content made twice) still counts its launcher, through the job's result."""
+    from apps.jobs.models import Job
+
+    lineage = version_lineage(version)
+    ids = [v.pk for v in lineage]
+    people = {v.created_by_id for v in lineage if v.created_by_id is not None}
+    launchers = Job.objects.filter(
+        project_id=version.dataset.project_id, kind__in=DERIVING_KINDS, created_by__isnull=False
+    ).filter(Q(result__version_id__in=ids) | Q(result__new_version_id__in=ids))
+    people.update(launchers.values_list("created_by_id", flat=True))
+    return people
+
+
 def version_decide(
     *, version: DatasetVersion, actor, role: str, approve: bool, comment: str, request=None
 ) -> DatasetVersion:
     """A reviewer or admin approves or rejects a version for training (four eyes: not their own)."""
     if role not in (Role.ADMIN, Role.REVIEWER):
         raise ValidationError("Only reviewers and admins decide on datasets")
-    if version.created_by_id == actor.pk and not actor.is_superuser:
-        raise ValidationError("You imported this version: another reviewer must decide on it")
+    if actor.pk in version_contributors(version):
+        raise ValidationError(
+            "You imported or derived a version in this version's lineage: another reviewer "
+            "must decide on it"
+        )
     if approve and version.pii_report is None:
         raise ValidationError(
             "Run a PII scan first: reviewers decide with the PII report in front of them"
@@ -351,8 +390,20 @@ def ensure_trainable(version: DatasetVersion) -> None:
 
 
 def pseudonym_key(project_id: int) -> bytes:
-    """The project's secret for consistent pseudonyms, derived from the server secret (never stored)."""
-    master = (settings.ATELIER_PSEUDONYM_KEY or settings.SECRET_KEY).encode()
+    """The project's secret for consistent pseudonyms, derived from the pseudonym key (never stored)."""
+    master = _pseudonym_master_key().encode()
     return hmac.new(
         master, f"atelier:pseudonyms:project:{int(project_id)}".encode(), hashlib.sha256
     ).digest()
+
+
+def _pseudonym_master_key() -> str:
+    # Never SECRET_KEY (public in development): phone-number pseudonyms would be brute-forceable.
+    if settings.ATELIER_PSEUDONYM_KEY:
+        return settings.ATELIER_PSEUDONYM_KEY
+    if settings.SECRET_KEY == settings.DEV_SECRET_KEY:
+        # A development process outside `make run` (tests, a shell): the key make run keeps.
+        return read_or_create_key(Path(settings.VAR_DIR) / "pseudonym-key")
+    raise ImproperlyConfigured(
+        "ATELIER_PSEUDONYM_KEY is not set: pseudonym redaction needs a secret key of its own"
+    )

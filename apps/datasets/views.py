@@ -15,6 +15,7 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.datasets import selectors, services, storage
@@ -53,10 +54,11 @@ def upload(request: HttpRequest, project_id: int) -> HttpResponse:
     """Step 1: the file and its compliance fields. The file is staged outside media."""
     access = project_access(user=request.user, project_id=project_id, need="launch_job")
     target = None
-    if request.GET.get("dataset") or request.POST.get("dataset"):
-        target = Dataset.objects.filter(
-            project=access.project, pk=request.GET.get("dataset") or request.POST.get("dataset")
-        ).first()
+    dataset_id = request.GET.get("dataset") or request.POST.get("dataset")
+    if dataset_id:
+        # A junk id (not digits) names no dataset: a 404, not the ORM's ValueError.
+        if dataset_id.isdecimal():
+            target = Dataset.objects.filter(project=access.project, pk=dataset_id).first()
         if target is None:
             raise Http404("No such dataset")
     form = UploadForm(request.POST or None, request.FILES or None)
@@ -332,7 +334,9 @@ def version_download(request: HttpRequest, project_id: int, dataset_id: int, num
             (line.encode("utf-8") for line in export_csv_lines(path, version.dataset.schema)),
             content_type="text/csv; charset=utf-8",
         )
-        response["Content-Disposition"] = f'attachment; filename="{base}.csv"'
+        # Quoted and escaped by Django (RFC 6266 filename*= for non-ASCII): a `"` or `;` in a
+        # dataset's name cannot add parameters to the header.
+        response["Content-Disposition"] = content_disposition_header(True, f"{base}.csv")
         return response
     raise Http404("Unknown format")
 

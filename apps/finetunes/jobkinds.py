@@ -81,6 +81,33 @@ def check(project, params: LoraParams) -> dict[str, str]:
     return errors
 
 
+def budget(project, params: LoraParams, rules) -> dict[str, str]:
+    """Optimizer steps x sequence length against the platform's budget (apps/quotas)."""
+    import math
+
+    from apps.datasets.models import DatasetVersion
+
+    steps = params.max_steps
+    if steps <= 0:  # epochs: the steps Trainer will plan from the version's training rows
+        rows = (
+            DatasetVersion.objects.filter(pk=params.dataset_version_id, dataset__project=project)
+            .values_list("rows", flat=True)
+            .first()
+        ) or 0
+        per_step = params.per_device_train_batch_size * params.gradient_accumulation_steps
+        steps = math.ceil(params.num_train_epochs * max(math.ceil(rows / per_step), 1))
+    asked = steps * params.max_seq_length
+    if asked > rules.finetune_max_step_tokens:
+        return {
+            "max_steps": (
+                f"{steps:,} steps at {params.max_seq_length} tokens is {asked:,} step-tokens; "
+                f"the limit per fine-tune is {rules.finetune_max_step_tokens:,}: fewer steps or "
+                "epochs, or a shorter sequence length"
+            )
+        }
+    return {}
+
+
 def run(ctx: JobContext) -> dict:
     from apps.finetunes import services
 
@@ -95,6 +122,7 @@ register(
         params=LoraParams,
         runner=run,
         check=check,
+        budget=budget,
         launchable=False,
         description="Fine-tunes a base model with LoRA on an approved dataset version.",
         interruptible=True,

@@ -74,7 +74,8 @@ def output_upload(*, project, actor, upload, request=None) -> Output:
 
     Stored as a PNG named by its SHA-256 with a thumbnail; no AI disclosure is written (it is
     not generated here) and the original's metadata is dropped. Refused, with nothing written:
-    not PNG/JPEG/WebP, larger than 30 MB or 4096 x 4096 px, or unreadable.
+    not PNG/JPEG/WebP, larger than 30 MB or 4096 x 4096 px, a PNG whose text chunks go past
+    the infotext reader's limits (1 MiB of text once inflated), or unreadable.
     """
     import hashlib
     import io
@@ -82,12 +83,20 @@ def output_upload(*, project, actor, upload, request=None) -> Output:
     from PIL import Image, UnidentifiedImageError
 
     from apps.images.services import write_thumbnail
+    from workers.imaging.infotext import PngTextError, check_png_text
 
     if upload is None:
         raise ValidationError({"file": "Choose an image file"})
     if upload.size > UPLOAD_MAX_BYTES:
         raise ValidationError({"file": f"{upload.name}: larger than 30 MB"})
     data = upload.read()
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        # Pillow inflates every text chunk, before and after the image data, up to 1 MiB each and
+        # 64 MiB in all, and raises ValueError past that: check them first, within our limits.
+        try:
+            check_png_text(data)
+        except PngTextError as exc:
+            raise ValidationError({"file": f"{upload.name}: {exc}"}) from None
     try:
         with Image.open(io.BytesIO(data)) as probe:
             fmt = probe.format
@@ -103,7 +112,7 @@ def output_upload(*, project, actor, upload, request=None) -> Output:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             image = img.convert("RGBA" if "A" in img.getbands() else "RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ValidationError({"file": f"{upload.name}: not a readable image ({exc})"}) from None
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

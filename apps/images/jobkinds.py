@@ -109,6 +109,21 @@ def extra_network_errors(params: ImageParams) -> dict[str, str]:
     return errors
 
 
+def budget(project, params: ImageParams, rules) -> dict[str, str]:
+    """Pixels x steps of every image (and its hi-res pass), and the final size (apps/quotas)."""
+    from apps.quotas.services import image_budget
+
+    return image_budget(
+        width=params.width,
+        height=params.height,
+        steps=params.steps,
+        images=params.batch_count * params.batch_size,
+        hires_scale=params.hires_scale if params.hires else None,
+        hires_steps=params.hires_steps,
+        rules=rules,
+    )
+
+
 def run(ctx: JobContext) -> dict:
     from apps.images import services
 
@@ -135,6 +150,7 @@ register(
         params=ImageParams,
         runner=run,
         check=check,
+        budget=budget,
         batch_key=batch_key,
         batch_runner=run_batch,
         launchable=False,

@@ -51,10 +51,13 @@ def generate(request: HttpRequest, project_id: int) -> HttpResponse:
         defaults.update(width=native, height=native)
     reuse: dict = {}
     if request.GET.get("reuse"):
+        # A junk id (not digits) reuses nothing, like the id of an output the user cannot see.
         output = (
             visible_outputs(access=access, user=request.user)
             .filter(pk=request.GET["reuse"], kind="image")
             .first()
+            if request.GET["reuse"].isdecimal()
+            else None
         )
         if output is not None:
             reuse = {k: v for k, v in output.params.items() if k in REUSABLE}

@@ -1,8 +1,9 @@
 """Websockets: /ws/projects/<id>/ (job state changes) and /ws/jobs/<id>/?after=<seq> (events).
 
-Each consumer checks membership through the same selector as the views. The job consumer joins
-the group first, then replays from the database; live doorbells carry the events, and anything
-at or below the last sequence sent is dropped, so a client sees every event exactly once.
+Each consumer checks membership through the same selector as the views, and closes when that
+membership is removed or its role changes (see Resync). The job consumer joins the group first,
+then replays from the database; live doorbells carry the events, and anything at or below the
+last sequence sent is dropped, so a client sees every event exactly once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
@@ -23,11 +25,16 @@ from apps.jobs import events as doorbell
 from apps.jobs import selectors, services
 from apps.jobs.models import Job
 from apps.jobs.states import TERMINAL
+from apps.projects import events as access_events
 from apps.projects.selectors import project_access
 
 log = logging.getLogger(__name__)
 REPLAY_BATCH = 1000
 DOORBELLS = frozenset({"job.events", "job.changed"})
+# Close codes: 4000-4999 tell live.js the server refused us (it stops); 1012 ("service restart")
+# makes it reconnect, and the new connection is authorized with the user's new role.
+REVOKED = 4403
+ROLE_CHANGED = 1012
 
 
 class Resync:
@@ -37,11 +44,30 @@ class Resync:
     Every WS_RESYNC_SECONDS the consumer joins its group again (idempotent) and, when nothing
     arrived for that long, asks the database what it missed (`resync()`). The database is the
     truth, so a lost doorbell only delays a client by at most that interval.
+
+    Access is the same: a removed member's or changed role's sockets close at once when the
+    membership services ring `user.<id>` (apps/projects/events.py), and at the latest after one
+    interval, when the round finds the role gone or changed.
     """
 
     group: str
+    project_id: int
+    role: str  # the user's role in the project when the socket was authorized
     _resync_task: asyncio.Task | None = None
     _last_delivery: float = 0.0
+
+    @property
+    def user_group(self) -> str:
+        return access_events.user_group(self.scope["user"].pk)
+
+    async def join_groups(self) -> None:
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
+
+    async def leave_groups(self) -> None:
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
 
     def start_resync(self) -> None:
         self._last_delivery = time.monotonic()
@@ -60,7 +86,12 @@ class Resync:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.channel_layer.group_add(self.group, self.channel_name)
+                # The backstop for a lost membership.revoked doorbell: access is checked again.
+                code = await database_sync_to_async(self.access_changed)()
+                if code is not None:
+                    await self.close(code=code)
+                    return
+                await self.join_groups()
                 if time.monotonic() - self._last_delivery >= interval:
                     await self.resync()
             except asyncio.CancelledError:
@@ -70,6 +101,24 @@ class Resync:
 
     async def resync(self) -> None:
         raise NotImplementedError
+
+    def access_changed(self) -> int | None:
+        """None while the user keeps the role this socket was authorized with; otherwise the
+        close code: REVOKED (no access any more) or ROLE_CHANGED (reconnect with the new role)."""
+        user = get_user_model().objects.filter(pk=self.scope["user"].pk, is_active=True).first()
+        try:
+            access = project_access(user=user, project_id=self.project_id)
+        except (Http404, PermissionDenied):
+            return REVOKED
+        return None if access.role == self.role else ROLE_CHANGED
+
+    async def membership_revoked(self, message) -> None:
+        """The membership services ring the user's group after commit (apps/projects/events.py)."""
+        if message.get("project_id") != self.project_id:
+            return
+        await self.close(
+            code=REVOKED if message.get("reason") == access_events.REMOVED else ROLE_CHANGED
+        )
 
 
 class DoorbellFastPath:
@@ -100,7 +149,7 @@ class JobConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
         except ValueError:
             self.last_seq = 0
         self.group = doorbell.job_group(self.job_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.join_groups()
         await self.accept()
         await self.send_json(
             {
@@ -126,15 +175,19 @@ class JobConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
         if job is None:
             return None
         try:
-            _, job = selectors.job_access(user=user, project_id=job.project_id, job_id=self.job_id)
+            access, job = selectors.job_access(
+                user=user, project_id=job.project_id, job_id=self.job_id
+            )
         except (Http404, PermissionDenied):
             return None
+        self.project_id, self.role = job.project_id, access.role
+        # Tracebacks of crashed jobs are for project admins and platform staff only.
+        self.full_events = selectors.sees_full_events(access=access, user=user)
         return job
 
     async def disconnect(self, code):
         self.stop_resync()
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.leave_groups()
 
     async def receive_json(self, content, **kwargs):
         # Clients only listen; a ping keeps proxies from closing an idle socket.
@@ -154,7 +207,7 @@ class JobConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
     async def _send_event(self, message: dict):
         if message["seq"] != self.last_seq + 1:
             return
-        await self.send_json(message)
+        await self.send_json(selectors.event_for_viewer(message, full=self.full_events))
         self.last_seq = message["seq"]
         self.delivered()
         if message["kind"] == "state" and message["data"].get("state") in TERMINAL:
@@ -182,7 +235,7 @@ class ProjectConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
             await self.close()
             return
         self.group = doorbell.project_group(self.project_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.join_groups()
         await self.accept()
         # On (re)connect the client gets the current state of recent jobs, so nothing missed
         # while it was away stays stale.
@@ -201,7 +254,7 @@ class ProjectConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
         unfinished = [pk for pk, (state, _, _) in self._sent.items() if state not in TERMINAL]
         snapshots = await database_sync_to_async(self._changed_snapshots)(unfinished)
         if snapshots is None:
-            await self.close()  # no longer a member
+            await self.close(code=REVOKED)  # no longer a member
             return
         for snap in snapshots:
             if self._sent.get(snap["id"]) != (snap["state"], snap["progress"], snap["attempt"]):
@@ -220,6 +273,7 @@ class ProjectConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
             access = project_access(user=self.scope.get("user"), project_id=self.project_id)
         except (Http404, PermissionDenied):
             return None
+        self.role = access.role
         return [
             doorbell.job_snapshot(j)
             for j in selectors.project_jobs(access=access, limit=self.RECENT)
@@ -227,8 +281,7 @@ class ProjectConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code):
         self.stop_resync()
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.leave_groups()
 
     async def receive_json(self, content, **kwargs):
         if content.get("type") == "ping":

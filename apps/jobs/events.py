@@ -69,7 +69,8 @@ def _doorbell_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def _send(group: str, message: dict) -> None:
+def ring(group: str, message: dict) -> None:
+    """Send `message` to a channel-layer group from sync or async code; never raises."""
     layer = get_channel_layer()
     if layer is None:
         return
@@ -88,7 +89,7 @@ def _send(group: str, message: dict) -> None:
 
 
 def ring_job(job_id: int, messages: list[dict]) -> None:
-    _send(job_group(job_id), {"type": "job.events", "events": messages})
+    ring(job_group(job_id), {"type": "job.events", "events": messages})
 
 
 def ring_project(job_id: int, *, state_changed: bool, load) -> None:
@@ -107,4 +108,4 @@ def ring_project(job_id: int, *, state_changed: bool, load) -> None:
     if job.is_terminal:
         with _lock:
             _last_project_push.pop(job_id, None)
-    _send(project_group(job.project_id), {"type": "job.changed", "job": job_snapshot(job)})
+    ring(project_group(job.project_id), {"type": "job.changed", "job": job_snapshot(job)})

@@ -46,6 +46,14 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Usage accounting (apps/quotas): seconds workers spent on this job over all its attempts,
+    # and the device of the latest attempt. attempt_started_at: when the running attempt began.
+    worker_seconds = models.FloatField(default=0.0)
+    device = models.CharField(max_length=200, blank=True)
+    attempt_started_at = models.DateTimeField(null=True, blank=True)
+    # Workers that died (lease lost, process gone) while running this job: a job that kills
+    # its workers (out of memory) fails after PlatformPolicy.max_worker_losses of them.
+    worker_losses = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]

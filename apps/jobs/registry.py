@@ -57,6 +57,9 @@ class JobKind:
     # true): a worker's warm shutdown asks them to stop and re-queues them, so they resume on
     # the next start. Other kinds finish what they run before the worker exits.
     interruptible: bool = False
+    # The compute budget (apps/quotas): (project, validated params, PlatformPolicy) ->
+    # {field: message} when the request asks for more than one job may use.
+    budget: Callable[[Any, pydantic.BaseModel, Any], dict[str, str]] | None = None
 
 
 class UnknownKind(KeyError):

@@ -5,6 +5,7 @@ from django.http import Http404
 from apps.jobs import registry
 from apps.jobs.models import EventKind, Job, JobEvent
 from apps.jobs.states import JobState
+from apps.projects.models import Role
 from apps.projects.selectors import ProjectAccess, project_access
 
 CANCELLABLE = (JobState.QUEUED, JobState.RUNNING)
@@ -24,6 +25,24 @@ def job_access(
     if job is None:
         raise Http404("No such job")
     return access, job
+
+
+# Event data only project admins and platform staff see: a crashed job's traceback has server
+# paths and code (workers/tasks/runtime.py puts it there; the log line itself is the short error).
+PRIVILEGED_EVENT_KEYS = frozenset({"traceback"})
+
+
+def sees_full_events(*, access: ProjectAccess, user) -> bool:
+    """Project admins (platform superusers are admins everywhere) and platform staff."""
+    return access.role == Role.ADMIN or bool(getattr(user, "is_staff", False))
+
+
+def event_for_viewer(message: dict, *, full: bool) -> dict:
+    """An event message (JobEvent.as_message() or a doorbell's copy) as this viewer may see it."""
+    data = message.get("data")
+    if full or not isinstance(data, dict) or PRIVILEGED_EVENT_KEYS.isdisjoint(data):
+        return message
+    return {**message, "data": {k: v for k, v in data.items() if k not in PRIVILEGED_EVENT_KEYS}}
 
 
 def job_metric_series(*, job: Job) -> dict[str, list[tuple[int, float]]]:

@@ -34,6 +34,13 @@ class JobParamsError(Exception):
         self.errors = errors
 
 
+class JobQuotaExceeded(JobParamsError):
+    """Refused by a cap, a compute budget or a quota (apps/quotas), with the limit and usage."""
+
+    def __str__(self) -> str:
+        return "; ".join(self.errors.values())
+
+
 def _cfg(name: str):
     return settings.ATELIER[name]
 
@@ -155,7 +162,20 @@ def job_create(
         errors = job_kind.check(project, job_kind.params.model_validate(clean))
     if errors:
         raise JobParamsError(errors)
+    from apps.quotas.services import QuotaExceeded, check_job_submit
+
     with transaction.atomic():
+        # One submit per project at a time, so two cannot both pass the last free place of a cap.
+        Project.objects.select_for_update().filter(pk=project.pk).values_list("pk").first()
+        try:
+            check_job_submit(
+                project=project,
+                user=created_by,
+                kind=job_kind,
+                params=job_kind.params.model_validate(clean),
+            )
+        except QuotaExceeded as exc:
+            raise JobQuotaExceeded({exc.field: str(exc)}) from None
         job = Job.objects.create(
             project=project,
             created_by=created_by,
@@ -324,7 +344,7 @@ def dispatch_pending(*, now=None) -> int:
 # --------------------------------------------------------------------------- worker side
 
 
-def job_claim(*, job_id: int, worker_id: str) -> Job | None:
+def job_claim(*, job_id: int, worker_id: str, device: str = "") -> Job | None:
     """Claim a queued job for this worker, respecting the project's concurrency limit.
 
     Safe to call twice: a second claim (duplicate message, second worker) finds the job no
@@ -353,6 +373,8 @@ def job_claim(*, job_id: int, worker_id: str) -> Job | None:
             lease_owner=worker_id,
             lease_until=now + lease,
             started_at=Coalesce("started_at", now),
+            attempt_started_at=now,
+            device=device[:200],
             dispatched_at=None,
         )
         if not changed:
@@ -375,6 +397,15 @@ def job_claim(*, job_id: int, worker_id: str) -> Job | None:
     return claimed
 
 
+def _attempt_usage(job_id: int, *, until=None, share: float = 1.0) -> dict[str, Any]:
+    """Fields that add the running attempt's seconds to the job's worker-seconds (usage)."""
+    started = Job.objects.filter(pk=job_id).values_list("attempt_started_at", flat=True).first()
+    if started is None:
+        return {}
+    seconds = max(0.0, ((until or timezone.now()) - started).total_seconds()) * share
+    return {"worker_seconds": F("worker_seconds") + seconds, "attempt_started_at": None}
+
+
 def job_heartbeat(*, job_id: int, attempt: int) -> str | None:
     """Renew the lease; returns the job's state, or None when this attempt lost the job."""
     lease_until = timezone.now() + timedelta(seconds=_cfg("LEASE_SECONDS"))
@@ -387,15 +418,25 @@ def job_heartbeat(*, job_id: int, attempt: int) -> str | None:
 
 
 def job_finish(
-    *, job_id: int, attempt: int, target: str, result: dict | None = None, error: str = ""
+    *,
+    job_id: int,
+    attempt: int,
+    target: str,
+    result: dict | None = None,
+    error: str = "",
+    usage_share: float = 1.0,
 ) -> bool:
-    """Record the outcome of this attempt (fenced), then start waiting jobs of the project."""
+    """Record the outcome of this attempt (fenced), then start waiting jobs of the project.
+
+    `usage_share`: the part of the attempt's time that was this job's (a batch of N jobs in one
+    pipeline call counts 1/N of its time to each)."""
     if target not in TERMINAL:
         raise ValueError(f"{target} is not a final state")
     fields: dict[str, Any] = {
         "finished_at": timezone.now(),
         "lease_until": None,
         "error": error[:10000],
+        **_attempt_usage(job_id, share=usage_share),
     }
     if result is not None:
         fields["result"] = result
@@ -411,11 +452,26 @@ def job_finish(
 
 
 def _give_back(
-    *, pk: int, state: str, attempt: int, max_attempts: int, owner: str, why: str, extra_filter=None
+    *,
+    pk: int,
+    state: str,
+    attempt: int,
+    max_attempts: int,
+    owner: str,
+    why: str,
+    extra_filter=None,
+    last_alive=None,
 ) -> bool:
-    """A job whose worker is gone: cancelled if it was cancelling, failed when it used up its
-    attempts, otherwise queued again to resume from its last checkpoint. Fenced by attempt."""
+    """A job whose worker is gone: cancelled if it was cancelling, failed when it killed too
+    many workers or used up its attempts, otherwise queued again to resume from its last
+    checkpoint. Fenced by attempt. `last_alive`: when the worker was last known to run it."""
+    from apps.quotas.services import policy
+
     now = timezone.now()
+    usage = _attempt_usage(pk, until=last_alive or now)
+    losses = (Job.objects.filter(pk=pk).values_list("worker_losses", flat=True).first() or 0) + 1
+    usage["worker_losses"] = F("worker_losses") + 1
+    most = policy().max_worker_losses
     if state == JobState.CANCELLING:
         return job_transition(
             job_id=pk,
@@ -426,8 +482,19 @@ def _give_back(
             message=f"worker {owner} lost while cancelling",
             finished_at=now,
             lease_until=None,
+            **usage,
         )
-    if attempt >= max_attempts:
+    error = ""
+    if losses >= most:
+        times = "twice" if losses == 2 else ("once" if losses == 1 else f"{losses} times")
+        error = (
+            f"The worker died {times} running this job (out of memory, a crash or a lost "
+            "machine), so it is not retried: lower its size (batch, resolution, sequence "
+            "length) or ask an admin to check the worker's log."
+        )
+    elif attempt >= max_attempts:
+        error = f"The worker running this job was lost {attempt} times; giving up."
+    if error:
         return job_transition(
             job_id=pk,
             target=JobState.FAILED,
@@ -436,7 +503,8 @@ def _give_back(
             extra_filter=extra_filter,
             finished_at=now,
             lease_until=None,
-            error=f"The worker running this job was lost {attempt} times; giving up.",
+            error=error,
+            **usage,
         )
     return job_transition(
         job_id=pk,
@@ -448,6 +516,7 @@ def _give_back(
         lease_owner="",
         lease_until=None,
         dispatched_at=None,
+        **usage,
     )
 
 
@@ -456,9 +525,10 @@ def reap_expired_leases(*, now=None) -> int:
     now = now or timezone.now()
     reaped = 0
     expired = Job.objects.filter(state__in=ACTIVE, lease_until__lt=now).values_list(
-        "pk", "state", "attempt", "max_attempts", "project_id", "lease_owner"
+        "pk", "state", "attempt", "max_attempts", "project_id", "lease_owner", "lease_until"
     )
-    for pk, state, attempt, max_attempts, project_id, owner in list(expired):
+    lease = timedelta(seconds=_cfg("LEASE_SECONDS"))
+    for pk, state, attempt, max_attempts, project_id, owner, lease_until in list(expired):
         # The lease condition is repeated in the UPDATE: a heartbeat may have renewed it since.
         ok = _give_back(
             pk=pk,
@@ -468,6 +538,7 @@ def reap_expired_leases(*, now=None) -> int:
             owner=owner,
             why="stopped renewing its lease",
             extra_filter=Q(lease_until__lt=now),
+            last_alive=lease_until - lease,  # its last renewal
         )
         if ok:
             reaped += 1
@@ -516,6 +587,7 @@ def job_requeue_for_shutdown(*, job_id: int, attempt: int, worker_id: str) -> bo
         lease_until=None,
         dispatched_at=None,
         max_attempts=F("max_attempts") + 1,
+        **_attempt_usage(job_id),
     )
     if done:
         project_id = Job.objects.filter(pk=job_id).values_list("project_id", flat=True).first()

@@ -45,9 +45,11 @@ class Project(models.Model):
 
     @property
     def concurrency_limit(self) -> int:
-        if self.max_concurrent_jobs:
-            return self.max_concurrent_jobs
-        return settings.ATELIER["PROJECT_MAX_CONCURRENT_JOBS"]
+        """The project's own limit (or the default), never above the platform's ceiling."""
+        from apps.quotas.services import concurrency_ceiling
+
+        own = self.max_concurrent_jobs or settings.ATELIER["PROJECT_MAX_CONCURRENT_JOBS"]
+        return min(own, concurrency_ceiling())
 
 
 class Membership(models.Model):

@@ -5,12 +5,16 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from apps.audit.services import audit_record
+from apps.projects import events
 from apps.projects.models import Membership, Project, Role
 
 
 @transaction.atomic
 def project_create(*, name: str, description: str = "", created_by, request=None) -> Project:
-    """Create a project; its creator becomes its first admin."""
+    """Create a project; its creator becomes its first admin (if the platform lets them)."""
+    from apps.quotas.services import check_may_create_project
+
+    check_may_create_project(created_by)
     project = Project(name=name.strip(), description=description.strip(), created_by=created_by)
     project.full_clean()
     project.save()
@@ -27,6 +31,11 @@ def _admin_count(project: Project) -> int:
     return project.memberships.filter(role=Role.ADMIN).count()
 
 
+class UnknownUsername(ValidationError):
+    """No user has this username. Pages answer it exactly as they answer a successful add, so
+    the form cannot be used to find out which usernames exist."""
+
+
 @transaction.atomic
 def membership_add(
     *, project: Project, username: str, role: str, actor, request=None
@@ -38,7 +47,7 @@ def membership_add(
     try:
         user = User.objects.get(username=username.strip())
     except User.DoesNotExist:
-        raise ValidationError({"username": f"No user named {username.strip()!r}"}) from None
+        raise UnknownUsername({"username": f"No user named {username.strip()!r}"}) from None
     if Membership.objects.filter(project=project, user=user).exists():
         raise ValidationError({"username": f"{user.username} is already a member"})
     membership = Membership.objects.create(project=project, user=user, role=role)
@@ -53,6 +62,16 @@ def membership_add(
     return membership
 
 
+def _close_sockets_after_commit(membership: Membership, *, reason: str) -> None:
+    # After commit: a socket that reconnects at once must find the change in the database.
+    user_id, project_id = membership.user_id, membership.project_id
+    transaction.on_commit(
+        lambda: events.ring_membership_revoked(
+            user_id=user_id, project_id=project_id, reason=reason
+        )
+    )
+
+
 @transaction.atomic
 def membership_change_role(*, membership: Membership, role: str, actor, request=None) -> Membership:
     """Change a member's role; a project always keeps at least one admin."""
@@ -65,6 +84,7 @@ def membership_change_role(*, membership: Membership, role: str, actor, request=
         raise ValidationError("A project needs at least one admin")
     membership.role = role
     membership.save(update_fields=["role"])
+    _close_sockets_after_commit(membership, reason=events.ROLE_CHANGED)
     audit_record(
         action="membership.role",
         actor=actor,
@@ -89,6 +109,7 @@ def membership_remove(*, membership: Membership, actor, request=None) -> None:
         request=request,
         data={"user": membership.user.username, "role": membership.role},
     )
+    _close_sockets_after_commit(membership, reason=events.REMOVED)
     membership.delete()
 
 
@@ -105,6 +126,10 @@ def project_update_settings(*, project: Project, actor, request=None, **values) 
             setattr(project, field, values[field])
     if not changes:
         return project
+    if "max_concurrent_jobs" in changes:
+        from apps.quotas.services import check_project_concurrency
+
+        check_project_concurrency(project.max_concurrent_jobs)
     project.full_clean()
     project.save(update_fields=list(changes))
     audit_record(

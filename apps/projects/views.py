@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -22,8 +22,19 @@ def _validation_messages(error: ValidationError) -> list[str]:
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_list(request: HttpRequest) -> HttpResponse:
+    from apps.quotas.services import check_may_create_project
+
     form = ProjectCreateForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    try:
+        check_may_create_project(request.user)
+        may_create = True
+    except PermissionDenied as exc:
+        may_create, refusal = False, str(exc)
+    if request.method == "POST" and not may_create:
+        form.is_valid()
+        form.add_error(None, refusal)
+        status = 403
+    elif request.method == "POST" and form.is_valid():
         project = services.project_create(
             name=form.cleaned_data["name"],
             description=form.cleaned_data["description"],
@@ -31,11 +42,17 @@ def project_list(request: HttpRequest) -> HttpResponse:
             request=request,
         )
         return redirect(project)
+    else:
+        status = 400 if form.errors else 200
     return render(
         request,
         "projects/project_list.html",
-        {"memberships": selectors.memberships_for_user(user=request.user), "form": form},
-        status=400 if form.errors else 200,
+        {
+            "memberships": selectors.memberships_for_user(user=request.user),
+            "form": form,
+            "may_create": may_create,
+        },
+        status=status,
     )
 
 
@@ -55,20 +72,22 @@ def members(request: HttpRequest, project_id: int) -> HttpResponse:
     project = access.project
     add_form = MemberAddForm(request.POST or None)
     if request.method == "POST" and add_form.is_valid():
+        username, role = add_form.cleaned_data["username"].strip(), add_form.cleaned_data["role"]
         try:
             services.membership_add(
-                project=project,
-                username=add_form.cleaned_data["username"],
-                role=add_form.cleaned_data["role"],
-                actor=request.user,
-                request=request,
+                project=project, username=username, role=role, actor=request.user, request=request
             )
+        except services.UnknownUsername:
+            pass  # answered exactly like an add: the form must not reveal which usernames exist
         except ValidationError as exc:
             for field, msgs in exc.message_dict.items():
                 for msg in msgs:
                     add_form.add_error(field if field in add_form.fields else None, msg)
-        else:
-            messages.success(request, f"Added {add_form.cleaned_data['username']}")
+        if not add_form.errors:
+            messages.success(
+                request,
+                f"If a user named {username} exists, they now have the {Role(role).label} role",
+            )
             return redirect("projects:members", project.pk)
     return render(
         request,

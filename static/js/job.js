@@ -386,7 +386,8 @@ function applyEvent(kind, data, ts) {
       for (const [name, value] of Object.entries(data.values ?? {})) addPoint(name, data.step, value);
       break;
     case "log":
-      queueLog(ts, data.level, data.message);
+      // `traceback` reaches project admins only (the server strips it for other roles).
+      queueLog(ts, data.level, data.traceback ? `${data.message}\n${data.traceback}` : data.message);
       break;
     case "preview":
       showPreview(data);

@@ -103,7 +103,9 @@ def generate_and_upscale(page, base: str) -> None:
     page.click(".gl-upscale button")
     page.wait_for_url("**/jobs/*/")
     page.wait_for_function(
-        "document.querySelector('#job-state').textContent.toLowerCase().includes('succeeded')"
+        # A function, not an expression: Playwright evals expressions in the page, which the
+        # Content-Security-Policy (no 'unsafe-eval') refuses.
+        "() => document.querySelector('#job-state').textContent.toLowerCase().includes('succeeded')"
     )
     page.reload()
     assert page.locator("#job-outputs img").count() == 1

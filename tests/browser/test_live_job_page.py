@@ -79,13 +79,15 @@ def drive_the_job_page(page, base: str) -> None:
     page.evaluate("window.__noReload = true")
     bar = page.locator("#job-progress")
     page.wait_for_function(
-        "document.querySelector('#job-progress').getAttribute('aria-valuenow') === '100'",
+        # A function, not an expression: Playwright evals expressions in the page, which the
+        # Content-Security-Policy (no 'unsafe-eval') refuses.
+        "() => document.querySelector('#job-progress').getAttribute('aria-valuenow') === '100'",
         timeout=60000,
     )
     assert "100%" in bar.inner_text()
     assert page.evaluate("window.__noReload === true")
     # The last progress event comes a moment before the final state event: wait for the badge.
     page.wait_for_function(
-        "document.querySelector('#job-state').textContent.toLowerCase().includes('succeeded')"
+        "() => document.querySelector('#job-state').textContent.toLowerCase().includes('succeeded')"
     )
     assert page.locator("#job-charts canvas").count() >= 1

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import struct
+import tracemalloc
 import zlib
 
 import pytest
@@ -14,7 +17,9 @@ from workers.imaging.infotext import (
     DISCLOSURE_KEY,
     IPTC_TRAINED_ALGORITHMIC_MEDIA,
     RE_PARAM,
+    PngTextError,
     build_infotext,
+    check_png_text,
     from_form_fields,
     parse_infotext,
     quote,
@@ -310,8 +315,10 @@ def test_it_writes_to_a_file_object_and_reads_bytes_paths_and_streams(tmp_path):
 def test_extra_text_chunks(tmp_path):
     path = tmp_path / "e.png"
     write_png(_image(), path, "p", {"atelier_output": "42", "Comment": "水彩"})
-    texts = read_png_text(path)
+    texts = read_png_text(path, keys=None)
     assert texts["atelier_output"] == "42" and texts["Comment"] == "水彩"
+    assert read_png_text(path, keys=["Comment"]) == {"Comment": "水彩"}
+    assert "Comment" not in read_png_text(path)  # by default only the keywords Atelier writes
     for key in ("parameters", DISCLOSURE_KEY, AI_GENERATED_KEY):
         with pytest.raises(ValueError, match="replace"):
             write_png(_image(), tmp_path / "x.png", "p", {key: "no"})
@@ -327,7 +334,7 @@ def test_it_reads_compressed_chunks_written_by_other_tools(tmp_path):
     path = tmp_path / "z.png"
     _image().save(path, pnginfo=info)
     assert b"zTXt" in path.read_bytes()
-    texts = read_png_text(path)
+    texts = read_png_text(path, keys=["parameters", "Comment"])
     assert texts["parameters"].startswith("zipped, latin-1 é")
     assert texts["Comment"] == "压缩的文字"
 
@@ -344,16 +351,189 @@ def test_a_png_without_parameters_gives_none_and_other_files_an_error(tmp_path):
         read_png_parameters(b"")
 
 
-def test_a_decompression_bomb_chunk_is_skipped():
-    import struct
+# --------------------------------------------------------------------------------------------
+# Hostile PNGs: text is counted after inflating, against one budget for the whole file
+# --------------------------------------------------------------------------------------------
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+MiB = 1024 * 1024
 
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def _png(before_image: bytes = b"", after_image: bytes = b"") -> bytes:
+    """A small PNG with extra chunks after IHDR (before IDAT) and before IEND (after IDAT)."""
     buffer = io.BytesIO()
     _image().save(buffer, format="PNG")
     png = buffer.getvalue()
-    bomb = chunk(b"zTXt", b"parameters\x00\x00" + zlib.compress(b"a" * (16 * 1024 * 1024)))
-    data = png[:33] + bomb + png[33:]  # after IHDR
-    assert read_png_parameters(data) is None
+    assert png[12:16] == b"IHDR" and png[-12:] == _chunk(b"IEND", b"")
+    return png[:33] + before_image + png[33:-12] + after_image + png[-12:]
+
+
+@functools.cache
+def _deflated_zeros(n: int) -> bytes:
+    """n zero bytes, deflated a MiB at a time (100 MB of zeros become about 100 KB)."""
+    z = zlib.compressobj(9)
+    block = bytes(MiB)
+    out = [z.compress(block[: min(MiB, n - done)]) for done in range(0, n, MiB)]
+    return b"".join(out) + z.flush()
+
+
+def _ztxt(key: str, inflated_size: int) -> bytes:
+    return _chunk(b"zTXt", key.encode("latin-1") + b"\0\0" + _deflated_zeros(inflated_size))
+
+
+def _itxt(key: str, inflated_size: int) -> bytes:
+    body = key.encode("latin-1") + b"\0\1\0en\0\0" + _deflated_zeros(inflated_size)
+    return _chunk(b"iTXt", body)
+
+
+def _peak(read, data: bytes):
+    """What ``read(data)`` returns or raises, and the most memory it allocated, in MiB."""
+    tracemalloc.start()
+    try:
+        try:
+            result = read(data)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            result = exc
+        return result, tracemalloc.get_traced_memory()[1] / MiB
+    finally:
+        tracemalloc.stop()
+
+
+def _refused(result, *words: str) -> bool:
+    return isinstance(result, PngTextError) and all(w in str(result) for w in words)
+
+
+A1111_TEXT = (
+    "masterpiece, a cat in a garden, (watercolor:1.2)\nNegative prompt: blurry\n"
+    "Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1234, Size: 512x512, "
+    "Model hash: abcd1234, Model: name, Version: v1.9.4"
+)
+
+
+def test_a_normal_a1111_png_still_reads_with_a_long_prompt():
+    # A1111 saves through Pillow: one tEXt "parameters" chunk before the image data.
+    info = PngImagePlugin.PngInfo()
+    long_text = "tag, " * 10_000 + A1111_TEXT  # 50 KB: far beyond any real prompt
+    info.add_text("parameters", long_text)
+    buffer = io.BytesIO()
+    _image().save(buffer, format="PNG", pnginfo=info)
+
+    assert read_png_parameters(buffer.getvalue()) == long_text
+    assert parse_infotext(read_png_parameters(buffer.getvalue()))["Seed"] == "1234"
+    check_png_text(buffer.getvalue())  # and an upload of it is fine
+
+
+def test_many_ztxt_chunks_inflating_to_8_mib_each_are_refused_in_bounded_memory():
+    # The attacker's 2 MB file: 255 zTXt chunks of 8 KB, each inflating to 8 MiB.
+    attack = _png(b"".join(_ztxt(f"k{i}", 8 * MiB) for i in range(255)))
+    assert 1.5 * MiB < len(attack) < 3 * MiB
+    # Fewer chunks, all named "parameters": each would be kept.
+    same_key = _png(b"".join(_ztxt("parameters", 8 * MiB) for _ in range(60)))
+
+    for data in (attack, same_key):
+        for read in (read_png_parameters, read_png_text, check_png_text):
+            result, peak = _peak(read, data)
+            assert _refused(result), (read.__name__, result)
+            assert peak < 16, (read.__name__, peak)
+    # PNG info skips the unknown keywords and stops at the chunk count; an upload check inflates
+    # the first chunk, and stops where the text passes the budget.
+    assert _refused(_peak(read_png_parameters, attack)[0], "more than 64 text chunks")
+    assert _refused(_peak(check_png_text, attack)[0], "PNG text chunk 'k0' inflates past 1 MiB")
+    assert _refused(_peak(read_png_parameters, same_key)[0], "'parameters' inflates past 1 MiB")
+
+
+def test_a_single_ztxt_bomb_of_100_mb_of_zeros_is_refused_in_bounded_memory():
+    bomb = _png(_ztxt("parameters", 100 * MiB))
+    assert len(bomb) < 200_000
+
+    for read in (read_png_parameters, check_png_text):
+        result, peak = _peak(read, bomb)
+        assert _refused(result, "PNG text chunk 'parameters' inflates past 1 MiB"), result
+        assert peak < 16, peak
+
+
+def test_a_compressed_itxt_bomb_is_refused_in_bounded_memory():
+    bomb = _png(_itxt("parameters", 100 * MiB))
+
+    for read in (read_png_parameters, check_png_text):
+        result, peak = _peak(read, bomb)
+        assert _refused(result, "PNG text chunk 'parameters' inflates past 1 MiB"), result
+        assert peak < 16, peak
+
+
+def test_an_oversized_text_chunk_is_refused_without_reading_it():
+    big = _png(_chunk(b"tEXt", b"parameters\0" + b"a" * (20 * MiB)))
+
+    for read in (read_png_parameters, check_png_text):
+        result, peak = _peak(read, big)
+        assert _refused(result, "PNG text chunk 'parameters' is larger than 1 MiB"), result
+        assert peak < 4, peak
+
+
+def test_the_budget_is_for_all_the_text_of_a_file_not_for_each_chunk():
+    parts = b"".join(_ztxt(key, 600 * 1024) for key in ("parameters", "Disclosure", "Software"))
+    result, _ = _peak(read_png_text, _png(parts))
+    assert _refused(result, "PNG text chunk 'Disclosure' inflates past 1 MiB"), result
+    # Each chunk alone fits.
+    assert len(read_png_parameters(_png(_ztxt("parameters", 600 * 1024)))) == 600 * 1024
+
+
+def test_keywords_nobody_reads_are_skipped_without_inflating_them():
+    text = _chunk(b"tEXt", b"parameters\0" + A1111_TEXT.encode())
+    data = _png(text + _ztxt("workflow", 100 * MiB) + _itxt("Comment", 100 * MiB))
+
+    result, peak = _peak(read_png_parameters, data)
+    assert result == A1111_TEXT
+    assert peak < 1, peak
+    assert read_png_text(data) == {"parameters": A1111_TEXT}
+    # Pillow would inflate them on opening the file: an upload checks every keyword.
+    assert _refused(_peak(check_png_text, data)[0], "'workflow'")
+
+
+def test_text_chunks_after_the_image_data_are_not_read():
+    late = _chunk(b"tEXt", b"parameters\0late\nSteps: 1, Seed: 2, CFG scale: 3")
+    assert read_png_parameters(_png(after_image=late)) is None
+
+    early = _chunk(b"tEXt", b"parameters\0" + A1111_TEXT.encode())
+    bomb_after = _png(early, after_image=_ztxt("parameters", 100 * MiB))
+    result, peak = _peak(read_png_parameters, bomb_after)
+    assert result == A1111_TEXT and peak < 1, (result, peak)
+    # Pillow reads chunks after the image data when it loads the pixels: an upload checks them.
+    assert _refused(_peak(check_png_text, bomb_after)[0], "'parameters'", "1 MiB")
+
+
+def test_the_number_of_chunks_read_is_bounded():
+    tiny = _chunk(b"tEXt", b"Comment\0x")
+    result, _ = _peak(read_png_parameters, _png(tiny * 65))
+    assert _refused(result, "more than 64 text chunks")
+    assert read_png_parameters(_png(tiny * 64)) is None  # 64 are allowed
+
+    private = _chunk(b"prIv", b"x")
+    result, _ = _peak(read_png_parameters, _png(private * 2000))
+    assert _refused(result, "more than 1024 chunks before its image data")
+
+
+def test_our_own_pngs_put_every_text_chunk_before_the_image_data(tmp_path):
+    path = tmp_path / "own.png"
+    write_png(_image(), path, build_infotext("一只猫", "x", BASIC), {"Comment": "c"})
+    data = path.read_bytes()
+    kinds, pos = [], 8
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        kinds.append(kind)
+        pos += length + 12
+    first_image = kinds.index(b"IDAT")
+    assert [k for k in kinds[first_image:] if k in (b"tEXt", b"zTXt", b"iTXt")] == []
+    assert set(read_png_text(data, keys=None)) == {
+        "parameters",
+        AI_GENERATED_KEY,
+        DISCLOSURE_KEY,
+        "Software",
+        "XML:com.adobe.xmp",
+        "Comment",
+    }
+    check_png_text(data)

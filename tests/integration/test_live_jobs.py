@@ -73,7 +73,10 @@ def test_a_killed_worker_loses_nothing_and_the_job_resumes_from_its_checkpoint(
 def test_flushing_redis_while_jobs_are_queued_still_runs_every_job_exactly_once(
     processes, project, member, tmp_path
 ):
-    project.max_concurrent_jobs = 10
+    from apps.quotas.models import PlatformPolicy
+
+    PlatformPolicy.objects.update_or_create(pk=1, defaults={"project_concurrency_ceiling": 10})
+    project.max_concurrent_jobs = 10  # every job is sent at once (none waits for a slot)
     project.save()
     record_files = [tmp_path / f"job{i}.txt" for i in range(6)]
     # No worker yet: every job is queued, its message sitting in Redis.

@@ -153,6 +153,59 @@ def test_the_importer_cannot_approve_their_own_version(db, project, people, qa_c
         )
 
 
+@pytest.mark.django_db(transaction=True)
+def test_nobody_who_imported_or_derived_a_version_in_the_lineage_may_approve_it(
+    project, people, qa_csv
+):
+    from workers.tasks.runtime import execute_job
+
+    # The admin imports v1; a member redacts it into v2 (a job: the version is theirs).
+    version, _ = do_import(project, people["admin"], qa_csv)
+    job = job_services.job_create(
+        project=project,
+        kind="dataset.redact",
+        params={"version_id": version.pk, "mode": "mask"},
+        created_by=people["member"],
+    )
+    assert execute_job(job.pk, worker_id="test") == "succeeded", Job.objects.get(pk=job.pk).error
+    child = version.dataset.versions.get(number=2)
+    assert child.created_by == people["member"]
+
+    for who in ("admin", "member"):  # the importer of v1, the deriver of v2
+        with pytest.raises(ValidationError, match="lineage"):
+            services.version_decide(
+                version=child, actor=people[who], role="admin", approve=True, comment="fine"
+            )
+    child.refresh_from_db()
+    assert child.approval != Approval.APPROVED and child.decided_by is None
+
+    services.version_decide(
+        version=child, actor=people["reviewer"], role="reviewer", approve=True, comment="clean"
+    )
+    child.refresh_from_db()
+    assert child.approval == Approval.APPROVED
+
+
+def test_a_derivation_that_found_its_version_stored_still_counts_its_launcher(
+    db, project, people, qa_csv
+):
+    version, _ = do_import(project, people["member"], qa_csv)
+    services.version_set_pii_report(version=version, report={"counts": {}})
+    # The admin's redaction produced content that was already stored as version 1 itself.
+    Job.objects.create(
+        project=project,
+        created_by=people["admin"],
+        kind="dataset.redact",
+        queue="cpu",
+        state="succeeded",
+        result={"version_id": version.pk},
+    )
+    with pytest.raises(ValidationError, match="lineage"):
+        services.version_decide(
+            version=version, actor=people["admin"], role="admin", approve=True, comment="ok"
+        )
+
+
 def test_a_rejected_version_names_the_reviewer_and_reason_when_training_is_refused(
     db, project, people, qa_csv
 ):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -156,3 +158,160 @@ def test_deleting_one_of_two_outputs_with_the_same_image_keeps_the_shared_file(
     )
     client.post(reverse("galleries:delete", args=[project.pk, second.pk]))
     assert not path.exists()
+
+
+# ---------------------------------------------------------------- hostile PNGs: PNG info and upload
+
+MiB = 1024 * 1024
+A1111_TEXT = (
+    "a cat in a garden\nNegative prompt: blurry\n"
+    "Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1234, Size: 512x512, Model: name"
+)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    import struct
+    import zlib
+
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def _png(before_image: bytes = b"", after_image: bytes = b"") -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), "blue").save(buffer, format="PNG")
+    png = buffer.getvalue()
+    return png[:33] + before_image + png[33:-12] + after_image + png[-12:]  # after IHDR, IDAT
+
+
+@functools.cache
+def _deflated_zeros(n: int) -> bytes:
+    import zlib
+
+    z = zlib.compressobj(9)
+    block = bytes(MiB)
+    return b"".join(z.compress(block[: min(MiB, n - i)]) for i in range(0, n, MiB)) + z.flush()
+
+
+def _ztxt(key: str, size: int) -> bytes:
+    return _chunk(b"zTXt", key.encode() + b"\0\0" + _deflated_zeros(size))
+
+
+BOMBS = ["many-ztxt.png", "ztxt-bomb.png", "itxt-bomb.png", "big-text.png", "bomb-after-image.png"]
+
+
+@functools.cache
+def _bombs() -> dict[str, tuple[bytes, str, str]]:
+    """name -> (PNG, what PNG info answers, why an upload is refused); built on first use."""
+    inflates = "PNG text chunk 'parameters' inflates past 1 MiB"
+    eight = _deflated_zeros(8 * MiB)
+    params = _chunk(b"tEXt", b"parameters\0" + A1111_TEXT.encode())
+    itxt = _chunk(b"iTXt", b"parameters\0\1\0en\0\0" + _deflated_zeros(100 * MiB))
+    return {
+        # the attacker's 2 MB file: 255 chunks, each inflating to 8 MiB
+        "many-ztxt.png": (
+            _png(b"".join(_chunk(b"zTXt", b"k%d\0\0" % i + eight) for i in range(255))),
+            "PNG has more than 64 text chunks",
+            "PNG text chunk 'k0' inflates past 1 MiB",
+        ),
+        "ztxt-bomb.png": (_png(_ztxt("parameters", 100 * MiB)), inflates, inflates),
+        "itxt-bomb.png": (_png(itxt), inflates, inflates),
+        "big-text.png": (
+            _png(_chunk(b"tEXt", b"parameters\0" + b"a" * (20 * MiB))),
+            "PNG text chunk 'parameters' is larger than 1 MiB",
+            "PNG text chunk 'parameters' is larger than 1 MiB",
+        ),
+        # PNG info reads the parameters before the image data; Pillow would inflate the late bomb
+        "bomb-after-image.png": (
+            _png(params, after_image=_ztxt("parameters", 100 * MiB)),
+            "",
+            inflates,
+        ),
+    }
+
+
+def _post_file(client, url: str, name: str, data: bytes, **kwargs):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return client.post(url, {"file": SimpleUploadedFile(name, data, "image/png")}, **kwargs)
+
+
+def _media_files() -> list[str]:
+    from pathlib import Path
+
+    from django.conf import settings
+
+    media = Path(settings.MEDIA_ROOT)
+    return sorted(str(p) for p in media.rglob("*") if p.is_file()) if media.exists() else []
+
+
+def test_png_info_gives_a_viewer_the_parameters_of_an_a1111_png(db, client, project, people):
+    client.force_login(people["viewer"])
+    url = reverse("galleries:png_info", args=[project.pk])
+
+    response = _post_file(
+        client, url, "cat.png", _png(_chunk(b"tEXt", b"parameters\0" + A1111_TEXT.encode()))
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["parameters"] == A1111_TEXT
+    assert (body["fields"]["seed"], body["fields"]["width"]) == (1234, 512)
+
+
+@pytest.mark.parametrize("name", BOMBS)
+def test_png_info_answers_a_text_bomb_with_400_and_what_is_wrong(db, client, project, people, name):
+    data, message, _ = _bombs()[name]
+    client.force_login(people["viewer"])
+
+    response = _post_file(client, reverse("galleries:png_info", args=[project.pk]), name, data)
+
+    if message:
+        assert response.status_code == 400
+        assert message in response.json()["error"]
+    else:  # the bomb lies after the image data, where PNG info does not read
+        assert response.status_code == 200
+        assert response.json()["parameters"] == A1111_TEXT
+
+
+@pytest.mark.parametrize("name", BOMBS)
+def test_an_upload_with_a_text_bomb_is_refused_with_the_reason_and_stores_nothing(
+    db, client, project, people, name
+):
+    import html
+
+    from apps.audit.models import AuditEvent
+
+    data, _, message = _bombs()[name]
+    client.force_login(people["member"])
+    before = (_media_files(), Output.objects.count(), AuditEvent.objects.count())
+
+    response = _post_file(
+        client, reverse("galleries:upload", args=[project.pk]), name, data, follow=True
+    )
+
+    assert response.status_code == 200
+    page = html.unescape(response.content.decode())
+    assert f"{name}: {message}" in page
+    assert (_media_files(), Output.objects.count(), AuditEvent.objects.count()) == before
+
+
+def test_an_a1111_png_uploads_and_is_stored_without_its_text(db, client, project, people):
+    from pathlib import Path
+
+    from django.conf import settings
+    from PIL import Image
+
+    client.force_login(people["member"])
+    data = _png(_chunk(b"tEXt", b"parameters\0" + A1111_TEXT.encode()))
+
+    response = _post_file(client, reverse("galleries:upload", args=[project.pk]), "cat.png", data)
+
+    output = Output.objects.get(params__uploaded="cat.png")
+    assert response.url == reverse("galleries:output", args=[project.pk, output.pk])
+    with Image.open(Path(settings.MEDIA_ROOT, output.file_path)) as img:
+        assert "parameters" not in img.info

@@ -180,20 +180,22 @@ def test_an_admin_adds_an_existing_user_on_the_members_page(client, project, peo
     membership = Membership.objects.get(project=project, user=people["outsider"])
     assert membership.role == "reviewer"
     page = _text(client.get(url))
-    assert "Added outsider" in page
+    assert "If a user named outsider exists, they now have the Reviewer role" in page
     assert f'data-membership-id="{membership.pk}"' in page
 
 
-def test_adding_an_unknown_username_shows_an_error_and_adds_nobody(client, project, people):
+def test_adding_an_unknown_username_adds_nobody_and_answers_as_an_add_would(
+    client, project, people
+):
     before = set(Membership.objects.values_list("pk", flat=True))
+    url = reverse("projects:members", args=[project.pk])
 
-    response = _as(client, people["admin"]).post(
-        reverse("projects:members", args=[project.pk]), {"username": "ghost", "role": "member"}
-    )
+    response = _as(client, people["admin"]).post(url, {"username": "ghost", "role": "member"})
 
-    assert response.status_code == 400
-    assert "No user named 'ghost'" in _text(response)
-    assert response.context["add_form"].errors["username"]
+    # The same answer as for an existing user: the form does not reveal which usernames exist.
+    assert response.status_code == 302
+    assert response.url == url
+    assert "If a user named ghost exists, they now have the Member role" in _text(client.get(url))
     assert set(Membership.objects.values_list("pk", flat=True)) == before
 
 

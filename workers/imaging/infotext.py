@@ -24,6 +24,13 @@ Text chunks written by :func:`write_png` (keys are PNG keywords):
     an XMP packet with IPTC ``DigitalSourceType`` = ``trainedAlgorithmicMedia``, the vocabulary
     photo tools and platforms read to label AI images.
 
+Reading untrusted files (:func:`read_png_text`, :func:`check_png_text`) counts text *after*
+inflating against :data:`MAX_TEXT_TOTAL` (1 MiB for the whole file; A1111 infotext is a few KB)
+and reads at most :data:`MAX_TEXT_CHUNKS` text chunks: a file past either limit raises
+:class:`PngTextError`, which names the chunk, and never costs more than about the limit in memory.
+Chunks with keywords the caller does not ask for are skipped unread, and the reader stops at the
+image data: A1111 and :func:`write_png` (through Pillow) put text chunks before it.
+
 Limits of the format, shared with A1111: each prompt line is stripped of surrounding spaces, a
 prompt line that starts with ``Negative prompt:`` is read as the negative prompt, and a params line
 with fewer than three pairs is read as part of the prompt.
@@ -38,7 +45,7 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 from xml.sax.saxutils import escape, quoteattr
@@ -47,7 +54,9 @@ __all__ = [
     "AI_GENERATED_KEY",
     "DISCLOSURE_KEY",
     "PARAMETERS_KEY",
+    "PngTextError",
     "build_infotext",
+    "check_png_text",
     "from_form_fields",
     "parse_infotext",
     "quote",
@@ -107,9 +116,15 @@ RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
 _RE_KEY = re.compile(r"\w[\w \-/]+")
 
-# Text-chunk limits when reading untrusted files (Pillow uses 1 MiB per chunk, 64 MiB in all).
-MAX_TEXT_CHUNK = 8 * 1024 * 1024
-MAX_TEXT_TOTAL = 64 * 1024 * 1024
+# Limits when reading untrusted files. Bytes are counted after inflating, so a chunk of a few KB
+# cannot grow into gigabytes: Atelier's own chunks are about 2 KB besides the infotext, and A1111
+# infotext is a few KB. Pillow allows 1 MiB per chunk and 64 MiB in all; these are stricter.
+MAX_TEXT_TOTAL = 1024 * 1024  # text of all the chunks read from one file, inflated
+MAX_TEXT_CHUNKS = 64  # tEXt/zTXt/iTXt chunks in one file, read or skipped
+MAX_CHUNKS_BEFORE_IMAGE = 1024  # every chunk the reader walks before the image data
+TEXT_KEYS = _RESERVED_KEYS  # what read_png_text keeps unless asked for other keywords
+_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+_KEYWORD_MAX = 79
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -391,43 +406,70 @@ def write_png(
     return digest
 
 
-def _inflate(data: bytes) -> bytes | None:
-    d = zlib.decompressobj()
+class PngTextError(ValueError):
+    """A PNG's text chunks go past a reading limit. ``key`` is the chunk's keyword (None when the
+    file has too many chunks); the message says what is wrong and can be shown as it is."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):g} MiB"
+
+
+def _too_much(key: str, what: str) -> PngTextError:
+    return PngTextError(
+        f"PNG text chunk {key!r} {what} {_mib(MAX_TEXT_TOTAL)}, the limit for all the text in one PNG",
+        key=key,
+    )
+
+
+def _inflate(data: bytes, limit: int) -> bytes | None:
+    """Inflate at most ``limit + 1`` bytes (one more shows it went past); None if corrupt."""
     try:
-        out = d.decompress(data, MAX_TEXT_CHUNK + 1)
+        return zlib.decompressobj().decompress(data, limit + 1)
     except zlib.error:
         return None
-    return None if len(out) > MAX_TEXT_CHUNK else out
 
 
-def _decode_text_chunk(kind: bytes, body: bytes) -> tuple[str, str] | None:
-    key_raw, sep, rest = body.partition(b"\0")
-    if not sep:
-        return None
-    key = key_raw.decode("latin-1")
+def _read_text_chunk(kind: bytes, key: str, body: bytes, budget: int) -> tuple[str, int] | None:
+    """The text of a chunk whose keyword is read, and what it cost; None if it is malformed.
+
+    ``body`` is what follows the keyword's NUL; it already fits ``budget``. Raises PngTextError
+    when the text inflates past the budget.
+    """
     if kind == b"tEXt":
-        return key, rest.decode("latin-1")
+        return body.decode("latin-1"), len(body)
     if kind == b"zTXt":
-        if rest[:1] != b"\0":
+        if body[:1] != b"\0":
             return None
-        text = _inflate(rest[1:])
-        return None if text is None else (key, text.decode("latin-1"))
+        raw = _inflate(body[1:], budget)
+        if raw is None:
+            return None
+        if len(raw) > budget:
+            raise _too_much(key, "inflates past")
+        return raw.decode("latin-1"), len(raw)
     # iTXt: compression flag, method, language\0, translated keyword\0, UTF-8 text
-    if len(rest) < 2:
+    if len(body) < 2:
         return None
-    compressed, method = rest[0], rest[1]
-    _lang, sep1, rest = rest[2:].partition(b"\0")
-    _tkey, sep2, text_raw = rest.partition(b"\0")
+    compressed, method = body[0], body[1]
+    lang, sep1, rest = body[2:].partition(b"\0")
+    tkey, sep2, raw = rest.partition(b"\0")
     if not (sep1 and sep2):
         return None
+    cost = len(lang) + len(tkey)
     if compressed:
         if method != 0:
             return None
-        inflated = _inflate(text_raw)
+        inflated = _inflate(raw, budget - cost)
         if inflated is None:
             return None
-        text_raw = inflated
-    return key, text_raw.decode("utf-8", errors="replace")
+        if cost + len(inflated) > budget:
+            raise _too_much(key, "inflates past")
+        raw = inflated
+    return raw.decode("utf-8", errors="replace"), cost + len(raw)
 
 
 def _open_source(source: Any) -> tuple[IO[bytes], bool]:
@@ -438,43 +480,80 @@ def _open_source(source: Any) -> tuple[IO[bytes], bool]:
     return open(source, "rb"), True  # noqa: SIM115 - closed by the caller below
 
 
-def read_png_text(source: str | os.PathLike[str] | bytes | IO[bytes]) -> dict[str, str]:
-    """Every tEXt, zTXt and iTXt chunk of a PNG as ``{keyword: text}`` (a later one wins, as in
-    Pillow). Reads chunk headers only and skips image data, so it is cheap for large files and
-    safe for untrusted uploads. Raises ValueError when the data is not a PNG.
-    """
+def _scan_text(source: Any, *, keys: frozenset[str] | None, whole_file: bool) -> dict[str, str]:
     stream, owned = _open_source(source)
     try:
         if stream.read(8) != _PNG_SIGNATURE:
             raise ValueError("not a PNG file")
         texts: dict[str, str] = {}
-        total = 0
+        budget = MAX_TEXT_TOTAL
+        text_chunks = chunks = 0
         while True:
             header = stream.read(8)
             if len(header) < 8:
                 break
             length, kind = struct.unpack(">I4s", header)
-            if kind in (b"tEXt", b"zTXt", b"iTXt") and length <= MAX_TEXT_CHUNK:
-                body = stream.read(length)
-                stream.read(4)  # CRC
-                if len(body) < length:
-                    break
-                total += length
-                if total > MAX_TEXT_TOTAL:
-                    break
-                decoded = _decode_text_chunk(kind, body)
-                if decoded is not None:
-                    texts[decoded[0]] = decoded[1]
-            elif kind == b"IEND":
+            if kind == b"IEND" or (kind == b"IDAT" and not whole_file):
                 break
-            else:
+            chunks += 1
+            if chunks > MAX_CHUNKS_BEFORE_IMAGE and not whole_file:
+                raise PngTextError(
+                    f"PNG has more than {MAX_CHUNKS_BEFORE_IMAGE} chunks before its image data"
+                )
+            if kind not in _TEXT_CHUNKS:
                 stream.seek(length + 4, io.SEEK_CUR)
+                continue
+            text_chunks += 1
+            if text_chunks > MAX_TEXT_CHUNKS:
+                raise PngTextError(f"PNG has more than {MAX_TEXT_CHUNKS} text chunks")
+            # The keyword comes first (1-79 bytes and a NUL): read it alone, so a chunk nobody
+            # asked for is skipped without reading its text.
+            head = stream.read(min(length, _KEYWORD_MAX + 1))
+            key_raw, sep, body = head.partition(b"\0")
+            key = key_raw.decode("latin-1")
+            if not sep or (keys is not None and key not in keys):
+                stream.seek(length - len(head) + 4, io.SEEK_CUR)
+                continue
+            if length - len(key_raw) - 1 > budget:
+                raise _too_much(key, "is larger than")
+            body += stream.read(length - len(head))
+            stream.read(4)  # CRC
+            if len(body) < length - len(key_raw) - 1:
+                break  # truncated file
+            decoded = _read_text_chunk(kind, key, body, budget)
+            if decoded is not None:
+                texts[key] = decoded[0]  # a later chunk wins, as in Pillow
+                budget -= decoded[1]
         return texts
     finally:
         if owned:
             stream.close()
 
 
+def read_png_text(
+    source: str | os.PathLike[str] | bytes | IO[bytes],
+    keys: Iterable[str] | None = TEXT_KEYS,
+) -> dict[str, str]:
+    """The tEXt, zTXt and iTXt chunks of a PNG with the given keywords as ``{keyword: text}``
+    (``keys=None``: every keyword; by default the ones :func:`write_png` writes). A later chunk
+    wins, as in Pillow. Only chunks before the image data are read, and other keywords are
+    skipped unread, so it is cheap for large files and safe for untrusted uploads. Raises
+    ValueError when the data is not a PNG, PngTextError when it goes past the text limits.
+    """
+    wanted = None if keys is None else frozenset(keys)
+    return _scan_text(source, keys=wanted, whole_file=False)
+
+
+def check_png_text(source: str | os.PathLike[str] | bytes | IO[bytes]) -> None:
+    """Raise PngTextError if any text chunk of the PNG, whatever its keyword and wherever it is
+    (Pillow also reads those after the image data), goes past the limits; ValueError if it is
+    not a PNG. For files that Pillow is about to open, whose text limits are looser."""
+    _scan_text(source, keys=None, whole_file=True)
+
+
 def read_png_parameters(source: str | os.PathLike[str] | bytes | IO[bytes]) -> str | None:
-    """The A1111 ``parameters`` infotext of a PNG (tEXt, zTXt or iTXt), or None if it has none."""
-    return read_png_text(source).get(PARAMETERS_KEY)
+    """The A1111 ``parameters`` infotext of a PNG (tEXt, zTXt or iTXt), or None if it has none.
+
+    Raises ValueError when the data is not a PNG, PngTextError when it goes past the text limits.
+    """
+    return read_png_text(source, keys=(PARAMETERS_KEY,)).get(PARAMETERS_KEY)

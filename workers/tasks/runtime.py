@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from apps.jobs import registry, services
-from apps.jobs.models import Job
+from apps.jobs.models import EventKind, Job
 from apps.jobs.registry import JobContext
 from apps.jobs.states import JobState
 from workers.ml.checkpoints import CheckpointStore
@@ -28,6 +28,28 @@ log = logging.getLogger(__name__)
 # at their next step with a checkpoint and are re-queued; the others run to their end.
 SHUTDOWN = threading.Event()
 REQUEUED = "requeued"
+
+
+_devices: dict[str, str] = {}
+
+
+def worker_device(queue: str) -> str:
+    """The device this worker runs `queue` jobs on, for usage accounting ("cpu", "cuda:0 NVIDIA
+    H100 80GB HBM3"). Only the gpu queue looks for CUDA (and imports torch to do so)."""
+    if queue != "gpu":
+        return "cpu"
+    if "gpu" not in _devices:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                index = torch.cuda.current_device()
+                _devices["gpu"] = f"cuda:{index} {torch.cuda.get_device_name(index)}"
+            else:
+                _devices["gpu"] = "cpu"
+        except Exception:  # noqa: BLE001 - accounting must never stop a job
+            _devices["gpu"] = "cpu"
+    return _devices["gpu"]
 
 
 def request_shutdown() -> None:
@@ -46,6 +68,7 @@ class _Running:
     heartbeat: Heartbeat
     ctx: JobContext | None = None
     done: bool = False
+    usage_share: float = 1.0  # 1/N for each of N jobs run in one batch
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -95,9 +118,42 @@ class _Running:
             )
             return REQUEUED
         services.job_finish(
-            job_id=self.job.pk, attempt=self.job.attempt, target=outcome, result=result, error=error
+            job_id=self.job.pk,
+            attempt=self.job.attempt,
+            target=outcome,
+            result=result,
+            error=error,
+            usage_share=self.usage_share,
         )
         return str(outcome)
+
+
+def _log_crash(running: _Running, error: str, trace: str) -> None:
+    """The short error as the job's log line; the traceback (server paths, code) only in the
+    event's data, which apps.jobs.selectors.event_for_viewer strips for all but project admins
+    and platform staff.
+
+    The worker's own log has the traceback from log.exception. The event is written directly,
+    after the reporter's buffer, because the Reporter's log() carries a message only.
+    """
+    log.error("job %s: %s", running.job.pk, error)
+    try:
+        running.reporter.flush()  # what the runner reported comes first
+        written = services.job_append_events(
+            job_id=running.job.pk,
+            events=[
+                (
+                    EventKind.LOG,
+                    {"message": error[:4000], "level": "error", "traceback": trace[:20000]},
+                )
+            ],
+            attempt=running.job.attempt,
+        )
+    except Exception:  # noqa: BLE001 - the database is away: the buffered line is retried
+        running.reporter.log(error, "error")
+        return
+    if written is None:
+        running.reporter.lost.set()  # fenced out: another attempt owns the job
 
 
 def _outcome(running: _Running, value) -> tuple[str, dict | None, str]:
@@ -119,7 +175,7 @@ def _outcome(running: _Running, value) -> tuple[str, dict | None, str]:
     if isinstance(value, BaseException):
         error = f"{type(value).__name__}: {value}"
         trace = "".join(traceback.format_exception(value, limit=8))
-        running.reporter.log(f"{error}\n{trace}", "error")
+        _log_crash(running, error, trace)
         return JobState.FAILED, None, error
     if running.reporter.cancel_requested.is_set():
         return JobState.CANCELLED, value or {}, ""
@@ -151,7 +207,9 @@ def _claim_partners(lead: Job, kind: registry.JobKind, key, worker_id: str) -> l
                 continue
         except Exception:  # noqa: BLE001 - its own run reports bad params
             continue
-        claimed = services.job_claim(job_id=candidate.pk, worker_id=worker_id)
+        claimed = services.job_claim(
+            job_id=candidate.pk, worker_id=worker_id, device=worker_device(candidate.queue)
+        )
         if claimed is None:
             continue
         partners.append(_Running.start(claimed))
@@ -176,6 +234,8 @@ def _run_batch(kind: registry.JobKind, members: list[_Running]) -> None:
         ctx.finish_early = finish_early
         contexts.append(ctx)
         runnable.append(running)
+    for running in runnable:
+        running.usage_share = 1.0 / len(runnable)
     ids = ", ".join(str(r.job.pk) for r in runnable)
     for running in runnable:
         running.reporter.log(f"running in one batch with jobs {ids}")
@@ -193,7 +253,8 @@ def _run_batch(kind: registry.JobKind, members: list[_Running]) -> None:
 
 def execute_job(job_id: int, *, worker_id: str) -> str:
     """Returns what happened: not-claimed, succeeded, failed, cancelled or lost (of this job)."""
-    job = services.job_claim(job_id=job_id, worker_id=worker_id)
+    queue = Job.objects.filter(pk=job_id).values_list("queue", flat=True).first() or ""
+    job = services.job_claim(job_id=job_id, worker_id=worker_id, device=worker_device(queue))
     if job is None:
         return "not-claimed"
     running = _Running.start(job)

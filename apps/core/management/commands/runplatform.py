@@ -10,6 +10,7 @@ stops; Redis last, so workers can finish their writes. A second Ctrl-C stops eve
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import signal
@@ -25,12 +26,16 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 
 from apps.core.supervisor import Child, CrashLoop, Supervisor
+from webapp.keyfiles import read_or_create_key
 
 EMBEDDED_REDIS_PORT = int(os.environ.get("ATELIER_EMBEDDED_REDIS_PORT", "6390"))
 # Seconds a warm shutdown waits for running jobs to reach a checkpoint (or finish).
 STOP_GRACE = float(os.environ.get("ATELIER_STOP_GRACE", "60"))
 # Celery node name prefix of each worker child; a job's lease owner is "<node>:<pid>".
 WORKERS = {"worker-gpu": ("gpu", "gpu"), "worker-cpu": ("cpu", "cpu"), "signer": ("chain", "chain")}
+# Keys generated once in var/ (mode 0600) unless the environment brings its own; the children
+# read them through NAME_FILE (webapp/settings.py's env()).
+KEY_FILES = {"DJANGO_SECRET_KEY": "secret-key", "ATELIER_PSEUDONYM_KEY": "pseudonym-key"}
 
 
 def redis_answers(url: str, timeout: float = 1.0) -> bool:
@@ -49,6 +54,15 @@ def port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -61,6 +75,9 @@ def pid_alive(pid: int) -> bool:
 
 class Command(BaseCommand):
     help = "Run the whole platform (web, workers, scheduler, embedded Redis) in the foreground."
+    # The first child (migrate) runs the system checks with the keys this command hands it; here,
+    # before they exist, the development key would fail them.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("ATELIER_HOST", "127.0.0.1"))
@@ -77,6 +94,7 @@ class Command(BaseCommand):
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("TRANSFORMERS_OFFLINE", "1")
         env["PYTHONUNBUFFERED"] = "1"
+        self._keys(env, var, host)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         self.supervisor = Supervisor(
@@ -155,6 +173,22 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         finally:
             self._stop_all()
+
+    # ------------------------------------------------------------------ keys
+    def _keys(self, env: dict, var: Path, host: str) -> None:
+        """The same SECRET_KEY and pseudonym key on every start: sessions and pseudonyms survive
+        restarts, and the public development key is never what `make run` serves with."""
+        for name, filename in KEY_FILES.items():
+            if not env.get(name) and not env.get(f"{name}_FILE"):
+                read_or_create_key(var / filename)
+                env[f"{name}_FILE"] = str(var / filename)
+        key_file = env.get("DJANGO_SECRET_KEY_FILE")
+        secret = Path(key_file).read_text().strip() if key_file else env.get("DJANGO_SECRET_KEY")
+        if secret == settings.DEV_SECRET_KEY and not is_loopback(host):
+            raise CommandError(
+                f"Refusing to serve on {host} with the public development SECRET_KEY: unset "
+                "DJANGO_SECRET_KEY (make run then keeps its own in var/secret-key) or set a secret one"
+            )
 
     # ------------------------------------------------------------------ processes
     def _on_signal(self, signum, frame):
