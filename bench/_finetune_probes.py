@@ -139,6 +139,9 @@ def install() -> None:
     from apps.finetunes import services as ft_services
     from apps.jobs import services as job_services
     from workers.ml import finetune
+    from workers.ml.finetune import callbacks as ft_callbacks
+    from workers.ml.finetune import run as ft_run
+    from workers.ml.finetune import train as ft_train
     from workers.tasks import reporter as job_reporter
     from workers.tasks import runtime
 
@@ -161,21 +164,25 @@ def install() -> None:
     ft_services.run_finetune = _timed("run_finetune", ft_services.run_finetune)
     ft_services.model_folder = _timed("model_folder", ft_services.model_folder)
     ft_services.publish_adapter = _timed("publish_adapter", ft_services.publish_adapter)
+    # Each function is wrapped where its caller looks it up (the package's modules import names).
     finetune.train_lora = _timed("train_lora", finetune.train_lora)
     # The first call imports torch (train_lora's first heavy step).
-    finetune.resolve_precision = _timed("resolve_precision", finetune.resolve_precision)
-    finetune._train_process = _timed("train_process", finetune._train_process)
-    finetune._load = _timed("load_model", finetune._load, after=wrap_trainer_train)
-    finetune.encode_rows = _timed(
-        "encode_rows", finetune.encode_rows, lambda a, k, r: {"n": len(r.examples)}
+    ft_run.resolve_precision = _timed("resolve_precision", ft_run.resolve_precision)
+    ft_run.train_process = _timed("train_process", ft_run.train_process)
+    ft_train.load_base_model = _timed(
+        "load_model", ft_train.load_base_model, after=wrap_trainer_train
     )
-    finetune._eval_metrics = _timed(
-        "eval", finetune._eval_metrics, lambda a, k, r: {"which": a[1] if len(a) > 1 else "?"}
+    ft_train.encode_rows = _timed(
+        "encode_rows", ft_train.encode_rows, lambda a, k, r: {"n": len(r.examples)}
     )
-    finetune._mark_complete = _timed("checkpoint_marker", finetune._mark_complete)
-    finetune.write_model_card = _timed("model_card", finetune.write_model_card)
-    finetune._zip_folder = _timed("zip", finetune._zip_folder)
-    finetune._write_json = _timed("write_json", finetune._write_json)
+    ft_train.eval_metrics = _timed(
+        "eval", ft_train.eval_metrics, lambda a, k, r: {"which": a[1] if len(a) > 1 else "?"}
+    )
+    ft_callbacks.mark_complete = _timed("checkpoint_marker", ft_callbacks.mark_complete)
+    ft_run.write_model_card = _timed("model_card", ft_run.write_model_card)
+    ft_run.zip_folder = _timed("zip", ft_run.zip_folder)
+    ft_run.write_json = _timed("write_json", ft_run.write_json)
+    ft_train.write_json = _timed("write_json", ft_train.write_json)
 
     cls = job_reporter.JobReporter
     inner_flush = cls.flush

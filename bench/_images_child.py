@@ -20,7 +20,7 @@ that size, for the per-image split of the warm ratio.
 Timing probes: the worker of bench/images.py imports this module through
 ATELIER_JOB_KIND_MODULES=bench._images_child (it registers no job kind). When
 ATELIER_BENCH_IMG_PROBE_DIR is set it wraps, from the outside (the product is untouched),
-``workers.imaging.pipelines.load_pipeline / generate_images / generate_batch`` and
+``workers.imaging.pipeline.load_pipeline / generate_images / generate_batch`` and
 ``apps.images.services._pipeline / save_image``, ``apps.jobs.services.job_claim``,
 ``workers.tasks.runtime._claim_partners`` and ``JobReporter.flush / preview``, and appends one JSON line per call (wall-clock
 stamps, the calling thread's CPU time) to one file per process. Cost: microseconds per call.
@@ -93,7 +93,7 @@ def install_probes() -> None:
         return
     from apps.images import services
     from apps.jobs import services as job_services
-    from workers.imaging import pipelines
+    from workers.imaging import pipeline as pipelines
     from workers.tasks import runtime
     from workers.tasks.reporter import JobReporter
 
@@ -221,7 +221,7 @@ def pure(spec_path: str, out_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     import torch
 
-    from workers.imaging.pipelines import (
+    from workers.imaging.pipeline import (
         GenerationRequest,
         generate_batch,
         generate_images,

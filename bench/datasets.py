@@ -7,8 +7,14 @@ Each figure is printed beside a bare baseline measured in the same run:
   csv.reader pass over the same file. Goal: <= 60 s.
 - Near-duplicates: one cluster of 3,000 near-identical rows (~4.5 million pairs) through
   find_duplicates with a table embedder, beside the bare similarity pass. Goal: <= 10 s.
+- Near-duplicate passes (no goal: the costs workers/data/dedup documents): the exact pass and its
+  memory per distinct text beside a bare read; the lexical pass on varied, templated and
+  clustered Chinese rows beside the exact pass (time, peak RSS, candidate pairs, cost per pair);
+  MinHash beside shingling alone; MiniLM's texts/s and the similarity search's share of the
+  semantic pass beside the bare embedder (bench/_dedup_passes.py).
 
 Usage: .venv/bin/python bench/datasets.py [--pii-mb 100] [--rows 1000000] [--dedup-rows 3000]
+           [--dedup-pass-rows 100000] [--dedup-embed-texts 1000]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._dataset_import import bench_import  # noqa: E402
 from bench._dedup_cluster import bench_dedup_cluster  # noqa: E402
+from bench._dedup_passes import bench_dedup_passes, print_report  # noqa: E402
 from bench._pii_scan import GOAL_MB_S, GOAL_RSS_MB, bench_pii  # noqa: E402
 
 
@@ -32,6 +39,8 @@ def main() -> int:
     ap.add_argument("--pii-mb", type=float, default=100)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--dedup-rows", type=int, default=3_000)
+    ap.add_argument("--dedup-pass-rows", type=int, default=100_000)
+    ap.add_argument("--dedup-embed-texts", type=int, default=1_000, help="0: skip MiniLM")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -65,7 +74,10 @@ def main() -> int:
     print(
         f"  bare similarity    {dd['baseline_s']:>7.3f} s   (baseline; ratio {dd['ratio_vs_baseline']}x)"
     )
-    print(json.dumps({"pii": pii, "import": imp, "dedup": dd}, ensure_ascii=False), file=sys.stderr)
+    passes = bench_dedup_passes(args.dedup_pass_rows, args.dedup_embed_texts)
+    print_report(passes)
+    report = {"pii": pii, "import": imp, "dedup": dd, "dedup_passes": passes}
+    print(json.dumps(report, ensure_ascii=False), file=sys.stderr)
 
     ok = pii["meets_goals"] and imp["meets_goal"] and dd["meets_goal"]
     print(

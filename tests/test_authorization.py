@@ -454,7 +454,8 @@ def all_routes() -> dict[str, str]:
     return {**http_routes(), **ws_routes()}
 
 
-def _fill(route: str, ids: dict[str, int]) -> str:
+def fill_route(route: str, ids: dict[str, int]) -> str:
+    """A URL pattern with its <params> filled from `ids`."""
     return "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(ids[m.group(1)]), route)
 
 
@@ -600,7 +601,7 @@ def _cells(kind: str):
 def test_http_route_answers_each_persona_as_the_matrix_says(client, world, key, index, persona):
     check = MATRIX[key][index]
     route = all_routes()[key]
-    url = _fill(route, world.ids(check.job))
+    url = fill_route(route, world.ids(check.job))
     assert url == reverse(
         key, kwargs={k: v for k, v in world.ids(check.job).items() if f"{k}>" in route}
     )
@@ -664,7 +665,7 @@ def test_websocket_route_answers_each_persona_as_the_matrix_says(
     client, world, key, index, persona
 ):
     check = MATRIX[key][index]
-    path = _fill(all_routes()[key], world.ids(check.job))
+    path = fill_route(all_routes()[key], world.ids(check.job))
 
     connected, message = async_to_sync(_ws_open)(path, _ws_headers(client, persona))
 
@@ -685,7 +686,7 @@ def test_websocket_route_answers_each_persona_as_the_matrix_says(
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("route", ["ws/projects/<int:project_id>/", "ws/jobs/<int:job_id>/"])
 def test_a_websocket_from_a_foreign_origin_is_refused_even_for_a_member(client, world, route):
-    path = _fill(route, world.ids())
+    path = fill_route(route, world.ids())
 
     connected, _ = async_to_sync(_ws_open)(
         path, _ws_headers(client, "member", origin=b"http://evil.example")
@@ -764,7 +765,7 @@ def test_a_project_that_does_not_exist_is_not_found_like_a_foreign_one(client, w
     _login(client, "admin")
     check = MATRIX[key][0]
     ids = {**world.ids(check.job), "project_id": world.project.pk + 1000}
-    url = _fill(all_routes()[key], ids)
+    url = fill_route(all_routes()[key], ids)
 
     response = client.get(url) if check.method == "GET" else client.post(url)
 

@@ -14,7 +14,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import get_resolver
 
-from tests.test_authorization import _fill, http_routes, world  # noqa: F401  (the fixture)
+from tests.test_authorization import fill_route, http_routes, world  # noqa: F401  (the fixture)
 
 JUNK = ("abc", "-1", "99999999999999999999", "1.5", "%00", "\x00", "x" * 3000, "", " 1 ")
 # Keys the views read from request.GET / request.POST (grep "request.GET", "request.POST").
@@ -61,7 +61,7 @@ def _junk_paths(route: str, ids: dict) -> list[str]:
         for junk in JUNK:
             if junk in ("", "\x00"):
                 continue  # an empty or raw NUL path segment is not a URL a client can send
-            urls.append(_fill(route, {**ids, name: junk}))
+            urls.append(fill_route(route, {**ids, name: junk}))
     return urls
 
 
@@ -92,7 +92,7 @@ class Fuzzer:
 def test_junk_never_makes_a_route_fail_with_a_server_error(client, world, key, make_user):  # noqa: F811
     fuzz = Fuzzer(client, make_user("root", is_superuser=True, is_staff=True))
     route = http_routes()[key]
-    url = _fill(route, world.ids())
+    url = fill_route(route, world.ids())
     for junk in JUNK:
         fields = {k: junk for k in KEYS}
         fuzz("get", url, f"GET {url} ?…={junk[:20]!r}", data=fields)

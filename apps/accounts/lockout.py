@@ -56,7 +56,7 @@ def lockout_response(
     credentials = credentials or getattr(request, "axes_credentials", None)
     when = retry_at(request, credentials)
     seconds = max(1, math.ceil((when - timezone.now()).total_seconds()))
-    if _wants_json(request):
+    if wants_json(request):
         response = JsonResponse(
             {
                 "detail": _("Too many failed logins. Try again later."),
@@ -76,7 +76,7 @@ def lockout_response(
     return response
 
 
-def _wants_json(request: HttpRequest) -> bool:
+def wants_json(request: HttpRequest) -> bool:
     return (
         request.path.startswith("/api/")
         or request.headers.get("x-requested-with") == "XMLHttpRequest"

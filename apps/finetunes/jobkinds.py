@@ -2,53 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
+from apps.finetunes.schemas import LoraParams
 from apps.jobs.registry import JobContext, JobKind, register
-
-
-class LoraParams(BaseModel):
-    model_config = {"extra": "forbid"}
-
-    base_model_id: int = Field(..., ge=1, title="Base model")
-    dataset_version_id: int = Field(..., ge=1, title="Dataset version")
-    name: str = Field("", max_length=200, title="Adapter name")
-    template: str = Field(
-        "", max_length=4000, title="Prompt template", description="Empty: the version's template"
-    )
-    r: int = Field(8, ge=1, le=256, title="LoRA rank (r)")
-    lora_alpha: int = Field(32, ge=1, le=1024, title="LoRA alpha")
-    lora_dropout: float = Field(0.1, ge=0, le=0.9, title="LoRA dropout")
-    target_modules: str = Field(
-        "", max_length=500, title="Target modules", description="Comma-separated; empty: detected"
-    )
-    per_device_train_batch_size: int = Field(4, ge=1, le=512, title="Batch size per device")
-    gradient_accumulation_steps: int = Field(4, ge=1, le=1024, title="Gradient accumulation steps")
-    warmup_steps: int = Field(100, ge=0, title="Warm-up steps")
-    num_train_epochs: float = Field(3, gt=0, le=1000, title="Epochs")
-    max_steps: int = Field(-1, ge=-1, title="Max steps", description="-1: run the epochs")
-    logging_steps: int = Field(10, ge=1, title="Log every N steps")
-    learning_rate: float = Field(2e-4, gt=0, le=1, title="Learning rate")
-    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
-        "linear", title="LR scheduler"
-    )
-    max_seq_length: int = Field(512, ge=16, le=32768, title="Max sequence length")
-    eval_fraction: float = Field(
-        0.1,
-        ge=0,
-        le=0.5,
-        title="Eval share",
-        description="Used when the version has no validation split",
-    )
-    save_steps: int = Field(200, ge=1, title="Checkpoint every N steps")
-    seed: int = Field(42, title="Seed")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", title="Precision")
-    load_in: Literal["none", "8bit", "4bit"] = Field(
-        "none", title="Load base model in", description="4-bit = QLoRA (CUDA)"
-    )
-    num_gpus: int = Field(1, ge=1, le=16, title="GPUs")
 
 
 def check(project, params: LoraParams) -> dict[str, str]:

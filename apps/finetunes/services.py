@@ -12,44 +12,16 @@ from apps.audit.services import audit_record
 from apps.datasets.models import DatasetVersion
 from apps.datasets.services import ensure_trainable
 from apps.datasets.storage import media_path
+from apps.finetunes.schemas import to_config
 from apps.jobs.models import Job
 from apps.models.models import Adapter, BaseModel
 from apps.models.services import model_folder
-
-CONFIG_FIELDS = (
-    "r",
-    "lora_alpha",
-    "lora_dropout",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "warmup_steps",
-    "num_train_epochs",
-    "max_steps",
-    "logging_steps",
-    "learning_rate",
-    "lr_scheduler_type",
-    "max_seq_length",
-    "eval_fraction",
-    "save_steps",
-    "seed",
-    "precision",
-    "load_in",
-    "num_gpus",
-)
 
 
 def template_for(version: DatasetVersion, requested: str) -> str:
     from workers.data.canonical import DEFAULT_TEMPLATES
 
     return requested or version.template or DEFAULT_TEMPLATES.get(version.dataset.schema, "")
-
-
-def lora_config(params):
-    from workers.ml.finetune import LoraFinetuneConfig
-
-    values = {name: getattr(params, name) for name in CONFIG_FIELDS}
-    targets = [t.strip() for t in params.target_modules.split(",") if t.strip()]
-    return LoraFinetuneConfig(**values, target_modules=tuple(targets) or None)
 
 
 def run_finetune(ctx) -> dict:
@@ -87,7 +59,7 @@ def run_finetune(ctx) -> dict:
         f"{f', {len(evals)} validation rows' if evals else ''})"
     )
     result = train_lora(
-        lora_config(p),
+        to_config(p),
         base_model_dir=folder,
         train_rows=train,
         eval_rows=evals,

@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.datasets.models import DatasetVersion
-from apps.finetunes.jobkinds import LoraParams
+from apps.finetunes.schemas import LoraParams, to_config
 from apps.jobs import registry
 from apps.jobs import services as job_services
 from apps.models.models import BaseModel
@@ -72,8 +72,6 @@ def new_finetune(request: HttpRequest, project_id: int) -> HttpResponse:
 @require_POST
 def estimate(request: HttpRequest, project_id: int) -> JsonResponse:
     """Peak memory estimate for the form's current values (needs a prepared base model)."""
-    from apps.finetunes.services import lora_config
-
     project_access(user=request.user, project_id=project_id, need="launch_job")
     try:
         body = json.loads(request.body or b"{}")
@@ -89,4 +87,4 @@ def estimate(request: HttpRequest, project_id: int) -> JsonResponse:
         )
     from workers.ml.finetune import estimate_memory
 
-    return JsonResponse({"estimate": estimate_memory(base.path, lora_config(params))})
+    return JsonResponse({"estimate": estimate_memory(base.path, to_config(params))})

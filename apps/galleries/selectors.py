@@ -1,5 +1,4 @@
-"""Gallery reads. Visibility is decided here: outputs whose moderation state is not clean or
-approved are seen only by their author, reviewers and admins."""
+"""Gallery reads. Visibility is the outputs app's one rule (apps/outputs/selectors.py)."""
 
 from __future__ import annotations
 
@@ -10,18 +9,10 @@ from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from apps.outputs.models import Collection, Moderation, Output
-from apps.projects.models import Role
+from apps.outputs.selectors import visible_outputs
 from apps.projects.selectors import ProjectAccess, project_access
 
 PAGE_SIZE = 48
-VISIBLE_TO_ALL = (Moderation.CLEAN, Moderation.APPROVED)
-
-
-def visible_outputs(*, access: ProjectAccess, user) -> QuerySet[Output]:
-    qs = Output.objects.filter(project=access.project)
-    if access.role in (Role.ADMIN, Role.REVIEWER):
-        return qs
-    return qs.filter(Q(moderation__in=VISIBLE_TO_ALL) | Q(created_by=user))
 
 
 @dataclass

@@ -8,6 +8,7 @@ from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.outputs.models import Collection, Output
+from apps.outputs.services import output_create, write_thumbnail
 from apps.projects.models import Role
 
 
@@ -82,7 +83,6 @@ def output_upload(*, project, actor, upload, request=None) -> Output:
 
     from PIL import Image, UnidentifiedImageError
 
-    from apps.images.services import write_thumbnail
     from workers.imaging.infotext import PngTextError, check_png_text
 
     if upload is None:
@@ -135,8 +135,8 @@ def output_upload(*, project, actor, upload, request=None) -> Output:
         else:  # 129-256 px: the image is its own thumbnail
             thumb = target
         with transaction.atomic():
-            output = Output.objects.create(
-                project=project,
+            output = output_create(
+                project_id=project.pk,
                 kind="image",
                 params={"uploaded": upload.name[:200]},
                 sha256=sha,
@@ -145,7 +145,7 @@ def output_upload(*, project, actor, upload, request=None) -> Output:
                 width=image.width,
                 height=image.height,
                 tags=["upload"],
-                created_by=actor,
+                created_by_id=actor.pk if actor is not None else None,
             )
             audit_record(
                 action="output.upload",

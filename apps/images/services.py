@@ -14,8 +14,7 @@ from apps.jobs.models import Job
 from apps.models.models import AssetKind, BaseModel, ImageAsset
 from apps.models.services import model_folder
 from apps.outputs.models import Output
-
-THUMB_SIZE = 256
+from apps.outputs.services import output_create, write_thumbnail
 
 
 def _load_output_image(project_id: int, output_id: int | None):
@@ -31,7 +30,7 @@ def _load_output_image(project_id: int, output_id: int | None):
 def _pipeline(model: BaseModel, reporter=None):
     """The model's pipeline from the worker's warm cache; a built-in that is trained on first use
     (the digits demo) reports its training as the job's progress and stops on cancel."""
-    from workers.imaging.pipelines import load_pipeline
+    from workers.imaging.pipeline import load_pipeline
     from workers.ml.cache import ModelKey, default_cache
 
     folder = model_folder(
@@ -93,7 +92,7 @@ def _assets(kind: str) -> dict[str, ImageAsset]:
 
 def build_request(project_id: int, p, model: BaseModel):
     """The pure GenerationRequest for a job's params, with every named asset resolved to files."""
-    from workers.imaging.pipelines import GenerationRequest
+    from workers.imaging.pipeline import GenerationRequest
     from workers.imaging.prompts import extract_embeddings, extract_loras
 
     extra: dict[str, Any] = {"Model": model.name}
@@ -160,21 +159,6 @@ def build_request(project_id: int, p, model: BaseModel):
     )
 
 
-def write_thumbnail(image, path: Path) -> bool:
-    """Write the grid's thumbnail; False when the image itself serves (128..256 px: no resize)."""
-    from PIL import Image
-
-    if THUMB_SIZE // 2 < max(image.size) <= THUMB_SIZE:
-        return False
-    thumb = image.copy()
-    if max(thumb.size) < THUMB_SIZE:  # tiny demo images: scale up crisply for the grid
-        factor = max(1, THUMB_SIZE // max(thumb.size))
-        thumb = thumb.resize((thumb.width * factor, thumb.height * factor), Image.NEAREST)
-    thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
-    thumb.save(path, format="PNG")
-    return True
-
-
 def job_author_id(job_id: int) -> int | None:
     return Job.objects.filter(pk=job_id).values_list("created_by_id", flat=True).first()
 
@@ -206,7 +190,7 @@ def save_image(
     thumb_name = (
         f"{sha}.thumb.png" if write_thumbnail(image, out_dir / f"{sha}.thumb.png") else name
     )
-    output = Output.objects.create(
+    output = output_create(
         project_id=ctx.project_id,
         job_id=ctx.job_id,
         kind="image",
@@ -278,7 +262,7 @@ def _save_generated(ctx, model: BaseModel, images) -> list[dict]:
 
 
 def run_generate(ctx) -> dict:
-    from workers.imaging.pipelines import generate_images
+    from workers.imaging.pipeline import generate_images
 
     p = ctx.params
     model = BaseModel.objects.get(pk=p.model_id)
@@ -318,7 +302,7 @@ def run_generate_batch(contexts: list) -> list:
 
     Progress goes to every job; a member whose user cancels is finished as cancelled at once
     (its images are dropped); the pipeline stops when every member has been cancelled."""
-    from workers.imaging.pipelines import generate_batch
+    from workers.imaging.pipeline import generate_batch
     from workers.ml.reporting import JobCancelled
 
     model = BaseModel.objects.get(pk=contexts[0].params.model_id)

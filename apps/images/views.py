@@ -4,10 +4,10 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from apps.galleries.selectors import visible_outputs
 from apps.images.jobkinds import ImageParams
 from apps.models.models import AssetKind, BaseModel
 from apps.models.selectors import image_assets
+from apps.outputs.selectors import visible_outputs
 from apps.projects.selectors import project_access
 
 REUSABLE = (

@@ -66,6 +66,25 @@ class UnknownKind(KeyError):
     pass
 
 
+# What other apps add to a job's page: (access, user, job) -> extra template context. The spine
+# shows what a job made without importing the apps that made it (outputs register theirs).
+PageExtra = Callable[..., dict[str, Any]]
+_PAGE_EXTRAS: list[PageExtra] = []
+
+
+def register_page_extra(extra: PageExtra) -> PageExtra:
+    if extra not in _PAGE_EXTRAS:
+        _PAGE_EXTRAS.append(extra)
+    return extra
+
+
+def page_extras(*, access, user, job) -> dict[str, Any]:
+    context: dict[str, Any] = {}
+    for extra in _PAGE_EXTRAS:
+        context.update(extra(access=access, user=user, job=job))
+    return context
+
+
 _KINDS: dict[str, JobKind] = {}
 
 

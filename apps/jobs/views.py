@@ -42,14 +42,10 @@ def launch(request: HttpRequest, project_id: int) -> HttpResponse:
 
 @login_required
 def detail(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
-    from apps.galleries.selectors import visible_outputs
-
     access, job = selectors.job_access(user=request.user, project_id=project_id, job_id=job_id)
     context = selectors.job_detail_context(access=access, job=job)
-    # What the job made, as the gallery shows it (the same visibility rule).
-    context["outputs"] = list(
-        visible_outputs(access=access, user=request.user).filter(job=job, kind="image")[:24]
-    )
+    # What the job made (outputs register it, with their one visibility rule).
+    context.update(registry.page_extras(access=access, user=request.user, job=job))
     return render(request, "jobs/job_detail.html", context)
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import re
-from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -14,6 +12,8 @@ from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.models.models import AssetKind, BaseModel, ImageAsset, ModelSource, ModelStatus
+from workers.common.fs import file_lock
+from workers.common.safety import pickle_files
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ def _apply_info(model: BaseModel, folder: Path) -> None:
 def _apply_single_file_info(model: BaseModel, file: Path) -> None:
     """Single-file checkpoints: the family from the tensor names, the size from the header."""
     from workers.imaging.assets import count_parameters, tensor_shapes
-    from workers.imaging.pipelines import _check_folder, _single_file_family
+    from workers.imaging.pipeline import check_diffusers_folder as _check_folder
+    from workers.imaging.pipeline import single_file_family as _single_file_family
     from workers.ml.models import ModelRefused
 
     family = _single_file_family(file)
@@ -123,13 +124,11 @@ def _apply_image_info(model: BaseModel, folder: Path) -> None:
         _apply_single_file_info(model, folder)
         return
 
-    from workers.imaging.pipelines import _check_folder
+    from workers.imaging.pipeline import check_diffusers_folder as _check_folder
 
-    pickles = [
-        p.name for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-    ]
+    pickles = pickle_files(folder)
     if pickles:
-        raise ModelRefused(f"{pickles[0]}: pickle weights are refused; convert to safetensors")
+        raise ModelRefused(f"{pickles[0].name}: pickle weights are refused; convert to safetensors")
     family = _check_folder(folder)  # no model_index.json, custom pipeline code: refused
     index = json.loads((folder / "model_index.json").read_text())
     from workers.imaging.assets import count_parameters, tensor_shapes
@@ -303,16 +302,9 @@ def model_register_gguf(*, name: str, gguf_path: str, actor, request=None) -> Ba
     return model
 
 
-@contextmanager
 def _prepare_lock(key: str):
-    lock_dir = Path(settings.MODELS_DIR) / ".locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{key}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # one worker converts; the others wait and reuse
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    # one worker converts or builds the folder; the others wait, then reuse it
+    return file_lock(Path(settings.MODELS_DIR) / ".locks" / f"{key}.lock")
 
 
 def model_folder(model: BaseModel, *, log_to=None, progress=None, should_stop=None) -> Path:
@@ -333,11 +325,8 @@ def model_folder(model: BaseModel, *, log_to=None, progress=None, should_stop=No
             if model.source == ModelSource.BUILTIN and model.reference == "smollm2-135m-instruct":
                 folder = ml_models.ensure_smollm2(root)
             elif model.source == ModelSource.BUILTIN and model.reference == "digits-demo":
-                from workers.imaging.demo_model import (
-                    RECIPE_VERSION,
-                    _is_complete,
-                    ensure_digits_pipeline,
-                )
+                from workers.imaging.demo_model import RECIPE_VERSION, ensure_digits_pipeline
+                from workers.imaging.demo_model import is_complete as _is_complete
 
                 if log_to and not _is_complete(root / RECIPE_VERSION):
                     log_to(

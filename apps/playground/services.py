@@ -8,7 +8,7 @@ from django.conf import settings
 
 from apps.models.models import Adapter, BaseModel
 from apps.models.services import model_folder
-from apps.outputs.models import Output
+from apps.outputs.services import output_create
 
 
 def run_textgen(ctx) -> dict:
@@ -66,7 +66,7 @@ def run_textgen(ctx) -> dict:
     for index, result in enumerate(results):
         adapter = adapters.get(p.adapter_ids[index]) if p.adapter_ids[index] else None
         data = result.to_dict()
-        output = Output.objects.create(
+        output = output_create(
             project_id=ctx.project_id,
             job_id=ctx.job_id,
             kind="text",

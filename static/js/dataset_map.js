@@ -1,6 +1,8 @@
 // Dataset mapping page: shows the role selects of the chosen schema, fills in its default template,
 // and keeps a live preview of rendered records (POST JSON to the form's data-preview-url).
 
+import { csrfToken } from "./live.js";
+
 const DEBOUNCE_MS = 300;
 
 const form = document.getElementById("map-form");
@@ -18,12 +20,6 @@ const isOwnTemplate = () => {
 let templateEdited = Boolean(template && schemaSelect) && isOwnTemplate();
 let timer = null;
 let inFlight = null;
-
-function csrfToken() {
-  const cookie = document.cookie.split("; ").find((c) => c.startsWith("csrftoken="));
-  if (cookie) return decodeURIComponent(cookie.slice("csrftoken=".length));
-  return form.querySelector('input[name="csrfmiddlewaretoken"]')?.value ?? "";
-}
 
 /** Only the chosen schema's role selects are visible and enabled, so hidden ones do not post. */
 function showRoles() {
@@ -81,7 +77,7 @@ async function refreshPreview() {
   try {
     const response = await fetch(form.dataset.previewUrl, {
       method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(form ?? document) },
       body: JSON.stringify(body),
       signal: inFlight.signal,
       credentials: "same-origin",

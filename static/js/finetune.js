@@ -3,7 +3,7 @@
 // numbers match what the worker will load. We send the form's values as JSON, numbers as numbers,
 // a moment after the user stops typing, and only the newest answer is shown.
 
-import { format } from "./live.js";
+import { csrfToken, format } from "./live.js";
 
 const DEBOUNCE_MS = 350;
 
@@ -21,12 +21,6 @@ function loadStrings() {
 const strings = loadStrings();
 
 // Django's CSRF cookie; the form's hidden token is the fallback when the cookie is HttpOnly.
-function csrfToken() {
-  const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-  if (m) return decodeURIComponent(m[1]);
-  return form.querySelector("input[name=csrfmiddlewaretoken]")?.value ?? "";
-}
-
 /**
  * The form as the params JSON the server validates. Empty inputs are left out so the schema's
  * defaults apply; numeric inputs (data-type integer/number) and the *_id selects become numbers;
@@ -103,7 +97,7 @@ async function refresh() {
   try {
     const res = await fetch(form.dataset.estimateUrl, {
       method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(), Accept: "application/json" },
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(form ?? document), Accept: "application/json" },
       body: JSON.stringify(formParams()),
       credentials: "same-origin",
       signal: controller.signal,

@@ -2,6 +2,8 @@
 // form), confirmations for destructive forms, and board toggles without a page reload.
 // Everything here enhances plain forms and links: without JavaScript the pages still work.
 
+import { csrfToken } from "./live.js";
+
 const $ = (id) => document.getElementById(id);
 const strings = (() => {
   try {
@@ -10,12 +12,6 @@ const strings = (() => {
     return {};
   }
 })();
-
-function csrfToken(scope) {
-  const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-  if (m) return decodeURIComponent(m[1]);
-  return (scope ?? document).querySelector("input[name=csrfmiddlewaretoken]")?.value ?? "";
-}
 
 // ---------- confirmations: <form data-confirm="…"> ----------
 

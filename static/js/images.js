@@ -3,7 +3,7 @@
 // images (read from the job's result) linking to their gallery pages. The job, not this page, is
 // the source of truth: the images are saved server-side whatever happens to this tab.
 
-import { TERMINAL_STATES, bindIndicator, followJob, format, formErrors, loadStrings, setProgress } from "./live.js";
+import { TERMINAL_STATES, bindIndicator, csrfToken, followJob, formErrors, format, loadStrings, setProgress } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("im-form");
@@ -50,15 +50,9 @@ const ui = {
 
 // ---------- helpers ----------
 
-function csrfToken() {
-  const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-  if (m) return decodeURIComponent(m[1]);
-  return form?.querySelector("input[name=csrfmiddlewaretoken]")?.value ?? "";
-}
-
 async function requestJson(url, { method = "GET", body } = {}) {
   const headers = { Accept: "application/json" };
-  if (method !== "GET") headers["X-CSRFToken"] = csrfToken();
+  if (method !== "GET") headers["X-CSRFToken"] = csrfToken(form ?? document);
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const res = await fetch(url, {
     method,

@@ -9,6 +9,16 @@ const PING_EVERY_MS = 30000;
 export const TERMINAL_STATES = new Set(["succeeded", "failed", "cancelled"]);
 
 /** Strings rendered by templates/includes/js_strings.html, so the UI follows the user's language. */
+/**
+ * Django's CSRF token for a POST from script: the csrftoken cookie, or the hidden form input of
+ * `scope` (a form, or the document) when the cookie is missing.
+ */
+export function csrfToken(scope = document) {
+  const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  if (m) return decodeURIComponent(m[1]);
+  return (scope ?? document).querySelector("input[name=csrfmiddlewaretoken]")?.value ?? "";
+}
+
 export function loadStrings() {
   const el = document.getElementById("atelier-strings");
   try {

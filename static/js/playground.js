@@ -2,7 +2,7 @@
 // and streams each run's text into its own column. The job (not this page) is the source of truth:
 // reloading the job page replays the same events, and the outputs are saved server-side.
 
-import { TERMINAL_STATES, bindIndicator, followJob, format, formErrors, loadStrings, setProgress } from "./live.js";
+import { TERMINAL_STATES, bindIndicator, csrfToken, followJob, formErrors, format, loadStrings, setProgress } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("pg-form");
@@ -40,16 +40,10 @@ const ui = {
 
 // ---------- helpers ----------
 
-function csrfToken() {
-  const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-  if (m) return decodeURIComponent(m[1]);
-  return form?.querySelector("input[name=csrfmiddlewaretoken]")?.value ?? "";
-}
-
 async function postJson(url, body) {
   const res = await fetch(url, {
     method: "POST",
-    headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken() },
+    headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken(form ?? document) },
     body: body === undefined ? undefined : JSON.stringify(body),
     credentials: "same-origin",
   });

@@ -25,7 +25,7 @@ def registered_lora(tmp_path):
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    from workers.imaging.pipelines import load_pipeline
+    from workers.imaging.pipeline import load_pipeline
 
     tiny = BaseModel.objects.get(reference="tiny-sd")
     pipe = load_pipeline(model_services.model_folder(tiny), device="cpu")

@@ -16,16 +16,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.data import dedup
 from workers.data.dedup import (
     DedupReport,
     find_duplicates,
     get_default_embedder,
     keep_one,
+    lexical,
     lexical_text,
+    minhash,
     normalize_text,
     record_text,
+    semantic,
 )
+from workers.data.dedup.find import (
+    DistinctTexts,
+    near_groups,
+    plan_semantic,
+    read_distinct_texts,
+    unreadable_warning,
+)
+from workers.data.dedup.keep import rows_to_drop
+from workers.data.dedup.report import PAIRS_SAMPLE
 
 
 def canonical(obj: dict) -> str:
@@ -111,6 +122,49 @@ def test_invalid_line_names_its_number(tmp_path):
     src.write_text('{"question":"a","answer":"b"}\n{"question":\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"line 2: not valid JSON"):
         find_duplicates(src, semantic=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# the steps of find_duplicates, one at a time
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_read_groups_rows_by_normalized_text_and_reports_each_row(tmp_path):
+    src = write_jsonl(tmp_path / "t.jsonl", [{"text": t} for t in ("a", "b", " A ", "c", "B", "a")])
+    ticks = []
+    texts = read_distinct_texts(src, embeddings=None, tick=ticks.append)
+    assert (texts.rows, texts.distinct, texts.first_row) == (6, 3, [1, 2, 4])
+    assert texts.exact_groups() == [[1, 3, 6], [2, 5]]
+    assert texts.rows_of(0) == [1, 3, 6] and texts.rows_of(2) == [4]
+    assert ticks == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_near_passes_run_only_on_files_they_fit_in_memory():
+    assert plan_semantic(10, semantic=True, max_semantic_rows=10) == (True, [])
+    assert plan_semantic(0, semantic=True, max_semantic_rows=10) == (False, [])
+    assert plan_semantic(10, semantic=False, max_semantic_rows=5) == (False, [])
+    run, (warning,) = plan_semantic(11, semantic=True, max_semantic_rows=10)
+    assert run is False and warning.startswith("11 rows is more than 10")
+
+
+def test_near_groups_hold_every_row_of_the_exact_groups_they_join():
+    texts = DistinctTexts(rows=5, first_row=[1, 2, 4], members={0: [1, 3], 2: [4, 5]})
+    assert near_groups(np.array([0, 1, 0]), texts) == [[1, 3, 4, 5]]  # texts 0 and 2 joined
+    assert near_groups(np.arange(3), texts) == []
+
+
+def test_the_warning_counts_rows_compared_by_characters_and_rows_left_exact_only():
+    assert unreadable_warning(0, 0, 0.8) == ""
+    note = unreadable_warning(5, 3, 0.8)
+    assert note.startswith("5 rows were not compared by embeddings")
+    assert "3 of them were compared by characters instead" in note and "Jaccard >= 0.8" in note
+    assert note.endswith(" 2 (empty or punctuation only) got exact dedup only.")
+
+
+def test_rows_to_drop_merges_overlapping_groups_and_keeps_their_first_row():
+    assert rows_to_drop([[3, 1], [5, 3], [7, 8]]) == {3, 5, 8}
+    with pytest.raises(ValueError, match="numbered from 1"):
+        rows_to_drop([[0, 1]])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -255,8 +309,8 @@ def test_keep_one_refuses_what_it_cannot_do_safely(tmp_path):
 
 
 def test_tiled_search_matches_brute_force(tmp_path, monkeypatch):
-    monkeypatch.setattr(dedup, "TILE", 7)  # many tiles, pairs across tile borders
-    monkeypatch.setattr(dedup, "FLUSH_TEXTS", 5)
+    monkeypatch.setattr(semantic, "TILE", 7)  # many tiles, pairs across tile borders
+    monkeypatch.setattr(semantic, "FLUSH_TEXTS", 5)
     rng = np.random.default_rng(1)
     n, dim = 60, 16
     vectors = rng.standard_normal((n, dim))
@@ -282,23 +336,23 @@ def test_one_big_cluster_is_merged_a_tile_at_a_time(tmp_path, monkeypatch):
     centre = rng.standard_normal(dim)
     table = {f"row {i}": centre + 0.001 * rng.standard_normal(dim) for i in range(n)}
     src = write_jsonl(tmp_path / "big.jsonl", [{"text": f"row {i}"} for i in range(n)])
-    merged, merge = [], dedup._merge
+    merged, merge = [], semantic.merge_edges
 
     def counting_merge(parent, a, b):
         merged.append(a.size)
         merge(parent, a, b)
 
-    monkeypatch.setattr(dedup, "_merge", counting_merge)
+    monkeypatch.setattr(semantic, "merge_edges", counting_merge)
     report = find_duplicates(src, embedder=TableEmbedder(table, dim))
     # ~4.5 million pairs, merged as arrays: one call per similarity tile, never one per pair
     # (how long it takes is measured by bench/datasets.py).
-    tiles = -(-n // dedup.TILE)
+    tiles = -(-n // semantic.TILE)
     assert 0 < len(merged) <= tiles * (tiles + 1) // 2
     assert sum(merged) == n * (n - 1) // 2
     assert report.near_pairs == n * (n - 1) // 2
     assert report.near_groups == [list(range(1, n + 1))]
     assert report.duplicates_to_drop == n - 1
-    assert len(report.pairs_sample) == dedup.PAIRS_SAMPLE
+    assert len(report.pairs_sample) == PAIRS_SAMPLE
     assert len(report.to_dict()["pairs_sample"]) == 100
 
 
@@ -505,11 +559,11 @@ def test_empty_and_punctuation_only_rows_get_exact_dedup_only(tmp_path):
 @pytest.mark.parametrize("threshold", [0.5, 0.8, 0.9])
 def test_lexical_search_matches_brute_force(tmp_path, monkeypatch, threshold):
     # small chunks and batches: every chunk and batch border is crossed
-    monkeypatch.setattr(dedup, "MINHASH_CHUNK", 300)
-    monkeypatch.setattr(dedup, "BATCH_PAIRS", 40)
-    monkeypatch.setattr(dedup, "PREFILTER_CHUNK", 50)
-    monkeypatch.setattr(dedup, "VERIFY_CHUNK", 200)
-    monkeypatch.setattr(dedup, "FLUSH_TEXTS", 64)
+    monkeypatch.setattr(minhash, "MINHASH_CHUNK", 300)
+    monkeypatch.setattr(lexical, "BATCH_PAIRS", 40)
+    monkeypatch.setattr(lexical, "PREFILTER_CHUNK", 50)
+    monkeypatch.setattr(lexical, "VERIFY_CHUNK", 200)
+    monkeypatch.setattr(semantic, "FLUSH_TEXTS", 64)
     rows, _ = random_chinese_rows(500, seed=7, near_fraction=0.25)
     rows += [  # a template: many mid-similar rows (candidates the exact Jaccard must reject)
         {"text": f"请问{d}患者{q}吗？请咨询医生。"}
@@ -544,9 +598,9 @@ def test_shingle_hashes_are_the_documented_stable_function():
 
     text = "高血压患者"
     expected = sorted(splitmix64(packed(text[i : i + 3])) for i in range(3))
-    assert dedup._shingle_hashes(text).tolist() == expected
-    assert dedup._shingle_hashes("好").tolist() == [splitmix64(packed("好"))]
-    assert dedup._shingle_hashes("").size == 0
+    assert minhash.shingle_hashes(text).tolist() == expected
+    assert minhash.shingle_hashes("好").tolist() == [splitmix64(packed("好"))]
+    assert minhash.shingle_hashes("").size == 0
 
 
 def test_lexical_results_are_deterministic_across_processes(tmp_path):
@@ -557,18 +611,19 @@ def test_lexical_results_are_deterministic_across_processes(tmp_path):
         "import hashlib, json, sys\n"
         "import numpy as np\n"
         "from workers.data import dedup\n"
+        "from workers.data.dedup.minhash import minhash_signatures, shingle_hashes\n"
         "class Unreadable:\n"
         "    name = 'unreadable'\n"
         "    def __call__(self, texts):\n"
         "        return np.zeros((len(texts), 4), dtype=np.float32)\n"
         "lines = open(sys.argv[1], encoding='utf-8').read().splitlines()\n"
-        "sets = [dedup._shingle_hashes(dedup.lexical_text(dedup.record_text(json.loads(x))))\n"
+        "sets = [shingle_hashes(dedup.lexical_text(dedup.record_text(json.loads(x))))\n"
         "        for x in lines]\n"
-        "signatures = hashlib.sha256(dedup._minhash(sets).tobytes()).hexdigest()\n"
+        "signatures = hashlib.sha256(minhash_signatures(sets).tobytes()).hexdigest()\n"
         "report = dedup.find_duplicates(sys.argv[1], embedder=Unreadable())\n"
         "print(json.dumps([signatures, report.to_dict(limit=None, group_limit=None)]))\n"
     )
-    root = Path(dedup.__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[2]
     outputs = []
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
@@ -588,14 +643,13 @@ def test_lexical_results_are_deterministic_across_processes(tmp_path):
 
 
 def test_lexical_pass_on_20k_short_rows_and_a_big_cluster(tmp_path):
-    """Size check, no timing assertion (measured on the 2-core box: ~0.8 s for the lexical pass
-    over the 20,000 rows, 0.5 to 0.8 s for the 3,000-text cluster)."""
+    """Size check, no timing assertion (bench/datasets.py measures how long these take)."""
     rows, planted = random_chinese_rows(20_000, seed=11, near_fraction=0.02)
     src = write_jsonl(tmp_path / "big.jsonl", rows)
     report = find_duplicates(src, embedder=TableEmbedder({}, 4))
     assert report.lexical_rows == 20_000
     # precision: every verified pair (all of them are in the sample here) is really similar
-    assert 0 < report.lexical_pairs <= dedup.PAIRS_SAMPLE
+    assert 0 < report.lexical_pairs <= PAIRS_SAMPLE
     assert len(report.lexical_pairs_sample) == report.lexical_pairs
     for a, b, score in report.lexical_pairs_sample:
         assert score == round(char_jaccard(rows[a - 1]["text"], rows[b - 1]["text"]), 4) >= 0.8

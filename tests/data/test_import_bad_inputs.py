@@ -734,7 +734,7 @@ CASES = [
 ]
 
 
-def _matches(expected: str, actual: str) -> bool:
+def message_matches(expected: str, actual: str) -> bool:
     if expected.startswith("re:"):
         return (
             re.fullmatch(expected[3:], actual) is not None
@@ -758,7 +758,7 @@ def test_a_bad_input_gets_its_own_error_and_leaves_nothing(case: Bad, tmp_path: 
     with pytest.raises(DatasetInvalid) as caught:
         import_file(path, path.name, out_dir=out, **case.kwargs)
     first = caught.value.errors[0]
-    assert _matches(case.message, first.message), f"{case.id}: {caught.value.messages}"
+    assert message_matches(case.message, first.message), f"{case.id}: {caught.value.messages}"
     assert first.code == case.code, f"{case.id}: {first!r}"
     for attr in ("row", "line", "column", "path"):
         if getattr(case, attr) is not None:

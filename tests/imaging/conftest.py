@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from workers.imaging.demo_model import build_tiny_pipeline
-from workers.imaging.pipelines import load_pipeline
+from workers.imaging.pipeline import load_pipeline
 
 
 @pytest.fixture(scope="session")

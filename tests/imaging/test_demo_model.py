@@ -101,10 +101,10 @@ def test_judge_reads_real_held_out_digits():
 def test_judge_reads_rendered_digits_of_any_size():
     from sklearn.datasets import load_digits
 
-    from workers.imaging.demo_model import _ink_images
+    from workers.imaging.demo_model import ink_images
 
     data = load_digits()
-    images = _ink_images(data.data[:40] / 16.0)
+    images = ink_images(data.data[:40] / 16.0)
     big = [im.resize((128, 128)) for im in images]
     assert judge_digits(big) == judge_digits(images)
     assert sum(p == t for p, t in zip(judge_digits(images), data.target[:40], strict=True)) >= 37
@@ -129,7 +129,7 @@ def test_training_can_be_cancelled_and_leaves_nothing(tmp_path):
 @pytest.mark.timeout(1800)
 def test_demo_model_draws_the_digit_the_prompt_names(capsys, monkeypatch):
     import workers.imaging.demo_model as demo
-    from workers.imaging.pipelines import GenerationRequest, generate_batch, load_pipeline
+    from workers.imaging.pipeline import GenerationRequest, generate_batch, load_pipeline
 
     started = time.monotonic()
     folder = ensure_digits_pipeline(MODELS)
@@ -143,7 +143,7 @@ def test_demo_model_draws_the_digit_the_prompt_names(capsys, monkeypatch):
 
     # cached: returned from the marker alone, without the lock and without training
     monkeypatch.setattr(demo, "train_digits_pipeline", not_again)
-    monkeypatch.setattr(demo, "_file_lock", not_again)
+    monkeypatch.setattr(demo, "file_lock", not_again)
     assert ensure_digits_pipeline(MODELS) == folder
     monkeypatch.undo()
 

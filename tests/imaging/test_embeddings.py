@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from tests.imaging.pixels import assert_same_up_to_rounding
-from workers.imaging.pipelines import (
+from workers.imaging.pipeline import (
     GenerationRequest,
     HiresFix,
     InvalidRequest,
@@ -162,11 +162,11 @@ def test_a_multi_vector_embedding_works_with_weights(pipe, embeddings):
 
 
 def test_each_vector_of_a_multi_vector_embedding_is_a_token(pipe, embeddings):
-    from workers.imaging.pipelines import _embedding_text, _read_embedding, _token_pool
+    from workers.imaging.pipeline import embedding_text, read_embedding, token_pool
 
-    used = [_read_embedding("bad-hands", embeddings["two"])]
-    tokenizer, tokens = _token_pool(pipe.tokenizer, 2)
-    text = _embedding_text(used, tokens)("x, (Bad-Hands:1.2)")
+    used = [read_embedding("bad-hands", embeddings["two"])]
+    tokenizer, tokens = token_pool(pipe.tokenizer, 2)
+    text = embedding_text(used, tokens)("x, (Bad-Hands:1.2)")
     [chunk] = tokenize_weighted(tokenizer, text)
     ids = chunk.tokens[1 : chunk.length + 1]
     first = len(pipe.tokenizer)
@@ -230,14 +230,14 @@ def test_embeddings_that_do_not_fit_are_refused_clearly(pipe, tmp_path, tensors,
 
 
 def test_the_pipeline_is_restored_when_encoding_fails(pipe, embeddings, monkeypatch):
-    import workers.imaging.pipelines as pipelines
+    from workers.imaging.pipeline import encoding
 
     before = text_side_state(pipe)
 
     def broken(*args, **kwargs):
         raise RuntimeError("encoder failed")
 
-    monkeypatch.setattr(pipelines, "_encode", broken)
+    monkeypatch.setattr(encoding, "encode_prompts", broken)
     req = request(negative_prompt="easynegative", embeddings=[("easynegative", embeddings["one"])])
     with pytest.raises(RuntimeError, match="encoder failed"):
         generate_images(pipe, req)
@@ -277,7 +277,7 @@ def sdxl_pipe():
     from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from workers.imaging.demo_model import _make_scheduler, _make_vae, build_clip_tokenizer
+    from workers.imaging.demo_model import build_clip_tokenizer, make_scheduler, make_vae
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -311,13 +311,13 @@ def sdxl_pipe():
             projection_class_embeddings_input_dim=48 + 6 * 8,
         )
         pipe = StableDiffusionXLPipeline(
-            vae=_make_vae(64),
+            vae=make_vae(64),
             text_encoder=CLIPTextModel(config(32)),
             text_encoder_2=CLIPTextModelWithProjection(config(48)),
             tokenizer=tokenizer,
             tokenizer_2=tokenizer_2,
             unet=unet,
-            scheduler=_make_scheduler(),
+            scheduler=make_scheduler(),
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -358,11 +358,11 @@ def test_sdxl_embedding_goes_into_both_text_encoders_and_is_removed_after(
 
 
 def test_sdxl_pooled_embedding_is_taken_at_the_end_token(sdxl_pipe, sdxl_embedding):
-    from workers.imaging.pipelines import _embeddings_applied, _read_embedding
+    from workers.imaging.pipeline import embeddings_applied, read_embedding
 
-    used = [_read_embedding("xl-negative", sdxl_embedding)]
+    used = [read_embedding("xl-negative", sdxl_embedding)]
     encoder = sdxl_pipe.text_encoder_2
-    with _embeddings_applied(sdxl_pipe, used) as rewrite, torch.no_grad():
+    with embeddings_applied(sdxl_pipe, used) as rewrite, torch.no_grad():
         ids = sdxl_pipe.tokenizer_2(
             rewrite("a xl-negative"), padding="max_length", max_length=77, return_tensors="pt"
         ).input_ids

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.imaging.pipelines import (
+from workers.imaging.pipeline import (
     GenerationRequest,
     generate_batch,
     generate_images,

@@ -1,4 +1,4 @@
-"""Image generation (workers.imaging.pipelines) on the tiny random pipeline built in code.
+"""Image generation (workers.imaging.pipeline) on the tiny random pipeline built in code.
 
 Everything runs on CPU in a few seconds: 64 px images, 4-8 steps. What matters here is the
 plumbing (seeds, sizes, passes, progress, cancel, batching), not what the images show; the demo
@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from tests.imaging.pixels import assert_same_up_to_rounding
 from workers.imaging.infotext import parse_infotext, read_png_parameters, write_png
-from workers.imaging.pipelines import (
+from workers.imaging.pipeline import (
     GeneratedImage,
     GenerationCancelled,
     GenerationRequest,
@@ -374,12 +374,12 @@ def test_loaded_weights_and_loras_live_in_aligned_memory(pipe, lora_file):
     """safetensors tensors live at their offset in the mapped file, and CPU kernels may round by
     a weight's address: loaded weights are moved to torch's 64-byte aligned memory, so the same
     model gives the same pixels whatever file it came from (test_single_file.py)."""
-    from workers.imaging.pipelines import _read_lora
+    from workers.imaging.pipeline import read_lora
 
     for name in ("unet", "vae", "text_encoder"):
         tensors = [*getattr(pipe, name).parameters(), *getattr(pipe, name).buffers()]
         assert all(t.data_ptr() % 64 == 0 for t in tensors), name
-    assert all(t.data_ptr() % 64 == 0 for t in _read_lora(str(lora_file)).values())
+    assert all(t.data_ptr() % 64 == 0 for t in read_lora(str(lora_file)).values())
 
 
 def test_pickle_lora_is_refused(pipe, tmp_path):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.imaging.ldm_export import export_ldm_checkpoint
-from workers.imaging.pipelines import (
+from workers.imaging.pipeline import (
     GenerationRequest,
     ModelRefused,
     generate_images,

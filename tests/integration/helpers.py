@@ -9,8 +9,8 @@ import time
 import websockets
 from django.test import Client
 
-from apps.jobs import services
 from apps.jobs.models import Job
+from tests import factories
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.05, what: str = "condition"):
@@ -29,9 +29,7 @@ def job_state(job: Job) -> str:
 
 
 def launch(project, user, **params) -> Job:
-    return services.job_create(
-        project=project, kind=params.pop("kind", "test.steps"), params=params, created_by=user
-    )
+    return factories.make_job(project, user, params.pop("kind", "test.steps"), **params)
 
 
 def session_cookie(user) -> str:

@@ -16,6 +16,7 @@ import pytest
 from workers.ml.checkpoints import MARKER_NAME
 from workers.ml.finetune import (
     IGNORE_INDEX,
+    ConfigError,
     LoraFinetuneConfig,
     complete_checkpoints,
     encode_rows,
@@ -355,10 +356,10 @@ def test_config_defaults_are_the_team_recipe_and_validate():
         None,
     )
     assert (c.per_device_train_batch_size, c.gradient_accumulation_steps) == (4, 4)
-    assert (c.warmup_steps, c.num_train_epochs, c.logging_steps) == (100, 3.0, 100)
+    assert (c.warmup_steps, c.num_train_epochs, c.logging_steps) == (100, 3.0, 10)
     assert (c.learning_rate, c.max_seq_length, c.save_steps, c.seed) == (2e-4, 512, 200, 42)
     assert (c.precision, c.load_in, c.max_steps, c.num_gpus) == ("auto", "none", -1, 1)
-    assert all(item["help"] for item in LoraFinetuneConfig.describe())
+    assert all(item["help"] and item["title"] for item in LoraFinetuneConfig.describe())
     assert LoraFinetuneConfig.from_dict(c.to_dict()) == c
     assert LoraFinetuneConfig(target_modules="q_proj, k_proj").target_modules == (
         "q_proj",
@@ -373,9 +374,16 @@ def test_config_defaults_are_the_team_recipe_and_validate():
         {"bias": "some"},
         {"eval_fraction": 0.9},
         {"r": "8"},
+        {"r": 1025},
+        {"learning_rate": 0},
+        {"num_train_epochs": 0},
+        {"seed": -1},
+        {"lr_scheduler_type": "warmup_stable_decay"},
+        {"num_gpus": 2, "load_in": "4bit"},
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError) as info:
             LoraFinetuneConfig(**bad)
+        assert info.value.field in bad  # the error names the field the form shows it on
     with pytest.raises(ValueError, match="unknown fine-tune parameter"):
         LoraFinetuneConfig.from_dict({"rank": 8})
 

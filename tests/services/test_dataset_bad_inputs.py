@@ -12,7 +12,7 @@ from apps.audit.models import AuditEvent
 from apps.datasets import services
 from apps.datasets.models import Dataset, DatasetVersion
 from apps.jobs.models import Job
-from tests.data.test_import_bad_inputs import CASES, Bad, _matches
+from tests.data.test_import_bad_inputs import CASES, Bad, message_matches
 
 
 def media_listing() -> list[str]:
@@ -47,7 +47,7 @@ def test_a_bad_upload_is_refused_with_its_error_and_changes_nothing(
         )
 
     first = caught.value.errors[0]
-    assert _matches(case.message, first["message"]), f"{case.id}: {caught.value.errors[:3]}"
+    assert message_matches(case.message, first["message"]), f"{case.id}: {caught.value.errors[:3]}"
     assert (row_counts(), media_listing()) == before
     staging = Path(settings.VAR_DIR) / "staging"
     assert not staging.exists() or not any(staging.iterdir()), "the staging folder was not cleaned"

@@ -43,7 +43,7 @@ def lora_path(tiny_sd, tmp_path):
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    from workers.imaging.pipelines import load_pipeline
+    from workers.imaging.pipeline import load_pipeline
 
     donor = load_pipeline(tiny_sd.path, device="cpu")
     torch.manual_seed(1)
@@ -230,7 +230,7 @@ def test_hires_fix_with_a_registered_upscaler(project, member, tiny_sd, upscaler
 def test_a_registered_controlnet_with_a_gallery_control_image(project, member, tiny_sd, admin_user):
     from diffusers import ControlNetModel
 
-    from workers.imaging.pipelines import load_pipeline
+    from workers.imaging.pipeline import load_pipeline
 
     pipe = load_pipeline(tiny_sd.path, device="cpu")
     torch.manual_seed(0)
@@ -305,7 +305,7 @@ def test_a_single_file_checkpoint_registers_and_generates_like_its_folder(
     project, member, tiny_sd, tmp_path, admin_user
 ):
     from tests.imaging.ldm_export import export_ldm_checkpoint
-    from workers.imaging.pipelines import load_pipeline
+    from workers.imaging.pipeline import load_pipeline
 
     file = export_ldm_checkpoint(
         load_pipeline(tiny_sd.path, device="cpu"), tmp_path / "tiny-sd.safetensors"

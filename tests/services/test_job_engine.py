@@ -24,6 +24,7 @@ from apps.jobs.services import (
     reap_expired_leases,
 )
 from apps.jobs.states import IllegalTransition, JobState
+from tests import factories
 from workers.tasks.runtime import execute_job
 
 FAST = {"steps": 3, "step_seconds": 0}
@@ -32,12 +33,7 @@ FAST = {"steps": 3, "step_seconds": 0}
 @pytest.fixture
 def make_job(project, people):
     def make(**params) -> Job:
-        return job_create(
-            project=project,
-            kind="test.steps",
-            params=params or dict(FAST),
-            created_by=people["member"],
-        )
+        return factories.make_job(project, people["member"], **params)
 
     return make
 
@@ -533,12 +529,7 @@ def test_replay_respects_its_limit(make_job):
 @pytest.fixture
 def run_job(transactional_db, project, people):
     def make(**params) -> Job:
-        return job_create(
-            project=project,
-            kind="test.steps",
-            params={**FAST, **params},
-            created_by=people["member"],
-        )
+        return factories.make_job(project, people["member"], **params)
 
     return make
 

@@ -11,7 +11,7 @@ from django.test import AsyncClient, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.accounts.lockout import _wants_json
+from apps.accounts.lockout import wants_json
 from apps.audit.models import AuditEvent
 
 LOGIN = "/accounts/login/"
@@ -83,7 +83,7 @@ def test_the_lockout_answer_is_json_for_scripts(client, alice):
     data = response.json()
     assert 14 * 60 < data["retry_after"] <= 15 * 60
     assert data["retry_at"] and "Try again later" in data["detail"]
-    assert _wants_json(RequestFactory().post("/api/v1/projects/"))
+    assert wants_json(RequestFactory().post("/api/v1/projects/"))
 
 
 def test_the_lockout_page_comes_from_the_async_middleware_too(db, alice):

@@ -15,12 +15,13 @@ from django.utils import timezone
 
 from apps.jobs import services
 from apps.jobs.models import Job
-from apps.jobs.services import JobQuotaExceeded, job_claim, job_create
+from apps.jobs.services import JobQuotaExceeded, job_claim
 from apps.jobs.states import JobState
 from apps.projects.models import Project
 from apps.projects.services import project_update_settings
 from apps.quotas.models import PlatformPolicy, ProjectQuota
 from apps.quotas.services import forget_policy
+from tests import factories
 
 FAST = {"steps": 3, "step_seconds": 0}
 
@@ -40,7 +41,7 @@ def set_rules(policy: PlatformPolicy, **values) -> None:
 
 
 def submit(project, user, kind="test.steps", **params):
-    return job_create(project=project, kind=kind, params=params or dict(FAST), created_by=user)
+    return factories.make_job(project, user, kind, **params)
 
 
 # --------------------------------------------------------------------------- caps

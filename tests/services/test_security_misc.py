@@ -20,7 +20,7 @@ from apps.jobs.models import EventKind, JobEvent
 from apps.jobs.services import job_create
 from apps.projects.models import Membership, Project
 from apps.projects.services import membership_change_role, membership_remove
-from tests.test_authorization import _fill, http_routes, world  # noqa: F401  (the fixture)
+from tests.test_authorization import fill_route, http_routes, world  # noqa: F401  (the fixture)
 from webapp.asgi import application
 from workers.tasks.runtime import execute_job
 
@@ -318,7 +318,7 @@ def test_every_page_carries_the_content_security_policy(client, world, make_user
     for key, route in http_routes().items():
         if key == "accounts:logout":
             continue
-        response = client.get(_fill(route, world.ids()))
+        response = client.get(fill_route(route, world.ids()))
         header = response.get("Content-Security-Policy", "")
         # An image opened on its own: the browser's image viewer needs inline styles.
         policy = [p for p in POLICY if key != "galleries:file" or not p.startswith("style-src")]

@@ -7,6 +7,8 @@ from workers.ml.checkpoints import (
     MARKER_NAME,
     Checkpoint,
     CheckpointStore,
+    hash_and_sync_files,
+    is_complete,
     read_rng_state,
     restore_rng_state,
     rng_state,
@@ -130,6 +132,22 @@ def test_a_file_removed_after_save_makes_that_checkpoint_invalid(tmp_path):
     (tmp_path / "step-00000002" / "weights.bin").unlink()
 
     assert store.latest().step == 1
+
+
+def test_a_folder_marked_by_another_writer_is_verified_the_same_way(tmp_path):
+    # Trainer checkpoints (workers/ml/finetune) are written by Trainer and marked afterwards
+    # with these two functions: the marker format is this module's.
+    folder = tmp_path / "checkpoint-3"
+    folder.mkdir()
+    _writer("three")(folder)
+    files = hash_and_sync_files(folder)
+    assert set(files) == {"weights.bin", "sub/extra.txt"}
+    (folder / MARKER_NAME).write_text(json.dumps({"step": 3, "files": files}))
+
+    assert is_complete(Checkpoint(step=3, path=folder))
+    assert not is_complete(Checkpoint(step=4, path=folder))
+    (folder / "weights.bin").write_text("torn")
+    assert not is_complete(Checkpoint(step=3, path=folder))
 
 
 def test_a_failing_writer_leaves_no_folder_behind(tmp_path):

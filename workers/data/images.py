@@ -126,6 +126,15 @@ def _escapes(name: str) -> bool:
     return ".." in name.split("/")
 
 
+def _path_refusal(info: zipfile.ZipInfo, name: str) -> tuple[str, str] | None:
+    """(reason, code) for a member whose path leaves the archive or that is a link."""
+    if _escapes(name):
+        return "the path leaves the archive (zip slip)", "zip_slip"
+    if _is_symlink(info):
+        return "symbolic links are not allowed", "symlink"
+    return None
+
+
 class ZipSource:
     """A zip of images with captions, read lazily; listing problems come first from records()."""
 
@@ -164,6 +173,37 @@ class ZipSource:
         self._listing_errors.append(DatasetError(reason, path=name, code=code))
 
     def _list(self, infos: list[zipfile.ZipInfo]) -> None:
+        self._check_archive(infos)
+        self.members: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            name = info.filename.replace("\\", "/")
+            # A path out of the archive or a link is refused even where it would be skipped.
+            unsafe = _path_refusal(info, name)
+            if unsafe is not None:
+                self._refuse(info.filename, *unsafe)
+                continue
+            if info.is_dir() or _JUNK.search(name):
+                continue
+            refusal = self._member_refusal(info, name)
+            if refusal is not None:
+                self._refuse(info.filename, *refusal)
+                continue
+            self.members[name] = info
+        ignored = self._pair_captions()
+        if not self.images and not self._listing_errors:
+            raise DatasetError(
+                f"the archive holds no images ({_IMAGE_NAMES}); an image set is a zip of images "
+                f"with a .txt caption beside each, or a {METADATA_NAME}",
+                code="no_images",
+            )
+        if ignored:
+            shown = ", ".join(ignored[:5]) + (", …" if len(ignored) > 5 else "")
+            self.warnings.append(
+                f"ignored {len(ignored):,} file(s) that are not images or captions: {shown}"
+            )
+
+    def _check_archive(self, infos: list[zipfile.ZipInfo]) -> None:
+        """Refuse the whole archive: too many entries, an Office file, too big unpacked."""
         limits = self.limits
         if len(infos) > limits.max_zip_members:
             raise DatasetError(
@@ -186,46 +226,33 @@ class ZipSource:
                 f"{human_bytes(limits.max_uncompressed_bytes)}",
                 code="too_big_uncompressed",
             )
-        self.members: dict[str, zipfile.ZipInfo] = {}
-        ignored: list[str] = []
-        for info in infos:
-            raw = info.filename
-            name = raw.replace("\\", "/")
-            if _escapes(name):
-                self._refuse(raw, "the path leaves the archive (zip slip)", "zip_slip")
-                continue
-            if _is_symlink(info):
-                self._refuse(raw, "symbolic links are not allowed", "symlink")
-                continue
-            if info.is_dir() or _JUNK.search(name):
-                continue
-            if name in self.members:
-                self._refuse(raw, "appears twice in the archive", "duplicate_member")
-                continue
-            if info.flag_bits & 0x1:
-                self._refuse(raw, "is encrypted", "encrypted")
-                continue
-            if name.lower().endswith(ARCHIVE_EXTENSIONS):
-                self._refuse(raw, "nested archives are not allowed", "nested_archive")
-                continue
-            if info.file_size > limits.max_member_bytes:
-                self._refuse(
-                    raw,
-                    f"unpacks to {human_bytes(info.file_size)}; the limit per file is "
-                    f"{human_bytes(limits.max_member_bytes)}",
-                    "member_too_big",
-                )
-                continue
-            ratio = info.file_size / max(info.compress_size, 1)
-            if info.file_size >= RATIO_MIN_BYTES and ratio > limits.max_compression_ratio:
-                self._refuse(
-                    raw,
-                    f"compression ratio {ratio:,.0f}:1; the limit is "
-                    f"{limits.max_compression_ratio:,.0f}:1 (a zip bomb?)",
-                    "zip_bomb",
-                )
-                continue
-            self.members[name] = info
+
+    def _member_refusal(self, info: zipfile.ZipInfo, name: str) -> tuple[str, str] | None:
+        """(reason, code) when one member may not be unpacked, else None."""
+        limits = self.limits
+        if name in self.members:
+            return "appears twice in the archive", "duplicate_member"
+        if info.flag_bits & 0x1:
+            return "is encrypted", "encrypted"
+        if name.lower().endswith(ARCHIVE_EXTENSIONS):
+            return "nested archives are not allowed", "nested_archive"
+        if info.file_size > limits.max_member_bytes:
+            return (
+                f"unpacks to {human_bytes(info.file_size)}; the limit per file is "
+                f"{human_bytes(limits.max_member_bytes)}",
+                "member_too_big",
+            )
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size >= RATIO_MIN_BYTES and ratio > limits.max_compression_ratio:
+            return (
+                f"compression ratio {ratio:,.0f}:1; the limit is "
+                f"{limits.max_compression_ratio:,.0f}:1 (a zip bomb?)",
+                "zip_bomb",
+            )
+        return None
+
+    def _pair_captions(self) -> list[str]:
+        """Find the metadata file or pair each image with its caption; returns ignored names."""
         metadata = [n for n in self.members if posixpath.basename(n) == METADATA_NAME]
         if len(metadata) > 1:
             raise DatasetError(
@@ -238,11 +265,10 @@ class ZipSource:
         self.images = sorted(images)
         texts = {n for n in self.members if n.lower().endswith(".txt")}
         self._captions: dict[str, str] = {}
+        ignored: list[str] = []
         if self.metadata is None:
             stems = {posixpath.splitext(n)[0]: n for n in self.images}
-            for t in sorted(texts):
-                if posixpath.splitext(t)[0] not in stems:
-                    ignored.append(t)
+            ignored.extend(t for t in sorted(texts) if posixpath.splitext(t)[0] not in stems)
             for img in self.images:
                 stem = posixpath.splitext(img)[0]
                 for cand in (stem + ".txt", stem + ".TXT"):
@@ -253,17 +279,7 @@ class ZipSource:
             ignored.extend(sorted(texts))
         known = set(self.images) | texts | ({self.metadata} if self.metadata else set())
         ignored.extend(sorted(n for n in self.members if n not in known))
-        if not self.images and not self._listing_errors:
-            raise DatasetError(
-                f"the archive holds no images ({_IMAGE_NAMES}); an image set is a zip of images "
-                f"with a .txt caption beside each, or a {METADATA_NAME}",
-                code="no_images",
-            )
-        if ignored:
-            shown = ", ".join(ignored[:5]) + (", …" if len(ignored) > 5 else "")
-            self.warnings.append(
-                f"ignored {len(ignored):,} file(s) that are not images or captions: {shown}"
-            )
+        return ignored
 
     @property
     def columns(self) -> list[str]:

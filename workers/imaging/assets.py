@@ -14,9 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from workers.common.safety import is_pickle_suffix
 from workers.ml.models import ModelRefused, read_safetensors_header
-
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -33,7 +32,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def _safetensors_file(path: str | os.PathLike[str], what: str) -> Path:
     source = Path(path).expanduser()
-    if source.suffix.lower() in PICKLE_SUFFIXES:
+    if is_pickle_suffix(source):
         raise ModelRefused(
             f"{source.name}: {source.suffix} files are Python pickles, which can run code when "
             f"loaded; register the {what} as .safetensors"
@@ -132,7 +131,7 @@ def inspect_controlnet(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ModelRefused(
             f"{folder}: config.json describes {class_name or 'no class'}, not a ControlNet"
         )
-    pickles = [p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
+    pickles = [p.name for p in folder.iterdir() if is_pickle_suffix(p)]
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         hint = f" ({pickles[0]} is a pickle: convert it)" if pickles else ""

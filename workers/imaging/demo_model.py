@@ -19,17 +19,17 @@ Pure code: no Django, no Celery. torch, diffusers and scikit-learn are imported 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from workers.common.fs import file_lock, publish_folder, temp_sibling
 
 __all__ = [
     "CAPTION_TEMPLATES",
@@ -41,7 +41,13 @@ __all__ = [
     "build_tiny_pipeline",
     "digit_captions",
     "ensure_digits_pipeline",
+    "ink_images",
+    "is_complete",
     "judge_digits",
+    "make_scheduler",
+    "make_text_encoder",
+    "make_unet",
+    "make_vae",
     "read_marker",
     "train_digits_pipeline",
     "train_judge",
@@ -173,7 +179,7 @@ def digit_captions(digit: int) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def _make_vae(sample_size: int):
+def make_vae(sample_size: int):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -189,7 +195,7 @@ def _make_vae(sample_size: int):
     )
 
 
-def _make_text_encoder(tokenizer, width: int):
+def make_text_encoder(tokenizer, width: int):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(
@@ -207,7 +213,7 @@ def _make_text_encoder(tokenizer, width: int):
     return CLIPTextModel(config)
 
 
-def _make_unet(sample_size: int, channels: tuple[int, int], cross_attention_dim: int):
+def make_unet(sample_size: int, channels: tuple[int, int], cross_attention_dim: int):
     from diffusers import UNet2DConditionModel
 
     # No attention at the top level: attention on every block made a step 4× slower.
@@ -225,7 +231,7 @@ def _make_unet(sample_size: int, channels: tuple[int, int], cross_attention_dim:
     )
 
 
-def _make_scheduler():
+def make_scheduler():
     from diffusers import DDIMScheduler
 
     # Stable Diffusion 1.x's noise schedule, so every sampler built from this config behaves as
@@ -250,7 +256,7 @@ def _assemble(vae, text_encoder, tokenizer, unet):
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=_make_scheduler(),
+        scheduler=make_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -258,7 +264,7 @@ def _assemble(vae, text_encoder, tokenizer, unet):
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic folders
+# Completion markers (folders are built and published with workers.common.fs)
 # --------------------------------------------------------------------------------------------
 
 
@@ -271,37 +277,8 @@ def read_marker(folder: str | os.PathLike[str]) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _is_complete(folder: Path) -> bool:
+def is_complete(folder: Path) -> bool:
     return bool((read_marker(folder) or {}).get("complete"))
-
-
-def _temp_sibling(target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    return tmp
-
-
-def _publish(tmp: Path, target: Path, marker: dict[str, Any]) -> None:
-    """Write the marker into the finished temp folder and rename it into place."""
-    (tmp / MARKER).write_text(json.dumps({**marker, "complete": True}, indent=1, sort_keys=True))
-    if target.exists():  # an incomplete leftover (a build that died before its marker)
-        shutil.rmtree(target)
-    os.rename(tmp, target)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive inter-process lock (flock), held while the body runs."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _save(pipe, tmp: Path) -> None:
@@ -323,21 +300,26 @@ def build_tiny_pipeline(path: str | os.PathLike[str], seed: int = 0) -> Path:
     import torch
 
     target = Path(path)
-    if _is_complete(target):
+    if is_complete(target):
         return target
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         tokenizer = build_clip_tokenizer()
         pipe = _assemble(
-            _make_vae(sample_size=64),
-            _make_text_encoder(tokenizer, width=32),
+            make_vae(sample_size=64),
+            make_text_encoder(tokenizer, width=32),
             tokenizer,
-            _make_unet(sample_size=8, channels=(32, 64), cross_attention_dim=32),
+            make_unet(sample_size=8, channels=(32, 64), cross_attention_dim=32),
         )
-    tmp = _temp_sibling(target)
+    tmp = temp_sibling(target)
     try:
         _save(pipe, tmp)
-        _publish(tmp, target, {"kind": "tiny-sd", "seed": seed, "format": "diffusers"})
+        publish_folder(
+            tmp,
+            target,
+            marker={"kind": "tiny-sd", "seed": seed, "format": "diffusers"},
+            marker_name=MARKER,
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -411,7 +393,7 @@ def _judge_features(images: Sequence[Any]):
     return np.stack(rows) if rows else np.zeros((0, 64), dtype=np.float32)
 
 
-def _ink_images(ink8) -> list[Any]:
+def ink_images(ink8) -> list[Any]:
     """8×8 ink rows → 32 px PIL images as the generator is trained to draw them."""
     import numpy as np
     from PIL import Image
@@ -432,14 +414,14 @@ def train_judge():
 
     _, _, judge_x, judge_y = _digits_split()
     judge = SVC(gamma=0.001, C=10.0)
-    judge.fit(_judge_features(_ink_images(judge_x)), judge_y)
+    judge.fit(_judge_features(ink_images(judge_x)), judge_y)
     return judge
 
 
 def judge_accuracy_on_real_digits() -> float:
     """How often the judge reads the generator's real training digits correctly (about 0.98)."""
     train_x, train_y, _, _ = _digits_split()
-    predicted = train_judge().predict(_judge_features(_ink_images(train_x)))
+    predicted = train_judge().predict(_judge_features(ink_images(train_x)))
     return float((predicted == train_y).mean())
 
 
@@ -608,7 +590,7 @@ def _train_unet(unet, table, pool, labels, generator, tracker: _Progress, log: d
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
 
-    noise_scheduler = DDPMScheduler.from_config(_make_scheduler().config)
+    noise_scheduler = DDPMScheduler.from_config(make_scheduler().config)
     per_digit = len(CAPTION_TEMPLATES)
     mean, std = pool
     opt = torch.optim.AdamW(unet.parameters(), lr=UNET_LR, weight_decay=0.0)
@@ -668,13 +650,13 @@ def train_digits_pipeline(
     import torch
 
     target = Path(path)
-    if _is_complete(target):
+    if is_complete(target):
         return target
 
     started = time.monotonic()
     threads_before = torch.get_num_threads()
     threads = _training_threads()
-    tmp = _temp_sibling(target)
+    tmp = temp_sibling(target)
     log: dict[str, Any] = {}
     try:
         torch.set_num_threads(threads)
@@ -688,9 +670,9 @@ def train_digits_pipeline(
             labels = torch.as_tensor(train_y)
 
             tokenizer = build_clip_tokenizer()
-            vae = _make_vae(sample_size=IMAGE_SIZE)
-            text_encoder = _make_text_encoder(tokenizer, width=64)
-            unet = _make_unet(
+            vae = make_vae(sample_size=IMAGE_SIZE)
+            text_encoder = make_text_encoder(tokenizer, width=64)
+            unet = make_unet(
                 sample_size=IMAGE_SIZE // 8, channels=(64, 128), cross_attention_dim=64
             )
 
@@ -714,10 +696,10 @@ def train_digits_pipeline(
 
             pipe = _assemble(vae, text_encoder, tokenizer, unet)
             _save(pipe, tmp)
-        _publish(
+        publish_folder(
             tmp,
             target,
-            {
+            marker={
                 "kind": "digits-demo",
                 "format": "diffusers",
                 "recipe": RECIPE_VERSION,
@@ -731,6 +713,7 @@ def train_digits_pipeline(
                 "scaling_factor": scaling,
                 "log": log,
             },
+            marker_name=MARKER,
         )
     finally:
         torch.set_num_threads(threads_before)
@@ -751,9 +734,9 @@ def ensure_digits_pipeline(
     """
     cache = Path(cache_dir).expanduser().resolve()
     folder = cache / RECIPE_VERSION
-    if _is_complete(folder):
+    if is_complete(folder):
         return folder
-    with _file_lock(cache / f".{folder.name}.lock"):
-        if _is_complete(folder):
+    with file_lock(cache / f".{folder.name}.lock"):
+        if is_complete(folder):
             return folder
         return train_digits_pipeline(folder, progress=progress, should_stop=should_stop)

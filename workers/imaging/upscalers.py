@@ -30,7 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workers.ml.models import PICKLE_SUFFIXES, ModelRefused, resolve_device, resolve_dtype
+from workers.common.safety import PICKLE_SUFFIXES
+from workers.ml.models import ModelRefused, resolve_device, resolve_dtype
 from workers.ml.reporting import JobCancelled
 
 __all__ = [

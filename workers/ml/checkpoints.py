@@ -18,6 +18,8 @@ __all__ = [
     "MARKER_NAME",
     "Checkpoint",
     "CheckpointStore",
+    "hash_and_sync_files",
+    "is_complete",
     "read_rng_state",
     "restore_rng_state",
     "rng_state",
@@ -73,7 +75,7 @@ class CheckpointStore:
             write(tmp)
             if (tmp / MARKER_NAME).exists():
                 raise ValueError(f"write() must not create {MARKER_NAME}: it is written last")
-            files = _hash_and_sync_files(tmp)
+            files = hash_and_sync_files(tmp)
             if self.before_complete is not None:
                 self.before_complete()
             marker = {"step": step, "files": files}
@@ -104,12 +106,12 @@ class CheckpointStore:
 
     def checkpoints(self) -> list[Checkpoint]:
         """Every complete, verified checkpoint, newest first."""
-        return [cp for cp in self._step_dirs() if _is_complete(cp)]
+        return [cp for cp in self._step_dirs() if is_complete(cp)]
 
     def latest(self) -> Checkpoint | None:
         """The newest complete, verified checkpoint, or None."""
         for cp in self._step_dirs():
-            if _is_complete(cp):
+            if is_complete(cp):
                 return cp
         return None
 
@@ -121,7 +123,7 @@ class CheckpointStore:
             return
         kept = 0
         for cp in self._step_dirs():
-            if kept < keep and _is_complete(cp):
+            if kept < keep and is_complete(cp):
                 kept += 1
                 continue
             shutil.rmtree(cp.path, ignore_errors=True)
@@ -170,7 +172,9 @@ def _relative_files(folder: Path) -> list[tuple[str, Path]]:
     return sorted(files)
 
 
-def _hash_and_sync_files(folder: Path) -> dict[str, str]:
+def hash_and_sync_files(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under `folder` (relative POSIX path -> hex), each file and folder
+    fsynced: what a completion marker lists."""
     hashes = {}
     for rel, path in _relative_files(folder):
         digest = hashlib.sha256()
@@ -192,7 +196,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _is_complete(cp: Checkpoint) -> bool:
+def is_complete(cp: Checkpoint) -> bool:
     """True when the marker is readable, names this step, and every listed file matches its hash."""
     try:
         marker = json.loads((cp.path / MARKER_NAME).read_text(encoding="utf-8"))

@@ -1,11 +1,11 @@
 """Data-parallel LoRA training: N processes on one machine, one per GPU (nccl) or CPU (gloo).
 
-    worker thread (run_distributed)          launcher: python -m workers.ml.finetune_ddp launch
-      writes ddp/spec.json + rows              dies with the worker (PR_SET_PDEATHSIG) and runs
-      tails ddp/progress.jsonl -> Reporter     torchrun's agent in-process, which starts N ranks:
-      touches ddp/STOP when asked to stop      python -m workers.ml.finetune_ddp rank SPEC
-      reads ddp/result.json                    (finetune._train_process; rank 0 writes the events
-                                               and the result; all ranks agree on STOP each step)
+    worker thread (run_distributed)        launcher: python -m workers.ml.finetune.ddp launch
+      writes ddp/spec.json + rows            dies with the worker (PR_SET_PDEATHSIG) and runs
+      tails ddp/progress.jsonl -> Reporter   torchrun's agent in-process, which starts N ranks:
+      touches ddp/STOP when asked to stop    python -m workers.ml.finetune.ddp rank SPEC
+      reads ddp/result.json                  (train.train_process; rank 0 writes the events
+                                             and the result; all ranks agree on STOP each step)
 
 A subprocess (not fork, not torch.multiprocessing) because the caller is a thread of a long-lived
 worker that already ran torch: forking it is unsafe, and a fresh interpreter per rank is what
@@ -24,10 +24,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from workers.ml.finetune import _project_root, _train_process, _write_json
+from workers.ml.finetune.files import write_json
+from workers.ml.finetune.train import train_process
 from workers.ml.reporting import JobFailed, NullReporter, Reporter
 
 __all__ = ["JsonlReporter", "run_distributed"]
+
+MODULE = "workers.ml.finetune.ddp"  # run with python -m, in the launcher and in every rank
 
 WORK_DIR = "ddp"
 SPEC_NAME = "spec.json"
@@ -100,6 +103,10 @@ def _forward(event: Mapping[str, Any], reporter: Reporter) -> None:
         reporter.artifact(str(event["path"]), event.get("name"))
 
 
+def _project_root() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
 def _child_env(num_procs: int, device_kind: str) -> dict[str, str]:
     env = dict(os.environ)
     root = str(_project_root())
@@ -119,7 +126,7 @@ def run_distributed(
     num_procs: int,
     reporter: Reporter,
 ) -> dict[str, Any]:
-    """Run `_train_process` in `num_procs` ranks; forward rank 0's events; return its outcome."""
+    """Run `train_process` in `num_procs` ranks; forward rank 0's events; return its outcome."""
     work = Path(spec["output_dir"]) / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
     for name in (PROGRESS_NAME, STOP_NAME, RESULT_NAME, ERROR_NAME):
@@ -129,11 +136,11 @@ def run_distributed(
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
     spec_path = work / SPEC_NAME
-    _write_json(spec_path, {**spec, "work_dir": str(work), "parent_pid": os.getpid()})
+    write_json(spec_path, {**spec, "work_dir": str(work), "parent_pid": os.getpid()})
     cmd = [
         sys.executable,
         "-m",
-        "workers.ml.finetune_ddp",
+        MODULE,
         "launch",
         str(spec_path),
         str(num_procs),
@@ -204,7 +211,7 @@ def _launch(spec_path: str, num_procs: int) -> int:
             f"--nproc-per-node={num_procs}",
             "--max-restarts=0",
             "-m",
-            "workers.ml.finetune_ddp",
+            MODULE,
             "rank",
             spec_path,
         ]
@@ -223,10 +230,10 @@ def _rank(spec_path: str) -> int:
     spec["train_rows"] = _read_rows(work / "train.jsonl")
     spec["eval_rows"] = _read_rows(work / "eval.jsonl")
     try:
-        outcome = _train_process(spec, reporter, stop_file.exists)
+        outcome = train_process(spec, reporter, stop_file.exists)
     except JobFailed as exc:
         if rank == 0:
-            _write_json(work / ERROR_NAME, {"message": str(exc)})
+            write_json(work / ERROR_NAME, {"message": str(exc)})
         return 3
     finally:
         import torch.distributed as dist
@@ -234,7 +241,7 @@ def _rank(spec_path: str) -> int:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     if rank == 0:
-        _write_json(work / RESULT_NAME, outcome)
+        write_json(work / RESULT_NAME, outcome)
     return 0
 
 
@@ -244,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         return _launch(argv[1], int(argv[2]))
     if len(argv) == 2 and argv[0] == "rank":
         return _rank(argv[1])
-    print("usage: python -m workers.ml.finetune_ddp (launch SPEC N | rank SPEC)", file=sys.stderr)
+    print(f"usage: python -m {MODULE} (launch SPEC N | rank SPEC)", file=sys.stderr)
     return 2
 
 

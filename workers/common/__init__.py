@@ -1,0 +1,1 @@
+"""Pure helpers shared by the pure packages (ml, imaging, data): one policy per rule."""

@@ -1,0 +1,77 @@
+"""Merge a LoRA adapter into its base model and export a full safetensors folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from workers.ml.finetune.base_model import inspect_base_model, load_base_model, quiet_peft
+from workers.ml.finetune.card import write_model_card
+from workers.ml.finetune.files import CARD_NAME, replace_dir
+from workers.ml.reporting import JobFailed
+
+__all__ = ["merge_and_export"]
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def merge_and_export(
+    base_model_dir: str | os.PathLike[str],
+    adapter_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    card_info: Mapping[str, Any] | None = None,
+    dtype: str = "auto",
+) -> Path:
+    """Merge a LoRA adapter into its base model; write a full safetensors folder + tokenizer + card.
+
+    dtype: auto (the base model's saved dtype), float32, bfloat16 or float16.
+    """
+    import torch
+    from peft import PeftModel
+
+    base_model_dir, adapter_dir, out_dir = Path(base_model_dir), Path(adapter_dir), Path(out_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise JobFailed(f"{adapter_dir} is not a PEFT adapter folder (no adapter_config.json)")
+    if dtype == "auto":  # merge in fp32, save in the base model's own dtype
+        saved = str(inspect_base_model(base_model_dir).dtype).removeprefix("torch.")
+        dtype = saved if saved in DTYPES else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
+    base, tokenizer = load_base_model(
+        str(base_model_dir), precision="fp32", load_in="none", device="cpu"
+    )
+    quiet_peft()
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged = merged.to(getattr(torch, dtype))
+    merged.config.use_cache = True
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+        info = {"base_model": base_model_dir.name, "adapter": adapter_dir.name, **(card_info or {})}
+        write_model_card(
+            tmp / CARD_NAME,
+            title=f"{info['base_model']} merged with a LoRA adapter",
+            card_info=info,
+            config={
+                k: adapter_cfg.get(k)
+                for k in ("r", "lora_alpha", "lora_dropout", "target_modules", "bias")
+            },
+            metrics={},
+            details={"dtype": str(merged.dtype).removeprefix("torch.")},
+            template=None,
+            kind="merged",
+        )
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

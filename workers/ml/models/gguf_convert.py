@@ -1,0 +1,237 @@
+"""GGUF files: import one as a safetensors folder (`convert_gguf`), and write the tiny Llama
+as GGUF (`export_llama_gguf`) for tests and import demos."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+from workers.common.fs import publish_folder, temp_sibling
+from workers.ml.models.errors import ModelRefused
+from workers.ml.models.inspection import inspect_folder
+from workers.ml.models.markers import read_marker, write_marker
+from workers.ml.models.refusals import read_json_object
+
+__all__ = ["GGUF_MAGIC", "convert_gguf", "export_llama_gguf"]
+
+GGUF_MAGIC = b"GGUF"
+
+
+def _check_gguf(gguf_file: Path) -> None:
+    if not gguf_file.is_file():
+        raise ModelRefused(f"{gguf_file}: no such GGUF file")
+    with gguf_file.open("rb") as fh:
+        if fh.read(4) != GGUF_MAGIC:
+            raise ModelRefused(f"{gguf_file.name}: not a GGUF file (bad magic bytes)")
+
+
+def _gguf_metadata(gguf_file: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(gguf_file))
+    found = {}
+    for key in keys:
+        f = reader.fields.get(key)
+        if f is not None:
+            with contextlib.suppress(Exception):
+                found[key] = f.contents()
+    return found
+
+
+def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Convert a GGUF file into a float safetensors folder (model, tokenizer, chat template).
+
+    Dequantizes through transformers (needs the `gguf` package), drops the GGUF quantizer so the
+    model can be saved, validates the result with inspect_folder, and publishes it atomically.
+    If `out_dir` already holds a conversion of this file (same name and size) it is returned as
+    is; any other non-empty `out_dir` raises FileExistsError.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = Path(gguf_file).expanduser().resolve()
+    target = Path(out_dir).expanduser().resolve()
+    _check_gguf(source)
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelRefused("GGUF import needs the `gguf` package, which is not installed")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        marker = read_marker(target) or {}
+        if (marker.get("kind"), marker.get("source"), marker.get("source_bytes")) == (
+            "gguf",
+            source.name,
+            source.stat().st_size,
+        ):
+            return target  # converted from this file before
+        raise FileExistsError(f"{target} already exists")
+
+    meta = _gguf_metadata(source, ("general.license", "general.name", "general.organization"))
+    tmp = temp_sibling(target)
+    try:
+        load = {"gguf_file": source.name, "local_files_only": True, "trust_remote_code": False}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForCausalLM.from_pretrained(str(source.parent), **load)
+            tokenizer = AutoTokenizer.from_pretrained(str(source.parent), **load)
+        # STACK-NOTES: a GGUF-loaded model refuses save_pretrained until the quantizer is gone.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.name_or_path = source.stem
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        license_id = str(meta.get("general.license") or "")
+        name = str(meta.get("general.name") or source.stem)
+        front = f"---\nlicense: {license_id}\n---\n\n" if license_id else ""
+        (tmp / "README.md").write_text(
+            f"{front}# {name}\n\nConverted by Atelier from `{source.name}` "
+            f"({source.stat().st_size:,} bytes): GGUF tensors dequantized to "
+            f"{str(model.dtype).removeprefix('torch.')} safetensors.\n"
+        )
+        # no "complete" key: ensure_smollm2 marks its folder complete once it adds the version
+        write_marker(tmp, kind="gguf", source=source.name, source_bytes=source.stat().st_size)
+        del model
+        inspect_folder(tmp)
+        publish_folder(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _permute_for_gguf(weights, n_head: int, n_head_kv: int | None = None):
+    """llama.cpp's q/k row order (the inverse of transformers' reverse permute)."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
+def _bpe_vocab(tok_json: dict) -> tuple[list[str], list[Any], list[str]]:
+    """(tokens by id, GGUF token types, merges) of a byte-level BPE tokenizer.json."""
+    import gguf
+
+    vocab: dict[str, int] = dict(tok_json["model"]["vocab"])
+    special = set()
+    for added in tok_json.get("added_tokens", []):
+        vocab[added["content"]] = added["id"]
+        if added.get("special"):
+            special.add(added["id"])
+    size = max(vocab.values()) + 1
+    tokens = [f"[PAD{i}]" for i in range(size)]
+    for token, idx in vocab.items():
+        tokens[idx] = token
+    types = [gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for i in range(size)]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tok_json["model"]["merges"]]
+    return tokens, types, merges
+
+
+def _add_llama_tensors(writer, files: list[Path], n_layers: int, n_head: int, n_kv: int) -> None:
+    """Every tensor of the safetensors `files`, as float32 under its llama.cpp name."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
+    tensors = {}
+    for path in files:
+        tensors.update(load_file(str(path)))
+    for key in sorted(tensors):
+        base, _, suffix = key.rpartition(".")
+        name = names.get_name(base)
+        if name is None:
+            raise ValueError(f"{key}: no GGUF name for this tensor")
+        data = np.ascontiguousarray(tensors[key].astype(np.float32))
+        if name.endswith(".attn_q"):
+            data = _permute_for_gguf(data, n_head, n_head)
+        elif name.endswith(".attn_k"):
+            data = _permute_for_gguf(data, n_head, n_kv)
+        writer.add_tensor(f"{name}.{suffix}", np.ascontiguousarray(data))
+
+
+def export_llama_gguf(folder: str | os.PathLike, gguf_file: str | os.PathLike) -> Path:
+    """Write a float32 GGUF of a Llama safetensors folder with a byte-level BPE tokenizer.
+
+    Enough of llama.cpp's conversion for the tiny Llama (tests, GGUF import demos); not a
+    general converter.
+    """
+    import gguf
+
+    src = Path(folder).expanduser().resolve()
+    out = Path(gguf_file).expanduser().resolve()
+    info = inspect_folder(src)
+    if info.model_type != "llama":
+        raise ValueError(f"export_llama_gguf handles llama only, not {info.model_type}")
+    config = read_json_object(src / "config.json")
+    tok_json = read_json_object(src / "tokenizer.json")
+    if tok_json.get("model", {}).get("type") != "BPE":
+        raise ValueError("export_llama_gguf needs a byte-level BPE tokenizer.json")
+    n_head = config["num_attention_heads"]
+    n_kv = config.get("num_key_value_heads") or n_head
+    n_layers = config["num_hidden_layers"]
+    hidden = config["hidden_size"]
+    rope = config.get("rope_parameters") or {}
+    rope_theta = float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0)
+
+    tokens, types, merges = _bpe_vocab(tok_json)
+    size = len(tokens)
+    tok_config = read_json_object(src / "tokenizer_config.json")
+    template_file = src / "chat_template.jinja"
+    template = (
+        template_file.read_text(encoding="utf-8")
+        if template_file.is_file()
+        else tok_config.get("chat_template")
+    )
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    writer = gguf.GGUFWriter(str(tmp), arch="llama")
+    try:
+        writer.add_name(src.name)
+        if info.license:
+            writer.add_license(info.license)
+        writer.add_context_length(config["max_position_embeddings"])
+        writer.add_embedding_length(hidden)
+        writer.add_block_count(n_layers)
+        writer.add_feed_forward_length(config["intermediate_size"])
+        writer.add_head_count(n_head)
+        writer.add_head_count_kv(n_kv)
+        writer.add_rope_dimension_count(config.get("head_dim") or hidden // n_head)
+        writer.add_rope_freq_base(rope_theta)
+        writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
+        writer.add_vocab_size(size)
+        writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_list(tokens)
+        writer.add_token_types(types)
+        writer.add_token_merges(merges)
+        for key, add in (
+            ("bos_token_id", writer.add_bos_token_id),
+            ("eos_token_id", writer.add_eos_token_id),
+            ("pad_token_id", writer.add_pad_token_id),
+        ):
+            if isinstance(config.get(key), int):
+                add(config[key])
+        writer.add_add_bos_token(False)
+        if template:
+            writer.add_chat_template(template)
+        _add_llama_tensors(writer, [src / f for f in info.weight_files], n_layers, n_head, n_kv)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
