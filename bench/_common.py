@@ -94,3 +94,35 @@ def bench_policy(**overrides) -> None:
     }
     PlatformPolicy.objects.update_or_create(pk=1, defaults=values)
     forget_policy()
+
+
+# ---------------------------------------------------------------------------- timing probes
+
+
+def call_arg(fields: dict, index: int, name: str):
+    """An argument of a call timed by a `@timed` decorator (workers/common/timing.py), by keyword
+    or by position."""
+    kwargs = fields.get("kwargs") or {}
+    if name in kwargs:
+        return kwargs[name]
+    args = fields.get("args") or ()
+    return args[index] if len(args) > index else None
+
+
+def probe_subscriber(probes: dict, record, *, cpu: bool = False):
+    """A workers.common.timing subscriber that turns the product's timing points into probe
+    records: `probes` maps a timing point's name to (probe kind, describe(fields) -> dict or
+    None); each successful timed call becomes `record(kind, t0=, t1=, [cpu=, thread=,] **extra)`.
+    Calls that raised are not recorded."""
+
+    def on_timed(name: str, t0: float, t1: float, fields: dict) -> None:
+        probe = probes.get(name)
+        if probe is None or fields.get("raised"):
+            return
+        kind, describe = probe
+        extra = describe(fields) if describe is not None else {}
+        if cpu:
+            extra = {"cpu": fields.get("cpu"), "thread": fields.get("thread"), **extra}
+        record(kind, t0=t0, t1=t1, **extra)
+
+    return on_timed

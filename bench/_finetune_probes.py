@@ -1,11 +1,16 @@
 """Bench-only timing probes (and what-ifs) for bench/finetune.py: where does a fine-tune's time go?
 
 Imported in every platform process through ATELIER_JOB_KIND_MODULES=bench._finetune_probes (it
-registers no job kind). When ATELIER_BENCH_FT_PROBE_DIR is set it wraps product functions from
-the outside (the product code is untouched) and appends one JSON line per call, with wall-clock
-stamps (time.time()), to one file per process. Nothing here imports torch or transformers: the
-Trainer.train probe is installed the first time the model loader returns (transformers is then
-imported anyway). Cost: microseconds per call.
+registers no job kind). When ATELIER_BENCH_FT_PROBE_DIR is set it subscribes to the product's
+timing points (workers/common/timing.py) and appends one JSON line per timed call, with
+wall-clock stamps (time.time()), to one file per process. Nothing here imports torch or
+transformers: the Trainer.train probe is installed the first time the model loader returns
+(transformers is then imported anyway).
+
+What is still rebound, on purpose: transformers' own `Trainer.train` (third-party code, not the
+product's; the probe adds a step-timing callback and an optional cProfile around it, which a
+subscriber cannot do), and the background-flush what-if (a proposed change to JobReporter, tried
+from the outside before it is made). Cost: microseconds per call.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import json
 import os
 import threading
 import time
+
+from bench._common import call_arg, probe_subscriber
 
 _dir = ""  # set by install(), from ATELIER_BENCH_FT_PROBE_DIR
 _lock = threading.Lock()
@@ -39,29 +46,6 @@ def read_all(probe_dir: str) -> list[dict]:
             with open(os.path.join(probe_dir, name)) as f:
                 out.extend(json.loads(line) for line in f if line.endswith("\n"))
     return out
-
-
-def _timed(kind: str, fn, describe=None, after=None):
-    if getattr(fn, "__ft_probe__", False):
-        return fn
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        t0 = time.time()
-        c0 = time.thread_time()
-        try:
-            result = fn(*args, **kwargs)
-        finally:
-            t1 = time.time()
-            c1 = time.thread_time()
-        extra = describe(args, kwargs, result) if describe else {}
-        record(kind, t0=t0, t1=t1, cpu=c1 - c0, thread=threading.get_ident(), **extra)
-        if after is not None:
-            after()
-        return result
-
-    wrapper.__ft_probe__ = True
-    return wrapper
 
 
 def _step_timer():
@@ -131,80 +115,62 @@ def wrap_trainer_train(record_fn=record) -> None:
     Trainer.train = train
 
 
+def _job(fields: dict) -> dict:
+    return {"job": call_arg(fields, 0, "job_id")}
+
+
+def _encoded(fields: dict) -> dict:
+    return {"n": len(fields["result"].examples)}
+
+
+# Timing point (workers/common/timing.py) -> (probe kind, its fields): what bench/finetune.py's
+# breakdown reads.
+PROBES = {
+    "jobs.append_events": ("append", lambda f: {"n": len(f["kwargs"].get("events", ()))}),
+    "jobs.ring_job": ("ring_job", None),
+    "jobs.ring_project": ("ring_project", None),
+    "jobs.claim": ("claim", _job),
+    "jobs.finish": ("finish", _job),
+    "tasks.execute_job": ("execute_job", _job),
+    "finetunes.run": ("run_finetune", None),
+    "models.model_folder": ("model_folder", None),
+    "finetunes.publish_adapter": ("publish_adapter", None),
+    "finetune.train_lora": ("train_lora", None),
+    # The first call imports torch (train_lora's first heavy step).
+    "finetune.resolve_precision": ("resolve_precision", None),
+    "finetune.train_process": ("train_process", None),
+    "finetune.load_model": ("load_model", None),
+    "finetune.encode_rows": ("encode_rows", _encoded),
+    "finetune.eval": ("eval", lambda f: {"which": call_arg(f, 1, "suffix") or "?"}),
+    "finetune.checkpoint_marker": ("checkpoint_marker", None),
+    "finetune.model_card": ("model_card", None),
+    "finetune.zip": ("zip", None),
+    "finetune.write_json": ("write_json", None),
+}
+
+_on_timed = probe_subscriber(PROBES, record, cpu=True)
+
+
+def _on_flush(name: str, t0: float, t1: float, fields: dict) -> None:
+    # Recorded whether or not the flush raised (as the JobReporter retries it inline).
+    if name == "reporter.flush":
+        record("flush", t0=t0, t1=t1, cpu=fields["cpu"], n=fields["n"], thread=fields["thread"])
+
+
+def _after_load_model(name: str, t0: float, t1: float, fields: dict) -> None:
+    if name == "finetune.load_model" and not fields.get("raised"):
+        wrap_trainer_train()  # transformers is imported by now
+
+
 def install() -> None:
     global _dir
     _dir = os.environ.get("ATELIER_BENCH_FT_PROBE_DIR", "")
     if not _dir:
         return
-    from apps.finetunes import services as ft_services
-    from apps.jobs import services as job_services
-    from workers.ml import finetune
-    from workers.ml.finetune import callbacks as ft_callbacks
-    from workers.ml.finetune import run as ft_run
-    from workers.ml.finetune import train as ft_train
-    from workers.tasks import reporter as job_reporter
-    from workers.tasks import runtime
+    from workers.common import timing
 
-    if getattr(ft_services.run_finetune, "__ft_probe__", False):
-        return
-
-    def job_of(a, k, r):
-        return {"job": k.get("job_id", a[0] if a else None)}
-
-    from apps.jobs import events as doorbell
-
-    job_services.job_append_events = _timed(
-        "append", job_services.job_append_events, lambda a, k, r: {"n": len(k.get("events", ()))}
-    )
-    doorbell.ring_job = _timed("ring_job", doorbell.ring_job)
-    doorbell.ring_project = _timed("ring_project", doorbell.ring_project)
-    job_services.job_claim = _timed("claim", job_services.job_claim, job_of)
-    job_services.job_finish = _timed("finish", job_services.job_finish, job_of)
-    runtime.execute_job = _timed("execute_job", runtime.execute_job, job_of)
-    ft_services.run_finetune = _timed("run_finetune", ft_services.run_finetune)
-    ft_services.model_folder = _timed("model_folder", ft_services.model_folder)
-    ft_services.publish_adapter = _timed("publish_adapter", ft_services.publish_adapter)
-    # Each function is wrapped where its caller looks it up (the package's modules import names).
-    finetune.train_lora = _timed("train_lora", finetune.train_lora)
-    # The first call imports torch (train_lora's first heavy step).
-    ft_run.resolve_precision = _timed("resolve_precision", ft_run.resolve_precision)
-    ft_run.train_process = _timed("train_process", ft_run.train_process)
-    ft_train.load_base_model = _timed(
-        "load_model", ft_train.load_base_model, after=wrap_trainer_train
-    )
-    ft_train.encode_rows = _timed(
-        "encode_rows", ft_train.encode_rows, lambda a, k, r: {"n": len(r.examples)}
-    )
-    ft_train.eval_metrics = _timed(
-        "eval", ft_train.eval_metrics, lambda a, k, r: {"which": a[1] if len(a) > 1 else "?"}
-    )
-    ft_callbacks.mark_complete = _timed("checkpoint_marker", ft_callbacks.mark_complete)
-    ft_run.write_model_card = _timed("model_card", ft_run.write_model_card)
-    ft_run.zip_folder = _timed("zip", ft_run.zip_folder)
-    ft_run.write_json = _timed("write_json", ft_run.write_json)
-    ft_train.write_json = _timed("write_json", ft_train.write_json)
-
-    cls = job_reporter.JobReporter
-    inner_flush = cls.flush
-
-    @functools.wraps(inner_flush)
-    def flush(self):
-        n = len(self._buffer)
-        t0, c0 = time.time(), time.thread_time()
-        try:
-            return inner_flush(self)
-        finally:
-            record(
-                "flush",
-                t0=t0,
-                t1=time.time(),
-                cpu=time.thread_time() - c0,
-                n=n,
-                thread=threading.get_ident(),
-            )
-
-    flush.__ft_probe__ = True
-    cls.flush = flush
+    for callback in (_on_timed, _on_flush, _after_load_model):
+        timing.subscribe(callback)  # a second subscription of the same callback is ignored
 
 
 def install_background_flush() -> None:

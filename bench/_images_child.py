@@ -19,16 +19,15 @@ that size, for the per-image split of the warm ratio.
 
 Timing probes: the worker of bench/images.py imports this module through
 ATELIER_JOB_KIND_MODULES=bench._images_child (it registers no job kind). When
-ATELIER_BENCH_IMG_PROBE_DIR is set it wraps, from the outside (the product is untouched),
-``workers.imaging.pipeline.load_pipeline / generate_images / generate_batch`` and
-``apps.images.services._pipeline / save_image``, ``apps.jobs.services.job_claim``,
-``workers.tasks.runtime._claim_partners`` and ``JobReporter.flush / preview``, and appends one JSON line per call (wall-clock
-stamps, the calling thread's CPU time) to one file per process. Cost: microseconds per call.
+ATELIER_BENCH_IMG_PROBE_DIR is set it subscribes to the product's timing points
+(workers/common/timing.py; nothing is rebound): the pipeline's load / generate_images /
+generate_batch, the image runner's pipeline and save_image, job claims, batch partners and the
+JobReporter's flush / preview, and appends one JSON line per timed call (wall-clock stamps, the
+calling thread's CPU time) to one file per process. Cost: microseconds per call.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -71,51 +70,37 @@ def read_probes(probe_dir: str | os.PathLike) -> list[dict]:
     return out
 
 
-def _timed(kind: str, fn, describe=None):
-    if getattr(fn, "__img_probe__", False):
-        return fn
+# Timing point (workers/common/timing.py) -> (probe kind, its fields): what bench/images.py's
+# breakdown reads.
+PROBES = {
+    "imaging.load_pipeline": ("load_pipeline", None),
+    "imaging.generate_images": ("generate_images", lambda f: {"images": len(f["result"])}),
+    "imaging.generate_batch": (
+        "generate_batch",
+        lambda f: {"images": sum(len(x) for x in f["result"]), "requests": len(f["result"])},
+    ),
+    "images.pipeline": ("pipeline", lambda f: {"loaded": f["result"][1]}),
+    "images.save_image": ("save_image", None),
+    "jobs.claim": ("job_claim", lambda f: {"job": f["kwargs"].get("job_id")}),
+    "reporter.flush": ("flush", None),
+    "reporter.preview": ("preview", None),
+    "tasks.claim_partners": ("claim_partners", lambda f: {"partners": len(f["result"])}),
+}
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        t0, c0 = time.time(), time.thread_time()
-        result = fn(*args, **kwargs)
-        t1, c1 = time.time(), time.thread_time()
-        extra = describe(args, kwargs, result) if describe else {}
-        _record(kind, t0=t0, t1=t1, cpu=c1 - c0, thread=threading.get_ident(), **extra)
-        return result
 
-    wrapper.__img_probe__ = True  # type: ignore[attr-defined]
-    return wrapper
+_on_timed = None  # the subscriber, made once per process
 
 
 def install_probes() -> None:
+    global _on_timed
     if not os.environ.get(PROBE_ENV):
         return
-    from apps.images import services
-    from apps.jobs import services as job_services
-    from workers.imaging import pipeline as pipelines
-    from workers.tasks import runtime
-    from workers.tasks.reporter import JobReporter
+    from bench._common import probe_subscriber
+    from workers.common import timing
 
-    pipelines.load_pipeline = _timed("load_pipeline", pipelines.load_pipeline)
-    pipelines.generate_images = _timed(
-        "generate_images", pipelines.generate_images, lambda a, k, r: {"images": len(r)}
-    )
-    pipelines.generate_batch = _timed(
-        "generate_batch",
-        pipelines.generate_batch,
-        lambda a, k, r: {"images": sum(len(x) for x in r), "requests": len(r)},
-    )
-    services._pipeline = _timed("pipeline", services._pipeline, lambda a, k, r: {"loaded": r[1]})
-    services.save_image = _timed("save_image", services.save_image)
-    job_services.job_claim = _timed(
-        "job_claim", job_services.job_claim, lambda a, k, r: {"job": k.get("job_id")}
-    )
-    JobReporter.flush = _timed("flush", JobReporter.flush)
-    JobReporter.preview = _timed("preview", JobReporter.preview)
-    runtime._claim_partners = _timed(
-        "claim_partners", runtime._claim_partners, lambda a, k, r: {"partners": len(r)}
-    )
+    if _on_timed is None:
+        _on_timed = probe_subscriber(PROBES, _record, cpu=True)
+        timing.subscribe(_on_timed)
 
 
 def pixel_sha(image) -> str:

@@ -10,8 +10,9 @@ REDIS_URL is set and answers, own channel prefix), it measures:
 3. event -> browser: a running job's metric point (emit time inside the point) -> received by each
    of N websocket clients through uvicorn.
 
-Timing probes (bench/probes.py) wrap product functions in every process to split each latency into
-its parts. The last line printed is one RESULT line with the headline figures beside their goals.
+Timing probes (bench/probes.py) subscribe to the product's timing points (workers/common/timing.py)
+in every process to split each latency into its parts. The last line printed is one RESULT line
+with the headline figures beside their goals.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path.pop(0)
 sys.path.insert(0, str(ROOT))
 
+from apps.core.processes import celery_worker_cmd  # noqa: E402
 from bench._common import bench_policy, cpu_seconds, pct, say  # noqa: E402
 from bench.probes import read_all  # noqa: E402
 from tests.harness import Processes, redis_answers, start_embedded_redis  # noqa: E402
@@ -152,28 +154,14 @@ class Bench:
 
         n, warm = self.args.tasks, self.args.warmup
         say(f"baseline: starting a bare Celery worker (threads pool, concurrency 1); {n} tasks")
-        self.procs._spawn(
+        self.procs.spawn(
             "baseline-worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "webapp",
-                "worker",
-                "-Q",
+            celery_worker_cmd(
                 "bench",
-                "--include",
-                "bench.tasks",
-                "--pool=threads",
-                "--concurrency=1",
-                "-n",
-                f"bench-baseline-{os.getpid()}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--loglevel=INFO",
-            ],
+                node=f"bench-baseline-{os.getpid()}@%h",
+                heartbeat=False,
+                include=["bench.tasks"],
+            ),
         )
         self.procs.wait_log("baseline-worker", "ready.", timeout=90)
         r = redis.Redis.from_url(self.redis_url)
@@ -446,6 +434,34 @@ class Bench:
 # --------------------------------------------------------------------------- analysis
 
 
+def timing_hook_cost(n: int = 200_000) -> tuple[float, float]:
+    """Nanoseconds a disabled timing point adds: per decorated call, and per `with` block."""
+    from workers.common.timing import enabled, timed
+
+    assert not enabled(), "measure the disabled hook before any subscriber is installed"
+
+    def bare(x):
+        return x
+
+    decorated = timed("bench.noop")(bare)
+
+    def block(x):
+        with timed("bench.noop"):
+            return x
+
+    def per_call(fn) -> float:
+        t = time.perf_counter_ns()
+        for i in range(n):
+            fn(i)
+        return (time.perf_counter_ns() - t) / n
+
+    base = min(per_call(bare) for _ in range(3))
+    return (
+        min(per_call(decorated) for _ in range(3)) - base,
+        min(per_call(block) for _ in range(3)) - base,
+    )
+
+
 def breakdown_submit(
     rows: list[dict], probes: list[dict], bench_pid: int
 ) -> dict[str, list[float]]:
@@ -500,7 +516,7 @@ def breakdown_submit(
             overlap += 1
         prev_end = j["task_end"]["t1"] if "task_end" in j else None
         parts[keys[8]].append(row["t_ret"] - row["t_call"])
-        if not (rings and disp and pub and task and claim and send):
+        if not (rings and disp and pub and task and claim):
             continue
         parts[keys[0]].append(rings[0]["t0"] - row["created"])
         parts[keys[1]].append(disp["t0"] - rings[0]["t0"])
@@ -509,7 +525,8 @@ def breakdown_submit(
         parts[keys[4]].append(task["t"] - pub["t1"])
         parts[keys[5]].append(claim["t0"] - task["t"])
         parts[keys[6]].append(claim["t1"] - claim["t0"])
-        parts[keys[7]].append(send["t1"] - pub["t1"])
+        if send:  # only a re-send (dispatch_pending) goes through _send: jobs are marked first
+            parts[keys[7]].append(send["t1"] - pub["t1"])
         parts[keys[9]].append(claim["t1"] - row["created"])
     parts[keys[10]] = [1.0] * overlap  # a count, shown as n
     return parts
@@ -610,6 +627,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     # Also when started in the background with SIGINT ignored: Ctrl-C / kill -INT must clean up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    hook_ns = timing_hook_cost()  # before setup: nobody subscribes yet
     bench = Bench(args)
     t_start = time.monotonic()
     error = None
@@ -698,6 +716,11 @@ def main() -> int:
         )
     if getattr(bench, "web_profile", ""):
         out.append("\nuvicorn event loop profile while emitting (cProfile)\n" + bench.web_profile)
+    out.append(
+        f"\ntiming hook (workers/common/timing.py) with no subscriber: "
+        f"{hook_ns[0]:.0f} ns per @timed call, {hook_ns[1]:.0f} ns per `with timed(...)` block "
+        "(over the bare call / an empty block)"
+    )
     for n in bench.notes:
         out.append(f"NOTE: {n}")
     print("\n".join(out))

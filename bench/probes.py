@@ -1,18 +1,21 @@
 """Bench-only timing probes: where does the time of a dispatch or an event go?
 
 Installed by bench.jobkinds in every platform process (web, worker, the bench itself) when
-ATELIER_BENCH_PROBE_DIR is set. They wrap product functions from the outside (the product code is
-untouched) and append one JSON line per call, with wall-clock (time.time()) stamps, to a file per
-process. Cost: a few microseconds per call.
+ATELIER_BENCH_PROBE_DIR is set. They subscribe to the product's timing points
+(workers/common/timing.py: nothing is rebound) and append one JSON line per timed call, with
+wall-clock (time.time()) stamps, to a file per process. Cost: a few microseconds per call.
+
+The what-ifs below (--what-if) are the exception: they try a product change before it is made,
+so they replace product code on purpose.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import threading
-import time
+
+from bench._common import call_arg, probe_subscriber
 
 _probe_dir = ""  # set by install(), from ATELIER_BENCH_PROBE_DIR
 _lock = threading.Lock()
@@ -39,19 +42,47 @@ def read_all(probe_dir: str) -> list[dict]:
     return out
 
 
-def _timed(kind: str, fn, describe):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        t0 = time.time()
-        try:
-            result = fn(*args, **kwargs)
-        finally:
-            t1 = time.time()
-        record(kind, t0=t0, t1=t1, **describe(args, kwargs, result))
-        return result
+def _consumer_fields(fields: dict) -> dict:
+    message = call_arg(fields, 1, "message") or {}
+    emits = [
+        e["data"]["values"]["t_emit"]
+        for e in message.get("events", [])
+        if e.get("kind") == "metrics" and "t_emit" in e.get("data", {}).get("values", {})
+    ]
+    return {"t_send": message.get("sent_at"), "emits": emits}
 
-    wrapper.__bench_probe__ = True
-    return wrapper
+
+def _on_execute_job(name: str, t0: float, t1: float, fields: dict) -> None:
+    if name == "tasks.execute_job":
+        job = int(call_arg(fields, 0, "job_id"))
+        record("task_start", t=t0, job=job)  # written at the end; t is when the body started
+        record("task_end", t0=t0, t1=t1, job=job)
+
+
+# Timing point (workers/common/timing.py) -> (probe kind, its fields). The kinds are what
+# bench/dispatch.py's breakdowns read.
+PROBES = {
+    # dispatch path (bench process) and claim (worker)
+    "jobs.dispatch_waiting": (
+        "dispatch",
+        lambda f: {"project": f["kwargs"].get("project_id"), "sent": f["result"]},
+    ),
+    "jobs.send": ("send", lambda f: {"job": call_arg(f, 0, "job_id")}),
+    "jobs.publish": ("publish", lambda f: {"task": RUN_TASK, "job": call_arg(f, 0, "job_id")}),
+    "jobs.claim": (
+        "claim",
+        lambda f: {"job": f["kwargs"].get("job_id"), "ok": f["result"] is not None},
+    ),
+    "jobs.append_events": (
+        "append",
+        lambda f: {"job": f["kwargs"].get("job_id"), "n": len(f["kwargs"].get("events") or [])},
+    ),
+    # doorbells (job messages carry `sent_at` while timing is on: apps/jobs/events.ring_job)
+    "jobs.ring": ("group_send", lambda f: {"group": call_arg(f, 0, "group")}),
+    # web: each consumer's doorbell handler
+    "jobs.consumer.job_events": ("consumer", _consumer_fields),
+}
+RUN_TASK = "atelier.run_job"  # apps.jobs.services.RUN_TASK, the one task jobs.publish sends
 
 
 def install() -> None:
@@ -59,87 +90,14 @@ def install() -> None:
     _probe_dir = os.environ.get("ATELIER_BENCH_PROBE_DIR", "")
     if not _probe_dir:
         return
-    from apps.jobs import events, services
+    from workers.common import timing
 
-    if getattr(services.job_claim, "__bench_probe__", False):
-        return  # already installed in this process
+    # subscribe() ignores a second subscription of the same callbacks (installed once per process)
+    timing.subscribe(_on_timed)
+    timing.subscribe(_on_execute_job)
 
-    # --- dispatch path (bench process) and claim (worker)
-    services.dispatch_waiting = _timed(
-        "dispatch",
-        services.dispatch_waiting,
-        lambda a, k, r: {"project": k.get("project_id"), "sent": r},
-    )
-    services._send = _timed(
-        "send", services._send, lambda a, k, r: {"job": a[0] if a else k.get("job_id")}
-    )
-    services.job_claim = _timed(
-        "claim", services.job_claim, lambda a, k, r: {"job": k.get("job_id"), "ok": r is not None}
-    )
-    services.job_append_events = _timed(
-        "append",
-        services.job_append_events,
-        lambda a, k, r: {"job": k.get("job_id"), "n": len(k.get("events") or [])},
-    )
 
-    from webapp.celery import app
-
-    send_task = app.send_task
-
-    def probed_send_task(name, args=None, *rest, **kwargs):
-        t0 = time.time()
-        try:
-            return send_task(name, args, *rest, **kwargs)
-        finally:
-            record("publish", t0=t0, t1=time.time(), task=name, job=(args or [None])[0])
-
-    app.send_task = probed_send_task
-
-    # --- doorbell: time each group_send, and stamp job messages so the consumer can time transit
-    orig_send = events.ring
-
-    def probed_send(group: str, message: dict) -> None:
-        t0 = time.time()
-        if message.get("type") == "job.events":
-            message["bench_t_send"] = t0  # consumers ignore unknown keys
-        try:
-            orig_send(group, message)
-        finally:
-            record("group_send", t0=t0, t1=time.time(), group=group)
-
-    events.ring = probed_send
-
-    # --- worker: when the task body starts
-    from workers.tasks import runtime
-
-    orig_execute = runtime.execute_job
-
-    def probed_execute(job_id, *, worker_id):
-        t0 = time.time()
-        record("task_start", t=t0, job=int(job_id))
-        try:
-            return orig_execute(job_id, worker_id=worker_id)
-        finally:
-            record("task_end", t0=t0, t1=time.time(), job=int(job_id))
-
-    runtime.execute_job = probed_execute
-
-    # --- web: when each consumer gets the doorbell, and how long it takes to forward it
-    from apps.jobs.consumers import JobConsumer
-
-    orig_job_events = JobConsumer.job_events
-
-    async def probed_job_events(self, message):
-        t0 = time.time()
-        await orig_job_events(self, message)
-        emits = [
-            e["data"]["values"]["t_emit"]
-            for e in message.get("events", [])
-            if e.get("kind") == "metrics" and "t_emit" in e.get("data", {}).get("values", {})
-        ]
-        record("consumer", t0=t0, t1=time.time(), t_send=message.get("bench_t_send"), emits=emits)
-
-    JobConsumer.job_events = probed_job_events
+_on_timed = probe_subscriber(PROBES, record)
 
 
 def install_web_profiler() -> None:
@@ -205,6 +163,7 @@ def install_whatifs() -> None:
         from channels.layers import get_channel_layer
 
         from apps.jobs import events
+        from workers.common.timing import timed
 
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, name="bench-doorbell-loop", daemon=True).start()
@@ -220,4 +179,4 @@ def install_whatifs() -> None:
             except Exception:
                 events.log.warning("could not notify %s", group, exc_info=True)
 
-        events.ring = send
+        events.ring = timed("jobs.ring")(send)  # still a timing point for the probes

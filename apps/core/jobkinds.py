@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from apps.jobs.registry import JobContext, JobKind, register
+from apps.jobs.registry import JobKind, register, runner_at
 
 
 class DiagnosticsParams(BaseModel):
@@ -24,16 +24,6 @@ class DiagnosticsParams(BaseModel):
     )
 
 
-def run(ctx: JobContext) -> dict:
-    from workers.ml.diagnostics import DiagnosticsConfig, run_diagnostics
-
-    p = ctx.params
-    config = DiagnosticsConfig(
-        steps=p.steps, matrix_size=p.matrix_size, step_seconds=p.step_seconds, device=p.device
-    )
-    return run_diagnostics(config, ctx.reporter, ctx.checkpoints)
-
-
 def budget(project, params: DiagnosticsParams, rules) -> dict[str, str]:
     if params.matrix_size > rules.diagnostics_max_matrix:
         return {
@@ -51,7 +41,7 @@ register(
         label="GPU worker diagnostics",
         queue="gpu",
         params=DiagnosticsParams,
-        runner=run,
+        runner=runner_at("apps.core.runners:run"),
         budget=budget,
         description="Checks the GPU worker: its device, memory, bf16 support and matmul speed, live.",
         interruptible=True,

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from apps.core.processes import spawn
+
 # A child that exits on its own (not killed by a signal from outside) within this many seconds of
 # starting counts as a quick crash; this many quick crashes in a row is a crash loop.
 MIN_UPTIME = 10.0
@@ -103,18 +105,9 @@ class Supervisor:
         return child
 
     def _start(self, child: Child) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{child.name}.log", "ab") as logfile:
-            # Each child in its own session: a terminal's Ctrl-C reaches only the supervisor,
-            # which decides the order of the stop.
-            child.proc = subprocess.Popen(
-                child.cmd,
-                env=child.env,
-                stdout=logfile,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=self.cwd,
-            )
+        # Each child in its own session: a terminal's Ctrl-C reaches only the supervisor, which
+        # decides the order of the stop.
+        child.proc = spawn(child.name, child.cmd, env=child.env, log_dir=self.log_dir, cwd=self.cwd)
         child.started_at = self.clock()
         child.state = "running"
         child.restart_at = None

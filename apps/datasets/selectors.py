@@ -5,6 +5,7 @@ from itertools import islice
 
 from django.http import Http404
 
+from apps.datasets import storage
 from apps.datasets.models import Dataset, DatasetVersion
 from apps.datasets.storage import media_path
 from apps.projects.selectors import ProjectAccess, project_access
@@ -20,6 +21,46 @@ def dataset_access(
     if dataset is None:
         raise Http404("No such dataset")
     return access, dataset
+
+
+def upload_target(*, access: ProjectAccess, dataset_id: str | None) -> Dataset | None:
+    """The dataset an upload adds a version to (None: a new dataset); 404 for any other id."""
+    if not dataset_id:
+        return None
+    # A junk id (not digits) names no dataset: a 404, not the ORM's ValueError.
+    target = None
+    if dataset_id.isdecimal():
+        target = Dataset.objects.filter(project=access.project, pk=dataset_id).first()
+    if target is None:
+        raise Http404("No such dataset")
+    return target
+
+
+def staged_upload(
+    *, access: ProjectAccess, user, token: str
+) -> tuple[storage.StagedUpload, dict, Dataset | None]:
+    """The user's own staged upload in this project, its first step's fields and its dataset."""
+    staged = storage.load_upload(token, user_id=user.pk, project_id=access.project.pk)
+    if staged is None:
+        raise Http404("This upload has expired or is not yours; upload the file again")
+    meta = json.loads((staged.path / "form.json").read_text())
+    target = (
+        Dataset.objects.filter(project=access.project, pk=meta.get("dataset")).first()
+        if meta.get("dataset")
+        else None
+    )
+    return staged, meta, target
+
+
+def staged_sniff(staged: storage.StagedUpload):
+    """(format, encoding and suggested mapping, None) or (None, why the file cannot be read)."""
+    from workers.data.errors import DatasetError, DatasetInvalid
+    from workers.data.formats import sniff
+
+    try:
+        return sniff(staged.file, staged.filename), None
+    except (DatasetError, DatasetInvalid) as exc:
+        return None, str(exc)
 
 
 def version_access(

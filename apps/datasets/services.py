@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -54,6 +55,70 @@ def _check_metadata(*, name: str, license: str, source: str, schema: str | None 
         errors["schema"] = f"Unknown schema {schema!r}"
     if errors:
         raise ValidationError(errors)
+
+
+def dataset_check_new(*, project: Project, name: str, license: str, source: str) -> None:
+    """A new dataset's compliance fields and unique name, before its file is staged."""
+    _check_metadata(name=name, license=license, source=source)
+    if Dataset.objects.filter(project=project, name=name.strip()).exists():
+        raise ValidationError({"name": "A dataset with this name already exists in this project"})
+
+
+def upload_stage(
+    *, uploaded_file, user_id: int, project_id: int, meta: dict[str, Any]
+) -> storage.StagedUpload:
+    """Stage an uploaded file outside media, with the first step's fields beside it."""
+    staged = storage.stage_upload(
+        uploaded_file=uploaded_file, user_id=user_id, project_id=project_id
+    )
+    (staged.path / "form.json").write_text(json.dumps(meta))
+    return staged
+
+
+def staged_import(
+    *,
+    project: Project,
+    actor,
+    staged: storage.StagedUpload,
+    meta: dict[str, Any],
+    target: Dataset | None,
+    sniffed,
+    cleaned: dict[str, Any],
+    request=None,
+) -> tuple[DatasetVersion, bool]:
+    """Import a staged upload with the mapping step's choices; the staged file goes on success.
+    Every refusal is a DatasetImportFailed (file errors, bad metadata, an unreadable file)."""
+    from workers.data.errors import DatasetError
+
+    try:
+        version, created = dataset_import(
+            project=project,
+            actor=actor,
+            upload_path=staged.file,
+            filename=staged.filename,
+            dataset=target,
+            name=meta.get("name") or "",
+            description=meta.get("description") or "",
+            license=meta.get("license") or "",
+            source=meta.get("source") or "",
+            mapping={"schema": cleaned["schema"], "columns": cleaned["columns"]},
+            fmt=sniffed.format,
+            encoding=sniffed.encoding,
+            template=cleaned["template"] or "",
+            validation_fraction=cleaned["validation_fraction"],
+            seed=cleaned["seed"],
+            request=request,
+        )
+    except (DatasetError, ValidationError) as exc:
+        if isinstance(exc, ValidationError):
+            error = exc.message_dict if hasattr(exc, "message_dict") else {"": exc.messages}
+            groups = list(error.values())
+        else:
+            groups = [[str(exc)]]
+        errors = [{"message": m} for msgs in groups for m in msgs]
+        raise DatasetImportFailed(errors, len(errors)) from exc
+    storage.discard_upload(staged)
+    return version, created
 
 
 def _install_files(staged_dir: Path, project_id: int, sha256: str) -> tuple[Path, bool]:

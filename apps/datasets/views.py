@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -21,16 +20,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 from apps.datasets import selectors, services, storage
 from apps.datasets.forms import DecisionForm, MappingForm, UploadForm
 from apps.datasets.licenses import LICENSES
-from apps.datasets.models import Approval, Dataset
+from apps.datasets.models import Approval
 from apps.jobs import services as job_services
 from apps.projects.selectors import project_access
 from workers.data import tokenizers
-
-
-def _messages_of(error: ValidationError) -> dict[str, list[str]]:
-    if hasattr(error, "message_dict"):
-        return error.message_dict
-    return {"__all__": list(error.messages)}
 
 
 @login_required
@@ -53,47 +46,20 @@ def dataset_list(request: HttpRequest, project_id: int) -> HttpResponse:
 def upload(request: HttpRequest, project_id: int) -> HttpResponse:
     """Step 1: the file and its compliance fields. The file is staged outside media."""
     access = project_access(user=request.user, project_id=project_id, need="launch_job")
-    target = None
-    dataset_id = request.GET.get("dataset") or request.POST.get("dataset")
-    if dataset_id:
-        # A junk id (not digits) names no dataset: a 404, not the ORM's ValueError.
-        if dataset_id.isdecimal():
-            target = Dataset.objects.filter(project=access.project, pk=dataset_id).first()
-        if target is None:
-            raise Http404("No such dataset")
-    form = UploadForm(request.POST or None, request.FILES or None)
+    target = selectors.upload_target(
+        access=access, dataset_id=request.GET.get("dataset") or request.POST.get("dataset")
+    )
+    form = UploadForm(
+        request.POST or None, request.FILES or None, project=access.project, target=target
+    )
     if request.method == "POST" and form.is_valid():
-        f = form.cleaned_data["file"]
-        if f.size > settings.ATELIER_MAX_UPLOAD_BYTES:
-            form.add_error(
-                "file",
-                f"The file is {f.size:,} bytes; the limit is {settings.ATELIER_MAX_UPLOAD_BYTES:,}",
-            )
-        elif target is None:
-            try:
-                services._check_metadata(
-                    name=form.cleaned_data["name"] or "",
-                    license=form.cleaned_data["license"] or "",
-                    source=form.cleaned_data["source"] or "",
-                )
-                if Dataset.objects.filter(
-                    project=access.project, name=form.cleaned_data["name"].strip()
-                ).exists():
-                    raise ValidationError(
-                        {"name": "A dataset with this name already exists in this project"}
-                    )
-            except ValidationError as exc:
-                for field, msgs in _messages_of(exc).items():
-                    for msg in msgs:
-                        form.add_error(field if field in form.fields else None, msg)
-        if not form.errors:
-            staged = storage.stage_upload(
-                uploaded_file=f, user_id=request.user.pk, project_id=access.project.pk
-            )
-            meta = {k: form.cleaned_data[k] for k in ("name", "description", "license", "source")}
-            meta["dataset"] = target.pk if target else None
-            (staged.path / "form.json").write_text(json.dumps(meta))
-            return redirect("datasets:map", access.project.pk, staged.token)
+        staged = services.upload_stage(
+            uploaded_file=form.cleaned_data["file"],
+            user_id=request.user.pk,
+            project_id=access.project.pk,
+            meta=form.meta(),
+        )
+        return redirect("datasets:map", access.project.pk, staged.token)
     return render(
         request,
         "datasets/upload.html",
@@ -108,84 +74,37 @@ def upload(request: HttpRequest, project_id: int) -> HttpResponse:
     )
 
 
-def _staged(request, access, token):
-    staged = storage.load_upload(token, user_id=request.user.pk, project_id=access.project.pk)
-    if staged is None:
-        raise Http404("This upload has expired or is not yours; upload the file again")
-    meta = json.loads((staged.path / "form.json").read_text())
-    return staged, meta
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def map_columns(request: HttpRequest, project_id: int, token: str) -> HttpResponse:
     """Step 2: map columns to roles, choose a template and split, then import (all or nothing)."""
     from workers.data.canonical import DEFAULT_TEMPLATES, SCHEMAS
-    from workers.data.errors import DatasetError, DatasetInvalid
-    from workers.data.formats import sniff
 
     access = project_access(user=request.user, project_id=project_id, need="launch_job")
-    staged, meta = _staged(request, access, token)
-    target = (
-        Dataset.objects.filter(project=access.project, pk=meta.get("dataset")).first()
-        if meta.get("dataset")
-        else None
-    )
-    sniff_error, sniffed = None, None
-    try:
-        sniffed = sniff(staged.file, staged.filename)
-    except (DatasetError, DatasetInvalid) as exc:
-        sniff_error = str(exc)
+    staged, meta, target = selectors.staged_upload(access=access, user=request.user, token=token)
+    sniffed, sniff_error = selectors.staged_sniff(staged)
     suggested = sniffed.suggested_mapping if sniffed else None
-    initial = {
-        "schema": target.schema if target else (suggested.schema if suggested else "qa"),
-        "validation_fraction": 0.1,
-        "seed": 42,
-    }
-    last = target.latest_version if target else None
-    initial["template"] = (
-        last.template if last and last.template else DEFAULT_TEMPLATES.get(initial["schema"], "")
+    form = MappingForm(
+        request.POST or None,
+        target=target,
+        suggested_schema=suggested.schema if suggested else None,
     )
-    if last:
-        initial.update(validation_fraction=last.validation_fraction, seed=last.split_seed)
-    form = MappingForm(request.POST or None, initial=initial)
     import_errors, import_total = [], 0
     if request.method == "POST" and form.is_valid() and sniffed is not None:
-        schema = form.cleaned_data["schema"]
-        columns = {role: request.POST.get(f"role_{role}", "") for role in SCHEMAS[schema].roles}
-        columns = {role: col for role, col in columns.items() if col}
         try:
-            version, created = services.dataset_import(
+            version, created = services.staged_import(
                 project=access.project,
                 actor=request.user,
-                upload_path=staged.file,
-                filename=staged.filename,
-                dataset=target,
-                name=meta.get("name") or "",
-                description=meta.get("description") or "",
-                license=meta.get("license") or "",
-                source=meta.get("source") or "",
-                mapping={"schema": schema, "columns": columns},
-                fmt=sniffed.format,
-                encoding=sniffed.encoding,
-                template=form.cleaned_data["template"] or "",
-                validation_fraction=form.cleaned_data["validation_fraction"],
-                seed=form.cleaned_data["seed"],
+                staged=staged,
+                meta=meta,
+                target=target,
+                sniffed=sniffed,
+                cleaned=form.cleaned_data,
                 request=request,
             )
         except services.DatasetImportFailed as exc:
             import_errors, import_total = exc.errors, exc.total
-        except (DatasetError, ValidationError) as exc:
-            import_errors = [
-                {"message": m}
-                for msgs in (
-                    _messages_of(exc).values() if isinstance(exc, ValidationError) else [[str(exc)]]
-                )
-                for m in msgs
-            ]
-            import_total = len(import_errors)
         else:
-            storage.discard_upload(staged)
             if created:
                 messages.success(request, f"Imported {version.rows:,} rows as {version}")
             else:
@@ -227,7 +146,7 @@ def map_preview(request: HttpRequest, project_id: int, token: str) -> JsonRespon
     from workers.data.importer import preview
 
     access = project_access(user=request.user, project_id=project_id, need="launch_job")
-    staged, _ = _staged(request, access, token)
+    staged, _, _ = selectors.staged_upload(access=access, user=request.user, token=token)
     try:
         body = json.loads(request.body or b"{}")
         mapping = Mapping.from_dict(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from apps.finetunes.schemas import LoraParams
-from apps.jobs.registry import JobContext, JobKind, register
+from apps.jobs.registry import JobKind, register, runner_at
 
 
 def check(project, params: LoraParams) -> dict[str, str]:
@@ -65,19 +65,13 @@ def budget(project, params: LoraParams, rules) -> dict[str, str]:
     return {}
 
 
-def run(ctx: JobContext) -> dict:
-    from apps.finetunes import services
-
-    return services.run_finetune(ctx)
-
-
 register(
     JobKind(
         name="finetune.lora",
         label="LoRA fine-tune",
         queue="gpu",
         params=LoraParams,
-        runner=run,
+        runner=runner_at("apps.finetunes.runners:run_finetune"),
         check=check,
         budget=budget,
         launchable=False,
@@ -101,19 +95,13 @@ def check_merge(project, params: MergeParams) -> dict[str, str]:
     return {}
 
 
-def run_merge(ctx: JobContext) -> dict:
-    from apps.finetunes import services
-
-    return services.run_merge(ctx)
-
-
 register(
     JobKind(
         name="adapter.merge",
         label="Merge and export",
         queue="gpu",
         params=MergeParams,
-        runner=run_merge,
+        runner=runner_at("apps.finetunes.runners:run_merge"),
         check=check_merge,
         launchable=False,
         description="Merges a LoRA adapter into its base model and exports a full safetensors folder.",

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from apps.galleries import selectors, services
@@ -149,7 +150,8 @@ def collection_create(request: HttpRequest, project_id: int) -> HttpResponse:
         for msg in exc.messages:
             messages.error(request, msg)
         return redirect("galleries:index", access.project.pk)
-    return redirect(f"/projects/{access.project.pk}/gallery/?collection={board.pk}")
+    gallery = reverse("galleries:index", kwargs={"project_id": access.project.pk})
+    return redirect(f"{gallery}?collection={board.pk}")
 
 
 @login_required

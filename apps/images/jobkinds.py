@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from apps.jobs.registry import JobContext, JobKind, register
+from apps.jobs.registry import JobKind, register, runner_at
 
 
 class ImageParams(BaseModel):
@@ -124,22 +124,22 @@ def budget(project, params: ImageParams, rules) -> dict[str, str]:
     )
 
 
-def run(ctx: JobContext) -> dict:
-    from apps.images import services
-
-    return services.run_generate(ctx)
-
-
-def batch_key(params: ImageParams):
-    from apps.images import services
-
-    return services.batch_key(params)
-
-
-def run_batch(contexts: list[JobContext]) -> list:
-    from apps.images import services
-
-    return services.run_generate_batch(contexts)
+def batch_key(p: ImageParams) -> tuple | None:
+    """Jobs that can share pipeline calls: same model, size and sampling; no init/control image.
+    (The pure generate_batch groups further, e.g. by LoRAs and prompt length.)"""
+    if p.init_output_id or p.controlnet:
+        return None
+    return (
+        p.model_id,
+        p.width,
+        p.height,
+        p.sampler.lower(),
+        p.steps,
+        float(p.cfg_scale),
+        (p.hires, p.hires_scale, p.hires_upscaler, p.hires_steps, p.hires_denoise)
+        if p.hires
+        else None,
+    )
 
 
 register(
@@ -148,11 +148,11 @@ register(
         label="Image generation",
         queue="gpu",
         params=ImageParams,
-        runner=run,
+        runner=runner_at("apps.images.runners:run_generate"),
         check=check,
         budget=budget,
         batch_key=batch_key,
-        batch_runner=run_batch,
+        batch_runner=runner_at("apps.images.runners:run_generate_batch"),
         launchable=False,
         description="txt2img / img2img with A1111 prompts, samplers, hi-res fix and ControlNet.",
     )
@@ -206,19 +206,13 @@ def check_upscale(project, params: UpscaleParams) -> dict[str, str]:
     return errors
 
 
-def run_upscale(ctx: JobContext) -> dict:
-    from apps.images import services
-
-    return services.run_upscale(ctx)
-
-
 register(
     JobKind(
         name="image.upscale",
         label="Image upscale",
         queue="gpu",
         params=UpscaleParams,
-        runner=run_upscale,
+        runner=runner_at("apps.images.runners:run_upscale"),
         check=check_upscale,
         launchable=False,
         description="Upscale a gallery image with Lanczos or a registered ESRGAN-family model, "

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 
 from apps.images.jobkinds import ImageParams
 from apps.models.models import AssetKind, BaseModel
@@ -79,7 +80,7 @@ def generate(request: HttpRequest, project_id: int) -> HttpResponse:
             "upscalers": image_assets(AssetKind.UPSCALER),
             "defaults": defaults,
             "reuse": reuse,
-            "jobs_api": f"/api/v1/projects/{access.project.pk}/jobs/",
+            "jobs_api": reverse("api:jobs", kwargs={"project_id": access.project.pk}),
             "recent": visible_outputs(access=access, user=request.user)
             .filter(kind="image")
             .select_related("base_model", "created_by")[:12],

@@ -27,6 +27,7 @@ from apps.jobs.models import Job
 from apps.jobs.states import TERMINAL
 from apps.projects import events as access_events
 from apps.projects.selectors import project_access
+from workers.common.timing import timed
 
 log = logging.getLogger(__name__)
 REPLAY_BATCH = 1000
@@ -214,6 +215,7 @@ class JobConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
             # Terminal states never change and nothing follows them: end the stream cleanly.
             await self.close(code=1000)
 
+    @timed("jobs.consumer.job_events")
     async def job_events(self, message):
         for event in message["events"]:
             if event["seq"] <= self.last_seq:

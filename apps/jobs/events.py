@@ -14,6 +14,10 @@ import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.urls import reverse
+
+from workers.common.timing import enabled as timing_enabled
+from workers.common.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +25,12 @@ PROJECT_PROGRESS_INTERVAL = 1.0  # seconds between dashboard progress pushes for
 
 _last_project_push: dict[int, float] = {}
 _lock = threading.Lock()
+
+
+def socket_url(name: str, **kwargs: int) -> str:
+    """The path of a websocket route (apps/jobs/routing.py) by its name, as reverse() does for pages:
+    ``socket_url("job_socket", job_id=5)`` is ``/ws/jobs/5/``."""
+    return reverse(name, urlconf="apps.jobs.routing", kwargs=kwargs)
 
 
 def job_group(job_id: int) -> str:
@@ -69,6 +79,7 @@ def _doorbell_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+@timed("jobs.ring")
 def ring(group: str, message: dict) -> None:
     """Send `message` to a channel-layer group from sync or async code; never raises."""
     layer = get_channel_layer()
@@ -88,10 +99,17 @@ def ring(group: str, message: dict) -> None:
         log.warning("could not notify %s", group, exc_info=True)
 
 
+@timed("jobs.ring_job")
 def ring_job(job_id: int, messages: list[dict]) -> None:
-    ring(job_group(job_id), {"type": "job.events", "events": messages})
+    message = {"type": "job.events", "events": messages}
+    if timing_enabled():
+        # Only while a timing subscriber listens (benches): the send time, so a subscriber in
+        # the web process can time the doorbell's transit. Consumers ignore unknown keys.
+        message["sent_at"] = time.time()
+    ring(job_group(job_id), message)
 
 
+@timed("jobs.ring_project")
 def ring_project(job_id: int, *, state_changed: bool, load) -> None:
     """Push a job's snapshot to its project's dashboards (progress at most once a second).
 

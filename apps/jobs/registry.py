@@ -110,6 +110,20 @@ def all_kinds() -> list[JobKind]:
     return sorted(_KINDS.values(), key=lambda k: k.label)
 
 
+def runner_at(path: str) -> Callable[..., Any]:
+    """``"apps.<app>.runners:run_x"`` as a callable that imports the runner when a worker calls it:
+    jobkinds modules stay light at start-up, and a test or bench that patches the runner module's
+    function is the one that runs."""
+    module, _, attr = path.partition(":")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    call.__name__ = attr
+    call.__qualname__ = path
+    return call
+
+
 def autodiscover() -> None:
     autodiscover_modules("jobkinds")
     for module in settings.ATELIER["JOB_KIND_MODULES"]:

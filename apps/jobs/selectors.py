@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.http import Http404
 
 from apps.jobs import registry
+from apps.jobs.events import socket_url
 from apps.jobs.models import EventKind, Job, JobEvent
 from apps.jobs.states import JobState
 from apps.projects.models import Role
@@ -107,6 +108,7 @@ def dashboard_context(
         "project": access.project,
         "membership": access,
         "can_launch": can_launch,
+        "ws_url": socket_url("project_socket", project_id=access.project.pk),
         "jobs": project_jobs(access=access),
         "launch_kinds": launch_kinds() if can_launch else [],
         "launch_errors": launch_errors or {},
@@ -125,5 +127,5 @@ def job_detail_context(*, access: ProjectAccess, job: Job) -> dict:
         "can_retry": access.can("launch_job") and job.state in RETRYABLE,
         "may_cancel": can_cancel,
         "may_retry": access.can("launch_job"),
-        "ws_url": f"/ws/jobs/{job.pk}/",
+        "ws_url": socket_url("job_socket", job_id=job.pk),
     }

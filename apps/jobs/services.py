@@ -19,6 +19,7 @@ from apps.jobs import registry
 from apps.jobs.models import EventKind, Job, JobEvent
 from apps.jobs.states import ACTIVE, TERMINAL, IllegalTransition, JobState, can_transition
 from apps.projects.models import Project
+from workers.common.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def _cfg(name: str):
 # --------------------------------------------------------------------------- events
 
 
+@timed("jobs.append_events")
 def job_append_events(
     *,
     job_id: int,
@@ -204,6 +206,7 @@ def job_create(
     return job
 
 
+@timed("jobs.publish")
 def _publish(job_id: int, queue: str) -> bool:
     """Put the job's pointer on its Celery queue. False when the broker could not be reached."""
     from webapp.celery import app
@@ -253,6 +256,7 @@ def _publish_marked(job_id: int, queue: str, *, marked_at, previously=None) -> b
     return False
 
 
+@timed("jobs.send")
 def _send(job_id: int, queue: str, *, previously=None) -> bool:
     """Mark the queued job as sent, then send it (once, even with dispatchers racing)."""
     now = timezone.now()
@@ -277,6 +281,7 @@ def _free_slots(project_id: int) -> int:
     return max(0, project.concurrency_limit - taken)
 
 
+@timed("jobs.dispatch_waiting")
 def dispatch_waiting(*, project_id: int) -> int:
     """Send the project's never-sent queued jobs, oldest first, into its free run slots.
 
@@ -344,6 +349,7 @@ def dispatch_pending(*, now=None) -> int:
 # --------------------------------------------------------------------------- worker side
 
 
+@timed("jobs.claim")
 def job_claim(*, job_id: int, worker_id: str, device: str = "") -> Job | None:
     """Claim a queued job for this worker, respecting the project's concurrency limit.
 
@@ -417,6 +423,7 @@ def job_heartbeat(*, job_id: int, attempt: int) -> str | None:
     return Job.objects.filter(pk=job_id).values_list("state", flat=True).first()
 
 
+@timed("jobs.finish")
 def job_finish(
     *,
     job_id: int,

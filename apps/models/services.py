@@ -14,6 +14,7 @@ from apps.audit.services import audit_record
 from apps.models.models import AssetKind, BaseModel, ImageAsset, ModelSource, ModelStatus
 from workers.common.fs import file_lock
 from workers.common.safety import pickle_files
+from workers.common.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +308,7 @@ def _prepare_lock(key: str):
     return file_lock(Path(settings.MODELS_DIR) / ".locks" / f"{key}.lock")
 
 
+@timed("models.model_folder")
 def model_folder(model: BaseModel, *, log_to=None, progress=None, should_stop=None) -> Path:
     """The model's prepared folder, converting or building it first if needed (workers only)."""
     if model.is_ready and Path(model.path).exists():

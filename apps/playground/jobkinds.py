@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from apps.jobs.registry import JobContext, JobKind, register
+from apps.jobs.registry import JobKind, register, runner_at
 
 
 class TextgenParams(BaseModel):
@@ -57,19 +57,13 @@ def check(project, params: TextgenParams) -> dict[str, str]:
     return errors
 
 
-def run(ctx: JobContext) -> dict:
-    from apps.playground import services
-
-    return services.run_textgen(ctx)
-
-
 register(
     JobKind(
         name="textgen",
         label="Text generation",
         queue="gpu",
         params=TextgenParams,
-        runner=run,
+        runner=runner_at("apps.playground.runners:run_textgen"),
         check=check,
         launchable=False,
         description="Generates text with a base model and its adapters, streamed live.",

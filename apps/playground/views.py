@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 
 from apps.jobs import registry
 from apps.models.selectors import project_adapters, text_models
@@ -43,6 +44,6 @@ def playground(request: HttpRequest, project_id: int) -> HttpResponse:
             "recent": Output.objects.filter(project=access.project, kind="text").select_related(
                 "base_model", "adapter", "created_by"
             )[:20],
-            "jobs_api": f"/api/v1/projects/{access.project.pk}/jobs/",
+            "jobs_api": reverse("api:jobs", kwargs={"project_id": access.project.pk}),
         },
     )

@@ -243,6 +243,11 @@ def test_kill_9_mid_training_resumes_from_the_checkpoint_and_matches_an_uninterr
 # ------------------------------------------------------------------ the supervised platform
 
 
+# Long enough that the fine-tune is still running after five processes were killed and came back
+# and the GPU worker was killed and resumed (the test fails with a clear message if not).
+STEPS = 900
+
+
 class Platform:
     """`manage.py runplatform` (what `make run` runs) as a subprocess, with its own embedded Redis
     and var folder, against the test database."""
@@ -335,14 +340,17 @@ def test_the_supervised_platform_outlives_kill_9_of_each_process_and_a_warm_rest
     platform.start()
     try:
         job = launch(
-            project, people["member"], approved_version, tiny, max_steps=600, save_steps=25
+            project, people["member"], approved_version, tiny, max_steps=STEPS, save_steps=25
         )
         checkpoints = Path(settings.JOBS_DIR) / str(job.pk) / "run" / "checkpoints"
         wait_for(lambda: complete_checkpoints(checkpoints), what="a first checkpoint")
 
-        # Every other process, killed in turn while the fine-tune runs: each comes back.
-        for name in ("redis", "scheduler", "worker-cpu", "signer", "web"):
-            platform.wait_back(name, platform.kill(name))
+        # Every other process killed while the fine-tune runs (one after the other, without
+        # waiting in between, so the fine-tune is still running after): each comes back.
+        others = ("redis", "scheduler", "worker-cpu", "signer", "web")
+        killed = {name: platform.kill(name) for name in others}
+        for name, pid in killed.items():
+            platform.wait_back(name, pid)
         assert not finished(job), "the fine-tune ended before the GPU worker could be killed"
         health = platform.health()
         assert health["status"] == "ok"
@@ -380,13 +388,15 @@ def test_the_supervised_platform_outlives_kill_9_of_each_process_and_a_warm_rest
     assert job.state == JobState.SUCCEEDED and job.attempt == 3, job.error
     assert job.result["resumed_from_step"] == stopped_at
     loss_steps = [s for s, _ in job_metric_series(job=job)["loss"]]
-    assert loss_steps == list(range(1, 601))  # no step missing or doubled
+    assert loss_steps == list(range(1, STEPS + 1))  # no step missing or doubled
 
     # The same seed, uninterrupted, on a plain worker, gives the same adapter.
     monkeypatch.undo()
     processes.scheduler(interval=0.3)
     processes.worker()
-    again = launch(project, people["member"], approved_version, tiny, max_steps=600, save_steps=25)
+    again = launch(
+        project, people["member"], approved_version, tiny, max_steps=STEPS, save_steps=25
+    )
     wait_for(lambda: finished(again), what="uninterrupted run")
     assert again.state == JobState.SUCCEEDED, again.error
     a = adapter_tensors(Adapter.objects.get(job=job))

@@ -392,6 +392,7 @@ class Canonicalizer:
         """(record, []) or (None, errors); an error is (column, reason, code) or a located one."""
         record: dict[str, Any] = {}
         errors: list[RoleError | DatasetError] = []
+        out: str | list[Any] | None
         for role, column in self._required:
             if column not in data:
                 errors.append((column, "is missing", "missing"))
@@ -414,14 +415,14 @@ class Canonicalizer:
                 errors.append((column, reason, code))
             else:
                 record[role] = out
-        for role, column in self._optional:
-            value = data.get(column) if column else None
+        for role, optional_column in self._optional:
+            value = data.get(optional_column) if optional_column else None
             if value is None or value == "":
                 record[role] = ""
                 continue
             out, reason, code = _text(value, self._max)
             if reason is not None and code != "empty":
-                errors.append((column, reason, code))
+                errors.append((optional_column, reason, code))
             else:
                 record[role] = out or ""
         return (None if errors else record), errors
@@ -629,7 +630,7 @@ def render_template(template: str, record: dict[str, Any]) -> str:
 
 def record_text(record: dict[str, Any]) -> str:
     """All the text of a record (for lengths, language mix and scans), fields joined by newlines."""
-    texts = []
+    texts: list[str] = []
     for key in sorted(record):
         value = record[key]
         if key == "image":

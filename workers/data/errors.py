@@ -66,8 +66,8 @@ class DatasetError(Exception):
         state = {k: getattr(self, k) for k in ("row", "column", "line", "path", "code")}
         return (self.__class__, (self.reason,), state)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+    def __setstate__(self, state: dict[str, Any] | None) -> None:
+        self.__dict__.update(state or {})
         self.args = (self.message,)
 
     def to_dict(self) -> dict[str, Any]:

@@ -594,7 +594,7 @@ def _sample_text(head: bytes, encoding: str, at_eof: bool) -> str:
 def _container(head: bytes, filename: str, encoding: str, at_eof: bool, fmt: str | None) -> str:
     """csv, tsv, jsonl or json: from `fmt` when it names one, else from the first bytes."""
     if fmt in ("csv", "tsv", "jsonl", "json"):
-        return fmt  # type: ignore[return-value]
+        return fmt
     text = _sample_text(head, encoding, at_eof)
     first = text.lstrip(" \t\r\n\ufeff")[:1]
     if first == "":

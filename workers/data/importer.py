@@ -323,10 +323,11 @@ def preview(
                     if problems:
                         errors.extend(_locate(p, item) for p in problems)
                     else:
+                        assert record is not None  # no problems: the canonicalizer gave a record
                         where = DatasetError("", row=item.row, line=item.line, path=item.path)
                         samples.append(
                             Sample(where.location, record, render_template(template, record))
-                        )  # type: ignore[arg-type]
+                        )
                 if len(samples) >= n or len(errors) >= n or scanned >= 20 * n:
                     break
         finally:

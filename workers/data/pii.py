@@ -82,7 +82,7 @@ def _hyperscan_module():
     return hyperscan
 
 
-def _trigger_table() -> tuple[list[bytes], list[int], list[frozenset[int]]]:
+def _trigger_table() -> tuple[list[bytes], list[bool], list[frozenset[int]]]:
     expressions, flags, targets = [], [], []
     for i, rec in enumerate(RECOGNIZERS):
         for pattern, caseless in rec.trigger_patterns:

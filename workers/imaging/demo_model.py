@@ -163,7 +163,8 @@ def build_clip_tokenizer(
         add_word(char, False)
     add("<|startoftext|>")
     add("<|endoftext|>")
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    # transformers annotates merges as list[str]; its tokenizers backend also takes (a, b) pairs.
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)  # type: ignore[arg-type]
 
 
 def digit_captions(digit: int) -> list[str]:

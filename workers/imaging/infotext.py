@@ -391,7 +391,7 @@ def write_png(
     digest = hashlib.sha256(data).hexdigest()
 
     if hasattr(path, "write"):
-        path.write(data)  # type: ignore[union-attr]
+        path.write(data)
         return digest
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

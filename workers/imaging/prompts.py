@@ -674,6 +674,7 @@ def encode_weighted_sdxl_batch(
         hidden.append(z)
         pooled = first  # the last pair is the second encoder: its projected pooled output
     z = torch.cat(hidden, dim=-1).to(dtype=final_encoder.dtype, device=device)
+    assert pooled is not None  # torch.cat above has raised when no encoder pair ran
     pooled = pooled.to(dtype=final_encoder.dtype, device=device)
 
     b = len(prompts)

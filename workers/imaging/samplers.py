@@ -126,7 +126,7 @@ def _valid_names() -> str:
     return ", ".join(SAMPLER_NAMES)
 
 
-def _scheduler_class(class_name: str) -> type:
+def _scheduler_class(class_name: str) -> type[Any]:
     import diffusers
 
     cls = getattr(diffusers, class_name, None)
@@ -136,7 +136,7 @@ def _scheduler_class(class_name: str) -> type:
     return cls
 
 
-def _init_params(cls: type) -> set[str]:
+def _init_params(cls: type[Any]) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters) - {"self"}
 
 

@@ -446,6 +446,7 @@ def build_tiny_esrgan(
             # Conv-after-nearest-upsample with a [1 2 1]/4 kernel is exactly bilinear 2×;
             # every other conv outside the trunk passes RGB through unchanged.
             layer.weight.zero_()
+            assert layer.bias is not None  # every ESRGAN conv has a bias
             layer.bias.zero_()
             for c in range(3):
                 if isinstance(before, torch.nn.Upsample):

@@ -87,8 +87,10 @@ def estimate_bytes(obj: Any) -> tuple[int, bool]:
 
     Packed int8 weights of dynamically quantized Linear layers are counted too.
     """
-    total, on_cuda, storages = 0, False, set()
+    total, on_cuda = 0, False
+    storages: set[tuple[int | str, ...]] = set()
     for tensor in _tensors_of(obj, set()):
+        key: tuple[int | str, ...]
         try:
             key = (tensor.device.type, tensor.data_ptr(), tensor.numel())
         except RuntimeError:

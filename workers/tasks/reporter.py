@@ -13,6 +13,7 @@ from django.db import close_old_connections, connection
 from apps.jobs import services
 from apps.jobs.models import EventKind, Job
 from apps.jobs.states import JobState
+from workers.common.timing import timed
 
 log = logging.getLogger(__name__)
 PREVIEW_SIZE = 160
@@ -94,6 +95,7 @@ class JobReporter:
             self._buffer.append((EventKind.LOG, {"message": str(message)[:4000], "level": level}))
         self._maybe_flush()
 
+    @timed("reporter.preview")
     def preview(self, image) -> None:
         """A small preview, inlined in the event as a data URL: media is never served directly
         (every file goes through a permission-checked view), and previews are a few KB."""
@@ -191,16 +193,19 @@ class JobReporter:
         Checkpoints call this before they are marked complete (nothing up to their step may be
         lost), and the runtime at the end of a job.
         """
-        for attempt in range(retries + 1):
-            try:
-                self._flush_once()
-                return
-            except Exception:
-                if attempt == retries:
-                    raise
-                log.warning("writing events of job %s failed; retrying", self.job_id, exc_info=True)
-                close_old_connections()
-                time.sleep(min(0.2 * 2**attempt, 5.0))
+        with timed("reporter.flush", n=len(self._buffer)):
+            for attempt in range(retries + 1):
+                try:
+                    self._flush_once()
+                    return
+                except Exception:
+                    if attempt == retries:
+                        raise
+                    log.warning(
+                        "writing events of job %s failed; retrying", self.job_id, exc_info=True
+                    )
+                    close_old_connections()
+                    time.sleep(min(0.2 * 2**attempt, 5.0))
 
     def _flush_once(self) -> None:
         # One writer at a time: the buffer swap and the write happen under the same lock, so

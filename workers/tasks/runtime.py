@@ -18,6 +18,7 @@ from apps.jobs import registry, services
 from apps.jobs.models import EventKind, Job
 from apps.jobs.registry import JobContext
 from apps.jobs.states import JobState
+from workers.common.timing import timed
 from workers.ml.checkpoints import CheckpointStore
 from workers.ml.reporting import JobCancelled, JobFailed
 from workers.tasks.reporter import Heartbeat, JobReporter
@@ -182,6 +183,7 @@ def _outcome(running: _Running, value) -> tuple[str, dict | None, str]:
     return JobState.SUCCEEDED, value or {}, ""
 
 
+@timed("tasks.claim_partners")
 def _claim_partners(lead: Job, kind: registry.JobKind, key, worker_id: str) -> list[_Running]:
     """Claim queued jobs of the same kind whose batch key equals the lead's.
 
@@ -251,6 +253,7 @@ def _run_batch(kind: registry.JobKind, members: list[_Running]) -> None:
         running.finish(*_outcome(running, value))
 
 
+@timed("tasks.execute_job")
 def execute_job(job_id: int, *, worker_id: str) -> str:
     """Returns what happened: not-claimed, succeeded, failed, cancelled or lost (of this job)."""
     queue = Job.objects.filter(pk=job_id).values_list("queue", flat=True).first() or ""

@@ -260,9 +260,11 @@ def find_duplicates(
     run_semantic, warnings = plan_semantic(
         total, semantic=semantic, max_semantic_rows=max_semantic_rows
     )
-    if run_semantic and embedder is None:
-        embedder = get_default_embedder()
-    embeddings = TextEmbeddings(embedder, total) if run_semantic else None
+    embeddings: TextEmbeddings | None = None
+    if run_semantic:
+        if embedder is None:
+            embedder = get_default_embedder()
+        embeddings = TextEmbeddings(embedder, total)
     tick = _Ticker(progress, total, step=1 if run_semantic else max(1_000, total // 100))
     texts = read_distinct_texts(path, embeddings=embeddings, tick=tick)
 

@@ -78,7 +78,7 @@ def denoise_jobs(
     call = _Call(pipe, template, seeds, common, spec, controlnet, tracker)
     with batch_invariant(pipe.unet, controlnet):
         latents = _first_pass(call)
-        if template.hires is not None:
+        if isinstance(template.hires, HiresFix):
             latents = _hires_pass(call, template.hires, latents)
     if not torch.is_tensor(latents):  # pragma: no cover - output_type="latent" gives a tensor
         raise RuntimeError("the pipeline did not return latents")

@@ -70,6 +70,8 @@ def _read_embedding_file(name: str, path: str, _mtime_ns: int, _size: int) -> Em
         state = load(data)
     except Exception as exc:  # noqa: BLE001 - a broken or non-safetensors file
         raise ModelRefused(f"embedding {name}: not a readable safetensors file ({exc})") from exc
+    vectors: dict[str, Any]
+    key: str | None
     if "clip_l" in state or "clip_g" in state:
         vectors = {k: state[k] for k in ("clip_l", "clip_g") if k in state}
     else:

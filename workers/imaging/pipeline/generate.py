@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from workers.common.timing import timed
 from workers.imaging.pipeline.denoising import ImageJob, denoise_jobs
 from workers.imaging.pipeline.embeddings import used_embeddings
 from workers.imaging.pipeline.encoding import encode_request, prompt_chunk_count
@@ -18,9 +19,15 @@ from workers.imaging.pipeline.infotext_params import infotext_params, resolved_s
 from workers.imaging.pipeline.latents import decode_latents
 from workers.imaging.pipeline.loras import loras_applied
 from workers.imaging.pipeline.progress import DEFAULT_PREVIEW_INTERVAL, StepTracker, planned_steps
-from workers.imaging.pipeline.request import ControlNetSpec, GeneratedImage, GenerationRequest
+from workers.imaging.pipeline.request import (
+    ControlNetSpec,
+    GeneratedImage,
+    GenerationRequest,
+    HiresFix,
+)
 
 
+@timed("imaging.generate_images")
 def generate_images(
     pipe: Any,
     req: GenerationRequest,
@@ -48,6 +55,7 @@ def generate_images(
     return _generate_one(pipe, req, tracker)
 
 
+@timed("imaging.generate_batch")
 def generate_batch(
     pipe: Any,
     requests: Sequence[GenerationRequest],
@@ -112,7 +120,7 @@ def _batch_key(pipe: Any, req: GenerationRequest) -> tuple | None:
         req.schedule_type,
         req.steps,
         float(req.cfg_scale),
-        req.hires.key() if req.hires is not None else None,
+        req.hires.key() if isinstance(req.hires, HiresFix) else None,
         prompt_chunk_count(pipe, req, used),
     )
 

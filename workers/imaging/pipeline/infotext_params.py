@@ -40,7 +40,7 @@ def infotext_params(
         params["Denoising strength"] = _number(req.denoising_strength)
     if req.clip_skip > 1:
         params["Clip skip"] = req.clip_skip
-    if req.hires is not None:
+    if isinstance(req.hires, HiresFix):
         params.update(_hires_params(req.hires, req.width, req.height))
     if controlnet is not None:
         params["ControlNet 0"] = _controlnet_param(controlnet)

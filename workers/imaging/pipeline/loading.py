@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.common.safety import is_pickle_suffix, pickle_reason
+from workers.common.timing import timed
 
 try:  # one error type for "this model will not be loaded", shared with the LLM side
     from workers.ml.models import ModelRefused
@@ -118,7 +119,7 @@ def check_diffusers_folder(folder: Path) -> str:
     return _model_family_of_class(class_name)
 
 
-def pipeline_classes(family: str) -> dict[str, type]:
+def pipeline_classes(family: str) -> dict[str, type[Any]]:
     import diffusers
 
     if family == "sdxl":
@@ -181,6 +182,7 @@ def _single_file_config(
     return {"config": str(config)}  # a hub repo id
 
 
+@timed("imaging.load_pipeline")
 def load_pipeline(
     path: str | os.PathLike[str],
     device: Any = "auto",

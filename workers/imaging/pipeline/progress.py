@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workers.imaging.pipeline.latents import preview_image
-from workers.imaging.pipeline.request import MAX_STEPS, GenerationRequest
+from workers.imaging.pipeline.request import MAX_STEPS, GenerationRequest, HiresFix
 from workers.ml.reporting import JobCancelled
 
 DEFAULT_PREVIEW_INTERVAL = 0.5  # seconds between previews (at most two a second)
@@ -108,6 +108,6 @@ def planned_steps(req: GenerationRequest) -> list[int]:
         req.steps if req.init_image is None else _img2img_steps(req.steps, req.denoising_strength)
     )
     plan = [max(first, 1)]
-    if req.hires is not None:
+    if isinstance(req.hires, HiresFix):
         plan.append(max(_img2img_steps(req.hires.steps or req.steps, req.hires.denoise), 1))
     return plan

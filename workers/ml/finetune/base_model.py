@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from workers.common.timing import timed
 from workers.ml.finetune.config import LoraFinetuneConfig
 from workers.ml.reporting import JobFailed
 
@@ -30,6 +31,7 @@ def inspect_base_model(base_model_dir: str | os.PathLike[str]) -> Any:
         raise JobFailed(str(exc)) from exc
 
 
+@timed("finetune.load_model")
 def load_base_model(
     base_model_dir: str, *, precision: str, load_in: str, device: str
 ) -> tuple[Any, Any]:

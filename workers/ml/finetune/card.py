@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from workers.common.timing import timed
+
 __all__ = ["write_model_card"]
 
 
@@ -18,6 +20,7 @@ def _fmt(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
+@timed("finetune.model_card")
 def write_model_card(
     path: Path,
     *,

@@ -13,6 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
+from workers.common.timing import timed
 from workers.ml.checkpoints import MARKER_NAME, Checkpoint, hash_and_sync_files, is_complete
 
 __all__ = ["complete_checkpoints", "mark_complete", "sweep_checkpoints"]
@@ -35,6 +36,7 @@ def complete_checkpoints(root: str | os.PathLike[str]) -> list[Checkpoint]:
     return sorted(found, key=lambda cp: cp.step, reverse=True)
 
 
+@timed("finetune.checkpoint_marker")
 def mark_complete(folder: Path, step: int) -> None:
     """Write the COMPLETE marker (hashes of every file, fsynced) last into a finished checkpoint."""
     marker = folder / MARKER_NAME

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from workers.common.timing import timed
 from workers.data.canonical import render_template, template_fields
 from workers.ml.reporting import JobFailed
 
@@ -62,6 +63,7 @@ class EncodedRows:
     truncated: int
 
 
+@timed("finetune.encode_rows")
 def encode_rows(
     rows: Iterable[Mapping[str, Any]],
     tokenizer: Any,

@@ -9,6 +9,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from workers.common.timing import timed
+
 __all__ = [
     "ADAPTER_DIR",
     "ADAPTER_ZIP",
@@ -31,6 +33,7 @@ EVAL_BEFORE_NAME = "eval_before.json"
 CARD_NAME = "README.md"
 
 
+@timed("finetune.write_json")
 def write_json(path: Path, data: Any) -> None:
     """Write JSON to a temp sibling, fsync it, then rename it over `path`."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -53,6 +56,7 @@ def replace_dir(src: Path, dst: Path) -> None:
         os.rename(src, dst)
 
 
+@timed("finetune.zip")
 def zip_folder(folder: Path, dest: Path) -> Path:
     """Zip `folder` (entries under its own name) into `dest`, atomically."""
     tmp = dest.with_name(f".{dest.name}.tmp")

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from workers.common.timing import timed
 from workers.ml.finetune.base_model import inspect_base_model
 from workers.ml.finetune.card import write_model_card
 from workers.ml.finetune.checkpoints import complete_checkpoints, sweep_checkpoints
@@ -62,6 +63,7 @@ class FinetuneResult:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
+@timed("finetune.train_lora")
 def train_lora(
     config: LoraFinetuneConfig,
     *,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from workers.common.timing import timed
 from workers.ml.finetune.config import PRECISIONS
 from workers.ml.reporting import JobFailed
 
 __all__ = ["check_devices", "check_quantization", "resolve_precision"]
 
 
+@timed("finetune.resolve_precision")
 def resolve_precision(
     requested: str = "auto",
     *,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workers.common.timing import timed
 from workers.ml.finetune.base_model import default_target_modules, load_base_model, quiet_peft
 from workers.ml.finetune.callbacks import NoStopReporter, trainer_callbacks
 from workers.ml.finetune.config import LoraFinetuneConfig, planned_steps
@@ -55,6 +56,7 @@ class _Process:
     on_cuda: bool
 
 
+@timed("finetune.train_process")
 def train_process(
     spec: dict[str, Any], reporter: Reporter, should_stop: Callable[[], bool]
 ) -> dict:
@@ -179,7 +181,7 @@ def _add_lora(model: Any, config: LoraFinetuneConfig, targets: tuple) -> Any:
         lora_alpha=config.lora_alpha,
         target_modules=list(targets),
         lora_dropout=config.lora_dropout,
-        bias=config.bias,
+        bias=config.bias,  # type: ignore[arg-type]  # one of BIASES, checked by the config
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
@@ -252,6 +254,7 @@ def _build_trainer(
     return trainer
 
 
+@timed("finetune.eval")
 def eval_metrics(trainer: Any, suffix: str) -> dict[str, float]:
     """eval_loss_<suffix> and perplexity_<suffix>; a non-finite loss is a JobFailed."""
     out = trainer.evaluate()

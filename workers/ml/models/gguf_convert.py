@@ -78,7 +78,8 @@ def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
             model = AutoModelForCausalLM.from_pretrained(str(source.parent), **load)
             tokenizer = AutoTokenizer.from_pretrained(str(source.parent), **load)
         # STACK-NOTES: a GGUF-loaded model refuses save_pretrained until the quantizer is gone.
-        model.hf_quantizer = None
+        # nn.Module.__getattr__ types an undeclared attribute as Tensor | Module.
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config.name_or_path = source.stem

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from workers.ml.models.errors import ModelRefused
 from workers.ml.models.inspection import inspect_folder
@@ -46,7 +47,7 @@ def resolve_hub_id(
     from huggingface_hub import snapshot_download
 
     online = hub_allowed()
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "repo_id": hub_id,
         "revision": revision,
         "cache_dir": str(cache_dir) if cache_dir else None,

@@ -209,7 +209,7 @@ def inspect_folder(path: str | os.PathLike) -> ModelInfo:
         counts: dict[str, int] = {}
         for shape, st_dtype in tensors.values():
             counts[st_dtype] = counts.get(st_dtype, 0) + math.prod(shape)
-        top = max(counts, key=counts.get) if counts else ""
+        top = max(counts, key=counts.__getitem__) if counts else ""
         dtype = SAFETENSORS_DTYPES.get(top, top.lower())
     architectures = config.get("architectures") or []
     return ModelInfo(

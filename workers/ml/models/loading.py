@@ -139,6 +139,7 @@ def load_causal_lm(
         kwargs["device_map"] = {"": target.index or 0}
         kwargs["dtype"] = compute
     else:
+        assert target is not None  # only 4bit/8bit leave it for the branch above
         kwargs["dtype"] = (
             torch.float32 if quantization == "int8-dynamic" else resolve_dtype(dtype, target)
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +87,14 @@ def refuse_custom_code(folder: Path, config: dict) -> str:
     model_type = str(config.get("model_type") or "")
     if not model_type:
         raise ModelRefused("config.json: no model_type; cannot tell which architecture to load")
+    known_types: Collection[str]
     try:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+        known_types = CONFIG_MAPPING_NAMES
     except ImportError:  # pragma: no cover - transformers is a dependency
-        CONFIG_MAPPING_NAMES = {model_type: ""}
-    if model_type not in CONFIG_MAPPING_NAMES:
+        known_types = {model_type}
+    if model_type not in known_types:
         extra = f" (the folder ships {', '.join(custom_code)})" if custom_code else ""
         raise ModelRefused(
             f"config.json: model_type {model_type!r} is not built into the installed "

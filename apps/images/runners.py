@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.urls import reverse
 
 from apps.jobs.models import Job
 from apps.models.models import AssetKind, BaseModel, ImageAsset
 from apps.models.services import model_folder
 from apps.outputs.models import Output
 from apps.outputs.services import output_create, write_thumbnail
+from workers.common.timing import timed
 
 
 def _load_output_image(project_id: int, output_id: int | None):
@@ -27,6 +29,7 @@ def _load_output_image(project_id: int, output_id: int | None):
         return img.convert("RGB")
 
 
+@timed("images.pipeline")
 def _pipeline(model: BaseModel, reporter=None):
     """The model's pipeline from the worker's warm cache; a built-in that is trained on first use
     (the digits demo) reports its training as the job's progress and stops on cancel."""
@@ -163,6 +166,7 @@ def job_author_id(job_id: int) -> int | None:
     return Job.objects.filter(pk=job_id).values_list("created_by_id", flat=True).first()
 
 
+@timed("images.save_image")
 def save_image(
     *,
     ctx,
@@ -208,12 +212,12 @@ def save_image(
         created_by_id=author_id,
     )
     ctx.reporter.artifact(str(out_dir / name), name=name)
-    url = f"/projects/{ctx.project_id}/gallery/{output.pk}/"
+    ids = {"project_id": ctx.project_id, "output_id": output.pk}
     return {
         "id": output.pk,
         "seed": seed,
-        "url": url,
-        "thumb_url": url + "thumb.png",
+        "url": reverse("galleries:output", kwargs=ids),
+        "thumb_url": reverse("galleries:file", kwargs={**ids, "which": "thumb"}),
         "width": output.width,
     }
 
@@ -277,24 +281,6 @@ def run_generate(ctx) -> dict:
         on_preview=ctx.reporter.preview,
     )
     return {"outputs": _save_generated(ctx, model, images), "model_loaded": loaded}
-
-
-def batch_key(p) -> tuple | None:
-    """Jobs that can share pipeline calls: same model, size and sampling; no init/control image.
-    (The pure generate_batch groups further, e.g. by LoRAs and prompt length.)"""
-    if p.init_output_id or p.controlnet:
-        return None
-    return (
-        p.model_id,
-        p.width,
-        p.height,
-        p.sampler.lower(),
-        p.steps,
-        float(p.cfg_scale),
-        (p.hires, p.hires_scale, p.hires_upscaler, p.hires_steps, p.hires_denoise)
-        if p.hires
-        else None,
-    )
 
 
 def run_generate_batch(contexts: list) -> list:

@@ -1,3 +1,6 @@
+"""Runner for the playground's text generation: the base model and its adapters side by side,
+one text Output per answer."""
+
 from __future__ import annotations
 
 import hashlib

@@ -16,6 +16,7 @@ from apps.finetunes.schemas import to_config
 from apps.jobs.models import Job
 from apps.models.models import Adapter, BaseModel
 from apps.models.services import model_folder
+from workers.common.timing import timed
 
 
 def template_for(version: DatasetVersion, requested: str) -> str:
@@ -24,6 +25,7 @@ def template_for(version: DatasetVersion, requested: str) -> str:
     return requested or version.template or DEFAULT_TEMPLATES.get(version.dataset.schema, "")
 
 
+@timed("finetunes.run")
 def run_finetune(ctx) -> dict:
     """Train (or resume) the adapter in the job's folder, then publish it under media."""
     from workers.data.canonical import iter_split
@@ -94,6 +96,7 @@ def run_finetune(ctx) -> dict:
     }
 
 
+@timed("finetunes.publish_adapter")
 def publish_adapter(*, ctx, base, version, template, params, result) -> Adapter:
     rel = Path("adapters") / str(ctx.project_id) / str(ctx.job_id)
     target = Path(settings.MEDIA_ROOT) / rel
