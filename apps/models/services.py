@@ -13,7 +13,7 @@ from django.db import transaction
 from apps.audit.services import audit_record
 from apps.models.models import AssetKind, BaseModel, ImageAsset, ModelSource, ModelStatus
 from workers.common.fs import file_lock
-from workers.common.safety import pickle_files
+from workers.common.safety import pickle_files, pickle_reason
 from workers.common.timing import timed
 
 log = logging.getLogger(__name__)
@@ -92,14 +92,13 @@ def _apply_info(model: BaseModel, folder: Path) -> None:
 def _apply_single_file_info(model: BaseModel, file: Path) -> None:
     """Single-file checkpoints: the family from the tensor names, the size from the header."""
     from workers.imaging.assets import count_parameters, tensor_shapes
-    from workers.imaging.pipeline import check_diffusers_folder as _check_folder
-    from workers.imaging.pipeline import single_file_family as _single_file_family
+    from workers.imaging.pipeline import check_diffusers_folder, single_file_family
     from workers.ml.models import ModelRefused
 
-    family = _single_file_family(file)
+    family = single_file_family(file)
     config = Path(model.config_path) if model.config_path else None
     if config is not None:
-        config_family = _check_folder(config)
+        config_family = check_diffusers_folder(config)
         if config_family != family:
             raise ModelRefused(
                 f"{config}: a {config_family} configuration cannot load a {family} checkpoint"
@@ -125,12 +124,12 @@ def _apply_image_info(model: BaseModel, folder: Path) -> None:
         _apply_single_file_info(model, folder)
         return
 
-    from workers.imaging.pipeline import check_diffusers_folder as _check_folder
+    from workers.imaging.pipeline import check_diffusers_folder
 
     pickles = pickle_files(folder)
     if pickles:
-        raise ModelRefused(f"{pickles[0].name}: pickle weights are refused; convert to safetensors")
-    family = _check_folder(folder)  # no model_index.json, custom pipeline code: refused
+        raise ModelRefused(pickle_reason(pickles[0], pickles[0].name))
+    family = check_diffusers_folder(folder)  # no model_index.json, custom pipeline code: refused
     index = json.loads((folder / "model_index.json").read_text())
     from workers.imaging.assets import count_parameters, tensor_shapes
 
@@ -327,10 +326,13 @@ def model_folder(model: BaseModel, *, log_to=None, progress=None, should_stop=No
             if model.source == ModelSource.BUILTIN and model.reference == "smollm2-135m-instruct":
                 folder = ml_models.ensure_smollm2(root)
             elif model.source == ModelSource.BUILTIN and model.reference == "digits-demo":
-                from workers.imaging.demo_model import RECIPE_VERSION, ensure_digits_pipeline
-                from workers.imaging.demo_model import is_complete as _is_complete
+                from workers.imaging.demo_model import (
+                    RECIPE_VERSION,
+                    ensure_digits_pipeline,
+                    is_complete,
+                )
 
-                if log_to and not _is_complete(root / RECIPE_VERSION):
+                if log_to and not is_complete(root / RECIPE_VERSION):
                     log_to(
                         "training the digits demo model on scikit-learn's digits: a few minutes "
                         "on CPU, once; later jobs reuse it"
