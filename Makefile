@@ -4,6 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The Django side mypy checks (a second run: pyproject.toml's [tool.mypy] names the workers).
+MYPY_DJANGO := apps/*/services.py apps/*/selectors.py
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
@@ -58,6 +60,7 @@ test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy $(MYPY_DJANGO)
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/lint-imports
@@ -71,9 +74,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
-# mypy over what pyproject.toml's [tool.mypy] names: the pure workers packages.
+# mypy over what pyproject.toml's [tool.mypy] names (the pure workers packages), then over the
+# services and selectors (MYPY_DJANGO, through django-stubs' plugin).
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy $(MYPY_DJANGO)
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .
@@ -84,6 +89,7 @@ bench: $(STAMP)
 	$(PY) bench/datasets.py
 	$(PY) bench/finetune.py
 	$(PY) bench/images.py
+	$(PY) bench/moderation.py
 
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m gpu -v $(PYTEST_ARGS)

@@ -56,65 +56,13 @@ def bare_run(
     """
     t_start = time.perf_counter()
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        DataCollatorForLanguageModeling,
-        PrinterCallback,
-        Trainer,
-        TrainingArguments,
-    )
-
-    from workers.data.canonical import render_template
+    from transformers import DataCollatorForLanguageModeling, PrinterCallback, Trainer
 
     p = _params(params)
     cuda = torch.cuda.is_available()
-    precision = p.precision
-    if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    load_kwargs: dict[str, Any] = {"dtype": dtype}
-    if p.load_in != "none":
-        from transformers import BitsAndBytesConfig
-
-        compute = dtype if dtype != torch.float32 else torch.float16
-        load_kwargs["quantization_config"] = (
-            BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=compute,
-            )
-            if p.load_in == "4bit"
-            else BitsAndBytesConfig(load_in_8bit=True)
-        )
-        load_kwargs["device_map"] = {"": 0}
-
-    model = AutoModelForCausalLM.from_pretrained(str(base_model_dir), **load_kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if p.load_in != "none":
-        model = prepare_model_for_kbit_training(model)
-    warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=p.r,
-            lora_alpha=p.lora_alpha,
-            target_modules=list(p.target_modules or ("q_proj", "v_proj")),
-            lora_dropout=p.lora_dropout,
-            bias=p.bias,
-            task_type="CAUSAL_LM",
-        ),
-    )
-
-    data = []
-    for row in rows:
-        ids = tokenizer(render_template(template, dict(row)))["input_ids"]
-        ids = (ids + [tokenizer.eos_token_id])[: p.max_seq_length]
-        data.append({"input_ids": ids, "attention_mask": [1] * len(ids)})
+    precision, load_kwargs = _precision(p, cuda)
+    model, tokenizer = _lora_model(base_model_dir, p, load_kwargs)
+    data = _tokenize(rows, tokenizer, template, p.max_seq_length)
 
     inner = DataCollatorForLanguageModeling(
         tokenizer, mlm=False, pad_to_multiple_of=8 if cuda else None
@@ -127,28 +75,7 @@ def bare_run(
 
     with tempfile.TemporaryDirectory(prefix="bare-ft-") as scratch:
         out = Path(output_dir) if output_dir is not None else Path(scratch)
-        args = TrainingArguments(
-            output_dir=str(out / "checkpoints"),
-            per_device_train_batch_size=p.per_device_train_batch_size,
-            gradient_accumulation_steps=p.gradient_accumulation_steps,
-            warmup_steps=p.warmup_steps,
-            num_train_epochs=p.num_train_epochs,
-            max_steps=p.max_steps,
-            logging_steps=p.logging_steps,
-            learning_rate=p.learning_rate,
-            lr_scheduler_type=p.lr_scheduler_type,
-            weight_decay=p.weight_decay,
-            max_grad_norm=p.max_grad_norm,
-            save_steps=p.save_steps,
-            seed=p.seed,
-            bf16=precision == "bf16",
-            fp16=precision == "fp16",
-            report_to="none",
-            disable_tqdm=True,
-            log_level="warning",
-            remove_unused_columns=False,
-            dataloader_pin_memory=cuda,
-        )
+        args = _training_arguments(p, out / "checkpoints", precision, cuda)
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collate)
         trainer.remove_callback(PrinterCallback)  # quiet: the bench prints its own numbers
         t0 = time.perf_counter()
@@ -171,6 +98,104 @@ def bare_run(
         "precision": precision,
         "device": "cuda" if cuda else "cpu",
     }
+
+
+def _precision(p: Any, cuda: bool) -> tuple[str, dict[str, Any]]:
+    """The precision to train in ("auto" resolved) and from_pretrained's keyword arguments
+    (dtype, and the bitsandbytes quantization when `load_in` asks for it)."""
+    import torch
+
+    precision = p.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    load_kwargs: dict[str, Any] = {"dtype": dtype}
+    if p.load_in != "none":
+        from transformers import BitsAndBytesConfig
+
+        compute = dtype if dtype != torch.float32 else torch.float16
+        load_kwargs["quantization_config"] = (
+            BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=compute,
+            )
+            if p.load_in == "4bit"
+            else BitsAndBytesConfig(load_in_8bit=True)
+        )
+        load_kwargs["device_map"] = {"": 0}
+    return precision, load_kwargs
+
+
+def _lora_model(
+    base_model_dir: str | os.PathLike[str], p: Any, load_kwargs: dict[str, Any]
+) -> tuple[Any, Any]:
+    """The base model and tokenizer from the folder, the model wrapped in a LoRA of `p`."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_model_dir), **load_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if p.load_in != "none":
+        model = prepare_model_for_kbit_training(model)
+    warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=p.r,
+            lora_alpha=p.lora_alpha,
+            target_modules=list(p.target_modules or ("q_proj", "v_proj")),
+            lora_dropout=p.lora_dropout,
+            bias=p.bias,
+            task_type="CAUSAL_LM",
+        ),
+    )
+    return model, tokenizer
+
+
+def _tokenize(
+    rows: Iterable[Mapping[str, Any]], tokenizer: Any, template: str, max_seq_length: int
+) -> list[dict[str, list[int]]]:
+    """Each row rendered with the template, plus EOS, cut to `max_seq_length` tokens."""
+    from workers.data.canonical import render_template
+
+    data = []
+    for row in rows:
+        ids = tokenizer(render_template(template, dict(row)))["input_ids"]
+        ids = (ids + [tokenizer.eos_token_id])[:max_seq_length]
+        data.append({"input_ids": ids, "attention_mask": [1] * len(ids)})
+    return data
+
+
+def _training_arguments(p: Any, output_dir: Path, precision: str, cuda: bool) -> Any:
+    """TrainingArguments from the fine-tune parameters, quiet (the bench prints its own)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=p.per_device_train_batch_size,
+        gradient_accumulation_steps=p.gradient_accumulation_steps,
+        warmup_steps=p.warmup_steps,
+        num_train_epochs=p.num_train_epochs,
+        max_steps=p.max_steps,
+        logging_steps=p.logging_steps,
+        learning_rate=p.learning_rate,
+        lr_scheduler_type=p.lr_scheduler_type,
+        weight_decay=p.weight_decay,
+        max_grad_norm=p.max_grad_norm,
+        save_steps=p.save_steps,
+        seed=p.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        report_to="none",
+        disable_tqdm=True,
+        log_level="warning",
+        remove_unused_columns=False,
+        dataloader_pin_memory=cuda,
+    )
 
 
 def demo_rows(n: int = 64) -> list[dict[str, str]]:

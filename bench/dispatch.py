@@ -465,18 +465,20 @@ def timing_hook_cost(n: int = 200_000) -> tuple[float, float]:
 def breakdown_submit(
     rows: list[dict], probes: list[dict], bench_pid: int
 ) -> dict[str, list[float]]:
-    """Split each job's submit -> running into its parts, from the probe records."""
+    """Split each job's submit -> running into its parts, from the probe records.
+
+    The stages in the order they happen (apps/jobs/services.job_create registers the dispatch
+    on-commit callback before the events' doorbells, so the doorbells ring after the publish,
+    while the worker already picks the job up): created_at -> COMMIT -> dispatch_waiting (lock,
+    free slots, mark sent, COMMIT) -> publish -> broker -> task body -> claim stamps started_at.
+    Each non-bracketed row is the gap between two consecutive stamps, so per job they add up to
+    started_at - created_at exactly.
+    """
     by_job: dict[int, dict] = {}
     for p in probes:
         if p["k"] == "publish" and p.get("task") != "atelier.run_job":
             continue
-        if p.get("job") is not None and p["k"] in (
-            "task_start",
-            "claim",
-            "publish",
-            "send",
-            "task_end",
-        ):
+        if p.get("job") is not None and p["k"] in ("task_start", "claim", "publish", "task_end"):
             by_job.setdefault(int(p["job"]), {})[p["k"]] = p
     mine = sorted(
         (p for p in probes if p["pid"] == bench_pid and p["k"] in ("group_send", "dispatch")),
@@ -486,13 +488,13 @@ def breakdown_submit(
         k: []
         for k in (
             "create: INSERT job+event+audit, COMMIT",
-            "on_commit doorbells before dispatch (group_send x2)",
-            "dispatch_waiting: quota + queued queries",
+            "dispatch_waiting: lock, free slots, mark sent, COMMIT",
             "send_task (publish to Redis)",
             "broker -> worker task body starts",
-            "task start -> claim starts (= started_at)",
+            "task body starts -> claim stamps started_at",
+            "  [total] created_at -> started_at (the rows above, per job)",
+            "  [beside] on_commit doorbells after publish (group_send x2)",
             "  [after] claim: UPDATE running + event + doorbells",
-            "  [after] UPDATE dispatched_at after publish",
             "  [info] job_create() call, total",
             "  [info] created_at -> RUNNING committed, doorbells rung",
             "  [info] worker busy with previous job at submit",
@@ -504,29 +506,22 @@ def breakdown_submit(
     for row in rows:
         j = by_job.get(row["job"], {})
         window = [p for p in mine if row["t_call"] <= p["t0"] <= row["t_ret"]]
-        rings = [p for p in window if p["k"] == "group_send"]
         disp = next((p for p in window if p["k"] == "dispatch"), None)
-        pub, task, claim, send = (
-            j.get("publish"),
-            j.get("task_start"),
-            j.get("claim"),
-            j.get("send"),
-        )
+        rings = [p for p in window if p["k"] == "group_send"]
+        pub, task, claim = j.get("publish"), j.get("task_start"), j.get("claim")
         if prev_end is not None and prev_end > row["created"]:
             overlap += 1
         prev_end = j["task_end"]["t1"] if "task_end" in j else None
         parts[keys[8]].append(row["t_ret"] - row["t_call"])
-        if not (rings and disp and pub and task and claim):
+        if not (disp and pub and task and claim):
             continue
-        parts[keys[0]].append(rings[0]["t0"] - row["created"])
-        parts[keys[1]].append(disp["t0"] - rings[0]["t0"])
-        parts[keys[2]].append(pub["t0"] - disp["t0"])
-        parts[keys[3]].append(pub["t1"] - pub["t0"])
-        parts[keys[4]].append(task["t"] - pub["t1"])
-        parts[keys[5]].append(claim["t0"] - task["t"])
-        parts[keys[6]].append(claim["t1"] - claim["t0"])
-        if send:  # only a re-send (dispatch_pending) goes through _send: jobs are marked first
-            parts[keys[7]].append(send["t1"] - pub["t1"])
+        stamps = [row["created"], disp["t0"], pub["t0"], pub["t1"], task["t"], row["started"]]
+        for key, t0, t1 in zip(keys[:5], stamps, stamps[1:], strict=True):
+            parts[key].append(t1 - t0)
+        parts[keys[5]].append(row["started"] - row["created"])
+        if rings:
+            parts[keys[6]].append(sum(p["t1"] - p["t0"] for p in rings))
+        parts[keys[7]].append(claim["t1"] - claim["t0"])
         parts[keys[9]].append(claim["t1"] - row["created"])
     parts[keys[10]] = [1.0] * overlap  # a count, shown as n
     return parts
@@ -571,16 +566,17 @@ def table(title: str, rows: dict[str, dict], note: str = "") -> str:
     width = max([len(k) for k in rows] + [20])
     lines = [
         f"\n{title}",
-        f"  {'':<{width}}  {'n':>6} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)",
+        f"  {'':<{width}}  {'n':>6} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} {'mean':>8}  (ms)",
     ]
     for name, s in rows.items():
         if s["n"] == 0:
-            lines.append(f"  {name:<{width}}  {0:>6} {'-':>8} {'-':>8} {'-':>8} {'-':>8}")
+            lines.append(f"  {name:<{width}}  {0:>6}" + f" {'-':>8}" * 5)
         elif name.endswith("at submit"):
             lines.append(f"  {name:<{width}}  {s['n']:>6}")
         else:
             lines.append(
-                f"  {name:<{width}}  {s['n']:>6} {s['p50']:8.2f} {s['p90']:8.2f} {s['p99']:8.2f} {s['max']:8.2f}"
+                f"  {name:<{width}}  {s['n']:>6} {s['p50']:8.2f} {s['p90']:8.2f} {s['p99']:8.2f} "
+                f"{s['max']:8.2f} {s['mean']:8.2f}"
             )
     if note:
         lines.append("  " + note)
@@ -590,7 +586,7 @@ def table(title: str, rows: dict[str, dict], note: str = "") -> str:
 # --------------------------------------------------------------------------- main
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", type=int, default=200, help="baseline Celery tasks")
     ap.add_argument("--jobs", type=int, default=200, help="bench.noop jobs")
@@ -619,7 +615,11 @@ def main() -> int:
     ap.add_argument(
         "--keep", action="store_true", help="keep the temp dir (logs, probes, database)"
     )
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> int:
+    args = _parse_args()
 
     def on_term(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -654,8 +654,23 @@ def main() -> int:
     if error:
         print(f"RESULT FAILED ({error.splitlines()[0][:200]})")
         return 130 if error == "interrupted" else 1
+    out, headline = report(bench, args, base, sub, ev, probes, elapsed, hook_ns)
+    print("\n".join(out))
+    print(result_line(args, headline, ev), flush=True)
+    return 0
 
-    # ---- report
+
+def report(
+    bench: Bench,
+    args: argparse.Namespace,
+    base: dict,
+    sub: dict,
+    ev: dict | None,
+    probes: list[dict],
+    elapsed: float,
+    hook_ns: tuple[float, float],
+) -> tuple[list[str], dict[str, dict | None]]:
+    """The report's lines, and the summaries the RESULT line quotes (baseline, submit, event)."""
     out = []
     facts = {**bench.facts, "wall time": f"{elapsed:.0f}s"}
     if args.what_if:
@@ -681,39 +696,14 @@ def main() -> int:
             table(
                 "submit -> running, where the time goes (per job, from probes)",
                 {k: summary(v) for k, v in parts.items()},
-                "rows without [..] add up to started_at - created_at; [after] happens after started_at",
+                "rows without [..] add up to [total] per job (compare the means); [beside] runs in the "
+                "bench process while the worker picks the job up; [after] follows started_at",
             )
         )
     e = None
     if ev is not None:
-        lat = [t_recv - t_emit for c in ev["clients"] for t_emit, t_recv, _ in c["points"]]
-        e = summary(lat)
-        complete = sum(1 for c in ev["clients"] if len(c["points"]) == args.points)
-        gaps = sum(
-            1
-            for c in ev["clients"]
-            if c["seqs"] != list(range(c["seqs"][0], c["seqs"][0] + len(c["seqs"])))
-        )
-        buffered = ev["result"].get("buffered", 0)
-        rows = {f"event -> browser ({len(ev['clients'])} clients x {args.points} points)": e}
-        if probes:
-            rows.update({k: summary(v) for k, v in breakdown_events(ev, probes).items()})
-        out.append(
-            table(
-                "Metric point emitted in the job -> received by each websocket client",
-                rows,
-                f"points {ev['interval']}s apart (> EVENT_MIN_INTERVAL={bench.min_interval}s, so no point waits in the "
-                f"Reporter's buffer: {buffered} buffered); clients with every point: {complete}/{len(ev['clients'])}; "
-                f"clients with a sequence gap: {gaps}",
-            )
-        )
-    if ev is not None:
-        per_point = ", ".join(
-            f"{name} {ms(sec) / args.points:.1f}" for name, sec in ev["cpu"].items()
-        )
-        out.append(
-            f"  CPU ms per point while emitting ({ev['span']:.0f}s, {bench.facts['cpus']} CPUs): {per_point}"
-        )
+        lines, e = _report_events(bench, args, ev, probes)
+        out += lines
     if getattr(bench, "web_profile", ""):
         out.append("\nuvicorn event loop profile while emitting (cProfile)\n" + bench.web_profile)
     out.append(
@@ -723,24 +713,61 @@ def main() -> int:
     )
     for n in bench.notes:
         out.append(f"NOTE: {n}")
-    print("\n".join(out))
+    return out, {"baseline": b, "submit": s, "event": e}
+
+
+def _report_events(
+    bench: Bench, args: argparse.Namespace, ev: dict, probes: list[dict]
+) -> tuple[list[str], dict]:
+    """Event -> browser: latency per client and point, where it goes, CPU per point. Returns the
+    lines and the latency summary."""
+    lat = [t_recv - t_emit for c in ev["clients"] for t_emit, t_recv, _ in c["points"]]
+    e = summary(lat)
+    complete = sum(1 for c in ev["clients"] if len(c["points"]) == args.points)
+    gaps = sum(
+        1
+        for c in ev["clients"]
+        if c["seqs"] != list(range(c["seqs"][0], c["seqs"][0] + len(c["seqs"])))
+    )
+    buffered = ev["result"].get("buffered", 0)
+    rows = {f"event -> browser ({len(ev['clients'])} clients x {args.points} points)": e}
+    if probes:
+        rows.update({k: summary(v) for k, v in breakdown_events(ev, probes).items()})
+    out = [
+        table(
+            "Metric point emitted in the job -> received by each websocket client",
+            rows,
+            f"points {ev['interval']}s apart (> EVENT_MIN_INTERVAL={bench.min_interval}s, so no point waits in the "
+            f"Reporter's buffer: {buffered} buffered); clients with every point: {complete}/{len(ev['clients'])}; "
+            f"clients with a sequence gap: {gaps}",
+        )
+    ]
+    per_point = ", ".join(f"{name} {ms(sec) / args.points:.1f}" for name, sec in ev["cpu"].items())
+    out.append(
+        f"  CPU ms per point while emitting ({ev['span']:.0f}s, {bench.facts['cpus']} CPUs): {per_point}"
+    )
+    return out, e
+
+
+def result_line(args: argparse.Namespace, headline: dict, ev: dict | None) -> str:
+    """The one RESULT line: the headline figures beside their goals."""
 
     def verdict(p99: float, goal: float) -> str:
         return "met" if p99 <= goal else "MISSED"
 
+    b, s, e = headline["baseline"], headline["submit"], headline["event"]
     tag = f"[WHAT-IF {'+'.join(args.what_if)}, not the product] " if args.what_if else ""
     line = (
         f"RESULT {tag}submit->running p50={s['p50']:.1f}ms p99={s['p99']:.1f}ms "
         f"(goal p99<={GOAL_SUBMIT_P99_MS:.0f}ms, {verdict(s['p99'], GOAL_SUBMIT_P99_MS)}) "
         f"[baseline celery p50={b['p50']:.1f}ms p99={b['p99']:.1f}ms, ratio p99 {s['p99'] / b['p99']:.1f}x]"
     )
-    if e is not None:
+    if e is not None and ev is not None:
         line += (
             f" | event->browser({len(ev['clients'])} clients) p50={e['p50']:.1f}ms p99={e['p99']:.1f}ms "
             f"(goal p99<={GOAL_EVENT_P99_MS:.0f}ms, {verdict(e['p99'], GOAL_EVENT_P99_MS)})"
         )
-    print(line, flush=True)
-    return 0
+    return line
 
 
 if __name__ == "__main__":

@@ -98,7 +98,25 @@ class Bench:
         self.facts["database"] = "given --database-url" if self.args.database_url else "SQLite"
         self.probe_dir = self.tmp / "probes"
         self.probe_dir.mkdir()
-        env = {
+        env = self._environment(tag, redis_url, db_url)
+        os.environ.update(env)  # before django.setup(): settings read the environment at import
+        (self.tmp / "var").mkdir()
+        self.procs = Processes(env=self._process_env(env), log_dir=self.tmp / "logs")
+        # The bare subprocess gets the worker's environment, less the probe hook (no Django there).
+        self.child_env = {
+            k: v
+            for k, v in self.procs.env.items()
+            if k not in ("ATELIER_BENCH_FT_PROBE_DIR", "ATELIER_BENCH_FT_WHATIF")
+        }
+        self._migrate_and_build()
+        self._create_rows(tag)
+        self._import_dataset()
+        say("starting the platform worker (queues gpu,cpu; threads pool, concurrency 1)")
+        self.procs.worker(queues="gpu,cpu")
+
+    def _environment(self, tag: str, redis_url: str, db_url: str) -> dict[str, str]:
+        """The isolated run's settings: own database, Redis, var/ folders and channel prefix."""
+        return {
             "DJANGO_SETTINGS_MODULE": "webapp.settings",
             "DATABASE_URL": db_url,
             "REDIS_URL": redis_url,
@@ -115,8 +133,9 @@ class Bench:
                 p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
             ),
         }
-        os.environ.update(env)  # before django.setup(): settings read the environment at import
-        (self.tmp / "var").mkdir()
+
+    def _process_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The worker's environment: one torch thread, and the what-ifs and profiling asked for."""
         # Processes puts os.environ and `env` over its OMP_NUM_THREADS=1 default: force it here.
         proc_env = {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         if self.args.what_if_event_interval is not None:
@@ -129,14 +148,10 @@ class Bench:
         if "doorbell-loop" in self.args.what_if:  # bench/probes.py's what-if, via bench.jobkinds
             proc_env["ATELIER_BENCH_WHATIF"] = "doorbell-loop"
             proc_env["ATELIER_JOB_KIND_MODULES"] += ",bench.jobkinds"
-        self.procs = Processes(env=proc_env, log_dir=self.tmp / "logs")
-        # The bare subprocess gets the worker's environment, less the probe hook (no Django there).
-        self.child_env = {
-            k: v
-            for k, v in self.procs.env.items()
-            if k not in ("ATELIER_BENCH_FT_PROBE_DIR", "ATELIER_BENCH_FT_WHATIF")
-        }
+        return proc_env
 
+    def _migrate_and_build(self) -> None:
+        """Migrate the fresh database and build the tiny Llama, side by side (not timed)."""
         say("migrating the fresh database; building the tiny Llama (setup, not timed)")
         t = time.monotonic()
         migrate = subprocess.Popen(
@@ -156,17 +171,16 @@ class Bench:
         self.facts["setup"] = f"{time.monotonic() - t:.1f}s"
         self.facts["load"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
 
+    def _create_rows(self, tag: str) -> None:
+        """The bench's user and project, and the built-in tiny-llama row on the folder built."""
         import django
 
         django.setup()
         from django.contrib.auth import get_user_model
 
-        from apps.datasets import services as dataset_services
-        from apps.datasets.storage import media_path
         from apps.models.models import BaseModel
         from apps.models.services import ensure_builtin_rows, model_folder
         from apps.projects.models import Membership, Project
-        from workers.data.canonical import iter_split
 
         self.user = get_user_model().objects.create_user(username=f"ftbench-{tag}", password=None)
         bench_policy()
@@ -179,6 +193,12 @@ class Bench:
         ensure_builtin_rows()
         self.base = BaseModel.objects.get(reference="tiny-llama")
         self.model_dir = str(model_folder(self.base))
+
+    def _import_dataset(self) -> None:
+        """The QA rows imported the platform's way; both sides train on its train split."""
+        from apps.datasets import services as dataset_services
+        from apps.datasets.storage import media_path
+        from workers.data.canonical import iter_split
 
         rows = demo_rows(self.args.rows)
         upload = self.tmp / "sums.csv"
@@ -202,9 +222,6 @@ class Bench:
         self.train_rows = list(iter_split(path, "train", **split))
         self.eval_rows = list(iter_split(path, "validation", **split))
         self.facts["rows"] = f"{len(self.train_rows)} train + {len(self.eval_rows)} validation"
-
-        say("starting the platform worker (queues gpu,cpu; threads pool, concurrency 1)")
-        self.procs.worker(queues="gpu,cpu")
 
     def hyper(self) -> dict:
         """The fine-tune parameters both runs get (fields of LoraFinetuneConfig)."""
@@ -435,6 +452,11 @@ def platform_breakdown(plat: dict, probes: list[dict]) -> tuple[list[tuple[str, 
         return [], {}
     pid = claim["pid"]
     mine = [p for p in probes if p["pid"] == pid and claim["t0"] <= p["t0"] <= execute["t1"]]
+    return _job_segments(plat, claim, mine), _job_stats(job, mine)
+
+
+def _job_stamps(claim: dict, mine: list[dict], finished: float) -> list[tuple[str, float | None]]:
+    """Where each segment of the job ends (None: its probe is missing), in order."""
 
     def get(kind, **m):
         return _one(mine, kind, **m)
@@ -442,9 +464,7 @@ def platform_breakdown(plat: dict, probes: list[dict]) -> tuple[list[tuple[str, 
     rf, tl, rp = get("run_finetune"), get("train_lora"), get("resolve_precision")
     tp, load = get("train_process"), get("load_model")
     ev_b, ev_a = get("eval", which="before"), get("eval", which="after")
-    train, pub, fin = get("trainer.train"), get("publish_adapter"), get("finish", job=job)
-    card, zipped = get("model_card"), get("zip")
-    marks = [p for p in mine if p["k"] == "checkpoint_marker"]
+    train = get("trainer.train")
     stamps = [
         ("submit: job_create (validate, checks, rows, audit), Celery send + pickup", claim["t0"]),
         ("claim + lease (DB)", claim["t1"]),
@@ -480,15 +500,34 @@ def platform_breakdown(plat: dict, probes: list[dict]) -> tuple[list[tuple[str, 
         ("save adapter (save_pretrained)", tp["t1"] if tp else None),
         ("model card + adapter.zip + result.json", tl["t1"] if tl else None),
         ("publish adapter: copy to media, Adapter row, audit", rf["t1"] if rf else None),
-        ("job_finish: final flush, state row", plat["finished"]),
+        ("job_finish: final flush, state row", finished),
     ]
+    return stamps
+
+
+def _job_segments(plat: dict, claim: dict, mine: list[dict]) -> list[tuple[str, float]]:
+    """The job's segments from submit: each from the previous stamp found to its own."""
     segs: list[tuple[str, float]] = []
     prev = plat["t_submit"]
-    for label, t in stamps:
+    for label, t in _job_stamps(claim, mine, plat["finished"]):
         if t is None:
             continue
         segs.append((label, t - prev))
         prev = t
+    return segs
+
+
+def _job_stats(job: int, mine: list[dict]) -> dict:
+    """Imports, the training loop's CPU and steps, the event flushes and doorbells inside it,
+    checkpoint markers and the steps after the loop."""
+
+    def get(kind, **m):
+        return _one(mine, kind, **m)
+
+    tl, load, train = get("train_lora"), get("load_model"), get("trainer.train")
+    pub, fin = get("publish_adapter"), get("finish", job=job)
+    card, zipped = get("model_card"), get("zip")
+    marks = [p for p in mine if p["k"] == "checkpoint_marker"]
     flushes = [p for p in mine if p["k"] == "flush"]
 
     def during_train(kind, same_thread=True):
@@ -505,7 +544,7 @@ def platform_breakdown(plat: dict, probes: list[dict]) -> tuple[list[tuple[str, 
 
     in_train = during_train("flush")
     rings = during_train("ring_job") + during_train("ring_project")
-    stats = {
+    return {
         "imports": (load["t0"] - tl["t0"]) if (load and tl) else math.nan,
         "doorbell_in_train": sum(p["t1"] - p["t0"] for p in rings),
         "append_in_train": sum(p["t1"] - p["t0"] for p in during_train("append")),
@@ -527,7 +566,6 @@ def platform_breakdown(plat: dict, probes: list[dict]) -> tuple[list[tuple[str, 
         "publish": (pub["t1"] - pub["t0"]) if pub else math.nan,
         "finish": (fin["t1"] - fin["t0"]) if fin else math.nan,
     }
-    return segs, stats
 
 
 def bare_segments(b: dict) -> list[tuple[str, float]]:
@@ -561,7 +599,7 @@ def step_stats(ms: list[float]) -> dict:
 # ---------------------------------------------------------------------------------------- main
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
         "--steps", type=int, default=600, help="optimizer steps of the tiny model (~5-10 s of loop)"
@@ -613,6 +651,11 @@ def main() -> int:
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    return args
+
+
+def main() -> int:
+    args = _parse_args()
 
     def on_term(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -662,14 +705,42 @@ def report(bench, args, bares, plats, probes, smol, elapsed) -> str:
     first = plats[0]
     e2e = first["finished"] - first["t_submit"]
     overhead = e2e - bare_wall
-    segs, fs0 = details[0]
-    hp = bench.hyper()
     tags = list(args.what_if)
     if args.what_if_event_interval is not None:
         tags.append(f"ATELIER_EVENT_MIN_INTERVAL={args.what_if_event_interval:g}")
     whatif = f"[WHAT-IF {'+'.join(tags)}, not the product] " if tags else ""
-    out = []
+    out = _report_head(bench, plats, whatif, elapsed)
+    out.append("")
+    out += _report_loop(bench, bares, plats, pfs, details, bare_tps, plat_tps)
+    out.append("")
+    out += _report_end_to_end(bench, bares, e2e, bare_wall, details[0][1])
+    out += _report_where(plats, details, pfs[0])
+    for i, b in enumerate(bares, 1):
+        out.append(f"  bare {i}, where the time goes (the child's own stamps):")
+        for label, sec in bare_segments(b):
+            out.append(f"    {label:<{WHERE_WIDTH}} {sec:7.3f}s")
+    smol_txt = "skipped"
+    if smol is not None:
+        out.append("")
+        out.append(_report_smollm2(smol))
+        smol_txt = f"{smol['steps_per_second']:.3f} steps/s"
+    for n in bench.notes:
+        out.append(f"NOTE: {n}")
     out.append(
+        f"RESULT {whatif}finetune ratio={ratio:.2f} (goal >= {GOAL_RATIO}) overhead={overhead:.1f}s "
+        f"(goal <= {GOAL_OVERHEAD_S:.0f}s) [bare {bare_tps:.0f} tok/s, platform {plat_tps:.0f} tok/s] "
+        f"| smollm2 lora {smol_txt}"
+    )
+    return "\n".join(out)
+
+
+WHERE_WIDTH = 72  # the label column of the "where the time goes" tables
+
+
+def _report_head(bench, plats, whatif: str, elapsed) -> list[str]:
+    """The run's facts, the what-if if any, and the hyperparameters both sides get."""
+    hp = bench.hyper()
+    out = [
         "Atelier fine-tune bench: "
         + ", ".join(
             f"{k}={v}"
@@ -681,7 +752,7 @@ def report(bench, args, bares, plats, probes, smol, elapsed) -> str:
                 "wall time": f"{elapsed:.0f}s",
             }.items()
         )
-    )
+    ]
     if whatif:
         out.append("  " + whatif)
     out.append(
@@ -689,8 +760,15 @@ def report(bench, args, bares, plats, probes, smol, elapsed) -> str:
         + ", ".join(f"{k}={v}" for k, v in hp.items())
         + f"; template {DEFAULT_TEMPLATE!r}; tiny Llama (build_tiny_llama, seed 0)"
     )
-    out.append("")
-    out.append("Training loop (tokens/s = real tokens handed to Trainer.train / its wall time)")
+    return out
+
+
+def _report_loop(bench, bares, plats, pfs, details, bare_tps, plat_tps) -> list[str]:
+    """The training loop: tokens/s of every run, the ratio, and what the platform's loop does
+    besides training (flushes, markers), on CPU time and per step."""
+    hp = bench.hyper()
+    ratio = plat_tps / bare_tps
+    out = ["Training loop (tokens/s = real tokens handed to Trainer.train / its wall time)"]
     for i, b in enumerate(bares, 1):
         out.append(
             f"  bare {i}:      {b['tokens_per_second']:>9.1f} tok/s  {b['steps_per_second']:>6.2f} steps/s  "
@@ -722,6 +800,14 @@ def report(bench, args, bares, plats, probes, smol, elapsed) -> str:
         f"  ratio platform/bare = {plat_tps:.1f} / {bare_tps:.1f} = {ratio:.3f} "
         f"(goal >= {GOAL_RATIO}: {'met' if ratio >= GOAL_RATIO else 'MISSED'})"
     )
+    out += _report_loop_flushes(details)
+    out += _report_loop_cpu(bares, pfs, details)
+    return out
+
+
+def _report_loop_flushes(details) -> list[str]:
+    """Per platform run: the event flushes and checkpoint markers inside its training loop."""
+    out = []
     for i, (_, fs) in enumerate(details, 1):
         if not fs:
             continue
@@ -739,6 +825,12 @@ def report(bench, args, bares, plats, probes, smol, elapsed) -> str:
                 else ""
             )
         )
+    return out
+
+
+def _report_loop_cpu(bares, pfs, details) -> list[str]:
+    """The loop on CPU time (tokens per process CPU-second) and per optimizer step."""
+    out = []
     if all(fs for _, fs in details):
         bare_cpu = mean([b["tokens"] / b["train_process_cpu"] for b in bares])
         plat_cpu = mean(
@@ -772,13 +864,19 @@ def report(bench, args, bares, plats, probes, smol, elapsed) -> str:
             f"    median step time bare/platform = {med_b / med_p:.3f} (1.0: the same steady per-step "
             "cost; flushes and checkpoints fall outside the median)"
         )
-    out.append("")
-    out.append(
+    return out
+
+
+def _report_end_to_end(bench, bares, e2e: float, bare_wall: float, fs0: dict) -> list[str]:
+    """Platform job 1 submit -> succeeded against a bare run, with and without the imports and
+    the loop; a note when the bare runs alone disagree by more than the ratio goal allows."""
+    overhead = e2e - bare_wall
+    out = [
         f"End to end: platform 1 (fresh worker: its first job) submit -> succeeded {e2e:.2f}s; bare "
         "subprocess spawn -> adapter saved "
         + " / ".join(f"{b['wall']:.2f}s" for b in bares)
         + f" (mean {bare_wall:.2f}s)"
-    )
+    ]
     out.append(
         f"  overhead = {e2e:.2f} - {bare_wall:.2f} = {overhead:.2f}s "
         f"(goal <= {GOAL_OVERHEAD_S:.0f}s: {'met' if overhead <= GOAL_OVERHEAD_S else 'MISSED'})"
@@ -808,7 +906,12 @@ def report(bench, args, bares, plats, probes, smol, elapsed) -> str:
             f"{bench.facts.get('load', '?')}): this machine's other load is larger than the 3% the "
             "ratio goal allows; read the ratio with the CPU-time cross-check and the flush share"
         )
-    width = 72
+    return out
+
+
+def _report_where(plats, details, pf0: dict) -> list[str]:
+    """Where each platform job's time goes (worker probes): one column per job."""
+    width = WHERE_WIDTH
     labels: list[str] = []
     table: dict[str, list[float | None]] = {}
     for j, (job_segs, _) in enumerate(details):
@@ -818,45 +921,35 @@ def report(bench, args, bares, plats, probes, smol, elapsed) -> str:
                 table[label] = [None] * len(details)
             table[label][j] = sec
     head = "".join(f"{f'job {i}':>10}" for i in range(1, len(details) + 1))
-    out.append(
+    out = [
         "  platform, where the time goes (worker probes; each column adds up to submit->succeeded;"
-    )
+    ]
     out.append(f"  job 1 ran on a fresh worker, later ones on a warm one)   {'':<14}{head}")
     for label in labels:
         cells = "".join(f"{'-':>10}" if v is None else f"{v:>9.3f}s" for v in table[label])
         out.append(f"    {label:<{width}}{cells}")
     totals = "".join(f"{p['finished'] - p['t_submit']:>9.3f}s" for p in plats)
     out.append(f"    {'total':<{width}}{totals}")
+    fs0 = details[0][1]
     if fs0:
         out.append(
             f"    [inside: model card {fs0['card']:.3f}s, zip {fs0['zip']:.3f}s, publish "
             f"{fs0['publish']:.3f}s, job_finish {fs0['finish']:.3f}s; {pf0['events']} events "
             f"{pf0['events_by_kind']}, {fs0['flushes']} flushes]"
         )
-    for i, b in enumerate(bares, 1):
-        out.append(f"  bare {i}, where the time goes (the child's own stamps):")
-        for label, sec in bare_segments(b):
-            out.append(f"    {label:<{width}} {sec:7.3f}s")
-    smol_txt = "skipped"
-    if smol is not None:
-        out.append("")
-        out.append(
-            f"SmolLM2-135M-Instruct LoRA ({smol['details'].get('target_modules')}, r=8): "
-            f"{smol['steps']} steps at seq 128, batch 4 in {smol['train_seconds']:.2f}s = "
-            f"{smol['steps_per_second']:.3f} steps/s ({smol['train_tokens_per_second']} tok/s; "
-            f"steps after the first: {smol['step_seconds']} s); torch threads "
-            f"{smol['torch_threads']}; model folder ready in {smol['prepare_seconds']:.1f}s "
-            f"(cached conversion reused), subprocess {smol['wall']:.1f}s"
-        )
-        smol_txt = f"{smol['steps_per_second']:.3f} steps/s"
-    for n in bench.notes:
-        out.append(f"NOTE: {n}")
-    out.append(
-        f"RESULT {whatif}finetune ratio={ratio:.2f} (goal >= {GOAL_RATIO}) overhead={overhead:.1f}s "
-        f"(goal <= {GOAL_OVERHEAD_S:.0f}s) [bare {bare_tps:.0f} tok/s, platform {plat_tps:.0f} tok/s] "
-        f"| smollm2 lora {smol_txt}"
+    return out
+
+
+def _report_smollm2(smol: dict) -> str:
+    """The SmolLM2 LoRA steps/s line."""
+    return (
+        f"SmolLM2-135M-Instruct LoRA ({smol['details'].get('target_modules')}, r=8): "
+        f"{smol['steps']} steps at seq 128, batch 4 in {smol['train_seconds']:.2f}s = "
+        f"{smol['steps_per_second']:.3f} steps/s ({smol['train_tokens_per_second']} tok/s; "
+        f"steps after the first: {smol['step_seconds']} s); torch threads "
+        f"{smol['torch_threads']}; model folder ready in {smol['prepare_seconds']:.1f}s "
+        f"(cached conversion reused), subprocess {smol['wall']:.1f}s"
     )
-    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -172,25 +172,7 @@ class Bench:
     def setup(self) -> None:
         tag = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.redis_proc, redis_url = start_embedded_redis(self.tmp / "redis")
-        db_url = f"sqlite:///{(self.tmp / 'bench.sqlite3').resolve()}"
-        env = {
-            "DJANGO_SETTINGS_MODULE": "webapp.settings",
-            "DATABASE_URL": db_url,
-            "REDIS_URL": redis_url,
-            "ATELIER_VAR_DIR": str(self.tmp / "var"),
-            "ATELIER_MEDIA_ROOT": str(self.tmp / "media"),
-            "ATELIER_JOBS_DIR": str(self.tmp / "jobs"),
-            "ATELIER_MODELS_DIR": str(self.tmp / "var" / "models"),
-            "ATELIER_CHANNEL_PREFIX": f"atelier-imgbench-{tag}",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-            ),
-        }
-        if self.args.batch_max_jobs is not None:
-            env["ATELIER_BATCH_MAX_JOBS"] = str(self.args.batch_max_jobs)
+        env = self._environment(tag, redis_url)
         os.environ.update(env)  # before django.setup(): settings read the environment at import
         (self.tmp / "var" / "models").mkdir(parents=True)
         self.probe_dir = self.tmp / "probes"
@@ -210,7 +192,36 @@ class Bench:
             for k, v in self.procs.env.items()
             if k not in (PROBE_ENV, "ATELIER_JOB_KIND_MODULES")
         }
+        self._migrate_and_build()
+        self._create_rows(tag)
+        say("starting the platform worker (queues gpu,cpu; threads pool, concurrency 1)")
+        self.procs.worker(queues="gpu,cpu")
 
+    def _environment(self, tag: str, redis_url: str) -> dict[str, str]:
+        """The isolated run's settings: own database, Redis, var/ folders and channel prefix."""
+        db_url = f"sqlite:///{(self.tmp / 'bench.sqlite3').resolve()}"
+        env = {
+            "DJANGO_SETTINGS_MODULE": "webapp.settings",
+            "DATABASE_URL": db_url,
+            "REDIS_URL": redis_url,
+            "ATELIER_VAR_DIR": str(self.tmp / "var"),
+            "ATELIER_MEDIA_ROOT": str(self.tmp / "media"),
+            "ATELIER_JOBS_DIR": str(self.tmp / "jobs"),
+            "ATELIER_MODELS_DIR": str(self.tmp / "var" / "models"),
+            "ATELIER_CHANNEL_PREFIX": f"atelier-imgbench-{tag}",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+        }
+        if self.args.batch_max_jobs is not None:
+            env["ATELIER_BATCH_MAX_JOBS"] = str(self.args.batch_max_jobs)
+        return env
+
+    def _migrate_and_build(self) -> None:
+        """Migrate the fresh database and build the tiny SD pipeline, side by side (not timed)."""
         say("migrating the fresh database; building the tiny SD pipeline (setup, not timed)")
         t = time.monotonic()
         migrate = subprocess.Popen(
@@ -229,6 +240,8 @@ class Bench:
         self.facts["setup"] = f"{time.monotonic() - t:.1f}s"
         self.facts["load"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
 
+    def _create_rows(self, tag: str) -> None:
+        """The bench's user, project and the built-in tiny-sd row on the folder built above."""
         import django
 
         django.setup()
@@ -251,9 +264,6 @@ class Bench:
             raise RuntimeError(f"tiny-sd resolved to {self.model_dir}, not {self.model_dir_built}")
         self.batch_max_jobs = int(settings.ATELIER.get("BATCH_MAX_JOBS", 1))
         self.facts["BATCH_MAX_JOBS"] = str(self.batch_max_jobs)
-
-        say("starting the platform worker (queues gpu,cpu; threads pool, concurrency 1)")
-        self.procs.worker(queues="gpu,cpu")
 
     def _child(self, argv: list[str], env: dict) -> subprocess.Popen:
         proc = subprocess.Popen(
@@ -551,16 +561,49 @@ def breakdown(job: dict, probes: list[dict]) -> list[float] | None:
 def report(
     bench: Bench, args, bares, cold, warms, batch_warm, seqs, batches, pure, elapsed
 ) -> tuple[str, bool]:
-    out: list[str] = []
     probes = read_probes(bench.probe_dir)
     warm_jobs = [j for rnd in warms for j in rnd["jobs"]]
     seq_jobs = [j for s in seqs for j in s["jobs"]]
     batch_jobs = [j for b in batches for j in b["jobs"]]
-    bare_pi = mean([b["per_image"] for b in bares])
-    plat_pi = mean([j["run"] for j in warm_jobs])
-    plat_e2e = mean([j["e2e"] for j in warm_jobs])
-    ratio = bare_pi / plat_pi
+    out = _report_head(bench, args, bares, warms, batches, pure, elapsed)
+    warm, fig = _report_warm(bench, args, bares, warms, warm_jobs, pure, probes)
+    out += warm
+    out.append("")
+    cold_bare = mean([b["cold"] for b in bares])
+    out.append(_report_cold(bares, cold, cold_bare))
+    later = warm_jobs + [batch_warm] + seq_jobs + batch_jobs
+    loads, loads_nothing = _report_loads(bench, cold, warms, later, probes)
+    out += loads
+    out.append("")
+    pixels, same, differ, batch_same = _report_pixels(
+        args, bares, cold, warm_jobs, seq_jobs, batch_jobs, pure
+    )
+    out += pixels
+    out.append("")
+    batching, speedup = _report_batching(bench, args, seqs, batches, batch_warm, pure)
+    out += batching
+    largest = max((len(j["batched_with"] or []) + 1 for j in batch_jobs), default=0)
+    for n in bench.notes:
+        out.append(f"NOTE: {n}")
+    ratio = fig["ratio"]
+    met_all = ratio >= GOAL_RATIO and loads_nothing and speedup >= GOAL_SPEEDUP
     out.append(
+        f"RESULT images warm ratio={ratio:.2f} at {args.size}px (goal >= {GOAL_RATIO}, "
+        f"{'met' if ratio >= GOAL_RATIO else 'MISSED'}) | second job loads nothing: "
+        f"{'yes' if loads_nothing else 'NO'} (goal yes) | batching {speedup:.1f}x at "
+        f"{args.batch_px}px (goal >= {GOAL_SPEEDUP}x, "
+        f"{'met' if speedup >= GOAL_SPEEDUP else 'MISSED'}; "
+        f"largest batch {largest} of {BATCH}) [bare {fig['bare_pi']:.3f} s/img, platform warm "
+        f"{fig['plat_pi']:.3f} s/img, CPU ratio {fig['cpu_ratio']:.2f}, cold {cold['e2e']:.1f}s "
+        f"vs bare {cold_bare:.1f}s; same pixels {same}/{same + differ}, batched vs alone "
+        f"{batch_same}/{len(batch_jobs)}]"
+    )
+    return "\n".join(out), met_all
+
+
+def _report_head(bench: Bench, args, bares, warms, batches, pure, elapsed) -> list[str]:
+    """The run's facts and the request every image is made from."""
+    out = [
         "Atelier image bench: "
         + ", ".join(
             f"{k}={v}"
@@ -576,7 +619,7 @@ def report(
                 "wall time": f"{elapsed:.0f}s",
             }.items()
         )
-    )
+    ]
     b0 = bares[0]
     out.append(
         f"  every image: tiny-sd (build_tiny_pipeline seed 0), {args.size}x{args.size} px "
@@ -586,6 +629,31 @@ def report(
         f"torch {b0['versions']['torch']}, diffusers {b0['versions']['diffusers']}"
     )
     out.append("")
+    return out
+
+
+def _pure_rate(pure) -> dict | None:
+    """The pure per-image rate at --size: its own pass when --batch-px differs, else the
+    sequential halves of the batching comparison."""
+    pure_rate = pure and (pure.get("rate") or {"seconds": [], "cpu": []})
+    if pure and not pure_rate["seconds"]:
+        pure_rate = {
+            "seconds": [x / pure["n"] for x in pure["sequential_seconds"]],
+            "cpu": [x / pure["n"] for x in pure["sequential_cpu"]],
+        }
+    return pure_rate
+
+
+def _report_warm(
+    bench: Bench, args, bares, warms, warm_jobs, pure, probes
+) -> tuple[list[str], dict[str, float]]:
+    """Per image at --size, warm: bare vs platform, the ratio and where a job's time goes. Also
+    returns the headline figures (ratio, bare_pi, plat_pi, cpu_ratio)."""
+    out: list[str] = []
+    bare_pi = mean([b["per_image"] for b in bares])
+    plat_pi = mean([j["run"] for j in warm_jobs])
+    plat_e2e = mean([j["e2e"] for j in warm_jobs])
+    ratio = bare_pi / plat_pi
     out.append(
         f"Per image at {args.size} px, warm (bare: the timed images after a warm-up; platform: "
         "started -> finished)"
@@ -604,14 +672,7 @@ def report(
             f"  platform warm {i}:   {mean(r):.3f} s/img  (median {pct(r, 50):.3f}, max {max(r):.3f}; "
             f"submit -> finished {mean(e):.3f} s; jobs {jobs[0]['job']}..{jobs[-1]['job']})"
         )
-    # The pure per-image rate at --size: its own pass when --batch-px differs, else the
-    # sequential halves of the batching comparison.
-    pure_rate = pure and (pure.get("rate") or {"seconds": [], "cpu": []})
-    if pure and not pure_rate["seconds"]:
-        pure_rate = {
-            "seconds": [x / pure["n"] for x in pure["sequential_seconds"]],
-            "cpu": [x / pure["n"] for x in pure["sequential_cpu"]],
-        }
+    pure_rate = _pure_rate(pure)
     pure_pi = mean(pure_rate["seconds"]) if pure else math.nan
     if pure:
         out.append(
@@ -628,60 +689,7 @@ def report(
             f"({pure_pi - bare_pi:+.3f}); pure -> platform job {pure_pi:.3f} -> {plat_pi:.3f} s "
             f"({plat_pi - pure_pi:+.3f}: claim, DB rows, PNG + thumbnail, events, job_finish)"
         )
-    segs = [s for s in (breakdown(j, probes) for j in warm_jobs) if s]
-    gens = [j for j in (job_probes(j, probes).get("generate_images") for j in warm_jobs) if j]
-    fixed = math.nan
-    if segs:
-        cols = list(zip(*segs, strict=True))
-        out.append(
-            f"  platform warm, where a job's time goes (worker probes, mean of {len(segs)} jobs; "
-            "they add up to started -> finished):"
-        )
-        for label, col in zip(SEGMENTS, cols, strict=True):
-            out.append(f"    {label:<62} {mean(list(col)):7.3f}s  (max {max(col):.3f})")
-        out.append(f"    {'total':<62} {mean([sum(x) for x in segs]):7.3f}s")
-        gen_pi = mean(list(cols[GEN_SEGMENT]))
-        fixed = plat_pi - gen_pi
-        bare_cpu = mean([i["cpu"] for b in bares for i in b["images"]])
-        gen_cpu = mean([g["cpu"] for g in gens])
-        inline = []  # flushes/previews in the job's own thread during its pipeline call
-        others = []
-        for j in warm_jobs:
-            g = job_probes(j, probes).get("generate_images")
-            if not g:
-                continue
-            during = [
-                p
-                for p in probes
-                if p["k"] in ("flush", "preview") and g["t0"] <= p["t0"] and p["t1"] <= g["t1"]
-            ]
-            inline += [p for p in during if p["thread"] == g["thread"]]
-            others += [p for p in during if p["thread"] != g["thread"]]
-        n = len(gens)
-        out.append(
-            f"  inside the worker's pipeline call, per job: {len(inline) / n:.1f} event "
-            f"flushes/previews in the job's thread took "
-            f"{sum(p['t1'] - p['t0'] for p in inline) / n:.3f}s wall, "
-            f"{sum(p['cpu'] for p in inline) / n:.3f}s CPU (the forced flush of the last step, "
-            f"previews); {len(others) / n:.1f} flushes in the events writer thread meanwhile, "
-            f"{sum(p['cpu'] for p in others) / n:.3f}s CPU"
-        )
-        pure_cpu = (
-            f", pure generate_images in a plain process {mean(pure_rate['cpu']):.3f} s"
-            if pure
-            else ""
-        )
-        out.append(
-            f"  the pipeline call alone: bare {bare_pi:.3f} s/img vs worker {gen_pi:.3f} s/img "
-            f"(ratio {bare_pi / gen_pi:.3f}); thread CPU per image (less sensitive to other load): "
-            f"bare {bare_cpu:.3f} s, worker's generate_images {gen_cpu:.3f} s (ratio "
-            f"{bare_cpu / gen_cpu:.3f}){pure_cpu}"
-        )
-        out.append(
-            f"  the rest of a job is {fixed:.3f}s, about the same whatever the image costs: "
-            f"with a pipeline call as fast as bare, the ratio reaches {GOAL_RATIO} for images "
-            f"taking >= {fixed * GOAL_RATIO / (1 - GOAL_RATIO):.1f}s"
-        )
+    out += _report_warm_breakdown(bares, warm_jobs, pure, pure_rate, probes, bare_pi, plat_pi)
     bare_cpu_pi = mean([b["images_process_cpu"] / len(b["images"]) for b in bares])
     plat_cpu_pi = mean([rnd["cpu_per_image"] for rnd in warms])
     cpu_ratio = bare_cpu_pi / plat_cpu_pi if plat_cpu_pi > 0 else math.nan
@@ -698,10 +706,74 @@ def report(
             f"{bench.facts.get('load', '?')}): this machine's other load is larger than the 5% the "
             "ratio goal allows; read the ratio with that in mind"
         )
+    figures = {"ratio": ratio, "bare_pi": bare_pi, "plat_pi": plat_pi, "cpu_ratio": cpu_ratio}
+    return out, figures
 
-    out.append("")
-    cold_bare = mean([b["cold"] for b in bares])
+
+def _report_warm_breakdown(
+    bares, warm_jobs, pure, pure_rate, probes, bare_pi: float, plat_pi: float
+) -> list[str]:
+    """Where a warm job's time goes (worker probes), the pipeline call against bare, and the
+    job's fixed cost; nothing without probes."""
+    out: list[str] = []
+    segs = [s for s in (breakdown(j, probes) for j in warm_jobs) if s]
+    gens = [j for j in (job_probes(j, probes).get("generate_images") for j in warm_jobs) if j]
+    if not segs:
+        return out
+    cols = list(zip(*segs, strict=True))
     out.append(
+        f"  platform warm, where a job's time goes (worker probes, mean of {len(segs)} jobs; "
+        "they add up to started -> finished):"
+    )
+    for label, col in zip(SEGMENTS, cols, strict=True):
+        out.append(f"    {label:<62} {mean(list(col)):7.3f}s  (max {max(col):.3f})")
+    out.append(f"    {'total':<62} {mean([sum(x) for x in segs]):7.3f}s")
+    gen_pi = mean(list(cols[GEN_SEGMENT]))
+    fixed = plat_pi - gen_pi
+    bare_cpu = mean([i["cpu"] for b in bares for i in b["images"]])
+    gen_cpu = mean([g["cpu"] for g in gens])
+    inline = []  # flushes/previews in the job's own thread during its pipeline call
+    others = []
+    for j in warm_jobs:
+        g = job_probes(j, probes).get("generate_images")
+        if not g:
+            continue
+        during = [
+            p
+            for p in probes
+            if p["k"] in ("flush", "preview") and g["t0"] <= p["t0"] and p["t1"] <= g["t1"]
+        ]
+        inline += [p for p in during if p["thread"] == g["thread"]]
+        others += [p for p in during if p["thread"] != g["thread"]]
+    n = len(gens)
+    out.append(
+        f"  inside the worker's pipeline call, per job: {len(inline) / n:.1f} event "
+        f"flushes/previews in the job's thread took "
+        f"{sum(p['t1'] - p['t0'] for p in inline) / n:.3f}s wall, "
+        f"{sum(p['cpu'] for p in inline) / n:.3f}s CPU (the forced flush of the last step, "
+        f"previews); {len(others) / n:.1f} flushes in the events writer thread meanwhile, "
+        f"{sum(p['cpu'] for p in others) / n:.3f}s CPU"
+    )
+    pure_cpu = (
+        f", pure generate_images in a plain process {mean(pure_rate['cpu']):.3f} s" if pure else ""
+    )
+    out.append(
+        f"  the pipeline call alone: bare {bare_pi:.3f} s/img vs worker {gen_pi:.3f} s/img "
+        f"(ratio {bare_pi / gen_pi:.3f}); thread CPU per image (less sensitive to other load): "
+        f"bare {bare_cpu:.3f} s, worker's generate_images {gen_cpu:.3f} s (ratio "
+        f"{bare_cpu / gen_cpu:.3f}){pure_cpu}"
+    )
+    out.append(
+        f"  the rest of a job is {fixed:.3f}s, about the same whatever the image costs: "
+        f"with a pipeline call as fast as bare, the ratio reaches {GOAL_RATIO} for images "
+        f"taking >= {fixed * GOAL_RATIO / (1 - GOAL_RATIO):.1f}s"
+    )
+    return out
+
+
+def _report_cold(bares, cold, cold_bare: float) -> str:
+    """The cold job on the fresh worker against a bare spawn -> first image saved."""
+    return (
         f"Cold: platform job 1 on the fresh worker, submit -> finished {cold['e2e']:.2f}s "
         f"(started -> finished {cold['run']:.2f}s; model_loaded={cold['model_loaded']}); "
         f"bare spawn -> first image saved "
@@ -715,8 +787,11 @@ def report(
         + ")"
     )
 
-    # ---- the second job loads nothing
-    later = warm_jobs + [batch_warm] + seq_jobs + batch_jobs
+
+def _report_loads(bench: Bench, cold, warms, later, probes) -> tuple[list[str], bool]:
+    """The second job (and every later one) loads nothing: results, events, worker log and
+    probes agree. Returns the lines and whether that holds."""
+    out: list[str] = []
     flags = [j["model_loaded"] for j in later]
     event_loads = {j["job"]: load_lines(j["logs"]) for j in later if load_lines(j["logs"])}
     wlog = bench.worker_log()
@@ -752,9 +827,15 @@ def report(
     )
     if len(loads) != 1:
         loads_nothing = False
+    return out, loads_nothing
 
-    # ---- images match
-    out.append("")
+
+def _report_pixels(
+    args, bares, cold, warm_jobs, seq_jobs, batch_jobs, pure
+) -> tuple[list[str], int, int, int]:
+    """Same image, bare vs platform and batched vs alone. Returns the lines and the counts:
+    (same, differ, batched jobs identical to alone)."""
+    out: list[str] = []
     bare_px: dict[tuple, set] = {}
     bare_file: dict[tuple, str] = {}
     for b in bares:
@@ -782,7 +863,21 @@ def report(
         + (f"; the others differ by at most {max(diffs)}/255 per channel" if diffs else "")
         + f"; bare runs agree among themselves: {'yes' if bare_stable else 'NO'}"
     )
-    # Batched vs alone: the sequential rounds' jobs of the same request at the same size.
+    line, batch_same = _report_batched_pixels(args, seq_jobs, batch_jobs)
+    out.append(line)
+    if pure:
+        pairs = list(zip(pure["sequential_pixels"], pure["batch_pixels"], strict=True))
+        ps = sum(a == b for a, b in pairs)
+        odd = [SEED0 + i for i, (a, b) in enumerate(pairs) if a != b]
+        out.append(
+            f"  pure generate_batch (8 in one call) vs generate_images: identical for {ps} of "
+            f"{pure['n']} requests" + (f" (differ: seeds {odd})" if odd else "")
+        )
+    return out, same, differ, batch_same
+
+
+def _report_batched_pixels(args, seq_jobs, batch_jobs) -> tuple[str, int]:
+    """Batched vs alone: the sequential rounds' jobs of the same request at the same size."""
     alone_px: dict[tuple, set] = {}
     alone_file: dict[tuple, str] = {}
     for j in seq_jobs:
@@ -805,23 +900,21 @@ def report(
             )
         else:
             batch_diff.append(f"job {j['job']} (seed {j['seed']}): nothing to compare")
-    out.append(
+    line = (
         f"  batched vs alone (platform, same request at {args.batch_px} px; alone = the "
         f"sequential rounds): identical for {batch_same} of {len(batch_jobs)} jobs"
         + (f"; differ: {', '.join(batch_diff)}" if batch_diff else "")
         + f"; sequential rounds agree among themselves: {'yes' if alone_stable else 'NO'}"
     )
-    if pure:
-        pairs = list(zip(pure["sequential_pixels"], pure["batch_pixels"], strict=True))
-        ps = sum(a == b for a, b in pairs)
-        odd = [SEED0 + i for i, (a, b) in enumerate(pairs) if a != b]
-        out.append(
-            f"  pure generate_batch (8 in one call) vs generate_images: identical for {ps} of "
-            f"{pure['n']} requests" + (f" (differ: seeds {odd})" if odd else "")
-        )
+    return line, batch_same
 
-    # ---- batching
-    out.append("")
+
+def _report_batching(
+    bench: Bench, args, seqs, batches, batch_warm, pure
+) -> tuple[list[str], float]:
+    """Batching at --batch-px: each sequential/batched pair, the speed-up and the pure level.
+    Returns the lines and the speed-up."""
+    out: list[str] = []
     px = args.batch_px
     seq_busy = mean([r["busy"] for r in seqs])
     seq_e2e = mean([r["e2e"] for r in seqs])
@@ -834,39 +927,7 @@ def report(
         f"model_loaded={batch_warm['model_loaded']})"
     )
     for i, (sq, b) in enumerate(zip(seqs, batches, strict=True), 1):
-        r = [j["run"] for j in sq["jobs"]]
-        out.append(
-            f"  sequential {i}: sum of started -> finished {sq['busy']:.2f}s = "
-            f"{BATCH / sq['busy']:.2f} img/s (per job mean {mean(r):.3f}, max {max(r):.3f}); "
-            f"sum of submit -> finished {sq['e2e']:.2f}s; first submit -> last finished "
-            f"{sq['elapsed']:.2f}s (with the bench's polling); jobs "
-            f"{sq['jobs'][0]['job']}..{sq['jobs'][-1]['job']}"
-        )
-        sizes = sorted((len(j["batched_with"] or []) + 1 for j in b["jobs"]), reverse=True)
-        groups = []
-        seen: set[int] = set()
-        for j in b["jobs"]:
-            if j["job"] in seen:
-                continue
-            members = {j["job"], *(j["batched_with"] or [])}
-            seen |= members
-            groups.append(len(members))
-        lead_start = min(j["started"] for j in b["jobs"])
-        stamps = [j["dispatched"] for j in b["jobs"] if not math.isnan(j["dispatched"])]
-        race = ""
-        if len(groups) > 1 and stamps:
-            race = (
-                f"; split: the lead's partner search did not see all 8 as queued and dispatched "
-                f"(dispatched_at stamps span {1000 * (max(stamps) - min(stamps)):.0f} ms after "
-                f"the commit; the lead was claimed {1000 * (lead_start - min(stamps)):.0f} ms "
-                "after the first)"
-            )
-        out.append(
-            f"  batched {i}:    first submit -> last finished {b['elapsed']:.2f}s = "
-            f"{BATCH / b['elapsed']:.2f} img/s (8 job_create + commit {b['t_commit'] - b['t0']:.2f}s, "
-            f"first started -> last finished {b['busy']:.2f}s); batches of {groups} jobs "
-            f"(largest {sizes[0]}){race}; this pair {sq['busy'] / b['elapsed']:.2f}x"
-        )
+        out += _report_batch_pair(i, sq, b)
     out.append(
         f"  speed-up = sequential {seq_busy:.2f}s (mean of sums of started -> finished) / batched "
         f"{batched:.2f}s (mean first submit -> last finished) = {speedup:.2f}x "
@@ -882,28 +943,51 @@ def report(
             + " / ".join(f"{x:.2f}" for x in pure["batch_seconds"])
             + f"s: {s / bt:.2f}x (thread CPU: {mean(pure['sequential_cpu']) / mean(pure['batch_cpu']):.2f}x)"
         )
-    largest = max((len(j["batched_with"] or []) + 1 for j in batch_jobs), default=0)
-    for n in bench.notes:
-        out.append(f"NOTE: {n}")
-    met_all = ratio >= GOAL_RATIO and loads_nothing and speedup >= GOAL_SPEEDUP
+    return out, speedup
+
+
+def _report_batch_pair(i: int, sq: dict, b: dict) -> list[str]:
+    """One sequential round and the batched round after it: times and how the jobs grouped."""
+    r = [j["run"] for j in sq["jobs"]]
+    out = [
+        f"  sequential {i}: sum of started -> finished {sq['busy']:.2f}s = "
+        f"{BATCH / sq['busy']:.2f} img/s (per job mean {mean(r):.3f}, max {max(r):.3f}); "
+        f"sum of submit -> finished {sq['e2e']:.2f}s; first submit -> last finished "
+        f"{sq['elapsed']:.2f}s (with the bench's polling); jobs "
+        f"{sq['jobs'][0]['job']}..{sq['jobs'][-1]['job']}"
+    ]
+    sizes = sorted((len(j["batched_with"] or []) + 1 for j in b["jobs"]), reverse=True)
+    groups = []
+    seen: set[int] = set()
+    for j in b["jobs"]:
+        if j["job"] in seen:
+            continue
+        members = {j["job"], *(j["batched_with"] or [])}
+        seen |= members
+        groups.append(len(members))
+    lead_start = min(j["started"] for j in b["jobs"])
+    stamps = [j["dispatched"] for j in b["jobs"] if not math.isnan(j["dispatched"])]
+    race = ""
+    if len(groups) > 1 and stamps:
+        race = (
+            f"; split: the lead's partner search did not see all 8 as queued and dispatched "
+            f"(dispatched_at stamps span {1000 * (max(stamps) - min(stamps)):.0f} ms after "
+            f"the commit; the lead was claimed {1000 * (lead_start - min(stamps)):.0f} ms "
+            "after the first)"
+        )
     out.append(
-        f"RESULT images warm ratio={ratio:.2f} at {args.size}px (goal >= {GOAL_RATIO}, "
-        f"{'met' if ratio >= GOAL_RATIO else 'MISSED'}) | second job loads nothing: "
-        f"{'yes' if loads_nothing else 'NO'} (goal yes) | batching {speedup:.1f}x at "
-        f"{args.batch_px}px (goal >= {GOAL_SPEEDUP}x, "
-        f"{'met' if speedup >= GOAL_SPEEDUP else 'MISSED'}; "
-        f"largest batch {largest} of {BATCH}) [bare {bare_pi:.3f} s/img, platform warm "
-        f"{plat_pi:.3f} s/img, CPU ratio {cpu_ratio:.2f}, cold {cold['e2e']:.1f}s vs bare "
-        f"{cold_bare:.1f}s; same pixels {same}/{same + differ}, batched vs alone "
-        f"{batch_same}/{len(batch_jobs)}]"
+        f"  batched {i}:    first submit -> last finished {b['elapsed']:.2f}s = "
+        f"{BATCH / b['elapsed']:.2f} img/s (8 job_create + commit {b['t_commit'] - b['t0']:.2f}s, "
+        f"first started -> last finished {b['busy']:.2f}s); batches of {groups} jobs "
+        f"(largest {sizes[0]}){race}; this pair {sq['busy'] / b['elapsed']:.2f}x"
     )
-    return "\n".join(out), met_all
+    return out
 
 
 # ---------------------------------------------------------------------------------------- main
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=6, help="timed images per bare run / warm round")
     ap.add_argument(
@@ -943,6 +1027,29 @@ def main() -> int:
         ap.error("--rounds, --images and --batch-rounds must be at least 1")
     if args.size % 8 or args.batch_px % 8:
         ap.error("--size and --batch-px must be multiples of 8")
+    return args
+
+
+def _run_all(bench: Bench, args) -> tuple:
+    """Every run in the documented order: (bares, cold, warms, batch_warm, seqs, batches, pure),
+    report()'s arguments."""
+    bares = [bench.bare(1)]
+    cold = bench.platform_cold()
+    warms = []
+    for i in range(args.rounds):
+        warms.append(bench.platform_warm(i + 1))
+        bares.append(bench.bare(i + 2))
+    batch_warm = bench.batch_warmup()
+    seqs, batches = [], []
+    for i in range(args.batch_rounds):  # S B S B: drift cancels
+        seqs.append(bench.platform_sequential(i + 1))
+        batches.append(bench.platform_batched(i + 1))
+    pure = None if args.no_pure else bench.pure()
+    return bares, cold, warms, batch_warm, seqs, batches, pure
+
+
+def main() -> int:
+    args = _parse_args()
 
     def on_term(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -952,40 +1059,12 @@ def main() -> int:
     bench = Bench(args)
     t_start = time.monotonic()
     error = None
-    bares: list[dict] = []
-    warms: list[dict] = []
-    seqs: list[dict] = []
-    batches: list[dict] = []
-    batch_warm: dict = {}
-    cold: dict = {}
-    pure = None
     text = ""
     try:
         bench.setup()
-        bares.append(bench.bare(1))
-        cold = bench.platform_cold()
-        for i in range(args.rounds):
-            warms.append(bench.platform_warm(i + 1))
-            bares.append(bench.bare(i + 2))
-        batch_warm = bench.batch_warmup()
-        for i in range(args.batch_rounds):  # S B S B: drift cancels
-            seqs.append(bench.platform_sequential(i + 1))
-            batches.append(bench.platform_batched(i + 1))
-        if not args.no_pure:
-            pure = bench.pure()
+        runs = _run_all(bench, args)
         # The report reads image files and the worker log: build it before cleaning up.
-        text, _ = report(
-            bench,
-            args,
-            bares,
-            cold,
-            warms,
-            batch_warm,
-            seqs,
-            batches,
-            pure,
-            time.monotonic() - t_start,
-        )
+        text, _ = report(bench, args, *runs, time.monotonic() - t_start)
     except KeyboardInterrupt:
         error = "interrupted"
     except Exception as exc:

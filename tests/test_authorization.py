@@ -28,6 +28,7 @@ from apps.jobs.services import job_create
 from apps.jobs.states import JobState
 from apps.models.models import Adapter, BaseModel
 from apps.models.services import ensure_builtin_rows
+from apps.moderation.models import RuleSetVersion
 from apps.outputs.models import Collection, Output
 from apps.projects.models import Membership, Project
 from webapp.asgi import application
@@ -38,6 +39,8 @@ ROLES = frozenset({"viewer", "member", "reviewer", "admin"})
 LAUNCHERS = frozenset({"member", "admin"})
 ADMINS = frozenset({"admin"})
 ANY_USER = ROLES | {"outsider"}
+REVIEWERS = frozenset({"reviewer", "admin"})
+NOT_REVIEWER_404 = {p: 404 for p in ("member", "viewer", "outsider")}
 
 # Django protects its own admin and i18n views; they are not ours to enumerate.
 SKIPPED_PREFIXES = ("admin/", "i18n/")
@@ -111,6 +114,10 @@ MATRIX: dict[str, list[Check]] = {
     # Platform staff only (tests/services/test_quotas.py); no persona here is staff.
     "quotas:usage": [Check("GET", "user", frozenset(), expect={p: 404 for p in ANY_USER})],
     "quotas:usage_csv": [Check("GET", "user", frozenset(), expect={p: 404 for p in ANY_USER})],
+    # The platform's audit log: staff only (tests/test_audit_page.py), like the usage page.
+    "audit:platform": [Check("GET", "user", frozenset(), expect={p: 404 for p in ANY_USER})],
+    # A project's audit log: its admins and reviewers (read-only, no POST route).
+    "audit:project": [Check("GET", "project", frozenset({"reviewer", "admin"}))],
     "accounts:login": [
         Check("GET", "public", expect={p: 302 for p in ANY_USER}),  # redirect_authenticated_user
     ],
@@ -406,6 +413,36 @@ MATRIX: dict[str, list[Check]] = {
         Check("POST", "project", ROLES, ok=400),
     ],
     "images:index": [Check("GET", "project", ROLES)],
+    # The review inbox spans every project where the user reviews; anyone else has no inbox.
+    "review:inbox": [Check("GET", "user", REVIEWERS, expect=NOT_REVIEWER_404)],
+    "review:decide": [
+        # No items chosen: a reviewer is sent back to the inbox with the error.
+        Check("POST", "user", REVIEWERS, ok=302, expect=NOT_REVIEWER_404)
+    ],
+    "review:rules": [
+        Check("GET", "project", REVIEWERS),
+        Check(
+            "POST",
+            "project",
+            frozenset({"admin"}),
+            ok=302,
+            data={
+                "count": 1,
+                "r0-kind": "keyword",
+                "r0-pattern": "zorblax",
+                "r0-category": "custom",
+                "r0-severity": "flag",
+                "action": "save",
+            },
+            effect=lambda w: RuleSetVersion.objects.filter(project=w.project, number=2).exists(),
+            expect={"reviewer": 403},
+        ),
+    ],
+    "review:preference_export": [
+        # No project chosen: nobody's project, so 404 for everyone.
+        Check("POST", "user", frozenset(), expect={p: 404 for p in ANY_USER})
+    ],
+    "ws:ws/review/": [Check("WS", "user", REVIEWERS, expect=NOT_REVIEWER_404)],
     "ws:ws/projects/<int:project_id>/": [Check("WS", "project", ROLES)],
     "ws:ws/jobs/<int:job_id>/": [Check("WS", "project", ROLES)],
 }
@@ -671,7 +708,9 @@ def test_websocket_route_answers_each_persona_as_the_matrix_says(
 
     if expected(check, persona) == "ok":
         assert connected is True
-        if "<int:job_id>" in key:
+        if key == "ws:ws/review/":
+            assert message["type"] == "ready" and world.project.pk in message["projects"]
+        elif "<int:job_id>" in key:
             assert message["type"] == "snapshot"
             assert message["job"]["id"] == world.job.pk
         else:

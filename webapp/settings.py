@@ -77,6 +77,8 @@ INSTALLED_APPS = [
     "apps.datasets",
     "apps.models",
     "apps.outputs",
+    "apps.moderation",
+    "apps.review",
     "apps.finetunes",
     "apps.playground",
     "apps.galleries",
@@ -114,6 +116,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.i18n",
+                "apps.review.context_processors.review_badge",
             ],
         },
     },
@@ -241,6 +244,9 @@ ATELIER = {
     "BATCH_MAX_JOBS": envint("ATELIER_BATCH_MAX_JOBS", 8),
     # Extra modules that register job kinds (tests add their own test-only kind here).
     "JOB_KIND_MODULES": envlist("ATELIER_JOB_KIND_MODULES"),
+    # Moderation classifiers a deployment installs (dotted paths to fn(kind=, text=, image_path=)
+    # -> hits); none by default (apps/moderation/services.py).
+    "MODERATION_CLASSIFIERS": envlist("ATELIER_MODERATION_CLASSIFIERS"),
 }
 # Per-job folders (checkpoints): must be shared by all workers so a re-queued job resumes anywhere.
 JOBS_DIR = Path(env("ATELIER_JOBS_DIR", str(VAR_DIR / "jobs")))

@@ -12,10 +12,12 @@ urlpatterns = [
     path("usage/", include("apps.quotas.urls")),
     path("", include("apps.projects.urls")),
     path("", include("apps.jobs.urls")),
+    path("", include("apps.audit.urls")),
     path("", include("apps.datasets.urls")),
     path("", include("apps.models.urls")),
     path("", include("apps.finetunes.urls")),
     path("", include("apps.playground.urls")),
     path("", include("apps.galleries.urls")),
     path("", include("apps.images.urls")),
+    path("", include("apps.review.urls")),
 ]

@@ -13,6 +13,7 @@ from apps.jobs import registry as job_registry
 from apps.jobs import selectors as job_selectors
 from apps.jobs import services as job_services
 from apps.jobs.states import IllegalTransition
+from apps.outputs import selectors as output_selectors
 from apps.projects import selectors as project_selectors
 
 
@@ -38,12 +39,15 @@ def api_view(view):
     return wrapped
 
 
-def _job_json(job) -> dict:
+def _job_json(job, *, content: bool, result) -> dict:
+    params, withheld = job_selectors.params_for_viewer(job, content=content)
     return {
         **job_events.job_snapshot(job),
         "queue": job.queue,
-        "params": job.params,
-        "result": job.result,
+        "params": params,
+        # Prompt fields left out of params until this viewer may see the job's content.
+        "params_withheld": withheld,
+        "result": result,
         "error": job.error,
         "eta_seconds": job.eta_seconds,
         "last_seq": job.last_seq,
@@ -51,6 +55,20 @@ def _job_json(job) -> dict:
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "retry_of": job.retry_of_id,
     }
+
+
+def _jobs_json(jobs, *, access, user) -> list[dict]:
+    """Jobs as this viewer may see them (the outputs' one visibility rule): result entries that
+    name an output hidden from them withheld, prompts withheld while the job's generated content
+    is (job_selectors.job_content_visible). Two queries at most for the whole list."""
+    jobs = list(jobs)
+    shown = job_registry.jobs_with_visible_content(access=access, user=user, jobs=jobs)
+    results = output_selectors.results_for_viewer(access=access, user=user, jobs=jobs)
+    return [_job_json(j, content=j.pk in shown, result=results[j.pk]) for j in jobs]
+
+
+def _one_job_json(job, *, access, user) -> dict:
+    return _jobs_json([job], access=access, user=user)[0]
 
 
 @require_GET
@@ -71,9 +89,8 @@ def projects(request):
 def jobs(request, project_id: int):
     if request.method == "GET":
         access = project_selectors.project_access(user=request.user, project_id=project_id)
-        return JsonResponse(
-            {"data": [_job_json(j) for j in job_selectors.project_jobs(access=access)]}
-        )
+        jobs = job_selectors.project_jobs(access=access)
+        return JsonResponse({"data": _jobs_json(jobs, access=access, user=request.user)})
     access = project_selectors.project_access(
         user=request.user, project_id=project_id, need="launch_job"
     )
@@ -100,14 +117,14 @@ def jobs(request, project_id: int):
         )
     except job_services.JobParamsError as exc:
         return _error(400, "Invalid job parameters", fields=exc.errors)
-    return JsonResponse(_job_json(job), status=201)
+    return JsonResponse(_one_job_json(job, access=access, user=request.user), status=201)
 
 
 @require_GET
 @api_view
 def job_detail(request, project_id: int, job_id: int):
-    _, job = job_selectors.job_access(user=request.user, project_id=project_id, job_id=job_id)
-    return JsonResponse(_job_json(job))
+    access, job = job_selectors.job_access(user=request.user, project_id=project_id, job_id=job_id)
+    return JsonResponse(_one_job_json(job, access=access, user=request.user))
 
 
 @require_GET
@@ -120,9 +137,13 @@ def job_events_view(request, project_id: int, job_id: int):
         return _error(400, "after must be an integer sequence number")
     events = job_services.job_events_after(job_id=job.pk, after=after)
     full = job_selectors.sees_full_events(access=access, user=request.user)
+    content = job_selectors.job_content_visible(access=access, user=request.user, job=job)
     return JsonResponse(
         {
-            "data": [job_selectors.event_for_viewer(e.as_message(), full=full) for e in events],
+            "data": [
+                job_selectors.event_for_viewer(e.as_message(), full=full, content=content)
+                for e in events
+            ],
             "last_seq": job.last_seq,
         }
     )
@@ -142,20 +163,20 @@ def job_metrics_view(request, project_id: int, job_id: int):
 @require_POST
 @api_view
 def job_cancel(request, project_id: int, job_id: int):
-    _, job = job_selectors.job_access(
+    access, job = job_selectors.job_access(
         user=request.user, project_id=project_id, job_id=job_id, need="cancel_job"
     )
     if not job_services.job_cancel(job=job, actor=request.user, request=request):
         job.refresh_from_db(fields=["state"])
         return _error(409, f"Job {job.pk} is {job.state}: nothing to cancel")
     job.refresh_from_db()
-    return JsonResponse(_job_json(job))
+    return JsonResponse(_one_job_json(job, access=access, user=request.user))
 
 
 @require_POST
 @api_view
 def job_retry(request, project_id: int, job_id: int):
-    _, job = job_selectors.job_access(
+    access, job = job_selectors.job_access(
         user=request.user, project_id=project_id, job_id=job_id, need="launch_job"
     )
     try:
@@ -166,7 +187,7 @@ def job_retry(request, project_id: int, job_id: int):
         )
     except job_services.JobParamsError as exc:
         return _error(400, "The job's parameters no longer validate", fields=exc.errors)
-    return JsonResponse(_job_json(new_job), status=201)
+    return JsonResponse(_one_job_json(new_job, access=access, user=request.user), status=201)
 
 
 # --------------------------------------------------------------------------- datasets

@@ -36,7 +36,7 @@ class DedupParams(VersionParams):
     keep_one: bool = Field(False, title="Write a new version keeping one row per group")
 
 
-def check_version(project, params: VersionParams) -> dict[str, str]:
+def check_version(project, params: VersionParams, *, user=None) -> dict[str, str]:
     from apps.datasets.models import DatasetVersion
 
     if not DatasetVersion.objects.filter(pk=params.version_id, dataset__project=project).exists():

@@ -90,6 +90,10 @@ class DatasetVersion(models.Model):
     pii_report = models.JSONField(null=True, blank=True)
     pii_scanned_at = models.DateTimeField(null=True, blank=True)
     dedup_report = models.JSONField(null=True, blank=True)
+    # What the project's moderation rules found in the rows when the version was made
+    # (apps.moderation.services.scan_rows: rule-set version, flagged rows by category, first
+    # examples); None: not scanned (versions made before the rules existed).
+    moderation_report = models.JSONField(null=True, blank=True)
     approval = models.CharField(
         max_length=16, choices=Approval.choices, default=Approval.NOT_REQUIRED
     )

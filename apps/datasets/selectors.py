@@ -110,3 +110,19 @@ def lineage(version: DatasetVersion) -> list[DatasetVersion]:
         chain.append(node)
         node = node.parent
     return list(reversed(chain))
+
+
+def moderation_summary(version: DatasetVersion, *, page_size: int = PAGE_SIZE) -> dict | None:
+    """The version's moderation report for its page: categories by count, and each example
+    with the page of rows it is on (None: the rows were never scanned)."""
+    report = version.moderation_report
+    if not isinstance(report, dict):
+        return None
+    by_category = sorted(
+        (report.get("by_category") or {}).items(), key=lambda item: (-item[1], item[0])
+    )
+    examples = [
+        {**example, "page": (int(example.get("row") or 1) - 1) // page_size + 1}
+        for example in report.get("examples") or []
+    ]
+    return {**report, "categories": by_category, "examples": examples}

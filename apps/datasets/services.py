@@ -20,6 +20,7 @@ from apps.audit.services import audit_record
 from apps.datasets import storage
 from apps.datasets.licenses import LICENSE_IDS
 from apps.datasets.models import Approval, Dataset, DatasetVersion, Operation, Schema
+from apps.datasets.moderation import moderation_report
 from apps.projects.models import Project, Role
 from webapp.keyfiles import read_or_create_key
 
@@ -203,6 +204,7 @@ def dataset_import(
             if existing is not None:
                 return existing, False
         version_stats = data_stats.compute(result.canonical_path, result.schema)
+        flags = moderation_report(project_id=project.pk, canonical_path=result.canonical_path)
         # Keep only the version's own files in the staged folder before it moves to media.
         files_dir = Path(result.canonical_path).parent
         target, created = _install_files(files_dir, project.pk, result.sha256)
@@ -242,6 +244,7 @@ def dataset_import(
                     split_seed=seed,
                     split_counts=result.split_counts,
                     stats=version_stats,
+                    moderation_report=flags,
                     approval=_initial_approval(project),
                     storage_path=storage.version_relpath(project.pk, result.sha256),
                     created_by=actor,
@@ -252,7 +255,13 @@ def dataset_import(
                     project=project,
                     target=version,
                     request=request,
-                    data={"dataset": dataset.name, "sha256": result.sha256, "rows": result.rows},
+                    data={
+                        "dataset": dataset.name,
+                        "sha256": result.sha256,
+                        "rows": result.rows,
+                        "flagged_rows": flags["flagged_rows"],
+                        "ruleset_version": flags["ruleset_version"],
+                    },
                 )
         except Exception:
             if created:
@@ -290,6 +299,7 @@ def version_derive(
         if parent_images.is_dir():
             shutil.copytree(parent_images, staged / "images")
         version_stats = data_stats.compute(staged / "data.jsonl", dataset.schema)
+        flags = moderation_report(project_id=project.pk, canonical_path=staged / "data.jsonl")
         target, created = _install_files(staged, project.pk, sha256)
         try:
             with transaction.atomic():
@@ -315,6 +325,7 @@ def version_derive(
                         fraction=parent.validation_fraction,
                     ),
                     stats=version_stats,
+                    moderation_report=flags,
                     pii_report=pii_report,
                     pii_scanned_at=timezone.now() if pii_report is not None else None,
                     approval=_initial_approval(project),

@@ -218,6 +218,7 @@ def version_detail(
             "version": version,
             "versions": list(dataset.versions.select_related("created_by").order_by("-number")),
             "lineage": selectors.lineage(version),
+            "moderation": selectors.moderation_summary(version),
             "rows": selectors.version_rows(version, page=page),
             "page": page,
             "pages": pages,

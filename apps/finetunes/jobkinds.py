@@ -8,7 +8,7 @@ from apps.finetunes.schemas import LoraParams
 from apps.jobs.registry import JobKind, register, runner_at
 
 
-def check(project, params: LoraParams) -> dict[str, str]:
+def check(project, params: LoraParams, *, user=None) -> dict[str, str]:
     from apps.datasets.models import DatasetVersion
     from apps.datasets.services import DatasetNotApproved, ensure_trainable
     from apps.models.models import BaseModel as Base
@@ -87,7 +87,7 @@ class MergeParams(BaseModel):
     adapter_id: int = Field(..., ge=1)
 
 
-def check_merge(project, params: MergeParams) -> dict[str, str]:
+def check_merge(project, params: MergeParams, *, user=None) -> dict[str, str]:
     from apps.models.models import Adapter
 
     if not Adapter.objects.filter(pk=params.adapter_id, project=project).exists():

@@ -114,3 +114,11 @@ def output_access(
 
 def project_collections(*, access: ProjectAccess) -> list[Collection]:
     return list(Collection.objects.filter(project=access.project))
+
+
+def output_review_context(*, output: Output) -> dict:
+    """The decision on an output (its author sees who decided and why) or its flags' categories
+    while it waits. Read by relation name: galleries does not import the review apps."""
+    decision = getattr(output, "decision", None)  # a reverse one-to-one: None when undecided
+    categories = sorted({c for flag in output.flags.all() for c in flag.categories})
+    return {"decision": decision, "flag_categories": categories}

@@ -69,6 +69,7 @@ def output_detail(request: HttpRequest, project_id: int, output_id: int) -> Http
             and bool(output.file_path)
             and access.can("launch_job"),
             "upscalers": ImageAsset.objects.filter(kind=AssetKind.UPSCALER, enabled=True),
+            **selectors.output_review_context(output=output),
         },
     )
 

@@ -51,9 +51,21 @@ class ImageParams(BaseModel):
         return self
 
 
-def check(project, params: ImageParams) -> dict[str, str]:
+def source_image(project, user, output_id: int):
+    """An image output of the project that `user` may see (the outputs' one visibility rule), or
+    None: a member cannot feed a flagged or rejected image they cannot see into a job."""
+    from apps.outputs.selectors import visible_outputs_for
+
+    return (
+        visible_outputs_for(project=project, user=user)
+        .filter(pk=output_id, kind="image")
+        .exclude(file_path="")
+        .first()
+    )
+
+
+def check(project, params: ImageParams, *, user) -> dict[str, str]:
     from apps.models.models import BaseModel as Base
-    from apps.outputs.models import Output
     from workers.imaging.samplers import SAMPLER_NAMES
 
     errors: dict[str, str] = {}
@@ -68,12 +80,7 @@ def check(project, params: ImageParams) -> dict[str, str]:
     errors.update(extra_network_errors(params))
     for field in ("init_output_id", "control_output_id"):
         ref = getattr(params, field)
-        if (
-            ref
-            and not Output.objects.filter(pk=ref, project=project, kind="image")
-            .exclude(file_path="")
-            .exists()
-        ):
+        if ref and source_image(project, user, ref) is None:
             errors[field] = f"No image output {ref} in this project"
     return errors
 
@@ -150,6 +157,7 @@ register(
         params=ImageParams,
         runner=runner_at("apps.images.runners:run_generate"),
         check=check,
+        prompt_fields=("prompt", "negative_prompt"),
         budget=budget,
         batch_key=batch_key,
         batch_runner=runner_at("apps.images.runners:run_generate_batch"),
@@ -169,17 +177,11 @@ class UpscaleParams(BaseModel):
     tile: int = Field(512, ge=32, le=2048, title="Tile size (px)")
 
 
-def check_upscale(project, params: UpscaleParams) -> dict[str, str]:
+def check_upscale(project, params: UpscaleParams, *, user) -> dict[str, str]:
     from apps.models.models import AssetKind, ImageAsset
-    from apps.outputs.models import Output
 
     errors: dict[str, str] = {}
-    source = (
-        Output.objects.filter(pk=params.output_id, project=project, kind="image")
-        .exclude(file_path="")
-        .only("width", "height")
-        .first()
-    )
+    source = source_image(project, user, params.output_id)
     if source is None:
         errors["output_id"] = f"No image output {params.output_id} in this project"
     elif max(source.width, source.height) * params.scale > 8192:

@@ -19,12 +19,26 @@ from apps.outputs.services import output_create, write_thumbnail
 from workers.common.timing import timed
 
 
-def _load_output_image(project_id: int, output_id: int | None):
+def source_output(job_id: int, output_id: int) -> Output:
+    """An image a job's params name, checked again as the job runs: flagged or rejected since
+    the job was submitted, it is refused as the submit would refuse it now (the outputs' rule,
+    for the job's author)."""
+    from apps.images.jobkinds import source_image
+    from workers.ml.reporting import JobFailed
+
+    job = Job.objects.select_related("project", "created_by").get(pk=job_id)
+    output = source_image(job.project, job.created_by, output_id)
+    if output is None:
+        raise JobFailed(f"Image output {output_id} is no longer available to this job")
+    return output
+
+
+def _load_output_image(job_id: int, output_id: int | None):
     from PIL import Image
 
     if not output_id:
         return None
-    output = Output.objects.get(pk=output_id, project_id=project_id, kind="image")
+    output = source_output(job_id, output_id)
     with Image.open(Path(settings.MEDIA_ROOT) / output.file_path) as img:
         return img.convert("RGB")
 
@@ -93,7 +107,7 @@ def _assets(kind: str) -> dict[str, ImageAsset]:
     return {a.name: a for a in ImageAsset.objects.filter(kind=kind, enabled=True)}
 
 
-def build_request(project_id: int, p, model: BaseModel):
+def build_request(p, model: BaseModel, *, job_id: int):
     """The pure GenerationRequest for a job's params, with every named asset resolved to files."""
     from workers.imaging.pipeline import GenerationRequest
     from workers.imaging.prompts import extract_embeddings, extract_loras
@@ -135,7 +149,7 @@ def build_request(project_id: int, p, model: BaseModel):
         )
         controlnet = {
             "type": p.control_preprocess,
-            "image": _load_output_image(project_id, p.control_output_id),
+            "image": _load_output_image(job_id, p.control_output_id),
             "low": p.canny_low,
             "high": p.canny_high,
             "model": asset.path,
@@ -153,7 +167,7 @@ def build_request(project_id: int, p, model: BaseModel):
         batch_count=p.batch_count,
         batch_size=p.batch_size,
         denoising_strength=p.denoising_strength,
-        init_image=_load_output_image(project_id, p.init_output_id),
+        init_image=_load_output_image(job_id, p.init_output_id),
         hires=hires,
         controlnet=controlnet,
         loras=loras,
@@ -215,6 +229,7 @@ def save_image(
     ids = {"project_id": ctx.project_id, "output_id": output.pk}
     return {
         "id": output.pk,
+        "output_id": output.pk,  # how every job result names an output (apps/outputs/selectors.py)
         "seed": seed,
         "url": reverse("galleries:output", kwargs=ids),
         "thumb_url": reverse("galleries:file", kwargs={**ids, "which": "thumb"}),
@@ -272,7 +287,7 @@ def run_generate(ctx) -> dict:
     model = BaseModel.objects.get(pk=p.model_id)
     pipe, loaded = _pipeline(model, ctx.reporter)
     ctx.reporter.log(f"{model.name}: {'loaded' if loaded else 'warm (no load)'}")
-    req = build_request(ctx.project_id, p, model)
+    req = build_request(p, model, job_id=ctx.job_id)
     images = generate_images(
         pipe,
         req,
@@ -298,7 +313,7 @@ def run_generate_batch(contexts: list) -> list:
     requests, owners = [], []
     for i, ctx in enumerate(contexts):
         try:
-            requests.append(build_request(ctx.project_id, ctx.params, model))
+            requests.append(build_request(ctx.params, model, job_id=ctx.job_id))
             owners.append(i)
         except Exception as exc:  # noqa: BLE001 - this member fails alone
             results[i] = exc
@@ -351,7 +366,7 @@ def run_upscale(ctx) -> dict:
     from workers.imaging.upscalers import lanczos_upscale, upscale
 
     p = ctx.params
-    source = Output.objects.get(pk=p.output_id, project_id=ctx.project_id, kind="image")
+    source = source_output(ctx.job_id, p.output_id)
     with Image.open(Path(settings.MEDIA_ROOT) / source.file_path) as img:
         image = img.convert("RGBA" if "A" in img.getbands() else "RGB")
     ctx.reporter.step(0, 1)

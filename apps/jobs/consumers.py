@@ -191,7 +191,26 @@ class JobConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
         self.project_id, self.role = job.project_id, access.role
         # Tracebacks of crashed jobs are for project admins and platform staff only.
         self.full_events = selectors.sees_full_events(access=access, user=user)
+        # Generated text and previews: decided once here, asked again only while withheld, when
+        # a state event passes or a resync round re-checks access (no query per event).
+        self.content = selectors.job_content_visible(access=access, user=user, job=job)
         return job
+
+    def _content_visible(self) -> bool:
+        user = self.scope.get("user")
+        try:
+            access, job = selectors.job_access(
+                user=user, project_id=self.project_id, job_id=self.job_id
+            )
+        except (Http404, PermissionDenied):
+            return False
+        return selectors.job_content_visible(access=access, user=user, job=job)
+
+    def access_changed(self) -> int | None:
+        code = super().access_changed()
+        if code is None and not self.content:
+            self.content = self._content_visible()
+        return code
 
     async def disconnect(self, code):
         self.stop_resync()
@@ -215,7 +234,11 @@ class JobConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
     async def _send_event(self, message: dict):
         if message["seq"] != self.last_seq + 1:
             return
-        await self.send_json(selectors.event_for_viewer(message, full=self.full_events))
+        if message["kind"] == "state" and not self.content:
+            self.content = await database_sync_to_async(self._content_visible)()
+        await self.send_json(
+            selectors.event_for_viewer(message, full=self.full_events, content=self.content)
+        )
         self.last_seq = message["seq"]
         self.delivered()
         if message["kind"] == "state" and message["data"].get("state") in TERMINAL:

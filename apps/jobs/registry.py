@@ -46,9 +46,11 @@ class JobKind:
     # fine-tunes, playground) set False; the API accepts every registered kind.
     launchable: bool = True
     tags: tuple[str, ...] = field(default_factory=tuple)
-    # Checks that need the database and the project (a dataset version belongs to it, is approved,
-    # a model is ready): (project, validated params) -> {field: message}; empty means fine.
-    check: Callable[[Any, pydantic.BaseModel], dict[str, str]] | None = None
+    # Checks that need the database, the project and the submitting user (a dataset version
+    # belongs to it, is approved, a model is ready, an output named in the params is one this user
+    # may see): (project, validated params, *, user) -> {field: message}; empty means fine. `user`
+    # is None for a job the platform starts itself.
+    check: Callable[..., dict[str, str]] | None = None
     # Worker-level batching: jobs whose params give equal, non-None keys may run together through
     # batch_runner(contexts) -> one result dict (or exception) per context, in order.
     batch_key: Callable[[pydantic.BaseModel], Any] | None = None
@@ -60,6 +62,9 @@ class JobKind:
     # The compute budget (apps/quotas): (project, validated params, PlatformPolicy) ->
     # {field: message} when the request asks for more than one job may use.
     budget: Callable[[Any, pydantic.BaseModel, Any], dict[str, str]] | None = None
+    # The params fields that hold user-written prompts: the submit checks (register_submit_check)
+    # read them, and a job page shows them to other members only when its content is visible.
+    prompt_fields: tuple[str, ...] = ()
 
 
 class UnknownKind(KeyError):
@@ -83,6 +88,63 @@ def page_extras(*, access, user, job) -> dict[str, Any]:
     for extra in _PAGE_EXTRAS:
         context.update(extra(access=access, user=user, job=job))
     return context
+
+
+# Checks every submit passes before its row is made (the moderation app refuses blocked prompts):
+# (project=, user=, kind=, params=) -> {field: message}, with `kind` the JobKind and `params` its
+# validated params model; any message refuses the job (JobParamsError), so it never reaches a worker.
+SubmitCheck = Callable[..., dict[str, str]]
+_SUBMIT_CHECKS: list[SubmitCheck] = []
+
+
+def register_submit_check(check: SubmitCheck) -> SubmitCheck:
+    if check not in _SUBMIT_CHECKS:
+        _SUBMIT_CHECKS.append(check)
+    return check
+
+
+def unregister_submit_check(check: SubmitCheck) -> None:
+    if check in _SUBMIT_CHECKS:
+        _SUBMIT_CHECKS.remove(check)
+
+
+def submit_checks(*, project, user, kind: JobKind, params: pydantic.BaseModel) -> dict[str, str]:
+    """Every registered submit check's errors, merged (the first message for a field wins)."""
+    errors: dict[str, str] = {}
+    for check in _SUBMIT_CHECKS:
+        for name, message in check(project=project, user=user, kind=kind, params=params).items():
+            errors.setdefault(name, message)
+    return errors
+
+
+def prompt_texts(kind: JobKind, params: pydantic.BaseModel | dict[str, Any]) -> dict[str, str]:
+    """The user-written prompts of a job's params, by field (the kind's prompt_fields)."""
+    get = params.get if isinstance(params, dict) else lambda name: getattr(params, name, None)
+    return {name: str(get(name) or "") for name in kind.prompt_fields}
+
+
+# Who may see a job's generated content (its `text` and `preview` events, its prompts): the
+# outputs app registers its one visibility rule (apps/outputs/selectors.py) as
+# (access=, user=, jobs=) -> the ids of those jobs whose content this viewer may see. Several
+# rules: a job is shown only when every rule shows it; none registered: everything is shown.
+ContentRule = Callable[..., set[int]]
+_CONTENT_RULES: list[ContentRule] = []
+
+
+def register_content_rule(rule: ContentRule) -> ContentRule:
+    if rule not in _CONTENT_RULES:
+        _CONTENT_RULES.append(rule)
+    return rule
+
+
+def jobs_with_visible_content(*, access, user, jobs) -> set[int]:
+    jobs = list(jobs)
+    shown = {job.pk for job in jobs}
+    for rule in _CONTENT_RULES:
+        if not shown:
+            break
+        shown &= rule(access=access, user=user, jobs=[j for j in jobs if j.pk in shown])
+    return shown
 
 
 _KINDS: dict[str, JobKind] = {}

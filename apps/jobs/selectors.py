@@ -38,12 +38,42 @@ def sees_full_events(*, access: ProjectAccess, user) -> bool:
     return access.role == Role.ADMIN or bool(getattr(user, "is_staff", False))
 
 
-def event_for_viewer(message: dict, *, full: bool) -> dict:
-    """An event message (JobEvent.as_message() or a doorbell's copy) as this viewer may see it."""
+# Event kinds that carry what a job generated (streamed text, denoising previews): a viewer gets
+# them only while the registry's content rule shows the job to them (the outputs' one visibility
+# rule: the author, reviewers and admins at once; other members once it succeeded and all it
+# made is visible to them). Other kinds (state, progress, metrics, log, artifact) are unchanged.
+CONTENT_EVENT_KINDS = frozenset({EventKind.TEXT, EventKind.PREVIEW})
+
+
+def job_content_visible(*, access: ProjectAccess, user, job: Job) -> bool:
+    """Whether this viewer may see the job's generated text, previews and prompts."""
+    return job.pk in registry.jobs_with_visible_content(access=access, user=user, jobs=[job])
+
+
+def event_for_viewer(message: dict, *, full: bool, content: bool) -> dict:
+    """An event message (JobEvent.as_message() or a doorbell's copy) as this viewer may see it:
+    `full` keeps privileged keys (sees_full_events), `content` generated text and previews
+    (job_content_visible); a withheld event keeps its seq and kind, so streams stay gapless."""
     data = message.get("data")
-    if full or not isinstance(data, dict) or PRIVILEGED_EVENT_KEYS.isdisjoint(data):
+    if not isinstance(data, dict):
+        return message
+    if not content and message.get("kind") in CONTENT_EVENT_KINDS:
+        kept = {"index": data["index"]} if "index" in data else {}
+        return {**message, "data": {**kept, "withheld": True}}
+    if full or PRIVILEGED_EVENT_KEYS.isdisjoint(data):
         return message
     return {**message, "data": {k: v for k, v in data.items() if k not in PRIVILEGED_EVENT_KEYS}}
+
+
+def params_for_viewer(job: Job, *, content: bool) -> tuple[dict, list[str]]:
+    """The job's params as this viewer may see them, and the prompt fields left out (the kind's
+    prompt_fields, withheld while job_content_visible is false)."""
+    kind = registry.find(job.kind)
+    params = job.params if isinstance(job.params, dict) else {}
+    if content or kind is None or not kind.prompt_fields:
+        return params, []
+    withheld = [name for name in kind.prompt_fields if name in params]
+    return {k: v for k, v in params.items() if k not in withheld}, withheld
 
 
 def job_metric_series(*, job: Job) -> dict[str, list[tuple[int, float]]]:
@@ -117,12 +147,16 @@ def dashboard_context(
     }
 
 
-def job_detail_context(*, access: ProjectAccess, job: Job) -> dict:
+def job_detail_context(*, access: ProjectAccess, user, job: Job) -> dict:
     can_cancel = access.can("cancel_job")
+    content = job_content_visible(access=access, user=user, job=job)
+    _, withheld = params_for_viewer(job, content=content)
     return {
         "project": access.project,
         "membership": access,
         "job": job,
+        # Prompts wait with the generated content: their names are shown, their text is not.
+        "params": {k: "—" if k in withheld else v for k, v in job.params.items()},
         "can_cancel": can_cancel and job.state in CANCELLABLE,
         "can_retry": access.can("launch_job") and job.state in RETRYABLE,
         "may_cancel": can_cancel,

@@ -145,6 +145,24 @@ def job_transition(
 # --------------------------------------------------------------------------- creation, dispatch
 
 
+def _submittable_params(
+    job_kind: registry.JobKind, params: dict[str, Any], *, project: Project, user
+) -> dict[str, Any]:
+    """The params, validated by the kind's schema, its check and then every registered submit
+    check (blocked prompts); JobParamsError before any row exists, so nothing reaches a worker."""
+    clean, errors = registry.validate_params(job_kind, params)
+    if errors:
+        raise JobParamsError(errors)
+    model = job_kind.params.model_validate(clean)
+    if job_kind.check is not None:
+        errors = job_kind.check(project, model, user=user)
+    if not errors:
+        errors = registry.submit_checks(project=project, user=user, kind=job_kind, params=model)
+    if errors:
+        raise JobParamsError(errors)
+    return clean
+
+
 def job_create(
     *,
     project: Project,
@@ -159,11 +177,7 @@ def job_create(
         job_kind = registry.get(kind)
     except registry.UnknownKind:
         raise JobParamsError({"kind": f"Unknown job kind {kind!r}"}) from None
-    clean, errors = registry.validate_params(job_kind, params)
-    if not errors and job_kind.check is not None:
-        errors = job_kind.check(project, job_kind.params.model_validate(clean))
-    if errors:
-        raise JobParamsError(errors)
+    clean = _submittable_params(job_kind, params, project=project, user=created_by)
     from apps.quotas.services import QuotaExceeded, check_job_submit
 
     with transaction.atomic():

@@ -43,7 +43,7 @@ def launch(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 def detail(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
     access, job = selectors.job_access(user=request.user, project_id=project_id, job_id=job_id)
-    context = selectors.job_detail_context(access=access, job=job)
+    context = selectors.job_detail_context(access=access, user=request.user, job=job)
     # What the job made (outputs register it, with their one visibility rule).
     context.update(registry.page_extras(access=access, user=request.user, job=job))
     return render(request, "jobs/job_detail.html", context)

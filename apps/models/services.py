@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -18,7 +19,7 @@ from workers.common.timing import timed
 
 log = logging.getLogger(__name__)
 
-BUILTINS = {
+BUILTINS: dict[str, dict[str, Any]] = {
     "smollm2-135m-instruct": {
         "name": "SmolLM2-135M-Instruct",
         "license": "Apache-2.0",

@@ -37,7 +37,7 @@ class TextgenParams(BaseModel):
     )
 
 
-def check(project, params: TextgenParams) -> dict[str, str]:
+def check(project, params: TextgenParams, *, user=None) -> dict[str, str]:
     from apps.models.models import Adapter
     from apps.models.models import BaseModel as Base
 
@@ -65,6 +65,7 @@ register(
         params=TextgenParams,
         runner=runner_at("apps.playground.runners:run_textgen"),
         check=check,
+        prompt_fields=("prompt", "system", "template"),
         launchable=False,
         description="Generates text with a base model and its adapters, streamed live.",
     )

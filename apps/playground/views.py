@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from apps.jobs import registry
 from apps.models.selectors import project_adapters, text_models
-from apps.outputs.models import Output
+from apps.outputs.selectors import visible_outputs
 from apps.projects.selectors import project_access
 
 
@@ -41,9 +41,9 @@ def playground(request: HttpRequest, project_id: int) -> HttpResponse:
             "models": text_models(),
             "adapters": project_adapters(access=access),
             "settings_fields": settings_fields,
-            "recent": Output.objects.filter(project=access.project, kind="text").select_related(
-                "base_model", "adapter", "created_by"
-            )[:20],
+            "recent": visible_outputs(access=access, user=request.user)
+            .filter(kind="text")
+            .select_related("base_model", "adapter", "created_by")[:20],
             "jobs_api": reverse("api:jobs", kwargs={"project_id": access.project.pk}),
         },
     )

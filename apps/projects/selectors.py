@@ -23,6 +23,9 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "review": frozenset({Role.ADMIN, Role.REVIEWER}),
     "scan_dataset": frozenset({Role.ADMIN, Role.MEMBER, Role.REVIEWER}),
     "manage_members": frozenset({Role.ADMIN}),
+    # The project's audit log (decisions, rule changes): admins, and the reviewers it records.
+    "view_audit": frozenset({Role.ADMIN, Role.REVIEWER}),
+    "manage_rules": frozenset({Role.ADMIN}),
 }
 
 
@@ -49,6 +52,7 @@ def project_access(*, user, project_id: int, need: str = "view") -> ProjectAcces
         project = Project.objects.get(pk=project_id)
     except (Project.DoesNotExist, ValueError, TypeError):
         raise Http404("No such project") from None
+    role: str | None
     if user.is_superuser:
         role = Role.ADMIN
     else:

@@ -216,43 +216,19 @@ def _run(
         source.image_dir = images_dir
     canonicalize = _canonicalizer(source, mapping, limits)
     jsonl = os.path.join(tmp, CANONICAL_NAME)
-    validation = 0
-    seen = 0
-    max_rows = limits.max_rows
     total = source.size
     with CanonicalWriter(jsonl) as writer:
-        for item in source.records():
-            if isinstance(item, DatasetError):
-                log.add(item)
-                continue
-            seen += 1
-            if seen > max_rows:
-                raise DatasetError(f"more than {max_rows:,} rows (the limit)", code="too_many_rows")
-            if progress is not None and seen % PROGRESS_EVERY == 0:
-                progress(source.bytes_read(), total)
-            record, errors = canonicalize(item.data)
-            if errors:
-                for error in errors:
-                    log.add(_locate(error, item))
-                continue
-            if log:  # already invalid: keep validating, stop writing
-                continue
-            try:
-                line = dump_record(record)  # type: ignore[arg-type]
-            except UnicodeEncodeError:
-                log.add(
-                    DatasetError(
-                        "has text with invalid Unicode (an unpaired surrogate escape such as \\ud800)",
-                        row=item.row,
-                        line=item.line,
-                        path=item.path,
-                        code="bad_unicode",
-                    )
-                )
-                continue
-            writer.write_line(line)
-            if fraction and split_of(line, seed, fraction) == "validation":
-                validation += 1
+        validation = _write_records(
+            source,
+            canonicalize,
+            writer,
+            log,
+            max_rows=limits.max_rows,
+            fraction=fraction,
+            seed=seed,
+            progress=progress,
+            total=total,
+        )
         if log:
             raise log.invalid()
         if writer.rows == 0:
@@ -260,11 +236,6 @@ def _run(
         sha = writer.close()
     if progress is not None:
         progress(total, total)
-    warnings = list(source.warnings)
-    unmapped = [c for c in sniffed.columns if c and c not in mapping.columns.values()]
-    if unmapped and source.container != "zip":
-        shown = ", ".join(f'"{c}"' for c in unmapped[:10]) + (", …" if len(unmapped) > 10 else "")
-        warnings.append(f"unmapped columns were ignored: {shown}")
     return ImportResult(
         sha256=sha,
         rows=writer.rows,
@@ -276,9 +247,78 @@ def _run(
         columns=list(sniffed.columns),
         mapping=mapping,
         split_counts={"train": writer.rows - validation, "validation": validation},
-        warnings=warnings,
+        warnings=_warnings(source, sniffed, mapping),
         bytes=os.path.getsize(jsonl),
     )
+
+
+def _write_records(
+    source: Any,
+    canonicalize: Canonicalizer,
+    writer: CanonicalWriter,
+    log: ErrorLog,
+    *,
+    max_rows: int,
+    fraction: float,
+    seed: int,
+    progress: Progress | None,
+    total: int,
+) -> int:
+    """Canonicalize the source's records into ``writer``, their problems into ``log`` (once
+    one is found, the rest are only validated): the number of rows in the validation split."""
+    validation = 0
+    seen = 0
+    for item in source.records():
+        if isinstance(item, DatasetError):
+            log.add(item)
+            continue
+        seen += 1
+        if seen > max_rows:
+            raise DatasetError(f"more than {max_rows:,} rows (the limit)", code="too_many_rows")
+        if progress is not None and seen % PROGRESS_EVERY == 0:
+            progress(source.bytes_read(), total)
+        record, errors = canonicalize(item.data)
+        if errors:
+            for error in errors:
+                log.add(_locate(error, item))
+            continue
+        if log:  # already invalid: keep validating, stop writing
+            continue
+        line = _dump_or_log(record, item, log)  # type: ignore[arg-type]
+        if line is None:
+            continue
+        writer.write_line(line)
+        if fraction and split_of(line, seed, fraction) == "validation":
+            validation += 1
+    return validation
+
+
+def _dump_or_log(record: dict[str, Any], item: Rec, log: ErrorLog) -> bytes | None:
+    """The record's canonical line, or None with the problem logged (text that UTF-8 cannot
+    encode)."""
+    try:
+        return dump_record(record)
+    except UnicodeEncodeError:
+        log.add(
+            DatasetError(
+                "has text with invalid Unicode (an unpaired surrogate escape such as \\ud800)",
+                row=item.row,
+                line=item.line,
+                path=item.path,
+                code="bad_unicode",
+            )
+        )
+        return None
+
+
+def _warnings(source: Any, sniffed: Sniffed, mapping: Mapping) -> list[str]:
+    """The source's warnings, and the columns the mapping left out (not for zip sources)."""
+    warnings = list(source.warnings)
+    unmapped = [c for c in sniffed.columns if c and c not in mapping.columns.values()]
+    if unmapped and source.container != "zip":
+        shown = ", ".join(f'"{c}"' for c in unmapped[:10]) + (", …" if len(unmapped) > 10 else "")
+        warnings.append(f"unmapped columns were ignored: {shown}")
+    return warnings
 
 
 def preview(

@@ -662,64 +662,88 @@ def train_digits_pipeline(
     try:
         torch.set_num_threads(threads)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            generator = torch.Generator().manual_seed(seed)
             tracker = _Progress(VAE_STEPS + TEXT_STEPS + UNET_STEPS, progress, should_stop)
-
-            train_x, train_y, _, _ = _digits_split()
-            ink = _render_ink(train_x)
-            labels = torch.as_tensor(train_y)
-
-            tokenizer = build_clip_tokenizer()
-            vae = make_vae(sample_size=IMAGE_SIZE)
-            text_encoder = make_text_encoder(tokenizer, width=64)
-            unet = make_unet(
-                sample_size=IMAGE_SIZE // 8, channels=(64, 128), cross_attention_dim=64
-            )
-
-            t0 = time.monotonic()
-            _train_vae(vae, ink, generator, tracker, log)
-            mean, std = _encode_pool(vae, ink, generator)
-            sample = mean + std * torch.randn(mean.shape, generator=generator)
-            scaling = float(1.0 / sample.std())
-            vae.register_to_config(scaling_factor=scaling)
-            log["vae_seconds"] = round(time.monotonic() - t0, 1)
-
-            t0 = time.monotonic()
-            table = _pretrain_text_encoder(text_encoder, tokenizer, tracker, log)
-            log["text_seconds"] = round(time.monotonic() - t0, 1)
-
-            t0 = time.monotonic()
-            pool = (mean * scaling, std * scaling)
-            labels_pool = labels.repeat(AUGMENTED_COPIES)
-            _train_unet(unet, table, pool, labels_pool, generator, tracker, log)
-            log["unet_seconds"] = round(time.monotonic() - t0, 1)
-
-            pipe = _assemble(vae, text_encoder, tokenizer, unet)
+            pipe, scaling = _train_from_seed(seed, tracker, log)
             _save(pipe, tmp)
-        publish_folder(
-            tmp,
-            target,
-            marker={
-                "kind": "digits-demo",
-                "format": "diffusers",
-                "recipe": RECIPE_VERSION,
-                "seed": seed,
-                "native_size": IMAGE_SIZE,
-                "suggested": {"sampler": "DDIM", "steps": 20, "cfg_scale": 5.0},
-                "dataset": "scikit-learn load_digits (1,347 of 1,797; 450 held out for the judge)",
-                "license": "weights trained here from random init; BSD-3 dataset (scikit-learn)",
-                "threads": threads,
-                "train_seconds": round(time.monotonic() - started, 1),
-                "scaling_factor": scaling,
-                "log": log,
-            },
-            marker_name=MARKER,
+        marker = _completion_marker(
+            seed=seed,
+            threads=threads,
+            train_seconds=round(time.monotonic() - started, 1),
+            scaling=scaling,
+            log=log,
         )
+        publish_folder(tmp, target, marker=marker, marker_name=MARKER)
     finally:
         torch.set_num_threads(threads_before)
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _train_from_seed(seed: int, tracker: _Progress, log: dict[str, Any]) -> tuple[Any, float]:
+    """The three stages from random weights seeded by ``seed`` (VAE, text encoder, UNet; their
+    seconds into ``log``): the assembled pipeline and the VAE's scaling factor. The order of the
+    calls is the order the global generator is drawn from: changing it changes the weights."""
+    import torch
+
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    train_x, train_y, _, _ = _digits_split()
+    ink = _render_ink(train_x)
+    labels = torch.as_tensor(train_y)
+
+    tokenizer = build_clip_tokenizer()
+    vae = make_vae(sample_size=IMAGE_SIZE)
+    text_encoder = make_text_encoder(tokenizer, width=64)
+    unet = make_unet(sample_size=IMAGE_SIZE // 8, channels=(64, 128), cross_attention_dim=64)
+
+    t0 = time.monotonic()
+    _train_vae(vae, ink, generator, tracker, log)
+    mean, std, scaling = _scale_latents(vae, ink, generator)
+    log["vae_seconds"] = round(time.monotonic() - t0, 1)
+
+    t0 = time.monotonic()
+    table = _pretrain_text_encoder(text_encoder, tokenizer, tracker, log)
+    log["text_seconds"] = round(time.monotonic() - t0, 1)
+
+    t0 = time.monotonic()
+    pool = (mean * scaling, std * scaling)
+    labels_pool = labels.repeat(AUGMENTED_COPIES)
+    _train_unet(unet, table, pool, labels_pool, generator, tracker, log)
+    log["unet_seconds"] = round(time.monotonic() - t0, 1)
+
+    return _assemble(vae, text_encoder, tokenizer, unet), scaling
+
+
+def _scale_latents(vae, ink, generator) -> tuple[Any, Any, float]:
+    """Encode the training pool and set the VAE's ``scaling_factor`` to 1/std of a latent
+    sample: (latent means, latent stds, the factor)."""
+    import torch
+
+    mean, std = _encode_pool(vae, ink, generator)
+    sample = mean + std * torch.randn(mean.shape, generator=generator)
+    scaling = float(1.0 / sample.std())
+    vae.register_to_config(scaling_factor=scaling)
+    return mean, std, scaling
+
+
+def _completion_marker(
+    *, seed: int, threads: int, train_seconds: float, scaling: float, log: dict[str, Any]
+) -> dict[str, Any]:
+    """The completion marker's contents: the recipe, its inputs and the training log."""
+    return {
+        "kind": "digits-demo",
+        "format": "diffusers",
+        "recipe": RECIPE_VERSION,
+        "seed": seed,
+        "native_size": IMAGE_SIZE,
+        "suggested": {"sampler": "DDIM", "steps": 20, "cfg_scale": 5.0},
+        "dataset": "scikit-learn load_digits (1,347 of 1,797; 450 held out for the judge)",
+        "license": "weights trained here from random init; BSD-3 dataset (scikit-learn)",
+        "threads": threads,
+        "train_seconds": train_seconds,
+        "scaling_factor": scaling,
+        "log": log,
+    }
 
 
 def ensure_digits_pipeline(

@@ -435,8 +435,46 @@ def _run(
     on_text: Callable[[str], None] | None,
     should_stop: Callable[[], bool] | None,
 ) -> dict[str, Any]:
+    from transformers import TextIteratorStreamer
+
+    input_ids, attention_mask = _encode_prompt(tokenizer, prompt_text, chat)
+    prompt_tokens = int(input_ids.shape[1])
+    max_new = _max_new_tokens(model, prompt_tokens, settings.max_new_tokens)
+    inputs = {"input_ids": input_ids.to(device)}
+    if attention_mask is not None:
+        inputs["attention_mask"] = attention_mask.to(device)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    stop = _stop_criterion(should_stop)
+    generate_kwargs = {
+        **inputs,
+        "generation_config": _generation_config(model, tokenizer, settings, max_new),
+        "logits_processor": _processors(settings, seed, device),
+        "streamer": streamer,
+    }
+    sequences, seconds, first_token = _stream(model, generate_kwargs, stop, streamer, on_text)
+
+    new_ids = sequences[0, prompt_tokens:].tolist()
+    tokens = len(new_ids)
+    if stop.triggered:
+        finish = "stopped"
+    elif tokens >= max_new:
+        finish = "length"
+    else:
+        finish = "eos"
+    return {
+        "text": tokenizer.decode(new_ids, skip_special_tokens=True),
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        "prompt_tokens": prompt_tokens,
+        "first_token_seconds": first_token,
+        "finish_reason": finish,
+    }
+
+
+def _encode_prompt(tokenizer: Any, prompt_text: str, chat: bool) -> tuple[Any, Any]:
+    """The prompt's (input_ids, attention_mask); an empty prompt starts from BOS alone."""
     import torch
-    from transformers import StoppingCriteriaList, TextIteratorStreamer
 
     encoded = tokenizer(prompt_text, return_tensors="pt", add_special_tokens=not chat)
     input_ids = encoded["input_ids"]
@@ -446,34 +484,42 @@ def _run(
             raise JobFailed("The prompt is empty: write some text to continue.")
         input_ids = torch.tensor([[tokenizer.bos_token_id]])
         attention_mask = None
-    prompt_tokens = int(input_ids.shape[1])
-    max_new = settings.max_new_tokens
+    return input_ids, attention_mask
+
+
+def _max_new_tokens(model: Any, prompt_tokens: int, wanted: int) -> int:
+    """``wanted``, cut to what the model's context leaves after the prompt (JobFailed when the
+    prompt alone fills it)."""
     context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if isinstance(context, int) and context > 0:
         if prompt_tokens >= context:
             raise JobFailed(
                 f"The prompt is {prompt_tokens} tokens long; this model reads at most {context}."
             )
-        max_new = min(max_new, context - prompt_tokens)
+        return min(wanted, context - prompt_tokens)
+    return wanted
 
-    inputs = {"input_ids": input_ids.to(device)}
-    if attention_mask is not None:
-        inputs["attention_mask"] = attention_mask.to(device)
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    stop = _stop_criterion(should_stop)
-    config = _generation_config(model, tokenizer, settings, max_new)
-    processors = _processors(settings, seed, device)
+
+def _stream(
+    model: Any,
+    generate_kwargs: dict[str, Any],
+    stop: Any,
+    streamer: Any,
+    on_text: Callable[[str], None] | None,
+) -> tuple[Any, float, float | None]:
+    """Run ``model.generate`` in a thread and hand each decoded piece to ``on_text`` as it comes:
+    (the sequences, seconds, seconds to the first piece). An exception in either thread ends both
+    and is raised here."""
+    import torch
+    from transformers import StoppingCriteriaList
+
     outcome: dict[str, Any] = {}
 
     def work() -> None:
         try:
             with torch.inference_mode():
                 outcome["sequences"] = model.generate(
-                    **inputs,
-                    generation_config=config,
-                    logits_processor=processors,
-                    stopping_criteria=StoppingCriteriaList([stop]),
-                    streamer=streamer,
+                    **generate_kwargs, stopping_criteria=StoppingCriteriaList([stop])
                 )
         except BaseException as exc:  # handed to the caller's thread below
             outcome["error"] = exc
@@ -497,24 +543,7 @@ def _run(
     seconds = time.perf_counter() - started
     if "error" in outcome:
         raise outcome["error"]
-
-    new_ids = outcome["sequences"][0, prompt_tokens:].tolist()
-    tokens = len(new_ids)
-    if stop.triggered:
-        finish = "stopped"
-    elif tokens >= max_new:
-        finish = "length"
-    else:
-        finish = "eos"
-    return {
-        "text": tokenizer.decode(new_ids, skip_special_tokens=True),
-        "tokens": tokens,
-        "seconds": seconds,
-        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
-        "prompt_tokens": prompt_tokens,
-        "first_token_seconds": first_token,
-        "finish_reason": finish,
-    }
+    return outcome["sequences"], seconds, first_token
 
 
 def generate_text(

@@ -19,7 +19,7 @@ the same answer (a QA row) they reach 21/26 = 0.81.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -150,43 +150,8 @@ def join_lexical_pairs(
     found = 0
     sample: list[tuple[int, int, float]] = []
     for band in range(keys.shape[1]):
-        order = np.argsort(keys[:, band], kind="stable")  # buckets, members in file order
-        sorted_keys = keys[order, band]
-        bucket = np.cumsum(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]])) - 1
-        size = np.bincount(bucket)
-        multi = size[bucket] > 1
-        order, bucket = order[multi], bucket[multi]
-        members = np.arange(order.size)  # positions in `order` of the buckets still open
-        pos = members  # positions that still have a partner at the current offset
-        offset, width = 1, 1
-        while pos.size:
-            # drop the buckets that are one group already or have no pair left
-            starts = np.flatnonzero(
-                np.concatenate([[True], bucket[members][1:] != bucket[members][:-1]])
-            )
-            roots = parent[texts[order[members]]]
-            ids = bucket[members[starts]]
-            alive = np.zeros(size.size, dtype=bool)
-            alive[ids] = (
-                np.minimum.reduceat(roots, starts) != np.maximum.reduceat(roots, starts)
-            ) & (size[ids] > offset)
-            members = members[alive[bucket[members]]]
-            pos = pos[alive[bucket[pos]]]
-            firsts, seconds = [], []
-            total, stop = 0, offset + width
-            while offset < stop and total < BATCH_PAIRS:
-                pos = pos[pos + offset < order.size]
-                pos = pos[bucket[pos] == bucket[pos + offset]]
-                if not pos.size:
-                    break
-                firsts.append(pos)
-                seconds.append(pos + offset)
-                total += pos.size
-                offset += 1
-            width *= 2
-            if not firsts:
-                break
-            a, b = order[np.concatenate(firsts)], order[np.concatenate(seconds)]
+        order, bucket, size = _buckets(keys[:, band])
+        for a, b in _pairs_at_offsets(order, bucket, size, parent, texts):
             open_ = parent[texts[a]] != parent[texts[b]]
             a, b = a[open_], b[open_]
             keep = signatures_agree(low, a, b, need)
@@ -205,3 +170,54 @@ def join_lexical_pairs(
                 sample.append((min(ra, rb), max(ra, rb), round(score, 4)))
     sample.sort()
     return found, sample
+
+
+def _buckets(band: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One band's texts sorted into buckets by key, members in file order, the buckets of one
+    text left out: (order: text positions, bucket: the bucket of each, size: of every bucket)."""
+    order = np.argsort(band, kind="stable")
+    sorted_keys = band[order]
+    bucket = np.cumsum(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]])) - 1
+    size = np.bincount(bucket)
+    multi = size[bucket] > 1
+    return order[multi], bucket[multi], size
+
+
+def _pairs_at_offsets(
+    order: np.ndarray, bucket: np.ndarray, size: np.ndarray, parent: np.ndarray, texts: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One band's candidate pairs (a, b), text positions, in batches: each bucket member with the
+    one ``offset`` places after it, offsets 1, 2, ... in batches of doubling width (at most about
+    BATCH_PAIRS pairs). Lazy on purpose: each batch reads ``parent`` as the caller left it after
+    joining the batch before, and drops the buckets that became one group."""
+    members = np.arange(order.size)  # positions in `order` of the buckets still open
+    pos = members  # positions that still have a partner at the current offset
+    offset, width = 1, 1
+    while pos.size:
+        # drop the buckets that are one group already or have no pair left
+        starts = np.flatnonzero(
+            np.concatenate([[True], bucket[members][1:] != bucket[members][:-1]])
+        )
+        roots = parent[texts[order[members]]]
+        ids = bucket[members[starts]]
+        alive = np.zeros(size.size, dtype=bool)
+        alive[ids] = (np.minimum.reduceat(roots, starts) != np.maximum.reduceat(roots, starts)) & (
+            size[ids] > offset
+        )
+        members = members[alive[bucket[members]]]
+        pos = pos[alive[bucket[pos]]]
+        firsts, seconds = [], []
+        total, stop = 0, offset + width
+        while offset < stop and total < BATCH_PAIRS:
+            pos = pos[pos + offset < order.size]
+            pos = pos[bucket[pos] == bucket[pos + offset]]
+            if not pos.size:
+                break
+            firsts.append(pos)
+            seconds.append(pos + offset)
+            total += pos.size
+            offset += 1
+        width *= 2
+        if not firsts:
+            break
+        yield order[np.concatenate(firsts)], order[np.concatenate(seconds)]
