@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -470,9 +471,11 @@ def breakdown_submit(
     The stages in the order they happen (apps/jobs/services.job_create registers the dispatch
     on-commit callback before the events' doorbells, so the doorbells ring after the publish,
     while the worker already picks the job up): created_at -> COMMIT -> dispatch_waiting (lock,
-    free slots, mark sent, COMMIT) -> publish -> broker -> task body -> claim stamps started_at.
-    Each non-bracketed row is the gap between two consecutive stamps, so per job they add up to
-    started_at - created_at exactly.
+    free slots, mark sent, COMMIT) -> send_task -> the worker's task body -> claim stamps
+    started_at. Each non-bracketed row runs from one stamp to the next, and every stamp comes
+    causally after the one before it (send_task's *return* does not: the worker can start the
+    task before the sending process is scheduled again, so the publish is a row of its own), so
+    the rows are never negative and per job they add up to started_at - created_at exactly.
     """
     by_job: dict[int, dict] = {}
     for p in probes:
@@ -489,10 +492,10 @@ def breakdown_submit(
         for k in (
             "create: INSERT job+event+audit, COMMIT",
             "dispatch_waiting: lock, free slots, mark sent, COMMIT",
-            "send_task (publish to Redis)",
-            "broker -> worker task body starts",
+            "send_task -> worker task body starts (publish, broker)",
             "task body starts -> claim stamps started_at",
             "  [total] created_at -> started_at (the rows above, per job)",
+            "  [info] send_task call alone (may return after the task started)",
             "  [beside] on_commit doorbells after publish (group_send x2)",
             "  [after] claim: UPDATE running + event + doorbells",
             "  [info] job_create() call, total",
@@ -515,10 +518,11 @@ def breakdown_submit(
         parts[keys[8]].append(row["t_ret"] - row["t_call"])
         if not (disp and pub and task and claim):
             continue
-        stamps = [row["created"], disp["t0"], pub["t0"], pub["t1"], task["t"], row["started"]]
-        for key, t0, t1 in zip(keys[:5], stamps, stamps[1:], strict=True):
+        stamps = [row["created"], disp["t0"], pub["t0"], task["t"], row["started"]]
+        for key, (t0, t1) in zip(keys[:4], itertools.pairwise(stamps), strict=True):
             parts[key].append(t1 - t0)
-        parts[keys[5]].append(row["started"] - row["created"])
+        parts[keys[4]].append(row["started"] - row["created"])
+        parts[keys[5]].append(pub["t1"] - pub["t0"])
         if rings:
             parts[keys[6]].append(sum(p["t1"] - p["t0"] for p in rings))
         parts[keys[7]].append(claim["t1"] - claim["t0"])

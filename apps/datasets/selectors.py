@@ -81,11 +81,11 @@ def version_access(
 
 def project_datasets(*, access: ProjectAccess) -> list[Dataset]:
     datasets = list(Dataset.objects.filter(project=access.project).select_related("created_by"))
-    latest = {}
+    latest: dict[int, DatasetVersion] = {}
     for v in DatasetVersion.objects.filter(dataset__in=datasets).order_by("dataset_id", "-number"):
         latest.setdefault(v.dataset_id, v)
     for d in datasets:
-        d.latest = latest.get(d.pk)
+        d.latest = latest.get(d.pk)  # type: ignore[attr-defined]  # a display-only attribute
     return datasets
 
 
@@ -104,7 +104,7 @@ def version_rows(
 def lineage(version: DatasetVersion) -> list[DatasetVersion]:
     """The version and its ancestors, oldest first."""
     chain, seen = [], set()
-    node = version
+    node: DatasetVersion | None = version
     while node is not None and node.pk not in seen:
         seen.add(node.pk)
         chain.append(node)

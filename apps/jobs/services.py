@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -111,7 +112,7 @@ def job_transition(
     *,
     job_id: int,
     target: str,
-    sources: list[str] | tuple[str, ...],
+    sources: Sequence[str],
     attempt: int | None = None,
     extra_filter: Q | None = None,
     message: str = "",
@@ -559,7 +560,8 @@ def reap_expired_leases(*, now=None) -> int:
             owner=owner,
             why="stopped renewing its lease",
             extra_filter=Q(lease_until__lt=now),
-            last_alive=lease_until - lease,  # its last renewal
+            # its last renewal (lease_until__lt matched: never None here)
+            last_alive=lease_until - lease if lease_until is not None else None,
         )
         if ok:
             reaped += 1

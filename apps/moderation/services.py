@@ -13,12 +13,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext as _
 
 from apps.audit.services import audit_record
 from apps.moderation.models import Door, Flag, RuleSetVersion
@@ -307,9 +308,18 @@ def prompt_submit_check(*, project, user, kind, params) -> dict[str, str]:
     for hit in blocked:
         errors.setdefault(
             hit["field"],
-            f"Refused: this text matches the project's {hit['category']} rule "
-            f"(“{hit['text'][:60]}”, characters {hit['start'] + 1}–{hit['end']}, "
-            f"rule set v{verdict.ruleset_version}). Rephrase it, or ask a project admin.",
+            _(
+                "Refused: this text matches the project's %(category)s rule (“%(text)s”, "
+                "characters %(start)d–%(end)d, rule set v%(version)s). Rephrase it, or ask a "
+                "project admin."
+            )
+            % {
+                "category": hit["category"],
+                "text": hit["text"][:60],
+                "start": hit["start"] + 1,
+                "end": hit["end"],
+                "version": verdict.ruleset_version,
+            },
         )
     return errors
 
@@ -323,7 +333,7 @@ def classifiers() -> list[Classifier]:
     """Deployment-installed classifiers (ATELIER_MODERATION_CLASSIFIERS: dotted paths), off by
     default. Each is called as fn(kind=, text=, image_path=) and returns hits: dicts with
     `category`, `severity` and optionally `score` and `text` (a label)."""
-    paths = settings.ATELIER.get("MODERATION_CLASSIFIERS", ())
+    paths = cast("list[str]", settings.ATELIER.get("MODERATION_CLASSIFIERS") or [])
     return [import_string(p) for p in paths]
 
 

@@ -74,7 +74,9 @@ def write_thumbnail(image, path: Path) -> bool:
     thumb = image.copy()
     if max(thumb.size) < THUMB_SIZE:  # tiny demo images: scale up crisply for the grid
         factor = max(1, THUMB_SIZE // max(thumb.size))
-        thumb = thumb.resize((thumb.width * factor, thumb.height * factor), Image.NEAREST)
+        thumb = thumb.resize(
+            (thumb.width * factor, thumb.height * factor), Image.Resampling.NEAREST
+        )
     thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
     thumb.save(path, format="PNG")
     return True
