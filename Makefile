@@ -13,8 +13,17 @@ export TRANSFORMERS_OFFLINE ?= 1
 
 venv: $(STAMP)
 
+# The pinned Solidity compiler and local chain node (contracts/package.json), before the venv
+# (order-only: a new lock file reinstalls these, not the venv). Install scripts off: anvil's
+# native binary comes as an optional dependency, nothing else is downloaded.
+CONTRACTS_STAMP := contracts/node_modules/.package-lock.json
+$(CONTRACTS_STAMP): contracts/package.json contracts/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  npm ci --prefix contracts --ignore-scripts --no-audit --no-fund; \
+	else echo "NOTE: npm missing: the contract and anvil tests will be skipped"; fi
+
 # torch first and pinned: any other order makes pip fetch a multi-GB CUDA build (STACK-NOTES).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | $(CONTRACTS_STAMP)
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Atelier needs Python 3.11, found " + sys.version' 
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -90,6 +99,7 @@ bench: $(STAMP)
 	$(PY) bench/finetune.py
 	$(PY) bench/images.py
 	$(PY) bench/moderation.py
+	$(PY) bench/chain.py
 
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m gpu -v $(PYTEST_ARGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,18 @@ def pytest_unconfigure(config):
     if _redis_proc is not None:
         _redis_proc.kill()
     shutil.rmtree(TEST_VAR, ignore_errors=True)
+
+
+# The interpreter's recursion limit as the run starts: py-evm (under eth-tester, in the chain
+# tests) raises it to 100,000 on import, and a test of deeply nested input that ran after them
+# would then overflow the C stack instead of seeing RecursionError. The product keeps it
+# (apps/provenance/apps.py); the tests put it back before each test.
+RECURSION_LIMIT = sys.getrecursionlimit()
+
+
+@pytest.fixture(autouse=True)
+def _recursion_limit():
+    sys.setrecursionlimit(RECURSION_LIMIT)
 
 
 @pytest.fixture(autouse=True)

@@ -31,6 +31,7 @@ from apps.models.services import ensure_builtin_rows
 from apps.moderation.models import RuleSetVersion
 from apps.outputs.models import Collection, Output
 from apps.projects.models import Membership, Project
+from apps.provenance.models import ProvenanceSettings
 from webapp.asgi import application
 from webapp.routing import websocket_urlpatterns
 
@@ -71,6 +72,7 @@ class World:
             "what": "adapter",
             "output_id": self.output.pk,
             "which": "image",
+            "sha256": self.output.sha256,  # no provenance record: an unknown hash
         }
 
 
@@ -442,6 +444,29 @@ MATRIX: dict[str, list[Check]] = {
         # No project chosen: nobody's project, so 404 for everyone.
         Check("POST", "user", frozenset(), expect={p: 404 for p in ANY_USER})
     ],
+    # Provenance: the verifier is public (anyone, signed in or not, hashes a file or pastes a
+    # hash; tests/services/test_provenance_pages.py checks what it shows); the world's output
+    # has no record, so its proof is a 404 for everyone.
+    "provenance:verify": [
+        Check("GET", "public"),
+        Check("POST", "public", ok=302, data={"sha256": "0" * 64}),  # to the hash's page
+    ],
+    "provenance:verify_hash": [Check("GET", "public")],
+    "provenance:proof": [Check("GET", "public", ok=404)],
+    "api:verify": [Check("GET", "public", ok=404, api=True)],
+    "provenance:project": [
+        Check("GET", "project", ROLES),
+        Check(
+            "POST",
+            "project",
+            ADMINS,
+            ok=302,
+            data={"mode": "all"},
+            effect=lambda w: ProvenanceSettings.objects.filter(
+                project=w.project, mode="all"
+            ).exists(),
+        ),
+    ],
     "ws:ws/review/": [Check("WS", "user", REVIEWERS, expect=NOT_REVIEWER_404)],
     "ws:ws/projects/<int:project_id>/": [Check("WS", "project", ROLES)],
     "ws:ws/jobs/<int:job_id>/": [Check("WS", "project", ROLES)],
@@ -607,6 +632,7 @@ def _snapshot() -> tuple:
         sorted(Project.objects.values_list("pk", flat=True)),
         sorted(Output.objects.values_list("pk", flat=True)),
         sorted(Collection.objects.values_list("pk", flat=True)),
+        sorted(ProvenanceSettings.objects.values_list("project_id", "mode")),
     )
 
 

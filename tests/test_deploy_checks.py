@@ -15,6 +15,9 @@ PRODUCTION_ENV = {
     "DJANGO_ALLOWED_HOSTS": "atelier.example.com",
     "DATABASE_URL": "postgres://atelier:secret@postgres:5432/atelier",
     "REDIS_URL": "redis://redis:6379/0",
+    # Read by the CPU worker only: the web process checks that both are named.
+    "ATELIER_C2PA_CERT_FILE": "/run/secrets/c2pa_chain.pem",
+    "ATELIER_C2PA_KEY_FILE": "/run/secrets/c2pa_signer.key",
 }
 
 
@@ -22,7 +25,7 @@ def run_check(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "DATABASE_URL", "ATELIER_PSEUDONYM_KEY"))
+        if not k.startswith(("DJANGO_", "DATABASE_URL", "ATELIER_PSEUDONYM_KEY", "ATELIER_C2PA_"))
     }
     env.update(env_overrides)
     return subprocess.run(
@@ -52,6 +55,13 @@ def test_check_deploy_warns_about_sqlite_in_production():
     result = run_check(env)
     assert result.returncode != 0
     assert "atelier.W002" in result.stdout + result.stderr
+
+
+def test_check_deploy_warns_about_the_development_c2pa_ca():
+    env = {k: v for k, v in PRODUCTION_ENV.items() if not k.startswith("ATELIER_C2PA_")}
+    result = run_check(env)
+    assert result.returncode != 0
+    assert "atelier.W003" in result.stdout + result.stderr
 
 
 def test_secret_key_can_come_from_a_file(tmp_path):

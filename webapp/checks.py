@@ -76,3 +76,31 @@ def production_uses_real_services(app_configs, **kwargs):
             )
         )
     return errors
+
+
+@register(Tags.security, deploy=True)
+def content_credentials_use_a_real_certificate(app_configs, **kwargs):
+    if not (settings.ATELIER_C2PA_CERT_FILE or settings.ATELIER_C2PA_KEY_FILE):
+        return [
+            Warning(
+                "Content Credentials are signed by the development CA: no reader trusts them",
+                hint="Set ATELIER_C2PA_CERT_FILE (PEM certificate chain, leaf first) and "
+                "ATELIER_C2PA_KEY_FILE (its PEM private key) where the CPU worker runs.",
+                id="atelier.W003",
+            )
+        ]
+    return []
+
+
+@register()
+def content_credentials_signer_is_whole(app_configs, **kwargs):
+    if bool(settings.ATELIER_C2PA_CERT_FILE) != bool(settings.ATELIER_C2PA_KEY_FILE):
+        return [
+            Error(
+                "Only one of ATELIER_C2PA_CERT_FILE and ATELIER_C2PA_KEY_FILE is set: images "
+                "cannot be given Content Credentials",
+                hint="Set both (a certificate chain and its key), or neither for the development CA.",
+                id="atelier.E005",
+            )
+        ]
+    return []

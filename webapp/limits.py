@@ -10,6 +10,9 @@ Django middleware) comes after the disk was written. `BodyLimit` wraps the Djang
   the route's project allows the upload — decided from the session cookie before a byte is read,
   so an anonymous or foreign request never gets the big limit. The view still checks everything
   itself: this only decides how much may be read;
+- one exception, by design: the public verifier (`/verify/`, anyone may ask whether a file is on
+  chain) reads an image from anyone, up to IMAGE_UPLOAD_CAP; its view hashes the file as a
+  stream (constant memory) and keeps nothing;
 - a Content-Length over the limit is answered 413 at once, nothing read; a body without one
   (chunked) is counted as it streams and refused as soon as the count passes the limit.
 
@@ -39,10 +42,12 @@ IMAGE_UPLOAD_CAP = 64 * MiB
 class Upload:
     need: str  # the capability (apps/projects/selectors.py) the view asks for
     image: bool = False  # capped at IMAGE_UPLOAD_CAP
+    public: bool = False  # anyone, without a session (the route has no project): image-capped
 
     def limit(self) -> int:
         most = int(settings.ATELIER_MAX_UPLOAD_BYTES)
-        return (min(most, IMAGE_UPLOAD_CAP) if self.image else most) + FORM_OVERHEAD
+        capped = self.image or self.public
+        return (min(most, IMAGE_UPLOAD_CAP) if capped else most) + FORM_OVERHEAD
 
 
 # URL name -> who may send a large body there. Every other route gets ATELIER_MAX_REQUEST_BYTES.
@@ -51,6 +56,7 @@ UPLOADS: dict[str, Upload] = {
     "api:datasets": Upload(need="launch_job"),
     "galleries:upload": Upload(need="launch_job", image=True),
     "galleries:png_info": Upload(need="view", image=True),
+    "provenance:verify": Upload(need="", public=True),
 }
 
 
@@ -121,6 +127,8 @@ async def route_limit(scope) -> int:
     except Resolver404:
         return default_limit()
     upload = UPLOADS.get(match.view_name)
+    if upload is not None and upload.public:
+        return max(upload.limit(), default_limit())
     if upload is None or "project_id" not in match.kwargs:
         return default_limit()
     cookie = SimpleCookie()

@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "apps.images",
     "apps.api",
     "apps.quotas",
+    "apps.provenance",
 ]
 
 MIDDLEWARE = [
@@ -254,6 +255,29 @@ JOBS_DIR = Path(env("ATELIER_JOBS_DIR", str(VAR_DIR / "jobs")))
 MODELS_DIR = Path(env("ATELIER_MODELS_DIR", str(VAR_DIR / "models")))
 
 CHAIN_RPC_URL = env("CHAIN_RPC_URL")
+# Provenance on-chain (apps/provenance; bounds in apps/provenance/conf.py). The chain the
+# registry is deployed on (anvil's 31337 by default), and how approved outputs' hashes go there.
+CHAIN_ID = envint("CHAIN_ID", 31337)
+CHAIN = {
+    # A batch closes when this many hashes wait (at most 100,000), or when the oldest has waited
+    # BATCH_AGE_SECONDS; one transaction records its Merkle root.
+    "BATCH_SIZE": envint("ATELIER_CHAIN_BATCH_SIZE", 1000),
+    "BATCH_AGE_SECONDS": envfloat("ATELIER_CHAIN_BATCH_AGE_SECONDS", 60.0),
+    # Blocks on top of the transaction's block before its records are final.
+    "CONFIRMATIONS": envint("ATELIER_CHAIN_CONFIRMATIONS", 3),
+    # A transaction without a receipt this long is replaced (same nonce, higher fees).
+    "REPLACE_AFTER_SECONDS": envfloat("ATELIER_CHAIN_REPLACE_AFTER_SECONDS", 60.0),
+    # How often the signer polls the node, and the scheduler runs the batcher.
+    "POLL_SECONDS": envfloat("ATELIER_CHAIN_POLL_SECONDS", 1.0),
+    "BATCHER_EVERY_SECONDS": envfloat("ATELIER_CHAIN_BATCHER_SECONDS", 5.0),
+}
+# A block explorer's transaction page, e.g. "https://etherscan.io/tx/{tx_hash}"; empty: no link.
+CHAIN_EXPLORER_TX_URL = env("CHAIN_EXPLORER_TX_URL")
+# C2PA Content Credentials on recorded images (apps/provenance/credentials.py): the signer's PEM
+# certificate chain (leaf first) and its PEM private key, read by the CPU worker. Unset: a
+# development CA made under VAR_DIR/c2pa signs (check --deploy warns).
+ATELIER_C2PA_CERT_FILE = env("ATELIER_C2PA_CERT_FILE")
+ATELIER_C2PA_KEY_FILE = env("ATELIER_C2PA_KEY_FILE")
 # Keys the consistent pseudonyms of PII redaction (per project, derived). Never SECRET_KEY: a
 # pseudonym of a phone number is brute-forceable by anyone who knows the key. `make run` keeps one
 # in var/pseudonym-key; production must set it (check --deploy refuses it missing).

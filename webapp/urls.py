@@ -20,4 +20,5 @@ urlpatterns = [
     path("", include("apps.galleries.urls")),
     path("", include("apps.images.urls")),
     path("", include("apps.review.urls")),
+    path("", include("apps.provenance.urls")),
 ]

@@ -27,4 +27,6 @@ urlpatterns = [
         views.dataset_version,
         name="dataset_version",
     ),
+    # Public (no authentication): chain facts and the proof of a hash, never its project.
+    path("verify/<str:sha256>/", views.verify, name="verify"),
 ]

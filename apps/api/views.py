@@ -15,6 +15,7 @@ from apps.jobs import services as job_services
 from apps.jobs.states import IllegalTransition
 from apps.outputs import selectors as output_selectors
 from apps.projects import selectors as project_selectors
+from apps.provenance import pages as provenance_pages
 
 
 def _error(status: int, message: str, **extra) -> JsonResponse:
@@ -322,3 +323,20 @@ def dataset_version(request, project_id: int, dataset_id: int, number: int):
         user=request.user, project_id=project_id, dataset_id=dataset_id, number=number
     )
     return JsonResponse(_version_json(version))
+
+
+# --------------------------------------------------------------------------- provenance (public)
+
+
+@require_GET
+def verify(request, sha256: str):
+    """Public, no authentication: whether a SHA-256 is recorded on chain, its proof, and a check
+    of the proof against the chain now. Names no output, project or user (see
+    apps/provenance/pages.py). 404 when this instance has no record of the hash."""
+    sha = provenance_pages.normalize_sha256(sha256)
+    if sha is None:
+        return _error(400, "Not a SHA-256: expected 64 hexadecimal digits")
+    lookup = provenance_pages.lookup(sha)
+    if lookup.state == provenance_pages.UNKNOWN:
+        return _error(404, "No record of this SHA-256 here", sha256=sha, state=lookup.state)
+    return JsonResponse(lookup.as_json())

@@ -9,6 +9,7 @@ No Django: usable before settings are configured.
 
 from __future__ import annotations
 
+import platform
 import socket
 import subprocess
 import sys
@@ -120,6 +121,44 @@ def redis_server_cmd(port: int, data_dir: Path, *, durable: bool) -> list[str]:
         *persistence,
         "--save",
         "",
+    ]
+
+
+# ---------------------------------------------------------------------------- chain node
+
+CONTRACTS = ROOT / "contracts"
+
+
+def anvil_binary() -> Path:
+    """anvil from contracts/node_modules (npm @foundry-rs/anvil): this platform's native binary,
+    so a signal reaches anvil itself and not npm's node wrapper (which would leave anvil
+    running on a kill -9); the wrapper where no native package is installed."""
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+    package = f"anvil-{sys.platform}-{arch.get(platform.machine().lower(), platform.machine())}"
+    native = CONTRACTS / "node_modules" / "@foundry-rs" / package / "bin" / "anvil"
+    return native if native.exists() else CONTRACTS / "node_modules" / ".bin" / "anvil"
+
+
+def anvil_cmd(
+    *, port: int, state_path: Path, chain_id: int = 31337, block_time: int | None = None
+) -> list[str]:
+    """A local chain node on 127.0.0.1:`port` whose state survives a restart, kill -9 included:
+    it is dumped to `state_path` every second and loaded from it at start. With `block_time`, a
+    block every so many seconds as on a real chain (confirmations accrue while nothing is sent);
+    without, a block per transaction (tests)."""
+    extra = ["--block-time", str(block_time)] if block_time else []
+    return [
+        str(anvil_binary()),
+        "--state",
+        str(state_path),
+        "--state-interval",
+        "1",
+        "--port",
+        str(port),
+        "--chain-id",
+        str(chain_id),
+        "--silent",
+        *extra,
     ]
 
 

@@ -8,32 +8,33 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import Max
 from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.datasets import storage
-from apps.datasets.licenses import LICENSE_IDS
-from apps.datasets.models import Approval, Dataset, DatasetVersion, Operation, Schema
+from apps.datasets.lineage import version_contributors
+from apps.datasets.models import Approval, Dataset, DatasetVersion, Operation
 from apps.datasets.moderation import moderation_report
+from apps.datasets.validation import (
+    DatasetImportFailed,
+    check_metadata,
+    check_new_dataset,
+    validate_file,
+    version_with_content,
+)
 from apps.projects.models import Project, Role
 from webapp.keyfiles import read_or_create_key
 
+if TYPE_CHECKING:
+    from workers.data.importer import ImportResult
+
 log = logging.getLogger(__name__)
-
-
-class DatasetImportFailed(Exception):
-    """The file did not validate: `errors` (first 100, as dicts) and `total` say where and why."""
-
-    def __init__(self, errors: list[dict], total: int):
-        super().__init__(f"{total} problem(s) in the file")
-        self.errors = errors
-        self.total = total
 
 
 class DatasetNotApproved(Exception):
@@ -44,23 +45,9 @@ def _initial_approval(project: Project) -> str:
     return Approval.PENDING if project.require_dataset_approval else Approval.NOT_REQUIRED
 
 
-def _check_metadata(*, name: str, license: str, source: str, schema: str | None = None) -> None:
-    errors: dict[str, str] = {}
-    if not name.strip():
-        errors["name"] = "A dataset needs a name"
-    if license not in LICENSE_IDS:
-        errors["license"] = "Choose a license from the list (SPDX identifier)"
-    if not source.strip():
-        errors["source"] = "Say where the data comes from"
-    if schema is not None and schema not in Schema.values:
-        errors["schema"] = f"Unknown schema {schema!r}"
-    if errors:
-        raise ValidationError(errors)
-
-
 def dataset_check_new(*, project: Project, name: str, license: str, source: str) -> None:
     """A new dataset's compliance fields and unique name, before its file is staged."""
-    _check_metadata(name=name, license=license, source=source)
+    check_metadata(name=name, license=license, source=source)
     if Dataset.objects.filter(project=project, name=name.strip()).exists():
         raise ValidationError({"name": "A dataset with this name already exists in this project"})
 
@@ -122,19 +109,124 @@ def staged_import(
     return version, created
 
 
-def _install_files(staged_dir: Path, project_id: int, sha256: str) -> tuple[Path, bool]:
-    """Move validated files into media; returns (dir, created). Same content → same folder."""
-    target = storage.version_dir(project_id, sha256)
-    if target.exists():
-        shutil.rmtree(staged_dir, ignore_errors=True)
-        return target, False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(staged_dir), str(target))  # a rename on the same filesystem, a copy otherwise
-    return target, True
-
-
 def _next_number(dataset: Dataset) -> int:
     return (dataset.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+
+
+def _reports(project_id: int, canonical_path: str | Path, schema: str) -> tuple[dict, dict]:
+    """A version's statistics and moderation report, made before its files move to media."""
+    from workers.data import stats as data_stats
+
+    version_stats = data_stats.compute(canonical_path, schema)
+    return version_stats, moderation_report(project_id=project_id, canonical_path=canonical_path)
+
+
+def _version_create(
+    *, project: Project, dataset: Dataset, sha256: str, target: Path, actor, **fields: Any
+) -> DatasetVersion:
+    """The row of a version whose files are installed at `target`: what every version records
+    the same way is filled in here, what its operation decides comes in `fields`."""
+    return DatasetVersion.objects.create(
+        dataset=dataset,
+        number=_next_number(dataset),
+        sha256=sha256,
+        size_bytes=(target / "data.jsonl").stat().st_size,
+        approval=_initial_approval(project),
+        storage_path=storage.version_relpath(project.pk, sha256),
+        created_by=actor,
+        **fields,
+    )
+
+
+def _dataset_create(
+    project: Project,
+    actor,
+    schema: str,
+    *,
+    name: str,
+    description: str,
+    license: str,
+    source: str,
+    request=None,
+) -> Dataset:
+    dataset = Dataset.objects.create(
+        project=project,
+        name=name.strip(),
+        description=description.strip(),
+        schema=schema,
+        license=license,
+        source=source.strip(),
+        created_by=actor,
+    )
+    audit_record(
+        action="dataset.create",
+        actor=actor,
+        project=project,
+        target=dataset,
+        request=request,
+        data={"name": dataset.name, "license": license},
+    )
+    return dataset
+
+
+def _record_import(
+    *,
+    project: Project,
+    actor,
+    dataset: Dataset | None,
+    new_dataset: dict[str, str],
+    result: ImportResult,
+    filename: str,
+    template: str,
+    validation_fraction: float,
+    seed: int,
+    request=None,
+) -> DatasetVersion:
+    """Install the validated files in media and record their version, and the dataset when it
+    is new, in one transaction; the files leave media again if that fails."""
+    version_stats, flags = _reports(project.pk, result.canonical_path, result.schema)
+    # Keep only the version's own files in the staged folder before it moves to media.
+    files_dir = Path(result.canonical_path).parent
+    with storage.installed_version(files_dir, project.pk, result.sha256) as target:
+        with transaction.atomic():
+            if dataset is None:
+                dataset = _dataset_create(
+                    project, actor, result.schema, request=request, **new_dataset
+                )
+            version = _version_create(
+                project=project,
+                dataset=dataset,
+                sha256=result.sha256,
+                target=target,
+                actor=actor,
+                operation=Operation.IMPORT,
+                source_filename=filename[:255],
+                source_format=result.format,
+                source_encoding=result.encoding or "",
+                mapping=result.mapping.to_dict(),
+                template=template,
+                rows=result.rows,
+                validation_fraction=validation_fraction,
+                split_seed=seed,
+                split_counts=result.split_counts,
+                stats=version_stats,
+                moderation_report=flags,
+            )
+            audit_record(
+                action="dataset.version.import",
+                actor=actor,
+                project=project,
+                target=version,
+                request=request,
+                data={
+                    "dataset": dataset.name,
+                    "sha256": result.sha256,
+                    "rows": result.rows,
+                    "flagged_rows": flags["flagged_rows"],
+                    "ruleset_version": flags["ruleset_version"],
+                },
+            )
+    return version
 
 
 def dataset_import(
@@ -163,113 +255,97 @@ def dataset_import(
     the media folder changes. Re-importing content that a dataset already has returns that
     version (second value False).
     """
-    from workers.data import stats as data_stats
-    from workers.data.canonical import Mapping
-    from workers.data.errors import DatasetInvalid
-    from workers.data.importer import import_file
-
     if dataset is None:
-        _check_metadata(name=name, license=license, source=source)
-        if Dataset.objects.filter(project=project, name=name.strip()).exists():
-            raise ValidationError(
-                {"name": f"A dataset named {name.strip()!r} already exists in this project"}
-            )
-    staged = storage.new_staging_dir()
-    try:
-        try:
-            result = import_file(
-                upload_path,
-                filename,
-                out_dir=staged,
-                mapping=Mapping.from_dict(mapping) if mapping else None,
-                fmt=fmt,
-                encoding=encoding,
-                validation_fraction=validation_fraction,
-                seed=seed,
-                **({"limits": limits} if limits is not None else {}),
-            )
-        except DatasetInvalid as exc:
-            raise DatasetImportFailed(exc.to_list(), exc.total) from None
-        if dataset is not None and result.schema != dataset.schema:
-            raise DatasetImportFailed(
-                [
-                    {
-                        "message": f"this file maps to {result.schema!r} records but the dataset holds {dataset.schema!r}"
-                    }
-                ],
-                1,
-            )
+        check_new_dataset(project=project, name=name, license=license, source=source)
+    with storage.staging_dir() as staged:
+        result = validate_file(
+            upload_path,
+            filename,
+            out_dir=staged,
+            mapping=mapping,
+            fmt=fmt,
+            encoding=encoding,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            limits=limits,
+        )
         if dataset is not None:
-            existing = dataset.versions.filter(sha256=result.sha256).first()
+            existing = version_with_content(dataset, result)
             if existing is not None:
                 return existing, False
-        version_stats = data_stats.compute(result.canonical_path, result.schema)
-        flags = moderation_report(project_id=project.pk, canonical_path=result.canonical_path)
-        # Keep only the version's own files in the staged folder before it moves to media.
-        files_dir = Path(result.canonical_path).parent
-        target, created = _install_files(files_dir, project.pk, result.sha256)
-        try:
-            with transaction.atomic():
-                if dataset is None:
-                    dataset = Dataset.objects.create(
-                        project=project,
-                        name=name.strip(),
-                        description=description.strip(),
-                        schema=result.schema,
-                        license=license,
-                        source=source.strip(),
-                        created_by=actor,
-                    )
-                    audit_record(
-                        action="dataset.create",
-                        actor=actor,
-                        project=project,
-                        target=dataset,
-                        request=request,
-                        data={"name": dataset.name, "license": license},
-                    )
-                version = DatasetVersion.objects.create(
-                    dataset=dataset,
-                    number=_next_number(dataset),
-                    sha256=result.sha256,
-                    operation=Operation.IMPORT,
-                    source_filename=filename[:255],
-                    source_format=result.format,
-                    source_encoding=result.encoding or "",
-                    mapping=result.mapping.to_dict(),
-                    template=template,
-                    rows=result.rows,
-                    size_bytes=(target / "data.jsonl").stat().st_size,
-                    validation_fraction=validation_fraction,
-                    split_seed=seed,
-                    split_counts=result.split_counts,
-                    stats=version_stats,
-                    moderation_report=flags,
-                    approval=_initial_approval(project),
-                    storage_path=storage.version_relpath(project.pk, result.sha256),
-                    created_by=actor,
-                )
-                audit_record(
-                    action="dataset.version.import",
-                    actor=actor,
-                    project=project,
-                    target=version,
-                    request=request,
-                    data={
-                        "dataset": dataset.name,
-                        "sha256": result.sha256,
-                        "rows": result.rows,
-                        "flagged_rows": flags["flagged_rows"],
-                        "ruleset_version": flags["ruleset_version"],
-                    },
-                )
-        except Exception:
-            if created:
-                shutil.rmtree(target, ignore_errors=True)
-            raise
+        version = _record_import(
+            project=project,
+            actor=actor,
+            dataset=dataset,
+            new_dataset=dict(name=name, description=description, license=license, source=source),
+            result=result,
+            filename=filename,
+            template=template,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            request=request,
+        )
         return version, True
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _stage_derived_files(parent: DatasetVersion, canonical_path: Path, staged: Path) -> None:
+    """The derived rows, and the parent's images that they name, into the staging folder."""
+    shutil.move(str(canonical_path), staged / "data.jsonl")
+    parent_images = storage.media_path(parent.storage_path).parent / "images"
+    if parent_images.is_dir():
+        shutil.copytree(parent_images, staged / "images")
+
+
+def _record_derived(
+    *,
+    parent: DatasetVersion,
+    project: Project,
+    target: Path,
+    sha256: str,
+    rows: int,
+    operation: str,
+    params: dict[str, Any],
+    reports: tuple[dict, dict],
+    actor=None,
+    pii_report: dict | None = None,
+) -> DatasetVersion:
+    """The derived version's row, with the parent's source and split, and its audit entry."""
+    from workers.data.canonical import split_counts
+
+    dataset = parent.dataset
+    version = _version_create(
+        project=project,
+        dataset=dataset,
+        sha256=sha256,
+        target=target,
+        actor=actor,
+        parent=parent,
+        operation=operation,
+        operation_params=params,
+        source_filename=parent.source_filename,
+        source_format=parent.source_format,
+        source_encoding=parent.source_encoding,
+        mapping=parent.mapping,
+        template=parent.template,
+        rows=rows,
+        validation_fraction=parent.validation_fraction,
+        split_seed=parent.split_seed,
+        split_counts=split_counts(
+            target / "data.jsonl", seed=parent.split_seed, fraction=parent.validation_fraction
+        ),
+        stats=reports[0],
+        moderation_report=reports[1],
+        pii_report=pii_report,
+        pii_scanned_at=timezone.now() if pii_report is not None else None,
+    )
+    audit_record(
+        action=f"dataset.version.{operation}",
+        actor=actor,
+        project=project,
+        target=version,
+        data={"dataset": dataset.name, "parent": parent.number, "sha256": sha256, **params},
+    )
+    return version
 
 
 def version_derive(
@@ -284,77 +360,32 @@ def version_derive(
     pii_report: dict | None = None,
 ) -> tuple[DatasetVersion, bool]:
     """Record a new version made from `parent` (redaction, dedup, filter); lineage is kept."""
-    from workers.data import stats as data_stats
-    from workers.data.canonical import split_counts
-
     dataset = parent.dataset
     existing = dataset.versions.filter(sha256=sha256).first()
     if existing is not None:
         return existing, False
     project = dataset.project
-    staged = storage.new_staging_dir()
-    try:
-        shutil.move(str(canonical_path), staged / "data.jsonl")
-        parent_images = storage.media_path(parent.storage_path).parent / "images"
-        if parent_images.is_dir():
-            shutil.copytree(parent_images, staged / "images")
-        version_stats = data_stats.compute(staged / "data.jsonl", dataset.schema)
-        flags = moderation_report(project_id=project.pk, canonical_path=staged / "data.jsonl")
-        target, created = _install_files(staged, project.pk, sha256)
+    with storage.staging_dir() as staged:
+        _stage_derived_files(parent, canonical_path, staged)
+        reports = _reports(project.pk, staged / "data.jsonl", dataset.schema)
         try:
-            with transaction.atomic():
-                version = DatasetVersion.objects.create(
-                    dataset=dataset,
-                    number=_next_number(dataset),
-                    sha256=sha256,
-                    parent=parent,
-                    operation=operation,
-                    operation_params=params,
-                    source_filename=parent.source_filename,
-                    source_format=parent.source_format,
-                    source_encoding=parent.source_encoding,
-                    mapping=parent.mapping,
-                    template=parent.template,
-                    rows=rows,
-                    size_bytes=(target / "data.jsonl").stat().st_size,
-                    validation_fraction=parent.validation_fraction,
-                    split_seed=parent.split_seed,
-                    split_counts=split_counts(
-                        target / "data.jsonl",
-                        seed=parent.split_seed,
-                        fraction=parent.validation_fraction,
-                    ),
-                    stats=version_stats,
-                    moderation_report=flags,
-                    pii_report=pii_report,
-                    pii_scanned_at=timezone.now() if pii_report is not None else None,
-                    approval=_initial_approval(project),
-                    storage_path=storage.version_relpath(project.pk, sha256),
-                    created_by=actor,
-                )
-                audit_record(
-                    action=f"dataset.version.{operation}",
-                    actor=actor,
-                    project=project,
-                    target=version,
-                    data={
-                        "dataset": dataset.name,
-                        "parent": parent.number,
-                        "sha256": sha256,
-                        **params,
-                    },
-                )
-        except IntegrityError:
-            if created:
-                shutil.rmtree(target, ignore_errors=True)
+            with storage.installed_version(staged, project.pk, sha256) as target:
+                with transaction.atomic():
+                    version = _record_derived(
+                        parent=parent,
+                        project=project,
+                        target=target,
+                        sha256=sha256,
+                        rows=rows,
+                        operation=operation,
+                        params=params,
+                        reports=reports,
+                        actor=actor,
+                        pii_report=pii_report,
+                    )
+        except IntegrityError:  # the same content recorded meanwhile: that version is the result
             return dataset.versions.get(sha256=sha256), False
-        except Exception:
-            if created:
-                shutil.rmtree(target, ignore_errors=True)
-            raise
         return version, True
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
 
 
 def version_set_pii_report(*, version: DatasetVersion, report: dict) -> None:
@@ -369,41 +400,6 @@ def version_set_stats(*, version: DatasetVersion, stats: dict) -> None:
 
 def version_set_dedup_report(*, version: DatasetVersion, report: dict) -> None:
     DatasetVersion.objects.filter(pk=version.pk).update(dedup_report=report)
-
-
-LINEAGE_MAX_DEPTH = 1000
-DERIVING_KINDS = ("dataset.redact", "dataset.dedup")
-
-
-def version_lineage(version: DatasetVersion) -> list[DatasetVersion]:
-    """The version and its ancestors, newest first (redaction and dedup make children)."""
-    chain, seen = [version], {version.pk}
-    current = version
-    while current.parent_id is not None and len(chain) < LINEAGE_MAX_DEPTH:
-        current = DatasetVersion.objects.only("pk", "parent_id", "created_by_id").get(
-            pk=current.parent_id
-        )
-        if current.pk in seen:  # never in a well-formed lineage; do not loop on a bad row
-            break
-        seen.add(current.pk)
-        chain.append(current)
-    return chain
-
-
-def version_contributors(version: DatasetVersion) -> set[int]:
-    """Ids of everyone who imported or derived a version in this version's lineage: the four
-    eyes rule keeps all of them from deciding on it. A derivation that found its result already
-    stored (the same content made twice) still counts its launcher, through the job's result."""
-    from apps.jobs.models import Job
-
-    lineage = version_lineage(version)
-    ids = [v.pk for v in lineage]
-    people = {v.created_by_id for v in lineage if v.created_by_id is not None}
-    launchers = Job.objects.filter(
-        project_id=version.dataset.project_id, kind__in=DERIVING_KINDS, created_by__isnull=False
-    ).filter(Q(result__version_id__in=ids) | Q(result__new_version_id__in=ids))
-    people.update(launchers.values_list("created_by_id", flat=True))
-    return people
 
 
 def version_decide(

@@ -7,6 +7,8 @@ import json
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,37 @@ def new_staging_dir() -> Path:
     path = staging_root() / secrets.token_hex(12)
     path.mkdir(parents=True)
     return path
+
+
+@contextmanager
+def staging_dir() -> Iterator[Path]:
+    """A new staging folder for the block that makes a version's files; it goes afterwards."""
+    path = new_staging_dir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def installed_version(staged_dir: Path, project_id: int, sha256: str) -> Iterator[Path]:
+    """Move validated files into media for the block that records their version. Same content,
+    same folder: one already there is kept (the staged copy goes); a folder made here goes
+    again if the block fails, so a failed import leaves media as it was."""
+    target = version_dir(project_id, sha256)
+    created = not target.exists()
+    if created:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # A rename on the same filesystem, a copy otherwise.
+        shutil.move(str(staged_dir), str(target))
+    else:
+        shutil.rmtree(staged_dir, ignore_errors=True)
+    try:
+        yield target
+    except Exception:
+        if created:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
 
 
 @dataclass

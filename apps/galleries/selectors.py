@@ -57,9 +57,10 @@ class GalleryFilters:
 
 
 def gallery(*, access: ProjectAccess, user, filters: GalleryFilters) -> QuerySet[Output]:
-    """The filtered gallery, newest first, with everything a grid card shows joined in (no N+1)."""
+    """The filtered gallery, newest first, with everything a grid card shows joined in (no N+1).
+    `provenance` is the reverse one-to-one to the output's on-chain record (the badge)."""
     qs = visible_outputs(access=access, user=user).select_related(
-        "base_model", "adapter", "created_by"
+        "base_model", "adapter", "created_by", "provenance"
     )
     f = filters
     if f.q:
@@ -103,7 +104,7 @@ def output_access(
     access = project_access(user=user, project_id=project_id, need=need)
     output = (
         visible_outputs(access=access, user=user)
-        .select_related("base_model", "adapter", "created_by", "job")
+        .select_related("base_model", "adapter", "created_by", "job", "provenance")
         .filter(pk=output_id)
         .first()
     )

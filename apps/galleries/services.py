@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -10,6 +11,10 @@ from apps.audit.services import audit_record
 from apps.outputs.models import Collection, Output
 from apps.outputs.services import output_create, write_thumbnail
 from apps.projects.models import Role
+from workers.imaging.credentials import credentialed_path
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 
 @transaction.atomic
@@ -33,6 +38,8 @@ def output_delete(*, output: Output, actor, role: str, request=None) -> None:
         Output.objects.filter(file_path__in=files).values_list("file_path", flat=True)
     ) | set(Output.objects.filter(thumb_path__in=files).values_list("thumb_path", flat=True))
     root = Path(settings.MEDIA_ROOT)
+    if output.file_path in files:  # its Content Credentials copy goes with the image file
+        files.add(str(credentialed_path(output.file_path)))
 
     def remove_files():
         for rel in files:
@@ -70,19 +77,8 @@ UPLOAD_MAX_PIXELS = 4096 * 4096
 UPLOAD_FORMATS = {"PNG", "JPEG", "WEBP"}
 
 
-def output_upload(*, project, actor, upload, request=None) -> Output:
-    """An image from the user's computer into the gallery (for img2img, ControlNet or upscaling).
-
-    Stored as a PNG named by its SHA-256 with a thumbnail; no AI disclosure is written (it is
-    not generated here) and the original's metadata is dropped. Refused, with nothing written:
-    not PNG/JPEG/WebP, larger than 30 MB or 4096 x 4096 px, a PNG whose text chunks go past
-    the infotext reader's limits (1 MiB of text once inflated), or unreadable.
-    """
-    import hashlib
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
+def _read_upload(upload) -> bytes:
+    """The upload's bytes, refused when missing, too large, or a PNG with too much text."""
     from workers.imaging.infotext import PngTextError, check_png_text
 
     if upload is None:
@@ -97,6 +93,16 @@ def output_upload(*, project, actor, upload, request=None) -> Output:
             check_png_text(data)
         except PngTextError as exc:
             raise ValidationError({"file": f"{upload.name}: {exc}"}) from None
+    return data
+
+
+def _decode_upload(upload, data: bytes) -> PILImage:
+    """The image decoded as RGB or RGBA, its metadata left behind; refused when it is not
+    PNG/JPEG/WebP, too many pixels (checked before decoding) or unreadable."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(data)) as probe:
             fmt = probe.format
@@ -111,9 +117,43 @@ def output_upload(*, project, actor, upload, request=None) -> Output:
             )
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            image = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+            return img.convert("RGBA" if "A" in img.getbands() else "RGB")
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ValidationError({"file": f"{upload.name}: not a readable image ({exc})"}) from None
+
+
+def _write_files(
+    out_dir: Path, sha: str, png: bytes, image: PILImage, written: list[Path]
+) -> tuple[Path, Path]:
+    """The PNG and its thumbnail under their content names; `written` gets each file made here
+    (one already there is another output's as well, and stays whatever happens next)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{sha}.png"
+    if not target.exists():
+        target.write_bytes(png)
+        written.append(target)
+    thumb = out_dir / f"{sha}.thumb.png"
+    if thumb.exists():
+        pass
+    elif write_thumbnail(image, thumb):
+        written.append(thumb)
+    else:  # 129-256 px: the image is its own thumbnail
+        thumb = target
+    return target, thumb
+
+
+def output_upload(*, project, actor, upload, request=None) -> Output:
+    """An image from the user's computer into the gallery (for img2img, ControlNet or upscaling).
+
+    Stored as a PNG named by its SHA-256 with a thumbnail; no AI disclosure is written (it is
+    not generated here) and the original's metadata is dropped. Refused, with nothing written:
+    not PNG/JPEG/WebP, larger than 30 MB or 4096 x 4096 px, a PNG whose text chunks go past
+    the infotext reader's limits (1 MiB of text once inflated), or unreadable.
+    """
+    import hashlib
+    import io
+
+    image = _decode_upload(upload, _read_upload(upload))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     png = buffer.getvalue()
@@ -122,18 +162,7 @@ def output_upload(*, project, actor, upload, request=None) -> Output:
     out_dir = Path(settings.MEDIA_ROOT) / rel_dir
     written: list[Path] = []
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / f"{sha}.png"
-        if not target.exists():
-            target.write_bytes(png)
-            written.append(target)
-        thumb = out_dir / f"{sha}.thumb.png"
-        if thumb.exists():
-            pass
-        elif write_thumbnail(image, thumb):
-            written.append(thumb)
-        else:  # 129-256 px: the image is its own thumbnail
-            thumb = target
+        target, thumb = _write_files(out_dir, sha, png, image, written)
         with transaction.atomic():
             output = output_create(
                 project_id=project.pk,

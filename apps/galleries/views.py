@@ -109,9 +109,16 @@ def output_file(request: HttpRequest, project_id: int, output_id: int, which: st
     _, output = selectors.output_access(
         user=request.user, project_id=project_id, output_id=output_id
     )
-    rel = {"image": output.file_path, "thumb": output.thumb_path}.get(which)
+    record = getattr(output, "provenance", None)  # a reverse one-to-one: None when unrecorded
+    rel = {
+        "image": output.file_path,
+        "thumb": output.thumb_path,
+        # The copy with a signed C2PA manifest, once the record is final and the copy is made.
+        "c2pa": record.credential_path if record is not None else "",
+    }.get(which)
     if not rel:
         raise Http404("No file")
+    suffix = ".c2pa.png" if which == "c2pa" else ".png"
     path = (Path(settings.MEDIA_ROOT) / rel).resolve()
     if Path(settings.MEDIA_ROOT).resolve() not in path.parents or not path.is_file():
         raise Http404("No file")
@@ -119,7 +126,7 @@ def output_file(request: HttpRequest, project_id: int, output_id: int, which: st
         open(path, "rb"),
         content_type="image/png",
         as_attachment=request.GET.get("download") == "1",
-        filename=f"atelier-{output.pk}-{output.sha256[:10]}.png",
+        filename=f"atelier-{output.pk}-{output.sha256[:10]}{suffix}",
     )
     response["Cache-Control"] = "private, max-age=86400"  # content-addressed: never changes
     return response

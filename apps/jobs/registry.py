@@ -147,6 +147,32 @@ def jobs_with_visible_content(*, access, user, jobs) -> set[int]:
     return shown
 
 
+# Periodic work that apps add to the scheduler (the provenance batcher): `manage.py scheduler`
+# calls each hook once `every_seconds` have passed since its last call, in its own process, so
+# the spine runs features' rounds without importing them. A hook takes no arguments.
+@dataclass(frozen=True)
+class PeriodicTask:
+    name: str
+    fn: Callable[[], Any]
+    every_seconds: float
+
+
+_PERIODIC: dict[str, PeriodicTask] = {}
+
+
+def register_periodic(name: str, fn: Callable[[], Any], *, every_seconds: float) -> PeriodicTask:
+    """Ask the scheduler to call `fn` every `every_seconds` (registering a name again replaces it)."""
+    if every_seconds <= 0:
+        raise ValueError(f"periodic task {name}: every_seconds must be positive")
+    task = PeriodicTask(name=name, fn=fn, every_seconds=float(every_seconds))
+    _PERIODIC[name] = task
+    return task
+
+
+def periodic_tasks() -> list[PeriodicTask]:
+    return list(_PERIODIC.values())
+
+
 _KINDS: dict[str, JobKind] = {}
 
 

@@ -320,11 +320,43 @@ def _keyword(pattern: str) -> str:
     return head + body + tail
 
 
+# Groups nested deeper than this are refused before parsing: the parser and _emit recurse per
+# level, and the interpreter's recursion limit is not ours to rely on (py_ecc, py-evm and torch's
+# dynamo raise it to 100,000 on import, where a deep pattern would overflow the C stack).
+MAX_GROUP_DEPTH = 100
+
+
+def _group_depth(pattern: str) -> tuple[int, int]:
+    """(deepest group nesting, offset where it is reached), escapes and classes skipped."""
+    depth = deepest = at = i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "[":
+            i = _class_end(pattern, i)
+            continue
+        if char == "(":
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, i
+        elif char == ")":
+            depth = max(depth - 1, 0)
+        i += 1
+    return deepest, at
+
+
 def _regex(pattern: str) -> tuple[str, bool]:
     """(pattern in the shared dialect, caseless from an inline global flag)."""
+    deepest, at = _group_depth(pattern)
+    if deepest > MAX_GROUP_DEPTH:
+        raise RuleError(
+            f"the regex is nested too deeply (more than {MAX_GROUP_DEPTH} groups)", position=at
+        )
     try:
         return _regex_in_dialect(pattern)
-    except RecursionError:  # hundreds of nested groups: deeper than the parser or _emit go
+    except RecursionError:  # a last resort: deep in some other way than groups
         raise RuleError("the regex is nested too deeply") from None
 
 

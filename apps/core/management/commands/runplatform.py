@@ -27,6 +27,8 @@ from django.db import close_old_connections
 
 from apps.core.processes import (
     MANAGE,
+    anvil_binary,
+    anvil_cmd,
     celery_worker_cmd,
     port_free,
     redis_answers,
@@ -45,6 +47,18 @@ WORKERS = {"worker-gpu": ("gpu", "gpu"), "worker-cpu": ("cpu", "cpu"), "signer":
 # Keys generated once in var/ (mode 0600) unless the environment brings its own; the children
 # read them through NAME_FILE (webapp/settings.py's env()).
 KEY_FILES = {"DJANGO_SECRET_KEY": "secret-key", "ATELIER_PSEUDONYM_KEY": "pseudonym-key"}
+# The local chain node `make run` starts when CHAIN_RPC_URL is not set (anvil, state in var/chain).
+ANVIL_PORT = int(os.environ.get("ATELIER_ANVIL_PORT", "8545"))
+# A block every 2 s, as a real chain keeps making them: confirmations accrue with nothing sent.
+ANVIL_BLOCK_SECONDS = int(os.environ.get("ATELIER_ANVIL_BLOCK_SECONDS", "2"))
+# The signing key reaches the signer process only: these are removed from every other child's
+# environment (workers/chain/keys.py reads them).
+CHAIN_KEY_VARIABLES = (
+    "CHAIN_PRIVATE_KEY",
+    "CHAIN_PRIVATE_KEY_FILE",
+    "CHAIN_KEYSTORE",
+    "CHAIN_KEYSTORE_PASSWORD_FILE",
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -88,6 +102,8 @@ class Command(BaseCommand):
         env.setdefault("TRANSFORMERS_OFFLINE", "1")
         env["PYTHONUNBUFFERED"] = "1"
         self._keys(env, var, host)
+        # The chain key is the signer's alone: kept apart from what the other children get.
+        chain_keys = {k: env.pop(k) for k in CHAIN_KEY_VARIABLES if k in env}
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         self.supervisor = Supervisor(
@@ -103,6 +119,7 @@ class Command(BaseCommand):
             self._run_once([sys.executable, MANAGE, "migrate", "--noinput"], env)
             if not no_demo:
                 self._run_once([sys.executable, MANAGE, "seed_demo"], env)
+            chain_keys = self._chain(env, var, chain_keys)
             if not port_free(port):
                 raise CommandError(
                     f"Port {port} on {host} is taken: stop the other server or set ATELIER_PORT"
@@ -117,7 +134,7 @@ class Command(BaseCommand):
                     celery_worker_cmd(
                         queue, node=f"{node}@{self.hostname}", concurrency=concurrency[name]
                     ),
-                    env,
+                    {**env, **chain_keys} if name == "signer" else env,
                     stop_timeout=STOP_GRACE,
                 )
             self._add("scheduler", scheduler_cmd(), env)
@@ -237,6 +254,48 @@ class Command(BaseCommand):
             time.sleep(0.1)
         raise CommandError("The embedded Redis did not start; see var/logs/redis.log")
 
+    def _chain(self, env: dict, var: Path, keys: dict) -> dict:
+        """The chain: CHAIN_RPC_URL when set (any Ethereum node), else a local anvil whose state
+        lives in var/chain (kept across restarts and crashes). `chain_dev_setup` then makes and
+        funds a development signer key (var/chain/signer.key, 0600) unless one is configured, and
+        deploys the registry once. Returns the key variables for the signer's environment."""
+        if not env.get("CHAIN_RPC_URL"):
+            binary = anvil_binary()
+            if not binary.exists():
+                self.stdout.write(
+                    self.style.WARNING(
+                        "No anvil (npm ci --prefix contracts): running without a chain; "
+                        "approved outputs wait for provenance until CHAIN_RPC_URL is set"
+                    )
+                )
+                return keys
+            chain_dir = var / "chain"
+            chain_dir.mkdir(parents=True, exist_ok=True)
+            env["CHAIN_RPC_URL"] = f"http://127.0.0.1:{ANVIL_PORT}"
+            env.setdefault("CHAIN_ID", "31337")
+            if port_free(ANVIL_PORT):
+                cmd = anvil_cmd(
+                    port=ANVIL_PORT,
+                    state_path=chain_dir / "anvil-state.json",
+                    chain_id=int(env["CHAIN_ID"]),
+                    block_time=ANVIL_BLOCK_SECONDS,
+                )
+                self._add("chain", cmd, env, essential=True)
+            self._wait_chain(env["CHAIN_RPC_URL"])
+            self.stdout.write(f"Chain: anvil on 127.0.0.1:{ANVIL_PORT} (state in {chain_dir})")
+        self._run_once([sys.executable, MANAGE, "chain_dev_setup"], {**env, **keys})
+        if not keys:
+            keys = {"CHAIN_PRIVATE_KEY_FILE": str(var / "chain" / "signer.key")}
+        return keys
+
+    def _wait_chain(self, url: str) -> None:
+        from workers.chain.node import wait_until_answers
+
+        try:
+            wait_until_answers(url, timeout=30)
+        except Exception as exc:
+            raise CommandError(f"The chain node did not answer at {url}: {exc}") from None
+
     def _use_redis(self, url: str) -> None:
         """This process re-queues a dead worker's jobs, which sends their messages and rings
         doorbells: point its own broker and channel layer at the Redis its children use."""
@@ -278,7 +337,7 @@ class Command(BaseCommand):
         sup = getattr(self, "supervisor", None)
         if sup is None or not sup.children:
             return
-        front = [n for n in sup.children if n != "redis"]
+        front = [n for n in sup.children if n not in ("redis", "chain")]
         workers = [n for n in front if n in WORKERS]
         if workers and not self.force:
             self.stdout.write(
@@ -288,6 +347,8 @@ class Command(BaseCommand):
             )
         # Workers, web and scheduler together (a warm shutdown for the workers), Redis last.
         sup.stop(front, timeout=STOP_GRACE, interrupted=lambda: self.force)
-        if "redis" in sup.children:
-            sup.stop(["redis"], timeout=10, interrupted=lambda: False)
+        # The chain node and Redis last: the signer and workers finish their writes first.
+        for last in ("chain", "redis"):
+            if last in sup.children:
+                sup.stop([last], timeout=10, interrupted=lambda: False)
         self.stdout.write("All processes stopped.")

@@ -7,14 +7,15 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
-from apps.jobs import services
+from apps.jobs import registry, services
 
 log = logging.getLogger("atelier.scheduler")
 
 
 class Command(BaseCommand):
     help = (
-        "Run the dispatcher (re-sends queued jobs whose message may be lost) and the lease reaper."
+        "Run the dispatcher (re-sends queued jobs whose message may be lost), the lease reaper "
+        "and the periodic tasks apps register (apps.jobs.registry.register_periodic)."
     )
 
     def add_arguments(self, parser):
@@ -34,7 +35,9 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         log.info("scheduler started (every %.1fs)", interval)
+        last_run: dict[str, float] = {}
         while not stopping:
+            started = time.monotonic()
             try:
                 reaped = services.reap_expired_leases()
                 sent = services.dispatch_pending()
@@ -45,9 +48,27 @@ class Command(BaseCommand):
                 log.exception("scheduler round failed; retrying")
             finally:
                 close_old_connections()
+            run_periodic(last_run)
             if once:
                 break
-            deadline = time.monotonic() + interval
-            while not stopping and time.monotonic() < deadline:
-                time.sleep(min(0.2, interval))
+            # Rounds start every `interval` (not interval + the round's own time + a sleep step
+            # past the deadline): periodic tasks keep their period.
+            deadline = started + interval
+            while not stopping and (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(0.2, left))
         log.info("scheduler stopped")
+
+
+def run_periodic(last_run: dict[str, float]) -> None:
+    """Call the registered periodic tasks that are due; one failing does not stop the others."""
+    for task in registry.periodic_tasks():
+        now = time.monotonic()
+        if task.name in last_run and now - last_run[task.name] < task.every_seconds:
+            continue
+        last_run[task.name] = now
+        try:
+            task.fn()
+        except Exception:
+            log.exception("periodic task %s failed; retrying next round", task.name)
+        finally:
+            close_old_connections()
