@@ -491,7 +491,7 @@ def _parse_args() -> argparse.Namespace:
         default=None,
         help="seconds between scheduler rounds (half the batcher period: the batcher runs in a round)",
     )
-    ap.add_argument("--poll", type=float, default=1.0, help="ATELIER_CHAIN_POLL_SECONDS (1)")
+    ap.add_argument("--poll", type=float, default=0.5, help="ATELIER_CHAIN_POLL_SECONDS (0.5)")
     ap.add_argument("--block-time", type=int, default=1, help="anvil --block-time (1)")
     ap.add_argument("--quick", action="store_true", help="40 outputs in 2 waves")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")

@@ -268,7 +268,7 @@ CHAIN = {
     # A transaction without a receipt this long is replaced (same nonce, higher fees).
     "REPLACE_AFTER_SECONDS": envfloat("ATELIER_CHAIN_REPLACE_AFTER_SECONDS", 60.0),
     # How often the signer polls the node, and the scheduler runs the batcher.
-    "POLL_SECONDS": envfloat("ATELIER_CHAIN_POLL_SECONDS", 1.0),
+    "POLL_SECONDS": envfloat("ATELIER_CHAIN_POLL_SECONDS", 0.5),
     "BATCHER_EVERY_SECONDS": envfloat("ATELIER_CHAIN_BATCHER_SECONDS", 5.0),
 }
 # A block explorer's transaction page, e.g. "https://etherscan.io/tx/{tx_hash}"; empty: no link.

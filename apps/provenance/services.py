@@ -138,7 +138,9 @@ def _due_projects(cfg: ChainConfig, now) -> list[int]:
             ),
         )
     )
-    too_old = now - timedelta(seconds=cfg.batch_age)
+    # The age is the most a hash waits: the batcher runs every `batcher_every` seconds, so a
+    # batch whose oldest hash would pass its age before the next run closes on this one.
+    too_old = now - timedelta(seconds=max(cfg.batch_age - cfg.batcher_every, 0.0))
     return [
         row["project_id"]
         for row in waiting
