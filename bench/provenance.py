@@ -52,18 +52,12 @@ sys.path.insert(0, str(ROOT))
 from apps.core import processes  # noqa: E402
 from bench._common import bench_policy, pct, say, stop_everything  # noqa: E402
 from tests.harness import Processes, redis_answers, start_embedded_redis  # noqa: E402
+from workers.chain.keys import SIGNER_ONLY_VARIABLES as KEY_VARIABLES  # noqa: E402
 
 CHAIN_ID = 31337
 CONFIRMATIONS = 3
 FLAG_WORD = "zorblax"
 FLAG_RULES = [{"kind": "keyword", "pattern": FLAG_WORD, "category": "custom", "severity": "flag"}]
-# The signing key's variables (workers/chain/keys.py): the signer's environment only.
-KEY_VARIABLES = (
-    "CHAIN_PRIVATE_KEY",
-    "CHAIN_PRIVATE_KEY_FILE",
-    "CHAIN_KEYSTORE",
-    "CHAIN_KEYSTORE_PASSWORD_FILE",
-)
 
 
 # --------------------------------------------------------------------------- database

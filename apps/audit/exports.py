@@ -33,8 +33,8 @@ CSV_COLUMNS = (
     "ruleset_version",
 )
 
-# The same rule as apps/quotas/views.py and workers/data/canonical.py (CSV injection): a cell that
-# starts like a formula gets a leading apostrophe, so a spreadsheet shows it as text.
+# CSV injection (the usage export uses it too; workers/data/canonical.py keeps the same rule for
+# the pure side): a cell that starts like a formula gets a leading apostrophe, shown as text.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -33,6 +33,7 @@ from workers.moderation import (
     ScanResult,
     compile_rules,
     default_rules,
+    validate_rule,
 )
 
 log = logging.getLogger(__name__)
@@ -105,14 +106,7 @@ def clean_rules(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     errors: list[tuple[int, str, str]] = []
     clean: list[dict[str, Any]] = []
     used: set[str] = set()
-    next_id = 1 + max(
-        (
-            int(str(r.get("id", ""))[1:])
-            for r in rows
-            if str(r.get("id", "")).startswith("r") and str(r.get("id", ""))[1:].isdigit()
-        ),
-        default=0,
-    )
+    next_id = 1 + max((_user_rule_number(r.get("id")) for r in rows), default=0)
     for index, row in enumerate(rows):
         rule_id = str(row.get("id") or "").strip()
         if not rule_id or rule_id in used:
@@ -127,8 +121,6 @@ def clean_rules(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
             case_sensitive=bool(row.get("case_sensitive")),
         )
         try:
-            from workers.moderation import validate_rule
-
             validate_rule(rule)
         except RuleError as exc:
             errors.append((index, _error_field(exc), _error_text(exc)))
@@ -137,6 +129,12 @@ def clean_rules(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     if errors:
         raise RuleSetInvalid(errors)
     return clean
+
+
+def _user_rule_number(rule_id: Any) -> int:
+    """3 for "r3" (ids the editor gives new rules), 0 for anything else ("default:12", "")."""
+    text = str(rule_id or "")
+    return int(text[1:]) if text[:1] == "r" and text[1:].isdigit() else 0
 
 
 def _error_field(exc: RuleError) -> str:

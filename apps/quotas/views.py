@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.http import content_disposition_header
 
+from apps.audit.exports import spreadsheet_cell
 from apps.quotas import selectors
 
 
@@ -46,12 +47,6 @@ def usage(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _cell(value) -> str:
-    """Spreadsheet-safe text: a cell starting like a formula is escaped (CSV injection)."""
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 @login_required
 def usage_csv(request: HttpRequest) -> HttpResponse:
     _staff(request)
@@ -63,6 +58,11 @@ def usage_csv(request: HttpRequest) -> HttpResponse:
     writer.writerow([selectors.GROUPS[group][1], "jobs", "worker_seconds", "gpu_seconds"])
     for row in [*rows, total]:
         writer.writerow(
-            [_cell(row.key), row.jobs, f"{row.worker_seconds:.3f}", f"{row.gpu_seconds:.3f}"]
+            [
+                spreadsheet_cell(row.key),
+                row.jobs,
+                f"{row.worker_seconds:.3f}",
+                f"{row.gpu_seconds:.3f}",
+            ]
         )
     return response

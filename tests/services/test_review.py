@@ -420,3 +420,15 @@ def test_reviewers_export_decisions_as_a_preference_dataset_from_the_inbox(
     version = DatasetVersion.objects.get(dataset__name="prefs")
     assert version.dataset.schema == "preference" and version.rows == 1
     assert response.url == version.get_absolute_url()
+
+
+def test_new_rules_get_ids_that_no_rule_of_the_set_has(db, project, people):
+    from apps.moderation.services import clean_rules
+
+    rows = [
+        {"id": "r2", "kind": "keyword", "pattern": "alpha"},
+        {"id": "default:7", "kind": "keyword", "pattern": "beta"},
+        {"kind": "keyword", "pattern": "gamma"},
+        {"id": "r2", "kind": "keyword", "pattern": "delta"},  # a pasted duplicate id
+    ]
+    assert [r["id"] for r in clean_rules(rows)] == ["r2", "default:7", "r3", "r4"]

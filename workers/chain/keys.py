@@ -28,6 +28,8 @@ from eth_keys import keys
 from eth_utils import encode_hex
 
 KEY_VARIABLES = ("CHAIN_PRIVATE_KEY", "CHAIN_PRIVATE_KEY_FILE", "CHAIN_KEYSTORE")
+# Every variable that reaches the signer process only (make run, the benches, compose).
+SIGNER_ONLY_VARIABLES = (*KEY_VARIABLES, "CHAIN_KEYSTORE_PASSWORD_FILE")
 
 # Anvil's (and Hardhat's) account #0, derived from the public test mnemonic "test test ... junk".
 # Everyone knows this key: anything it holds on a public chain is taken within seconds.

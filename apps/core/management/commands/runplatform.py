@@ -38,6 +38,7 @@ from apps.core.processes import (
 )
 from apps.core.supervisor import Child, CrashLoop, Supervisor
 from webapp.keyfiles import read_or_create_key
+from workers.chain.keys import SIGNER_ONLY_VARIABLES
 
 EMBEDDED_REDIS_PORT = int(os.environ.get("ATELIER_EMBEDDED_REDIS_PORT", "6390"))
 # Seconds a warm shutdown waits for running jobs to reach a checkpoint (or finish).
@@ -51,14 +52,6 @@ KEY_FILES = {"DJANGO_SECRET_KEY": "secret-key", "ATELIER_PSEUDONYM_KEY": "pseudo
 ANVIL_PORT = int(os.environ.get("ATELIER_ANVIL_PORT", "8545"))
 # A block every 2 s, as a real chain keeps making them: confirmations accrue with nothing sent.
 ANVIL_BLOCK_SECONDS = int(os.environ.get("ATELIER_ANVIL_BLOCK_SECONDS", "2"))
-# The signing key reaches the signer process only: these are removed from every other child's
-# environment (workers/chain/keys.py reads them).
-CHAIN_KEY_VARIABLES = (
-    "CHAIN_PRIVATE_KEY",
-    "CHAIN_PRIVATE_KEY_FILE",
-    "CHAIN_KEYSTORE",
-    "CHAIN_KEYSTORE_PASSWORD_FILE",
-)
 
 
 def is_loopback(host: str) -> bool:
@@ -103,7 +96,7 @@ class Command(BaseCommand):
         env["PYTHONUNBUFFERED"] = "1"
         self._keys(env, var, host)
         # The chain key is the signer's alone: kept apart from what the other children get.
-        chain_keys = {k: env.pop(k) for k in CHAIN_KEY_VARIABLES if k in env}
+        chain_keys = {k: env.pop(k) for k in SIGNER_ONLY_VARIABLES if k in env}
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         self.supervisor = Supervisor(
