@@ -98,8 +98,11 @@ bench: $(STAMP)
 	$(PY) bench/datasets.py
 	$(PY) bench/finetune.py
 	$(PY) bench/images.py
+	$(PY) bench/png.py
+	$(PY) bench/text.py
 	$(PY) bench/moderation.py
 	$(PY) bench/chain.py
+	$(PY) bench/provenance.py
 
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m gpu -v $(PYTEST_ARGS)

@@ -3,11 +3,13 @@ their processes and removing their temp dir."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -126,3 +128,31 @@ def probe_subscriber(probes: dict, record, *, cpu: bool = False):
         record(kind, t0=t0, t1=t1, **extra)
 
     return on_timed
+
+
+class JsonlProbes:
+    """Probe records of one process, one JSON line each, in `<$env>/<pid>.jsonl` (a bench's child
+    or a worker that loads the bench's probes); the file is opened on the first record."""
+
+    def __init__(self, env: str):
+        self.env = env
+        self._lock = threading.Lock()
+        self._file = None
+
+    def record(self, kind: str, **fields) -> None:
+        line = json.dumps({"k": kind, "pid": os.getpid(), **fields}, default=str) + "\n"
+        with self._lock:
+            if self._file is None:
+                path = os.path.join(os.environ[self.env], f"{os.getpid()}.jsonl")
+                self._file = open(path, "a", buffering=1)  # noqa: SIM115
+            self._file.write(line)
+
+
+def read_probes(probe_dir: str | os.PathLike) -> list[dict]:
+    """Every record the processes wrote into `probe_dir` (JsonlProbes)."""
+    out: list[dict] = []
+    folder = Path(probe_dir)
+    if folder.is_dir():
+        for f in sorted(folder.glob("*.jsonl")):
+            out.extend(json.loads(x) for x in f.read_text().splitlines() if x.strip())
+    return out

@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -43,31 +42,12 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path.pop(0)
 sys.path.insert(0, str(ROOT))
 
+from bench._common import JsonlProbes, read_probes  # noqa: E402, F401 - read_probes: for the bench
 
 # ---------------------------------------------------------------------------- worker probes
 
 PROBE_ENV = "ATELIER_BENCH_IMG_PROBE_DIR"
-_probe_lock = threading.Lock()
-_probe_file = None
-
-
-def _record(kind: str, **fields) -> None:
-    global _probe_file
-    line = json.dumps({"k": kind, "pid": os.getpid(), **fields}, default=str) + "\n"
-    with _probe_lock:
-        if _probe_file is None:
-            path = os.path.join(os.environ[PROBE_ENV], f"{os.getpid()}.jsonl")
-            _probe_file = open(path, "a", buffering=1)  # noqa: SIM115
-        _probe_file.write(line)
-
-
-def read_probes(probe_dir: str | os.PathLike) -> list[dict]:
-    out: list[dict] = []
-    folder = Path(probe_dir)
-    if folder.is_dir():
-        for f in sorted(folder.glob("*.jsonl")):
-            out.extend(json.loads(x) for x in f.read_text().splitlines() if x.strip())
-    return out
+_record = JsonlProbes(PROBE_ENV).record
 
 
 # Timing point (workers/common/timing.py) -> (probe kind, its fields): what bench/images.py's
@@ -80,7 +60,10 @@ PROBES = {
         lambda f: {"images": sum(len(x) for x in f["result"]), "requests": len(f["result"])},
     ),
     "images.pipeline": ("pipeline", lambda f: {"loaded": f["result"][1]}),
-    "images.save_image": ("save_image", None),
+    "images.record_image": ("record_image", None),
+    "images.write_image": ("write_image", None),
+    "tasks.complete": ("complete", lambda f: {"job": f["args"][0].job.pk}),
+    "tasks.execute_job": ("execute_job", lambda f: {"job": f["args"][0], "value": f["result"]}),
     "jobs.claim": ("job_claim", lambda f: {"job": f["kwargs"].get("job_id")}),
     "reporter.flush": ("flush", None),
     "reporter.preview": ("preview", None),

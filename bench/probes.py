@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 
 from bench._common import call_arg, probe_subscriber
@@ -20,15 +21,44 @@ from bench._common import call_arg, probe_subscriber
 _probe_dir = ""  # set by install(), from ATELIER_BENCH_PROBE_DIR
 _lock = threading.Lock()
 _file = None
+_pending: list[str] = []
+FLUSH_EVERY = 0.1  # seconds; bench/dispatch.py waits longer than this before reading
 
 
 def record(kind: str, **fields) -> None:
-    global _file
+    """Queue one probe line; a thread writes them out every FLUSH_EVERY. (A write per record cost
+    the web process a syscall per socket per doorbell: at 1,000 sockets, a quarter of its CPU.)"""
     line = json.dumps({"k": kind, "pid": os.getpid(), **fields}) + "\n"
     with _lock:
         if _file is None:
-            _file = open(os.path.join(_probe_dir, f"{os.getpid()}.jsonl"), "a", buffering=1)  # noqa: SIM115
-        _file.write(line)
+            _open()
+        _pending.append(line)
+
+
+def _open() -> None:
+    global _file
+    _file = open(os.path.join(_probe_dir, f"{os.getpid()}.jsonl"), "a")  # noqa: SIM115
+    threading.Thread(target=_flusher, name="bench-probes", daemon=True).start()
+    import atexit
+
+    atexit.register(flush)
+
+
+def flush() -> None:
+    with _lock:
+        lines = _pending[:]
+        _pending.clear()
+        if lines and _file is not None:
+            _file.write("".join(lines))
+            _file.flush()
+
+
+def _flusher() -> None:
+    import time
+
+    while True:
+        time.sleep(FLUSH_EVERY)
+        flush()
 
 
 def read_all(probe_dir: str) -> list[dict]:
@@ -79,9 +109,24 @@ PROBES = {
     ),
     # doorbells (job messages carry `sent_at` while timing is on: apps/jobs/events.ring_job)
     "jobs.ring": ("group_send", lambda f: {"group": call_arg(f, 0, "group")}),
-    # web: each consumer's doorbell handler
-    "jobs.consumer.job_events": ("consumer", _consumer_fields),
 }
+# web: each consumer's doorbell handler, for one socket in CONSUMER_SAMPLE (_on_consumer): a
+# record per socket per doorbell would cost the web process more than the fan-out it measures.
+CONSUMER_SAMPLE = 10
+_sampled: dict[int, bool] = {}  # socket (consumer id) -> recorded or not, drawn once
+
+
+def _on_consumer(name: str, t0: float, t1: float, fields: dict) -> None:
+    if name != "jobs.consumer.job_events" or fields.get("raised"):
+        return
+    key = id(call_arg(fields, 0, "self"))
+    if key not in _sampled:
+        _sampled[key] = random.random() < 1 / CONSUMER_SAMPLE
+    if not _sampled[key]:
+        return
+    record("consumer", t0=t0, t1=t1, **_consumer_fields(fields))
+
+
 RUN_TASK = "atelier.run_job"  # apps.jobs.services.RUN_TASK, the one task jobs.publish sends
 
 
@@ -95,6 +140,7 @@ def install() -> None:
     # subscribe() ignores a second subscription of the same callbacks (installed once per process)
     timing.subscribe(_on_timed)
     timing.subscribe(_on_execute_job)
+    timing.subscribe(_on_consumer)
 
 
 _on_timed = probe_subscriber(PROBES, record)
@@ -138,23 +184,46 @@ def install_whatifs() -> None:
         settings.CHANNEL_LAYERS["default"]["BACKEND"] = (
             "channels_redis.pubsub.RedisPubSubChannelLayer"
         )
-    if "consumer-no-db-hop" in wanted:
-        # channels' dispatch() hops to the one thread-sensitive executor thread
-        # (aclose_old_connections) before *every* handler, for every consumer: 100 serialized
-        # thread hops per doorbell. JobConsumer.job_events needs no DB unless it fills a gap, and
-        # that goes through database_sync_to_async, which closes old connections itself.
-        from channels.consumer import get_handler_name
+    if "sqlite-keep-connection" in wanted:
+        # settings keep CONN_MAX_AGE=0 for SQLite, so Celery's Django fix-up closes the worker's
+        # connection after every task and the next job opens (and sets up) a new one before its
+        # claim. Keeping it for a minute, as for PostgreSQL:
+        from django.db import connections
 
-        from apps.jobs.consumers import JobConsumer
+        connections["default"].settings_dict["CONN_MAX_AGE"] = 60
+    if "sqlite-no-autocheckpoint" in wanted:
+        # SQLite copies the WAL back into the database (a checkpoint, with fsyncs) inside the
+        # COMMIT that crosses 1,000 WAL pages, in whichever process commits: 1 commit in ~100
+        # then takes milliseconds. Off in every process (a bench is short; the product would
+        # checkpoint from the scheduler instead).
+        from django.db.backends.signals import connection_created
 
-        orig_dispatch = JobConsumer.dispatch
+        def no_autocheckpoint(sender, connection, **kwargs):
+            if connection.vendor == "sqlite":
+                with connection.cursor() as cursor:
+                    cursor.execute("PRAGMA wal_autocheckpoint=0")
 
-        async def dispatch(self, message):
-            if message.get("type") == "job.events":
-                return await getattr(self, get_handler_name(message))(message)
-            return await orig_dispatch(self, message)
+        connection_created.connect(no_autocheckpoint, weak=False)
+    if "web-gc-freeze" in wanted:
+        import sys
 
-        JobConsumer.dispatch = dispatch
+        if "uvicorn" in sys.argv[0]:
+            # Is the fan-out's tail the collector walking 1,000 sockets' long-lived objects (a
+            # full collection)? Move whatever exists into the permanent generation every 2 s.
+            import gc
+            import time
+
+            def freeze() -> None:
+                while True:
+                    time.sleep(2)
+                    gc.freeze()
+
+            threading.Thread(target=freeze, name="bench-gc-freeze", daemon=True).start()
+    if "no-doorbells" in wanted:
+        # What the doorbells cost the processes that ring them (browsers get nothing live).
+        from apps.jobs import events
+
+        events.ring = lambda group, message: None
     if "doorbell-loop" in wanted:
         # async_to_sync(group_send) from a sync thread builds an event loop and a Redis
         # connection per call; one long-lived loop thread reuses its connection.

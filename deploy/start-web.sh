@@ -3,4 +3,5 @@
 # so that it is PID 1 and receives SIGTERM itself. Migrations run once, in the `migrate` service.
 set -eu
 python manage.py collectstatic --noinput
-exec uvicorn webapp.asgi:application --host 0.0.0.0 --port 8000 --proxy-headers "$@"
+exec uvicorn webapp.asgi:application --host 0.0.0.0 --port 8000 --proxy-headers \
+  --ws-per-message-deflate false "$@"

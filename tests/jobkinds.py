@@ -8,7 +8,7 @@ import time
 
 from pydantic import BaseModel, Field
 
-from apps.jobs.registry import JobContext, JobKind, register
+from apps.jobs.registry import Deferred, JobContext, JobKind, register
 from workers.ml.reporting import JobCancelled, JobFailed
 
 
@@ -64,5 +64,72 @@ register(
         runner=run,
         description="Test-only: counts steps on the gpu queue.",
         interruptible=True,
+    )
+)
+
+
+class DeferredParams(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    text: str = Field("a result", title="Text")
+    gate_file: str = Field("", title="Wait for this file before writing")
+    record_file: str = Field("", title="Record file")
+    fail_after_write: bool = Field(False, title="Fail after writing the output")
+    lose_the_job: bool = Field(False, title="Another attempt takes the job while it writes")
+
+
+def run_deferred(ctx: JobContext) -> Deferred:
+    """'Generates' at once, then hands off its writes (as image jobs do): they wait for
+    `gate_file` (so a test can kill the worker in between), then write one text Output."""
+    p = ctx.params
+
+    def record(line: str) -> None:
+        if p.record_file:
+            with open(p.record_file, "a") as f:
+                f.write(f"{ctx.attempt} {line}\n")
+
+    record("generated")
+
+    def prepare() -> None:  # the files' part: no database
+        from pathlib import Path
+
+        while p.gate_file and not Path(p.gate_file).exists():
+            time.sleep(0.05)
+        record("writing")
+
+    def complete(prepared) -> dict:
+        import hashlib
+
+        from apps.jobs.models import Job
+        from apps.outputs.services import output_create
+
+        author = Job.objects.values_list("created_by_id", flat=True).get(pk=ctx.job_id)
+        output = output_create(
+            project_id=ctx.project_id,
+            job_id=ctx.job_id,
+            kind="text",
+            text=p.text,
+            sha256=hashlib.sha256(p.text.encode()).hexdigest(),
+            created_by_id=author,
+        )
+        if p.fail_after_write:
+            raise JobFailed("failed on purpose after writing")
+        if p.lose_the_job:  # as the reaper and another worker would have done meanwhile
+            from django.db.models import F
+
+            Job.objects.filter(pk=ctx.job_id).update(attempt=F("attempt") + 1)
+        return {"output_id": output.pk}
+
+    return Deferred(record=complete, prepare=prepare)
+
+
+register(
+    JobKind(
+        name="test.deferred",
+        label="Test deferred writes",
+        queue="cpu",
+        params=DeferredParams,
+        runner=run_deferred,
+        description="Test-only: hands its writes to the worker's finisher.",
     )
 )

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from apps.jobs.models import Job
+from apps.jobs.registry import Deferred
 from apps.models.models import AssetKind, BaseModel, ImageAsset
 from apps.models.services import model_folder
 from apps.outputs.models import Output
@@ -180,8 +181,27 @@ def job_author_id(job_id: int) -> int | None:
     return Job.objects.filter(pk=job_id).values_list("created_by_id", flat=True).first()
 
 
-@timed("images.save_image")
-def save_image(
+@timed("images.write_image")
+def write_image(project_id: int, image, infotext: str) -> tuple[str, Path, Path]:
+    """The PNG (A1111 infotext, AI disclosure) named by its SHA-256, and a thumbnail when it saves
+    bytes, written durably under media: (sha256, file, thumbnail) as paths relative to media."""
+    from workers.imaging.infotext import write_file_durably, write_png
+
+    rel_dir = Path("outputs") / str(project_id)
+    out_dir = Path(settings.MEDIA_ROOT) / rel_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    # Only content and parameters in the file: the same seed and settings give the same bytes.
+    sha = write_png(image, buffer, infotext)
+    name = f"{sha}.png"
+    write_file_durably(out_dir / name, buffer.getvalue())
+    thumb_name = (
+        f"{sha}.thumb.png" if write_thumbnail(image, out_dir / f"{sha}.thumb.png") else name
+    )
+    return sha, rel_dir / name, rel_dir / thumb_name
+
+
+def prepare_image(
     *,
     ctx,
     image,
@@ -193,48 +213,53 @@ def save_image(
     prompt="",
     negative="",
     tags=(),
-) -> dict:
-    """One PNG (A1111 infotext, AI disclosure) named by its SHA-256, a thumbnail and an Output."""
-    from workers.imaging.infotext import write_png
+) -> tuple[dict, Any]:
+    """Everything of one image's Output but its row: the files written, the row's fields and
+    the moderation verdict on them (rule queries, classifiers), so the row's transaction holds
+    its locks only for the inserts."""
+    from apps.outputs.services import output_check
 
-    rel_dir = Path("outputs") / str(ctx.project_id)
-    out_dir = Path(settings.MEDIA_ROOT) / rel_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    # Only content and parameters in the file: the same seed and settings give the same bytes.
-    sha = write_png(image, buffer, infotext)
-    name = f"{sha}.png"
-    (out_dir / name).write_bytes(buffer.getvalue())
-    thumb_name = (
-        f"{sha}.thumb.png" if write_thumbnail(image, out_dir / f"{sha}.thumb.png") else name
-    )
-    output = output_create(
-        project_id=ctx.project_id,
-        job_id=ctx.job_id,
-        kind="image",
-        prompt=prompt,
-        negative_prompt=negative,
-        params={**params, "infotext": infotext},
-        seed=seed,
-        base_model=model,
-        sha256=sha,
-        file_path=str(rel_dir / name),
-        thumb_path=str(rel_dir / thumb_name),
-        width=image.width,
-        height=image.height,
-        tags=list(tags),
-        created_by_id=author_id,
-    )
-    ctx.reporter.artifact(str(out_dir / name), name=name)
+    sha, file_path, thumb_path = write_image(ctx.project_id, image, infotext)
+    fields = {
+        "project_id": ctx.project_id,
+        "job_id": ctx.job_id,
+        "kind": "image",
+        "prompt": prompt,
+        "negative_prompt": negative,
+        "params": {**params, "infotext": infotext},
+        "seed": seed,
+        "base_model": model,
+        "sha256": sha,
+        "file_path": str(file_path),
+        "thumb_path": str(thumb_path),
+        "width": image.width,
+        "height": image.height,
+        "tags": list(tags),
+        "created_by_id": author_id,
+    }
+    return fields, output_check(project_id=ctx.project_id, kind="image", fields=fields)
+
+
+@timed("images.record_image")
+def record_image(ctx, fields: dict, verdict) -> dict:
+    """One prepared image's gallery Output and artifact event; the job result's entry."""
+    output = output_create(**fields, verdict=verdict)
+    path = Path(settings.MEDIA_ROOT) / output.file_path
+    ctx.reporter.artifact(str(path), name=path.name)
     ids = {"project_id": ctx.project_id, "output_id": output.pk}
     return {
         "id": output.pk,
         "output_id": output.pk,  # how every job result names an output (apps/outputs/selectors.py)
-        "seed": seed,
+        "seed": output.seed,
         "url": reverse("galleries:output", kwargs=ids),
         "thumb_url": reverse("galleries:file", kwargs={**ids, "which": "thumb"}),
         "width": output.width,
     }
+
+
+def save_image(*, ctx, **image: Any) -> dict:
+    """One PNG (A1111 infotext, AI disclosure) named by its SHA-256, a thumbnail and an Output."""
+    return record_image(ctx, *prepare_image(ctx=ctx, **image))
 
 
 def recorded_params(p) -> dict:
@@ -260,12 +285,12 @@ def recorded_params(p) -> dict:
     return params
 
 
-def _save_generated(ctx, model: BaseModel, images) -> list[dict]:
+def _prepare_generated(ctx, model: BaseModel, images) -> list[tuple[dict, Any]]:
     p = ctx.params
     params = recorded_params(p)
     author_id = job_author_id(ctx.job_id)
     return [
-        save_image(
+        prepare_image(
             ctx=ctx,
             image=generated.image,
             infotext=generated.infotext,
@@ -280,7 +305,20 @@ def _save_generated(ctx, model: BaseModel, images) -> list[dict]:
     ]
 
 
-def run_generate(ctx) -> dict:
+def _saved(ctx, model: BaseModel, images, **result: Any) -> Deferred:
+    """The job's result once its images are saved: deferred, so the worker can start its next
+    job while this one's PNGs are encoded, hashed, written and checked, then its rows are
+    written in the outcome's transaction (apps.jobs.registry.Deferred)."""
+    return Deferred(
+        prepare=lambda: _prepare_generated(ctx, model, images),
+        record=lambda prepared: {
+            "outputs": [record_image(ctx, fields, verdict) for fields, verdict in prepared],
+            **result,
+        },
+    )
+
+
+def run_generate(ctx) -> Deferred:
     from workers.imaging.pipeline import generate_images
 
     p = ctx.params
@@ -295,7 +333,7 @@ def run_generate(ctx) -> dict:
         should_stop=ctx.reporter.should_stop,
         on_preview=ctx.reporter.preview,
     )
-    return {"outputs": _save_generated(ctx, model, images), "model_loaded": loaded}
+    return _saved(ctx, model, images, model_loaded=loaded)
 
 
 def run_generate_batch(contexts: list) -> list:
@@ -350,11 +388,13 @@ def run_generate_batch(contexts: list) -> list:
             if i in dropped:
                 continue
             ctx = contexts[i]
-            results[i] = {
-                "outputs": _save_generated(ctx, model, generated),
-                "model_loaded": loaded,
-                "batched_with": [c.job_id for c in contexts if c is not ctx],
-            }
+            results[i] = _saved(
+                ctx,
+                model,
+                generated,
+                model_loaded=loaded,
+                batched_with=[c.job_id for c in contexts if c is not ctx],
+            )
     return results
 
 

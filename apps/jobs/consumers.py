@@ -4,18 +4,25 @@ Each consumer checks membership through the same selector as the views, and clos
 membership is removed or its role changes (see Resync). The job consumer joins the group first,
 then replays from the database; live doorbells carry the events, and anything at or below the
 last sequence sent is dropped, so a client sees every event exactly once.
+
+Doorbells reach sockets through LocalGroups: one channel-layer membership per group per process,
+shared by every socket of that process in the group, instead of one per socket (with 1,000 sockets
+on a job, one Redis message and one decode per doorbell, not a thousand receive loops).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections import OrderedDict
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
@@ -32,11 +39,114 @@ from workers.common.timing import timed
 log = logging.getLogger(__name__)
 REPLAY_BATCH = 1000
 ACCESS_RECHECK_ROUNDS = 10
-DOORBELLS = frozenset({"job.events", "job.changed"})
+INBOX_SIZE = 1000  # doorbells waiting for one socket (the channel layer's capacity)
 # Close codes: 4000-4999 tell live.js the server refused us (it stops); 1012 ("service restart")
 # makes it reconnect, and the new connection is authorized with the user's new role.
 REVOKED = 4403
 ROLE_CHANGED = 1012
+
+
+class LocalGroups:
+    """The groups this process's sockets listen to, each joined once on the channel layer.
+
+    The first socket of a group makes the group's channel, adds it to the group and starts a
+    reader; every doorbell that reader gets goes into each member socket's inbox (its own
+    task sends it, so one slow client delays nobody else). The last socket to leave discards
+    the channel. Re-joining (Resync) re-adds the channel at most once per WS_RESYNC_SECONDS.
+    One instance per event loop and channel layer (tests run several loops).
+    """
+
+    _instances: dict[tuple[int, int], LocalGroups] = {}
+
+    def __init__(self, layer) -> None:
+        self.layer = layer
+        self.members: dict[str, set[Resync]] = {}
+        self.channels: dict[str, str] = {}
+        self.readers: dict[str, asyncio.Task] = {}
+        self.joined_at: dict[str, float] = {}
+        self.lock = asyncio.Lock()
+
+    @classmethod
+    def get(cls) -> LocalGroups | None:
+        layer = get_channel_layer()
+        if layer is None:
+            return None
+        loop = asyncio.get_running_loop()
+        key = (id(loop), id(layer))
+        hub = cls._instances.get(key)
+        if hub is None or hub.layer is not layer or hub.loop is not loop:
+            for k in [k for k, h in cls._instances.items() if h.loop.is_closed()]:
+                del cls._instances[k]
+            hub = cls._instances[key] = cls(layer)
+            hub.loop = loop
+        return hub
+
+    async def join(self, group: str, member: Resync) -> None:
+        self.members.setdefault(group, set()).add(member)
+        interval = float(settings.ATELIER["WS_RESYNC_SECONDS"])
+        if group in self.channels and time.monotonic() - self.joined_at[group] < interval:
+            return
+        async with self.lock:
+            if group not in self.members or not self.members[group]:
+                return  # everyone left while we waited
+            channel = self.channels.get(group)
+            if channel is None:
+                channel = await self.layer.new_channel()
+            # Idempotent: also heals a membership Redis lost (FLUSHALL, restart).
+            await self.layer.group_add(group, channel)
+            self.joined_at[group] = time.monotonic()
+            if group not in self.channels:
+                self.channels[group] = channel
+                self.readers[group] = asyncio.create_task(self._read(group, channel))
+
+    async def leave(self, group: str, member: Resync) -> None:
+        members = self.members.get(group)
+        if members is None:
+            return
+        members.discard(member)
+        if members:
+            return
+        async with self.lock:
+            if self.members.get(group):
+                return  # someone joined again meanwhile
+            self.members.pop(group, None)
+            self.joined_at.pop(group, None)
+            reader = self.readers.pop(group, None)
+            channel = self.channels.pop(group, None)
+            if reader is not None:
+                reader.cancel()
+            if channel is not None:
+                await self.layer.group_discard(group, channel)
+
+    async def _read(self, group: str, channel: str) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away for a moment: members resync from the database
+                log.warning("doorbell reader of %s failed; retrying", group, exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            for member in list(self.members.get(group, ())):
+                member.ring(message)
+
+
+# The last messages encoded, by identity: a doorbell's events are one object shared by every
+# socket of the process that gets them unfiltered, so each is encoded once, not once per socket.
+_encoded: OrderedDict[int, tuple[dict, str]] = OrderedDict()
+ENCODED_KEPT = 64
+
+
+def encode_once(message: dict) -> str:
+    hit = _encoded.get(id(message))
+    if hit is not None and hit[0] is message:
+        return hit[1]
+    text = json.dumps(message)
+    _encoded[id(message)] = (message, text)
+    if len(_encoded) > ENCODED_KEPT:
+        _encoded.popitem(last=False)
+    return text
 
 
 class Resync:
@@ -57,23 +167,69 @@ class Resync:
     role: str  # the user's role in the project when the socket was authorized
     _resync_task: asyncio.Task | None = None
     _last_delivery: float = 0.0
+    _hub: LocalGroups | None = None
+    _inbox: asyncio.Queue | None = None
+    _doorbell_task: asyncio.Task | None = None
 
     @property
     def user_group(self) -> str:
         return access_events.user_group(self.scope["user"].pk)
 
     async def join_groups(self) -> None:
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.channel_layer.group_add(self.user_group, self.channel_name)
+        hub = LocalGroups.get()
+        if hub is None:
+            return
+        self._hub = hub
+        if self._inbox is None:
+            self._inbox = asyncio.Queue(maxsize=INBOX_SIZE)
+        await hub.join(self.group, self)
+        await hub.join(self.user_group, self)
 
     async def leave_groups(self) -> None:
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            await self.channel_layer.group_discard(self.user_group, self.channel_name)
+        self.stop_doorbells()
+        if hasattr(self, "group") and self._hub is not None:
+            await self._hub.leave(self.group, self)
+            await self._hub.leave(self.user_group, self)
+
+    def ring(self, message: dict) -> None:
+        """A doorbell for this socket (LocalGroups' reader): handled in order by its own task.
+        A full inbox drops its oldest doorbell: the gap is then filled from the database."""
+        if self._inbox is None:
+            return
+        if self._inbox.full():
+            self._inbox.get_nowait()
+        self._inbox.put_nowait(message)
+
+    def start_doorbells(self) -> None:
+        """Handle doorbells from now on (those that came meanwhile wait in the inbox)."""
+        if self._doorbell_task is None and self._inbox is not None:
+            self._doorbell_task = asyncio.create_task(self._doorbells())
+
+    def stop_doorbells(self) -> None:
+        if self._doorbell_task is not None:
+            self._doorbell_task.cancel()
+            self._doorbell_task = None
+
+    async def _doorbells(self) -> None:
+        while True:
+            message = await self._inbox.get()
+            handler = getattr(self, get_handler_name(message), None)
+            if handler is None:
+                continue
+            try:
+                await handler(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("doorbell %s failed on %s; closing the socket", message["type"], self)
+                await self.close(code=1011)
+                return
 
     def start_resync(self) -> None:
+        """After the first replay: from now on doorbells are handled, and rounds run."""
         self._last_delivery = time.monotonic()
         self._resync_task = asyncio.create_task(self._resync_loop())
+        self.start_doorbells()
 
     def stop_resync(self) -> None:
         if self._resync_task is not None:
@@ -129,22 +285,10 @@ class Resync:
         )
 
 
-class DoorbellFastPath:
-    """Skip Channels' per-message `aclose_old_connections` thread hop for doorbell messages.
+class JobConsumer(Resync, AsyncJsonWebsocketConsumer):
+    # No channel of its own: doorbells come through LocalGroups.
+    channel_layer_alias = None
 
-    Those handlers touch the database only through `database_sync_to_async`, which closes stale
-    connections itself. With 100 sockets on a job, the hop per socket per event was most of the
-    fan-out time (bench/dispatch.py: uvicorn CPU per event 31 → 23 ms, p99 81 → 45 ms).
-    """
-
-    async def dispatch(self, message):
-        if message["type"] in DOORBELLS:
-            await getattr(self, get_handler_name(message))(message)
-        else:
-            await super().dispatch(message)
-
-
-class JobConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
     async def connect(self):
         self.job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
         job = await database_sync_to_async(self._authorized_job)()
@@ -157,6 +301,7 @@ class JobConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
         except ValueError:
             self.last_seq = 0
         self.group = doorbell.job_group(self.job_id)
+        self._sending = asyncio.Lock()
         await self.join_groups()
         await self.accept()
         await self.send_json(
@@ -232,14 +377,15 @@ class JobConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
                 return
 
     async def _send_event(self, message: dict):
-        if message["seq"] != self.last_seq + 1:
-            return
-        if message["kind"] == "state" and not self.content:
-            self.content = await database_sync_to_async(self._content_visible)()
-        await self.send_json(
-            selectors.event_for_viewer(message, full=self.full_events, content=self.content)
-        )
-        self.last_seq = message["seq"]
+        # The doorbell task and the resync round both send: one event at a time, in order.
+        async with self._sending:
+            if message["seq"] != self.last_seq + 1:
+                return
+            if message["kind"] == "state" and not self.content:
+                self.content = await database_sync_to_async(self._content_visible)()
+            shown = selectors.event_for_viewer(message, full=self.full_events, content=self.content)
+            await self.send(text_data=encode_once(shown))
+            self.last_seq = message["seq"]
         self.delivered()
         if message["kind"] == "state" and message["data"].get("state") in TERMINAL:
             # Terminal states never change and nothing follows them: end the stream cleanly.
@@ -257,7 +403,8 @@ class JobConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
             await self._send_event(event)
 
 
-class ProjectConsumer(Resync, DoorbellFastPath, AsyncJsonWebsocketConsumer):
+class ProjectConsumer(Resync, AsyncJsonWebsocketConsumer):
+    channel_layer_alias = None  # doorbells come through LocalGroups
     RECENT = 50
 
     async def connect(self):

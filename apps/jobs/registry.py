@@ -35,12 +35,26 @@ class JobContext:
 
 
 @dataclass(frozen=True)
+class Deferred:
+    """What a runner returns when its last work is writing what it made (an image job's PNGs,
+    hashes, files and Output rows): ``prepare()`` writes the files (no database), then
+    ``record(prepared)`` writes the rows and returns the job's result. The worker runs them on
+    its finisher thread while the next job starts (Celery workers), or at once (a direct call),
+    and records the job's outcome in the same database transaction as ``record``'s rows: a job
+    says succeeded only with its outputs in place, and a worker killed before that leaves the
+    job running, to be re-queued when its lease ends."""
+
+    record: Callable[[Any], dict]
+    prepare: Callable[[], Any] | None = None
+
+
+@dataclass(frozen=True)
 class JobKind:
     name: str
     label: str
     queue: str
     params: type[pydantic.BaseModel]
-    runner: Callable[[JobContext], dict | None]
+    runner: Callable[[JobContext], dict | Deferred | None]
     description: str = ""
     # Offered on the dashboard's generic launch form. Kinds launched from their own pages (scans,
     # fine-tunes, playground) set False; the API accepts every registered kind.

@@ -9,9 +9,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
+from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce, Least, NullIf
+from django.db.models.lookups import LessThan
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -183,7 +184,9 @@ def job_create(
 
     with transaction.atomic():
         # One submit per project at a time, so two cannot both pass the last free place of a cap.
-        Project.objects.select_for_update().filter(pk=project.pk).values_list("pk").first()
+        # The same lock lets the new job's slot be counted here, before its row exists (so not
+        # between created_at and the message).
+        locked = Project.objects.select_for_update().only("max_concurrent_jobs").get(pk=project.pk)
         try:
             check_job_submit(
                 project=project,
@@ -193,6 +196,7 @@ def job_create(
             )
         except QuotaExceeded as exc:
             raise JobQuotaExceeded({exc.field: str(exc)}) from None
+        send_now = _slot_for_new_job(locked)
         job = Job.objects.create(
             project=project,
             created_by=created_by,
@@ -201,15 +205,19 @@ def job_create(
             params=clean,
             max_attempts=_cfg("MAX_ATTEMPTS"),
             retry_of=retry_of,
+            last_seq=1,
         )
-        project_id = project.pk
+        project_id, job_id, queue = project.pk, job.pk, job.queue
         # Registered before the events' doorbells: on-commit callbacks run in order, and the
         # worker should get its message before browsers get theirs (bench/dispatch.py).
-        transaction.on_commit(lambda: dispatch_waiting(project_id=project_id))
-        job_append_events(
-            job_id=job.pk,
-            events=[(EventKind.STATE, {"state": JobState.QUEUED, "attempt": 0, "error": ""})],
-        )
+        if send_now:
+            # A slot was free and nobody older waits: mark and send this one job (a conditional
+            # UPDATE: a dispatcher that got to it first wins, and it is sent once) instead of a
+            # whole dispatch_waiting round. The claim enforces the limit in any case.
+            transaction.on_commit(lambda: _send(job_id, queue))
+        else:
+            transaction.on_commit(lambda: dispatch_waiting(project_id=project_id))
+        _append_first_event(job)
         audit_record(
             action="job.retry" if retry_of else "job.launch",
             actor=created_by,
@@ -219,6 +227,43 @@ def job_create(
             data={"kind": job.kind, "retry_of": retry_of.pk if retry_of else None},
         )
     return job
+
+
+def _slot_for_new_job(project: Project) -> bool:
+    """With the project locked: may a job created now be sent at once? Only into a free run slot
+    (running jobs and sent-but-unclaimed ones count, as in _free_slots) and only when no older
+    job waits unsent for one (those go first: dispatch_waiting sends oldest first)."""
+    counts = Job.objects.filter(project_id=project.pk).aggregate(
+        taken=Count(
+            "pk", filter=Q(state__in=ACTIVE) | Q(state=JobState.QUEUED, dispatched_at__isnull=False)
+        ),
+        waiting=Count("pk", filter=Q(state=JobState.QUEUED, dispatched_at__isnull=True)),
+    )
+    return counts["waiting"] == 0 and counts["taken"] < project.concurrency_limit
+
+
+def _append_first_event(job: Job) -> None:
+    """The new job's `queued` state event, seq 1 (the row was created with last_seq=1): what
+    job_append_events does, without reading and bumping last_seq."""
+    event = JobEvent.objects.create(
+        job_id=job.pk,
+        seq=1,
+        kind=EventKind.STATE,
+        data={"state": JobState.QUEUED, "attempt": 0, "error": ""},
+        attempt=0,
+    )
+    messages = [event.as_message()]
+    job_id = job.pk
+
+    def ring() -> None:
+        doorbell.ring_job(job_id, messages)
+        doorbell.ring_project(
+            job_id,
+            state_changed=True,
+            load=lambda: Job.objects.select_related("created_by").get(pk=job_id),
+        )
+
+    transaction.on_commit(ring)
 
 
 @timed("jobs.publish")
@@ -278,10 +323,6 @@ def _send(job_id: int, queue: str, *, previously=None) -> bool:
     if not _mark_sent(job_id, previously=previously, now=now):
         return False  # claimed, cancelled or sent by someone else meanwhile
     return _publish_marked(job_id, queue, marked_at=now, previously=previously)
-
-
-def _running(project_id: int) -> int:
-    return Job.objects.filter(project_id=project_id, state__in=ACTIVE).count()
 
 
 def _free_slots(project_id: int) -> int:
@@ -364,6 +405,32 @@ def dispatch_pending(*, now=None) -> int:
 # --------------------------------------------------------------------------- worker side
 
 
+def _active_in_project():
+    """SQL: the running (or cancelling) jobs of the updated job's project."""
+    active = (
+        Job.objects.filter(project_id=OuterRef("project_id"), state__in=ACTIVE)
+        .order_by()
+        .values("project_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(active), 0)
+
+
+def _project_limit():
+    """SQL: Project.concurrency_limit of the updated job's project (its own limit or the
+    default, never above the platform's ceiling)."""
+    from apps.quotas.services import concurrency_ceiling
+
+    own = (
+        Project.objects.filter(pk=OuterRef("project_id"))
+        .order_by()
+        .values("max_concurrent_jobs")[:1]
+    )
+    default = int(_cfg("PROJECT_MAX_CONCURRENT_JOBS"))
+    return Least(Coalesce(NullIf(Subquery(own), 0), default), concurrency_ceiling())
+
+
 @timed("jobs.claim")
 def job_claim(*, job_id: int, worker_id: str, device: str = "") -> Job | None:
     """Claim a queued job for this worker, respecting the project's concurrency limit.
@@ -371,34 +438,38 @@ def job_claim(*, job_id: int, worker_id: str, device: str = "") -> Job | None:
     Safe to call twice: a second claim (duplicate message, second worker) finds the job no
     longer queued and returns None.
     """
-    now = timezone.now()
     lease = timedelta(seconds=_cfg("LEASE_SECONDS"))
-    project_id = Job.objects.filter(pk=job_id).values_list("project_id", flat=True).first()
-    if project_id is None:
-        return None
+    project_of_job = Job.objects.filter(pk=job_id).order_by().values("project_id")[:1]
     with transaction.atomic():
-        # The project first, then the job (dispatch_waiting locks in the same order): two
-        # workers can't both take its last free slot.
-        Project.objects.select_for_update().filter(pk=project_id).values_list("pk").first()
-        job = Job.objects.select_for_update().filter(pk=job_id).only("state", "project_id").first()
-        if job is None or job.state != JobState.QUEUED:
-            return None
-        limit = Project.objects.only("max_concurrent_jobs").get(pk=job.project_id)
-        if _running(job.project_id) >= limit.concurrency_limit:
-            # It waits; dispatch_waiting sends it again when a slot frees.
-            Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(dispatched_at=None)
-            return None
-        changed = Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
-            state=JobState.RUNNING,
-            attempt=F("attempt") + 1,
-            lease_owner=worker_id,
-            lease_until=now + lease,
-            started_at=Coalesce("started_at", now),
-            attempt_started_at=now,
-            device=device[:200],
-            dispatched_at=None,
+        if connection.features.has_select_for_update:
+            # The project first, then the job (dispatch_waiting locks in the same order): two
+            # workers can't both take its last free slot. (SQLite needs no row lock: its
+            # transactions take the database's one write lock, and the UPDATE below reads and
+            # writes under it.)
+            Project.objects.select_for_update().filter(pk=Subquery(project_of_job)).values_list(
+                "pk"
+            ).first()
+        now = timezone.now()  # started_at: the claim itself, under the lock
+        # One conditional UPDATE: still queued *and* a free slot (fewer active jobs than the
+        # project's limit, both counted by the database in this statement).
+        changed = (
+            Job.objects.filter(pk=job_id, state=JobState.QUEUED)
+            .filter(LessThan(_active_in_project(), _project_limit()))
+            .update(
+                state=JobState.RUNNING,
+                attempt=F("attempt") + 1,
+                lease_owner=worker_id,
+                lease_until=now + lease,
+                started_at=Coalesce("started_at", now),
+                attempt_started_at=now,
+                device=device[:200],
+                dispatched_at=None,
+            )
         )
         if not changed:
+            # No longer queued (a duplicate message: nothing to do), or no free slot: then it
+            # waits unsent, and dispatch_waiting sends it again when a slot frees.
+            Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(dispatched_at=None)
             return None
         claimed = Job.objects.get(pk=job_id)
         job_append_events(

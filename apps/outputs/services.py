@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 
 from apps.outputs.models import Moderation, Output
+from workers.imaging.infotext import PNG_COMPRESS_LEVEL
 
 THUMB_SIZE = 256
 
@@ -22,20 +23,23 @@ def output_create(
     sha256: str,
     created_by_id: int | None,
     job_id: int | None = None,
+    verdict=None,
     **fields: Any,
 ) -> Output:
     """Record one output (text or image) of a project, checked by the project's moderation rules
     (and any installed classifier) before it is visible: a hit makes it `flagged` (seen only by
     its author, reviewers and admins until a reviewer decides) with a Flag holding the spans.
 
+    `verdict`: what :func:`output_check` said of these fields, when the caller checked them
+    before its transaction (rule queries and classifiers then hold no write lock).
+
     Not `full_clean()`: its foreign-key checks cost a query each, per image (the callers pass ids
     they just read); the database's constraints still hold."""
     from apps.moderation.models import Door
-    from apps.moderation.services import flag_record, output_verdict
+    from apps.moderation.services import flag_record
 
-    file_path = fields.get("file_path") or ""
-    image_path = str(Path(settings.MEDIA_ROOT) / file_path) if file_path else None
-    verdict = output_verdict(project_id=project_id, kind=kind, fields=fields, image_path=image_path)
+    if verdict is None:
+        verdict = output_check(project_id=project_id, kind=kind, fields=fields)
     if verdict.hits:
         fields["moderation"] = Moderation.FLAGGED
     with transaction.atomic():
@@ -58,6 +62,15 @@ def output_create(
     return output
 
 
+def output_check(*, project_id: int, kind: str, fields: dict[str, Any]):
+    """The moderation verdict output_create would reach for these fields (rules, classifiers)."""
+    from apps.moderation.services import output_verdict
+
+    file_path = fields.get("file_path") or ""
+    image_path = str(Path(settings.MEDIA_ROOT) / file_path) if file_path else None
+    return output_verdict(project_id=project_id, kind=kind, fields=fields, image_path=image_path)
+
+
 def review_doorbell(project_id: int) -> None:
     """Tell the project's open review inboxes that their queue changed."""
     from apps.jobs.events import ring
@@ -66,17 +79,13 @@ def review_doorbell(project_id: int) -> None:
 
 
 def write_thumbnail(image, path: Path) -> bool:
-    """Write the grid's thumbnail; False when the image itself serves (128..256 px: no resize)."""
-    from PIL import Image
+    """Write the grid's thumbnail when it saves bytes: only for images larger than THUMB_SIZE.
 
-    if THUMB_SIZE // 2 < max(image.size) <= THUMB_SIZE:
+    False: the image itself serves the grid (a smaller image would only grow as a thumbnail;
+    the templates enlarge images of 128 px and less with crisp pixels, class gl-pixel)."""
+    if max(image.size) <= THUMB_SIZE:
         return False
     thumb = image.copy()
-    if max(thumb.size) < THUMB_SIZE:  # tiny demo images: scale up crisply for the grid
-        factor = max(1, THUMB_SIZE // max(thumb.size))
-        thumb = thumb.resize(
-            (thumb.width * factor, thumb.height * factor), Image.Resampling.NEAREST
-        )
     thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
-    thumb.save(path, format="PNG")
+    thumb.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return True

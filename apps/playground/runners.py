@@ -15,6 +15,7 @@ from django.conf import settings
 from apps.models.models import Adapter, BaseModel
 from apps.models.services import model_folder
 from apps.outputs.services import output_create
+from workers.common.timing import timed
 
 if TYPE_CHECKING:
     from workers.ml.textgen import GenerationResult, GenerationSettings
@@ -73,6 +74,7 @@ def _streamer(ctx, total: int) -> Callable[[int, str], None]:
     return on_text
 
 
+@timed("playground.save_answer")
 def _save_answer(
     ctx,
     index: int,
@@ -140,6 +142,8 @@ def run_textgen(ctx) -> dict:
         system=p.system or None,
         use_chat_template=p.use_chat_template,
     )
+    # The last words of the answer go out now, not after the Output rows below are written.
+    ctx.reporter.flush()
     if ctx.reporter.should_stop():
         raise JobCancelled()
     from apps.jobs.models import Job

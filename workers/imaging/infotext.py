@@ -44,6 +44,7 @@ import json
 import os
 import re
 import struct
+import threading
 import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -67,6 +68,10 @@ __all__ = [
     "write_png",
 ]
 
+# zlib level of the PNGs the platform writes. bench/png.py measures it on photographs: level 4
+# takes ~45 % of the time of Pillow's default 6 (A1111's) for ~1 % more bytes at 512 px; level 1
+# is faster still but ~10 % larger.
+PNG_COMPRESS_LEVEL = 4
 PARAMETERS_KEY = "parameters"
 AI_GENERATED_KEY = "ai_generated"
 DISCLOSURE_KEY = "Disclosure"
@@ -363,8 +368,11 @@ def write_png(
     extra: Mapping[str, str] | None = None,
     *,
     software: str = "Atelier",
+    compress_level: int | None = None,
 ) -> str:
     """Save ``image`` (a PIL image) as PNG with the infotext and the AI disclosure; return SHA-256.
+
+    ``compress_level``: zlib's level, :data:`PNG_COMPRESS_LEVEL` by default.
 
     ``extra`` adds more text chunks (keyword → text); it may not replace the keys this module
     writes. A path is written to a temporary file in the same folder, then renamed, so readers
@@ -386,15 +394,22 @@ def write_png(
         info.add_text(key, str(value))
 
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
+    level = PNG_COMPRESS_LEVEL if compress_level is None else compress_level
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=level)
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()
 
     if hasattr(path, "write"):
         path.write(data)
         return digest
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    write_file_durably(Path(path), data)
+    return digest
+
+
+def write_file_durably(target: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``target``, fsync it, then rename it into place:
+    readers never see half a file, and the file is on disk before anything refers to it."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -403,7 +418,6 @@ def write_png(
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    return digest
 
 
 class PngTextError(ValueError):

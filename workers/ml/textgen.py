@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from workers.common.timing import timed
 from workers.ml.reporting import JobFailed
 
 __all__ = [
@@ -296,6 +297,7 @@ def _expected_bytes(model_dir: str, quantization: str | None) -> int | None:
         return None
 
 
+@timed("textgen.load")
 def load_for_generation(
     model_dir: str | os.PathLike[str],
     *,
@@ -525,22 +527,37 @@ def _stream(
             outcome["error"] = exc
             streamer.end()  # unblocks the iteration
 
-    started = time.perf_counter()
-    first_token = None
-    thread = threading.Thread(target=work, name="textgen", daemon=True)
-    thread.start()
-    try:
-        for delta in streamer:
-            if not delta:
-                continue
-            if first_token is None:
-                first_token = time.perf_counter() - started
-            if on_text is not None:
-                on_text(delta)
-    finally:
-        stop.abort.set()  # when on_text raised: stop generating at the next token
-        thread.join()
-    seconds = time.perf_counter() - started
+    with timed("textgen.stream") as span:
+        started = time.perf_counter()
+        first_token = None
+        # Only for a timing subscriber (the benches): wall stamps and the time spent in on_text.
+        probing = span.enabled
+        callback_s, deltas, last_text = 0.0, 0, None
+        thread = threading.Thread(target=work, name="textgen", daemon=True)
+        thread.start()
+        try:
+            for delta in streamer:
+                if not delta:
+                    continue
+                if first_token is None:
+                    first_token = time.perf_counter() - started
+                    if probing:
+                        span.note(first_text=time.time())
+                if on_text is not None:
+                    if probing:
+                        last_text = time.time()
+                        c0 = time.perf_counter()
+                        on_text(delta)
+                        callback_s += time.perf_counter() - c0
+                        deltas += 1
+                    else:
+                        on_text(delta)
+        finally:
+            stop.abort.set()  # when on_text raised: stop generating at the next token
+            thread.join()
+        seconds = time.perf_counter() - started
+        if probing:
+            span.note(callback_s=callback_s, deltas=deltas, last_text=last_text)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["sequences"], seconds, first_token

@@ -1,7 +1,7 @@
 import os
 
 from celery import shared_task
-from celery.signals import worker_shutting_down
+from celery.signals import worker_shutdown, worker_shutting_down
 
 
 @worker_shutting_down.connect
@@ -12,6 +12,16 @@ def _stop_interruptible_jobs(**kwargs) -> None:
     from workers.tasks.runtime import request_shutdown
 
     request_shutdown()
+
+
+@worker_shutdown.connect
+def _finish_handed_off_jobs(**kwargs) -> None:
+    """After the last task returned: write the results of the jobs handed to the finisher thread.
+    Whatever is not written in time stays running and re-runs when its lease ends."""
+    from workers.tasks.runtime import FINISHER, log
+
+    if not FINISHER.drain(timeout=120):
+        log.warning("shutdown: some finished jobs' results were not written; they will re-run")
 
 
 @shared_task(
@@ -25,4 +35,11 @@ def run_job(self, job_id: int) -> str:
     # Imported here: Celery's Django fix-up sets Django up before the first task runs.
     from workers.tasks.runtime import execute_job
 
-    return execute_job(int(job_id), worker_id=f"{self.request.hostname}:{os.getpid()}")
+    delivery = self.request.delivery_info or {}
+    return execute_job(
+        int(job_id),
+        worker_id=f"{self.request.hostname}:{os.getpid()}",
+        # Eager runs (apply(), tests) finish inline; a worker hands the writes off.
+        handoff=not self.request.is_eager,
+        queue=delivery.get("routing_key") or None,
+    )

@@ -59,6 +59,9 @@ class JobReporter:
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._writer: threading.Thread | None = None
+        # Streams (text() indexes) that have sent text: the first words of each are written at
+        # once, and from then on the writer also wakes on its own (see _write_loop).
+        self._streams: set[int] = set()
 
     # ---- Reporter protocol
     def step(self, step: int, total: int, metrics: dict[str, float] | None = None) -> None:
@@ -78,7 +81,13 @@ class JobReporter:
                 self._buffer.append(
                     (EventKind.METRICS, {"step": step, "total": total, "values": values})
                 )
-        self._maybe_flush(force=step >= total)
+        if step >= total:
+            # The last step's progress goes out at once, but on the writer thread: a write here
+            # would sit on the critical path between a pipeline call and the next job.
+            self._start_writer()
+            self._wake.set()
+        else:
+            self._maybe_flush()
 
     def log(self, message: str, level: str = "info") -> None:
         log.log(
@@ -123,21 +132,26 @@ class JobReporter:
         self._maybe_flush(force=True)
 
     def text(self, delta: str, index: int = 0) -> None:
-        """Streamed generated text (playground): buffered like logs, flushed a few times a second."""
+        """Streamed generated text (playground). The first text of each stream is written at
+        once (it is what the user waits for); the rest is buffered, one event per stream per
+        flush, and written at most min_interval after it came, even if nothing follows it."""
         if not delta:
             return
         with self._lock:
-            if (
-                self._buffer
-                and self._buffer[-1][0] == EventKind.TEXT
-                and self._buffer[-1][1]["index"] == index
-            ):
-                self._buffer[-1][1]["delta"] += (
-                    delta  # one event per flush per stream, not per token
-                )
+            first = index not in self._streams
+            if first:
+                self._streams.add(index)
+            last = self._buffer[-1] if self._buffer else None
+            if last is not None and last[0] == EventKind.TEXT and last[1]["index"] == index:
+                last[1]["delta"] += delta
             else:
                 self._buffer.append((EventKind.TEXT, {"index": index, "delta": delta}))
-        self._maybe_flush()
+        if first:
+            # On the writer thread, never inline: the generating loop only appends.
+            self._start_writer()
+            self._wake.set()
+        else:
+            self._maybe_flush()
 
     def should_stop(self) -> bool:
         return self.cancel_requested.is_set() or self.lost.is_set() or self.shutting_down()
@@ -162,11 +176,22 @@ class JobReporter:
             )
             self._writer.start()
 
+    def _tick(self) -> float | None:
+        """How long the writer may sleep: while text streams, until buffered text is due (a
+        token that comes just after a flush must not wait for the next token, or for the end
+        of the job); otherwise until woken."""
+        if not self._streams or self.min_interval <= 0:
+            return None
+        due = self._last_flush + self.min_interval - self.clock()
+        return min(max(due, 0.005), self.min_interval)
+
     def _write_loop(self) -> None:
         try:
             while True:
-                self._wake.wait()
-                self._wake.clear()
+                if self._wake.wait(self._tick()):
+                    self._wake.clear()
+                elif not self._text_due():
+                    continue  # a wake set meanwhile stays set: the next wait returns at once
                 if self._closing.is_set():
                     return
                 try:
@@ -178,6 +203,11 @@ class JobReporter:
                     close_old_connections()
         finally:
             connection.close()
+
+    def _text_due(self) -> bool:
+        with self._lock:
+            waiting = any(kind == EventKind.TEXT for kind, _ in self._buffer)
+        return waiting and self.clock() - self._last_flush >= self.min_interval
 
     def close(self) -> None:
         """Stop the writer thread and write what is left (the runtime calls this at the end)."""

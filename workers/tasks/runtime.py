@@ -8,11 +8,16 @@ each job still has its own reporter, heartbeat, lease, outcome and events.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from queue import Queue
 
 from django.conf import settings
+from django.db import close_old_connections, transaction
 
 from apps.jobs import registry, services
 from apps.jobs.models import EventKind, Job
@@ -29,6 +34,7 @@ log = logging.getLogger(__name__)
 # at their next step with a checkpoint and are re-queued; the others run to their end.
 SHUTDOWN = threading.Event()
 REQUEUED = "requeued"
+HANDED_OFF = "handed-off"
 
 
 _devices: dict[str, str] = {}
@@ -118,7 +124,7 @@ class _Running:
                 job_id=self.job.pk, attempt=self.job.attempt, worker_id=self.job.lease_owner
             )
             return REQUEUED
-        services.job_finish(
+        recorded = services.job_finish(
             job_id=self.job.pk,
             attempt=self.job.attempt,
             target=outcome,
@@ -126,7 +132,13 @@ class _Running:
             error=error,
             usage_share=self.usage_share,
         )
-        return str(outcome)
+        return str(outcome) if recorded else "lost"
+
+    def quiesce(self) -> None:
+        """Stop this job's other threads (lease heartbeat, events writer), so that its final
+        writes can share one transaction without waiting on their database connections."""
+        self.heartbeat.stop()
+        self.reporter.close()
 
 
 def _log_crash(running: _Running, error: str, trace: str) -> None:
@@ -183,6 +195,117 @@ def _outcome(running: _Running, value) -> tuple[str, dict | None, str]:
     return JobState.SUCCEEDED, value or {}, ""
 
 
+@timed("tasks.complete")
+def complete_deferred(
+    running: _Running, deferred: registry.Deferred, before_rows: Callable[[], None] | None = None
+) -> str:
+    """A job's last writes: its files, then its rows and outcome in one transaction (see
+    registry.Deferred).
+
+    The job's heartbeat and events writer stop first (their connections would wait on this
+    transaction's locks). When the outcome cannot be recorded (another attempt owns the job)
+    the rows are rolled back: that attempt writes its own."""
+    running.quiesce()
+    try:
+        prepared = deferred.prepare() if deferred.prepare is not None else None
+        if before_rows is not None:
+            before_rows()
+        with transaction.atomic():
+            value = deferred.record(prepared)
+            outcome = running.finish(*_outcome(running, value))
+            if outcome == "lost":
+                transaction.set_rollback(True)
+        return outcome
+    except Exception as exc:  # noqa: BLE001 - recorded as the job's outcome
+        if not isinstance(exc, JobCancelled | JobFailed):
+            log.exception("job %s crashed while writing its results", running.job.pk)
+        if running.done:  # the outcome's own write failed: the lease runs out, the job re-runs
+            return "lost"
+        return running.finish(*_outcome(running, exc))
+
+
+class _ClaimClock:
+    """Counts this process's claim attempts, so the finisher can let the next job's claim go
+    first: on SQLite a write transaction locks the whole database, and a claim waiting on the
+    finisher's lock sleeps in SQLite's busy handler (1, 2, 5, 10 ms ...) on the critical path."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.count = 0
+
+    def tick(self) -> None:
+        with self._cond:
+            self.count += 1
+            self._cond.notify_all()
+
+    def wait_past(self, count: int, timeout: float) -> None:
+        """Return once a claim attempt after `count` is over, or after `timeout` seconds."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.count > count, timeout=timeout)
+
+
+CLAIMS = _ClaimClock()
+# How long a handed-off job's rows wait for the worker's next claim (the next message usually
+# arrives within a few ms); without a next job, its outcome is recorded this much later.
+NEXT_CLAIM_WAIT = 0.025
+
+
+class Finisher:
+    """One thread per worker process that completes handed-off jobs in order (their PNGs,
+    hashes, files, rows and outcomes), so the worker claims and starts the next job meanwhile.
+
+    At most ``depth`` jobs wait: a runner handing off more blocks until one is done, so a fast
+    GPU never piles up images in memory. A warm shutdown waits for the queue (``drain``); a
+    killed worker leaves its waiting jobs running until their leases run out, then they re-run.
+    """
+
+    def __init__(self, depth: int = 1):
+        self._queue: Queue = Queue(maxsize=max(1, depth))
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def submit(self, jobs: list[tuple[_Running, registry.Deferred]]) -> None:
+        """Hand off one job, or a batch's jobs together (one place in the queue)."""
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="finisher", daemon=True)
+                self._pid = os.getpid()
+                self._thread.start()
+        self._queue.put((CLAIMS.count, jobs))
+
+    def _loop(self) -> None:
+        while True:
+            claims_before, jobs = self._queue.get()
+            try:
+                for running, deferred in jobs:
+                    try:
+                        complete_deferred(
+                            running,
+                            deferred,
+                            before_rows=lambda c=claims_before: CLAIMS.wait_past(
+                                c, 0 if SHUTDOWN.is_set() else NEXT_CLAIM_WAIT
+                            ),
+                        )
+                    except Exception:  # noqa: BLE001 - the next job must still be finished
+                        log.exception("finishing job %s failed", running.job.pk)
+                        close_old_connections()
+            finally:
+                self._queue.task_done()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every handed-off job is finished; False if some still wait at the end."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
+FINISHER = Finisher(depth=2)
+
+
 @timed("tasks.claim_partners")
 def _claim_partners(lead: Job, kind: registry.JobKind, key, worker_id: str) -> list[_Running]:
     """Claim queued jobs of the same kind whose batch key equals the lead's.
@@ -220,7 +343,7 @@ def _claim_partners(lead: Job, kind: registry.JobKind, key, worker_id: str) -> l
     return partners
 
 
-def _run_batch(kind: registry.JobKind, members: list[_Running]) -> None:
+def _run_batch(kind: registry.JobKind, members: list[_Running], handoff: bool) -> None:
     contexts: list[JobContext] = []
     runnable: list[_Running] = []
     for running in members:
@@ -249,15 +372,43 @@ def _run_batch(kind: registry.JobKind, members: list[_Running]) -> None:
         if not isinstance(exc, JobCancelled | JobFailed):
             log.exception("batch of jobs %s crashed", ids)
         values = [exc] * len(runnable)
+    handed: list[tuple[_Running, registry.Deferred]] = []
     for running, value in zip(runnable, values, strict=True):
-        running.finish(*_outcome(running, value))
+        if handoff and isinstance(value, registry.Deferred) and not running.done:
+            handed.append((running, value))
+        else:
+            _settle(running, value, handoff=False)
+    if handed:
+        FINISHER.submit(handed)
+
+
+def _settle(running: _Running, value, handoff: bool) -> str:
+    """Record what a runner returned: at once, or its deferred writes first (inline, or handed to
+    the finisher thread)."""
+    if running.done:
+        return "finished"
+    if isinstance(value, registry.Deferred):
+        if handoff:
+            FINISHER.submit([(running, value)])
+            return HANDED_OFF
+        return complete_deferred(running, value)
+    return running.finish(*_outcome(running, value))
 
 
 @timed("tasks.execute_job")
-def execute_job(job_id: int, *, worker_id: str) -> str:
-    """Returns what happened: not-claimed, succeeded, failed, cancelled or lost (of this job)."""
-    queue = Job.objects.filter(pk=job_id).values_list("queue", flat=True).first() or ""
-    job = services.job_claim(job_id=job_id, worker_id=worker_id, device=worker_device(queue))
+def execute_job(
+    job_id: int, *, worker_id: str, handoff: bool = False, queue: str | None = None
+) -> str:
+    """Returns what happened: not-claimed, succeeded, failed, cancelled or lost (of this job),
+    or handed-off: ``handoff`` (the Celery task) lets a runner's deferred writes finish on the
+    finisher thread while this worker takes its next job. ``queue``: the job's queue, when the
+    caller knows it (only the gpu queue looks for a CUDA device to record)."""
+    if queue is None:  # the Celery task passes the queue its message came from
+        queue = Job.objects.filter(pk=job_id).values_list("queue", flat=True).first() or ""
+    try:
+        job = services.job_claim(job_id=job_id, worker_id=worker_id, device=worker_device(queue))
+    finally:
+        CLAIMS.tick()
     if job is None:
         return "not-claimed"
     running = _Running.start(job)
@@ -268,7 +419,7 @@ def execute_job(job_id: int, *, worker_id: str) -> str:
             key = kind.batch_key(params)
             partners = _claim_partners(job, kind, key, worker_id) if key is not None else []
             if partners:
-                _run_batch(kind, [running, *partners])
+                _run_batch(kind, [running, *partners], handoff)
                 return (
                     Job.objects.filter(pk=job.pk).values_list("state", flat=True).first() or "lost"
                 )
@@ -278,6 +429,4 @@ def execute_job(job_id: int, *, worker_id: str) -> str:
         if not isinstance(exc, JobCancelled | JobFailed | registry.UnknownKind):
             log.exception("job %s crashed", job.pk)
         value = exc
-    if running.done:
-        return "finished"
-    return running.finish(*_outcome(running, value))
+    return _settle(running, value, handoff)

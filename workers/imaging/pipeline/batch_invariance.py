@@ -6,9 +6,9 @@ batch as well: BLAS picks other kernels for matrices with very few rows (the per
 time-embedding layers see one row per image), and oneDNN another convolution for a batch of one.
 While a pipeline runs inside :func:`batch_invariant`, those layers compute one row at a time, the
 UNet never sees a batch of one, and the VAE encodes and decodes one image at a time
-(:mod:`.latents`); so the same request gives the same pixels alone or inside a batch. (On CUDA,
-cuBLAS may still choose kernels by batch size: batched images then match solo ones up to
-rounding.)
+(:mod:`.latents`); so the same request gives the same pixels alone or inside a batch. On CUDA
+nothing is patched: cuBLAS may still choose kernels by batch size, so batched images match solo
+ones up to rounding there, and the row checks would cost a device sync per layer and step.
 
 Patching is done on instance ``forward`` attributes under :data:`forward_patch_lock` and undone
 by :func:`restore_forwards` (the embeddings' token lookup is patched the same way).
@@ -106,7 +106,7 @@ def batch_invariant(*models: Any) -> Iterator[None]:
     with forward_patch_lock:
         try:
             for model in models:
-                if model is None:
+                if model is None or not _on_cpu(model):
                     continue
                 for name, module in model.named_modules():
                     if name in _PER_IMAGE_MODULES or name.endswith(_PER_IMAGE_SUFFIXES):
@@ -124,6 +124,13 @@ def batch_invariant(*models: Any) -> Iterator[None]:
     finally:
         with forward_patch_lock:
             restore_forwards(patched)
+
+
+def _on_cpu(model: Any) -> bool:
+    """Only CPU arithmetic is made batch-independent: on CUDA the patches could not promise it
+    (cuBLAS), and each row check would wait for the GPU (a sync per layer per step)."""
+    device = getattr(model, "device", None)
+    return getattr(device, "type", "cpu") == "cpu"
 
 
 def restore_forwards(patched: list[tuple[Any, bool, Any]]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from workers.imaging.pipeline.batch_invariance import batch_invariant
 from workers.imaging.pipeline.controlnet import control_image, controlnet_model
+from workers.imaging.pipeline.device import pin_execution_device
 from workers.imaging.pipeline.latents import decode_latents, encode_images
 from workers.imaging.pipeline.loading import pipeline_classes, pipeline_family
 from workers.imaging.pipeline.progress import StepTracker, schedule_length
@@ -138,7 +139,7 @@ def _hires_pass(call: _Call, hires: HiresFix, latents: Any) -> Any:
 def _run_pass(call: _Call, kind: str, kwargs: dict[str, Any]) -> Any:
     """One pipeline call of ``kind``: a fresh scheduler, one generator per image."""
     runner = _variant(call.pipe, kind, call.controlnet)
-    runner.scheduler = _scheduler_for(call.pipe, call.template)
+    runner.scheduler = scheduler_for(call.pipe, call.template)
     call.tracker.begin_pass()
     latents = runner(**kwargs, generator=_generators(call.pipe, call.seeds)).images
     call.tracker.end_pass()
@@ -163,10 +164,24 @@ def _upscale_image(hires: HiresFix, image: Any, size: tuple[int, int]) -> Any:
     return image
 
 
-def _scheduler_for(pipe: Any, req: GenerationRequest) -> Any:
+# Per loaded pipeline, a never-used scheduler per (sampler, schedule type): each pass gets a
+# deep copy (0.1-0.2 ms) instead of a from_config (~1 ms: signature inspection, config checks).
+_schedulers: weakref.WeakKeyDictionary[Any, dict[tuple, Any]] = weakref.WeakKeyDictionary()
+
+
+def scheduler_for(pipe: Any, req: GenerationRequest) -> Any:
+    import copy
+
     from workers.imaging.samplers import make_scheduler
 
-    return make_scheduler(req.sampler, pipe.scheduler, schedule_type=req.schedule_type)
+    key = (req.sampler, req.schedule_type)
+    with _variants_lock:
+        prototypes = _schedulers.setdefault(pipe, {})
+        prototype = prototypes.get(key)
+        if prototype is None:
+            prototype = make_scheduler(req.sampler, pipe.scheduler, schedule_type=req.schedule_type)
+            prototypes[key] = prototype
+    return copy.deepcopy(prototype)
 
 
 def _stack_embeds(jobs: Sequence[ImageJob]) -> dict[str, Any]:
@@ -207,7 +222,7 @@ def _variant(pipe: Any, kind: str, controlnet: Any = None):
             with _quiet_diffusers():
                 found = cls.from_pipe(pipe, dtype=pipe.unet.dtype, **extra)
             found.set_progress_bar_config(disable=True)
-            cache[kind] = found
+            cache[kind] = pin_execution_device(found)
         return found
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from workers.common.safety import is_pickle_suffix, pickle_reason
 from workers.common.timing import timed
+from workers.imaging.pipeline.device import pin_execution_device
 
 try:  # one error type for "this model will not be loaded", shared with the LLM side
     from workers.ml.models import ModelRefused
@@ -217,7 +218,7 @@ def load_pipeline(
     pipe.to(target_device)
     align_weights(*pipe.components.values())
     pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return pin_execution_device(pipe)
 
 
 def _load_single_file(source: Path, torch_dtype: Any, config: str | os.PathLike[str] | None):
