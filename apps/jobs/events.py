@@ -7,6 +7,7 @@ stays the source of truth: a lost doorbell only delays a client, whose consumer 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import threading
@@ -79,9 +80,75 @@ def _doorbell_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+class _Sender:
+    """Doorbells from sync code, sent in order by one task on the doorbell loop.
+
+    The caller (a claim, an events flush, a job's last transaction) only enqueues: it does not
+    wait for Redis. One task sends them one after the other, so a group gets its doorbells in
+    the order they were rung. A doorbell still queued when the process dies is lost like any
+    other: sockets ask the database within WS_RESYNC_SECONDS.
+    """
+
+    def __init__(self) -> None:
+        self.loop = _doorbell_loop()
+        self.pending = 0
+        self._lock = threading.Lock()
+        self._queue: asyncio.Queue = asyncio.Queue()
+        asyncio.run_coroutine_threadsafe(self._run(), self.loop)
+
+    def put(self, layer, group: str, message: dict) -> None:
+        with self._lock:
+            self.pending += 1
+        self.loop.call_soon_threadsafe(self._queue.put_nowait, (layer, group, message))
+
+    async def _run(self) -> None:
+        while True:
+            layer, group, message = await self._queue.get()
+            try:
+                await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT)
+            except Exception:  # a broken doorbell must never undo a committed write
+                log.warning("could not notify %s", group, exc_info=True)
+            finally:
+                with self._lock:
+                    self.pending -= 1
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every doorbell rung so far has been sent (or given up)."""
+        deadline = time.monotonic() + timeout
+        while self.pending:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+
+_sender: _Sender | None = None
+_sender_pid: int | None = None
+
+
+_sender_lock = threading.Lock()
+
+
+def _doorbells() -> _Sender:
+    global _sender, _sender_pid
+    with _sender_lock:
+        if _sender is None or _sender_pid != os.getpid() or _sender.loop.is_closed():
+            _sender, _sender_pid = _Sender(), os.getpid()
+        return _sender
+
+
+def drain_doorbells(timeout: float = 2.0) -> bool:
+    """Send what is queued before a short-lived process exits (commands, tests)."""
+    return _sender is None or _sender_pid != os.getpid() or _sender.drain(timeout)
+
+
+atexit.register(drain_doorbells)
+
+
 @timed("jobs.ring")
 def ring(group: str, message: dict) -> None:
-    """Send `message` to a channel-layer group from sync or async code; never raises."""
+    """Send `message` to a channel-layer group from sync or async code; never raises. From sync
+    code it returns at once (the doorbell loop sends it, in order)."""
     layer = get_channel_layer()
     if layer is None:
         return
@@ -89,10 +156,7 @@ def ring(group: str, message: dict) -> None:
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # plain sync code (workers, sync views): the doorbell loop
-            future = asyncio.run_coroutine_threadsafe(
-                layer.group_send(group, message), _doorbell_loop()
-            )
-            future.result(timeout=SEND_TIMEOUT)  # in order: one doorbell after the other
+            _doorbells().put(layer, group, message)
         else:  # pragma: no cover - sync code called from inside a loop: asgiref's own path
             async_to_sync(layer.group_send)(group, message)
     except Exception:  # a broken doorbell must never undo a committed write
