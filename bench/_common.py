@@ -156,3 +156,44 @@ def read_probes(probe_dir: str | os.PathLike) -> list[dict]:
         for f in sorted(folder.glob("*.jsonl")):
             out.extend(json.loads(x) for x in f.read_text().splitlines() if x.strip())
     return out
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def isolated_environment(tmp: Path, *, redis_url: str, channel_prefix: str) -> dict[str, str]:
+    """The settings of a bench run of its own: a SQLite database, Redis, var/ folders and
+    channel prefix under `tmp`, offline model hubs, the repository on PYTHONPATH."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "webapp.settings",
+        "DATABASE_URL": f"sqlite:///{(tmp / 'bench.sqlite3').resolve()}",
+        "REDIS_URL": redis_url,
+        "ATELIER_VAR_DIR": str(tmp / "var"),
+        "ATELIER_MEDIA_ROOT": str(tmp / "media"),
+        "ATELIER_JOBS_DIR": str(tmp / "jobs"),
+        "ATELIER_MODELS_DIR": str(tmp / "var" / "models"),
+        "ATELIER_CHANNEL_PREFIX": channel_prefix,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        ),
+    }
+
+
+def probed_worker_env(env: dict[str, str], *, probe_env: str, probe_dir: Path, module: str):
+    """The worker's environment: one torch thread, the bench's timing probes loaded through
+    ATELIER_JOB_KIND_MODULES."""
+    return {
+        **env,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "ATELIER_JOB_KIND_MODULES": module,
+        probe_env: str(probe_dir),
+    }
+
+
+def without_probes(env: dict[str, str], probe_env: str) -> dict[str, str]:
+    """`env` less the probes: for the bench's plain subprocesses (no Django there)."""
+    return {k: v for k, v in env.items() if k not in (probe_env, "ATELIER_JOB_KIND_MODULES")}

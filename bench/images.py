@@ -111,7 +111,17 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path.pop(0)
 sys.path.insert(0, str(ROOT))
 
-from bench._common import bench_policy, cpu_seconds, mean, pct, say, stop_everything  # noqa: E402
+from bench._common import (  # noqa: E402
+    bench_policy,
+    cpu_seconds,
+    isolated_environment,
+    mean,
+    pct,
+    probed_worker_env,
+    say,
+    stop_everything,
+    without_probes,
+)
 from bench._images_child import PROBE_ENV, read_probes  # noqa: E402
 from tests.harness import Processes, start_embedded_redis  # noqa: E402
 
@@ -179,21 +189,11 @@ class Bench:
         (self.tmp / "var" / "models").mkdir(parents=True)
         self.probe_dir = self.tmp / "probes"
         self.probe_dir.mkdir()
-        # Processes puts os.environ and `env` over its OMP_NUM_THREADS=1 default: force it here.
-        proc_env = {
-            **env,
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "ATELIER_JOB_KIND_MODULES": "bench._images_child",  # the worker's timing probes
-            PROBE_ENV: str(self.probe_dir),
-        }
-        self.procs = Processes(env=proc_env, log_dir=self.tmp / "logs")
-        # The worker's environment for the bare side too, less the probes (no Django there).
-        self.child_env = {
-            k: v
-            for k, v in self.procs.env.items()
-            if k not in (PROBE_ENV, "ATELIER_JOB_KIND_MODULES")
-        }
+        proc_env = probed_worker_env(
+            env, probe_env=PROBE_ENV, probe_dir=self.probe_dir, module="bench._images_child"
+        )
+        self.procs = Processes(env=proc_env, log_dir=self.tmp / "logs")  # over os.environ
+        self.child_env = without_probes(self.procs.env, PROBE_ENV)
         self._migrate_and_build()
         self._create_rows(tag)
         say("starting the platform worker (queues gpu,cpu; threads pool, concurrency 1)")
@@ -201,23 +201,9 @@ class Bench:
 
     def _environment(self, tag: str, redis_url: str) -> dict[str, str]:
         """The isolated run's settings: own database, Redis, var/ folders and channel prefix."""
-        db_url = f"sqlite:///{(self.tmp / 'bench.sqlite3').resolve()}"
-        env = {
-            "DJANGO_SETTINGS_MODULE": "webapp.settings",
-            "DATABASE_URL": db_url,
-            "REDIS_URL": redis_url,
-            "ATELIER_VAR_DIR": str(self.tmp / "var"),
-            "ATELIER_MEDIA_ROOT": str(self.tmp / "media"),
-            "ATELIER_JOBS_DIR": str(self.tmp / "jobs"),
-            "ATELIER_MODELS_DIR": str(self.tmp / "var" / "models"),
-            "ATELIER_CHANNEL_PREFIX": f"atelier-imgbench-{tag}",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-            ),
-        }
+        env = isolated_environment(
+            self.tmp, redis_url=redis_url, channel_prefix=f"atelier-imgbench-{tag}"
+        )
         if self.args.batch_max_jobs is not None:
             env["ATELIER_BATCH_MAX_JOBS"] = str(self.args.batch_max_jobs)
         return env

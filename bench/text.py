@@ -75,7 +75,17 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
     sys.path.pop(0)
 sys.path.insert(0, str(ROOT))
 
-from bench._common import bench_policy, cpu_seconds, mean, pct, say, stop_everything  # noqa: E402
+from bench._common import (  # noqa: E402
+    bench_policy,
+    cpu_seconds,
+    isolated_environment,
+    mean,
+    pct,
+    probed_worker_env,
+    say,
+    stop_everything,
+    without_probes,
+)
 from bench._text_child import PROBE_ENV, read_probes  # noqa: E402
 from tests.harness import Processes, start_embedded_redis  # noqa: E402
 
@@ -118,19 +128,11 @@ class Bench:
         (self.tmp / "var" / "models").mkdir(parents=True)
         self.probe_dir = self.tmp / "probes"
         self.probe_dir.mkdir()
-        proc_env = {
-            **env,
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "ATELIER_JOB_KIND_MODULES": "bench._text_child",  # the worker's timing probes
-            PROBE_ENV: str(self.probe_dir),
-        }
-        self.procs = Processes(env=proc_env, log_dir=self.tmp / "logs")
-        self.child_env = {
-            k: v
-            for k, v in self.procs.env.items()
-            if k not in (PROBE_ENV, "ATELIER_JOB_KIND_MODULES")
-        }
+        proc_env = probed_worker_env(
+            env, probe_env=PROBE_ENV, probe_dir=self.probe_dir, module="bench._text_child"
+        )
+        self.procs = Processes(env=proc_env, log_dir=self.tmp / "logs")  # over os.environ
+        self.child_env = without_probes(self.procs.env, PROBE_ENV)
         self._migrate_and_build()
         self._create_rows(tag)
         say("starting the platform worker (queues gpu,cpu; threads pool, concurrency 1)")
@@ -152,23 +154,11 @@ class Bench:
         self.facts["bare load"] = f"{ready['load_s']:.1f}s"
 
     def _environment(self, tag: str, redis_url: str) -> dict[str, str]:
-        db_url = f"sqlite:///{(self.tmp / 'bench.sqlite3').resolve()}"
-        return {
-            "DJANGO_SETTINGS_MODULE": "webapp.settings",
-            "DATABASE_URL": db_url,
-            "REDIS_URL": redis_url,
-            "ATELIER_VAR_DIR": str(self.tmp / "var"),
-            "ATELIER_MEDIA_ROOT": str(self.tmp / "media"),
-            "ATELIER_JOBS_DIR": str(self.tmp / "jobs"),
-            "ATELIER_MODELS_DIR": str(self.tmp / "var" / "models"),
-            "ATELIER_CHANNEL_PREFIX": f"atelier-textbench-{tag}",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-            ),
-        }
+        """The isolated run's settings: own database, Redis, var/ folders and channel prefix."""
+        env = isolated_environment(
+            self.tmp, redis_url=redis_url, channel_prefix=f"atelier-textbench-{tag}"
+        )
+        return env
 
     def _migrate_and_build(self) -> None:
         say(f"migrating the fresh database; preparing {self.args.model} (setup, not timed)")

@@ -59,11 +59,14 @@ def job_append_events(
     attempt: int | None = None,
     progress: float | None = None,
     eta_seconds: float | None = None,
+    loaded: Job | None = None,
 ) -> list[JobEvent] | None:
     """Append events with the next sequence numbers, then ring the doorbell after commit.
 
     With `attempt`, the write is fenced: it happens only while that attempt still owns the
     running job (a worker that lost its lease writes nothing). Returns None when fenced out.
+    `loaded`: the job's row as the caller just read it (with created_by), for the dashboard's
+    snapshot instead of reading it again.
     """
     if not events and progress is None:
         return []
@@ -94,7 +97,7 @@ def job_append_events(
             doorbell.ring_project(
                 job_id,
                 state_changed=state_changed,
-                load=lambda: Job.objects.select_related("created_by").get(pk=job_id),
+                load=lambda: loaded or Job.objects.select_related("created_by").get(pk=job_id),
             )
 
         transaction.on_commit(ring)
@@ -471,9 +474,10 @@ def job_claim(*, job_id: int, worker_id: str, device: str = "") -> Job | None:
             # waits unsent, and dispatch_waiting sends it again when a slot frees.
             Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(dispatched_at=None)
             return None
-        claimed = Job.objects.get(pk=job_id)
+        claimed = Job.objects.select_related("created_by").get(pk=job_id)
         job_append_events(
             job_id=job_id,
+            loaded=claimed,
             events=[
                 (
                     EventKind.STATE,
