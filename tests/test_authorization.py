@@ -269,9 +269,15 @@ MATRIX: dict[str, list[Check]] = {
                 "validation_fraction": "0.1",
                 "seed": "1",
             },
-            effect=lambda w: w.project.datasets.filter(name="More").exists(),
+            # The import runs as a job: the submit queues it.
+            effect=lambda w: Job.objects.filter(
+                kind="dataset.import", params__upload=w.upload_token
+            ).exists(),
         ),
     ],
+    # An import's page and its cancel (the world's job is no import: both send to its job page).
+    "datasets:import": [Check("GET", "project", ROLES, ok=302)],
+    "datasets:import_cancel": [Check("POST", "project", LAUNCHERS, ok=302)],
     "datasets:map_preview": [
         Check(
             "POST",
@@ -312,7 +318,7 @@ MATRIX: dict[str, list[Check]] = {
             "POST",
             "project",
             LAUNCHERS,
-            ok=201,
+            ok=202,
             api=True,
             multipart=True,
             data=lambda: {
@@ -321,7 +327,9 @@ MATRIX: dict[str, list[Check]] = {
                 "source": "tests",
                 "file": SimpleUploadedFile("api.csv", b"question,answer\nA?,B.\n"),
             },
-            effect=lambda w: w.project.datasets.filter(name="Via API").exists(),
+            effect=lambda w: Job.objects.filter(
+                kind="dataset.import", params__filename="api.csv"
+            ).exists(),
         ),
     ],
     "api:dataset_version": [Check("GET", "project", ROLES, api=True)],

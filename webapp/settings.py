@@ -289,6 +289,9 @@ ATELIER_MAX_UPLOAD_BYTES = envint("ATELIER_MAX_UPLOAD_BYTES", 2 * 1024**3)
 # Every request body is bounded before it is read (webapp/limits.py, around the ASGI app): this
 # for every route, ATELIER_MAX_UPLOAD_BYTES only for the upload routes and signed-in uploaders.
 ATELIER_MAX_REQUEST_BYTES = envint("ATELIER_MAX_REQUEST_BYTES", 1024 * 1024)
+# Address-space cap of the child that converts a GGUF model on first use (bytes); 0: the default,
+# max(4 GiB, 4 x the file), so a hostile header cannot take the worker down.
+GGUF_CONVERT_MEMORY_BYTES = envint("ATELIER_GGUF_CONVERT_MEMORY_BYTES", 0)
 
 # Security: HTTPS-only cookies, HSTS and the SSL redirect are on when the site is served under a
 # name beyond loopback (production), off on loopback (`make run` on http://127.0.0.1); DEBUG does

@@ -6,6 +6,7 @@ import json
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, JsonResponse
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.jobs import events as job_events
@@ -230,17 +231,43 @@ def _dataset_json(d) -> dict:
     }
 
 
+def _dataset_submit_params(post) -> dict:
+    """The import's mapping and split from the form fields (ValueError: what is wrong)."""
+    try:
+        mapping = json.loads(post["mapping"]) if post.get("mapping") else None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"mapping is not valid JSON: {exc}") from None
+    if mapping is not None and not isinstance(mapping, dict):
+        raise ValueError('mapping must be a JSON object: {"schema": ..., "columns": {...}}')
+    return {
+        "mapping": mapping,
+        "fmt": post.get("fmt") or None,
+        "encoding": post.get("encoding") or None,
+        "template": post.get("template", ""),
+        "validation_fraction": float(post.get("validation_fraction") or 0),
+        "seed": int(post.get("seed") or 0),
+    }
+
+
 @require_http_methods(["GET", "POST"])
 @api_view
 def datasets(request, project_id: int):
     """GET: the project's datasets. POST (multipart): file + name, license, source, optional
     description, mapping (JSON), fmt, encoding, template, validation_fraction, seed, dataset (id of
-    an existing dataset for a new version). All or nothing: errors come back with their places."""
+    an existing dataset for a new version).
+
+    Every import is a job (kind dataset.import, cpu queue), whatever the file's size: the answer
+    is 202 with the job (id, state, url) and a Location header to poll (GET .../jobs/<id>/). The
+    job's result holds the version (version_id, dataset_id, version, rows, created) once it
+    succeeded, or `errors` (each with message, row/line, column, path) and `total` when the file
+    was refused; all or nothing either way. What can be told at once is a 400 without a job: a
+    missing file, bad fields or parameters, a file that cannot be read at all (with its place)."""
     from django.core.exceptions import ValidationError
 
+    from apps.datasets import selectors as dataset_selectors
     from apps.datasets import services as dataset_services
     from apps.datasets.models import Dataset
-    from apps.datasets.storage import discard_upload, stage_upload
+    from apps.datasets.storage import discard_upload
 
     if request.method == "GET":
         access = project_selectors.project_access(user=request.user, project_id=project_id)
@@ -261,57 +288,42 @@ def datasets(request, project_id: int):
             ).first()
         if target is None:
             return _error(404, "No such dataset")
+    meta = {k: request.POST.get(k, "") for k in ("name", "description", "license", "source")} | {
+        "dataset": target.pk if target else None
+    }
     try:
-        mapping = json.loads(request.POST["mapping"]) if request.POST.get("mapping") else None
-        fraction = float(request.POST.get("validation_fraction") or 0)
-        seed = int(request.POST.get("seed") or 0)
-    except (ValueError, json.JSONDecodeError) as exc:
+        params = _dataset_submit_params(request.POST)
+        if target is None:
+            dataset_services.dataset_check_new(
+                project=access.project,
+                name=meta["name"],
+                license=meta["license"],
+                source=meta["source"],
+            )
+    except ValueError as exc:
         return _error(400, f"Bad parameter: {exc}")
-    staged = stage_upload(
-        uploaded_file=upload, user_id=request.user.pk, project_id=access.project.pk
-    )
-    try:
-        version, created = dataset_services.dataset_import(
-            project=access.project,
-            actor=request.user,
-            upload_path=staged.file,
-            filename=staged.filename,
-            dataset=target,
-            name=request.POST.get("name", ""),
-            description=request.POST.get("description", ""),
-            license=request.POST.get("license", ""),
-            source=request.POST.get("source", ""),
-            mapping=mapping,
-            fmt=request.POST.get("fmt") or None,
-            encoding=request.POST.get("encoding") or None,
-            template=request.POST.get("template", ""),
-            validation_fraction=fraction,
-            seed=seed,
-            request=request,
-        )
-    except dataset_services.DatasetImportFailed as exc:
-        return _error(
-            400,
-            f"{exc.total} problem(s) in the file; nothing was imported",
-            errors=exc.errors,
-            total=exc.total,
-        )
     except ValidationError as exc:
         fields = exc.message_dict if hasattr(exc, "message_dict") else {"__all__": exc.messages}
         return _error(400, "Invalid dataset fields", fields=fields)
-    except ValueError as exc:  # an out-of-range parameter (validation_fraction, seed)
-        return _error(400, f"Bad parameter: {exc}")
-    except Exception as exc:  # DatasetError (a mapping problem) and friends: say what, not a 500
-        from workers.data.errors import DatasetError
-
-        if isinstance(exc, DatasetError):
-            return _error(400, str(exc))
-        raise
-    finally:
-        discard_upload(staged)
-    return JsonResponse(
-        {"created": created, "version": _version_json(version)}, status=201 if created else 200
+    staged = dataset_services.upload_stage(
+        uploaded_file=upload, user_id=request.user.pk, project_id=access.project.pk, meta=meta
     )
+    _, unreadable = dataset_selectors.staged_sniff(
+        staged, fmt=params["fmt"], encoding=params["encoding"]
+    )
+    if unreadable is not None:
+        discard_upload(staged)
+        return _error(400, "The file cannot be read; nothing was imported", errors=[unreadable])
+    try:
+        job = dataset_services.import_submit(
+            project=access.project, actor=request.user, staged=staged, request=request, **params
+        )
+    except job_services.JobParamsError as exc:
+        discard_upload(staged)
+        return _error(400, "Invalid import parameters", fields=exc.errors)
+    response = JsonResponse(_one_job_json(job, access=access, user=request.user), status=202)
+    response["Location"] = reverse("api:job", args=[access.project.pk, job.pk])
+    return response
 
 
 @require_GET

@@ -1,8 +1,8 @@
-"""Dataset jobs on the cpu queue: PII scan, PII redaction (new version), duplicate removal."""
+"""Dataset jobs on the cpu queue: import, PII scan, PII redaction (new version), duplicate removal."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -98,5 +98,48 @@ register(
         description="Recounts a version's length histogram in a tokenizer's tokens.",
         launchable=False,
         check=check_version,
+    )
+)
+
+
+IMPORT_KIND = "dataset.import"
+
+
+class ImportParams(BaseModel):
+    """The mapping step's choices for a staged upload (its first step's fields lie beside it)."""
+
+    model_config = {"extra": "forbid"}
+
+    upload: str = Field(..., min_length=1, max_length=64, title="Staged upload")
+    # The uploaded file's name, for the import page once the staged file is gone.
+    filename: str = Field("", max_length=255, title="File")
+    # {"schema": ..., "columns": {role: column}}; None lets the importer suggest one (the API).
+    mapping: dict[str, Any] | None = Field(None, title="Column mapping")
+    fmt: str | None = Field(None, max_length=32, title="Format")
+    encoding: str | None = Field(None, max_length=64, title="Encoding")
+    template: str = Field("", max_length=20000, title="Prompt template")
+    validation_fraction: float = Field(0.0, ge=0.0, le=0.5, title="Validation share")
+    seed: int = Field(0, title="Split seed")
+
+
+def check_upload(project, params: ImportParams, *, user=None) -> dict[str, str]:
+    """The staged upload is the submitting user's, in this project, and still there."""
+    from apps.datasets.storage import load_upload
+
+    if user is None or load_upload(params.upload, user_id=user.pk, project_id=project.pk) is None:
+        return {"upload": "This upload has expired or is not yours; upload the file again"}
+    return {}
+
+
+register(
+    JobKind(
+        name=IMPORT_KIND,
+        label="Dataset import",
+        queue="cpu",
+        params=ImportParams,
+        runner=runner_at("apps.datasets.runners:run_import"),
+        description="Validates a staged file and records it as a new dataset version.",
+        launchable=False,
+        check=check_upload,
     )
 )

@@ -141,3 +141,115 @@ def run_stats(ctx: JobContext) -> dict:
         "tokenizer": ctx.params.tokenizer,
         "mean_length": stats.get("length", {}).get("mean"),
     }
+
+
+def _import_progress(ctx: JobContext):
+    """The import's progress, and a cancel raised between chunks of rows. Reading the file is
+    the first half (bytes read of its size); the statistics and moderation report that follow
+    take about as long, with no finer steps, so each end of a phase (done == total) moves the
+    bar and says what comes next."""
+    ends = 0
+
+    def report(done: int, total: int) -> None:
+        nonlocal ends
+        if ctx.reporter.should_stop():
+            raise JobCancelled()
+        if total and done < total:
+            ctx.reporter.step(int(500 * done / total), 1000)
+            return
+        ends += 1
+        if ends == 1:
+            ctx.reporter.log("every row is valid; computing statistics and the moderation report")
+            ctx.reporter.step(500, 1000)
+        else:
+            ctx.reporter.log("recording the version")
+            ctx.reporter.step(950, 1000)
+
+    return report
+
+
+def _storable(value):
+    """Error dicts with every string UTF-8 can encode (a lone surrogate quoted from a cell is
+    written as its escape): PostgreSQL's jsonb refuses the rest."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    return value
+
+
+def _lost(ctx: JobContext) -> bool:
+    """This attempt no longer owns the job (its lease ran out): the reaper re-queues it and the
+    next attempt reads the staged file again, so it must stay."""
+    lost = getattr(ctx.reporter, "lost", None)
+    return bool(lost is not None and lost.is_set())
+
+
+def _fail_with_errors(ctx: JobContext, exc) -> JobFailed:
+    """Keep the refusal's errors, with their places, as the job's result (the page and the API
+    show them where they are), then fail the job with a one-line summary. The result is written
+    here, fenced by this attempt, because a failed job's outcome carries only its error text."""
+    from apps.jobs.models import Job
+    from apps.jobs.states import ACTIVE
+
+    Job.objects.filter(pk=ctx.job_id, attempt=ctx.attempt, state__in=ACTIVE).update(
+        result={"errors": _storable(exc.errors), "total": exc.total}
+    )
+    first = _storable(exc.errors[0]["message"]) if exc.errors else ""
+    summary = f"{exc.total:,} problem(s) in the file; nothing was imported"
+    return JobFailed(f"{summary}. The first: {first}" if first else summary)
+
+
+def run_import(ctx: JobContext) -> dict:
+    """Import a staged upload. The staged file is the input: it goes once the job succeeded or
+    was cancelled, and stays after a refusal (the user may change the mapping and try again)
+    and while a lost worker's attempt is re-queued (the next attempt reads it again)."""
+    from apps.datasets import services, storage
+    from apps.datasets.validation import DatasetImportFailed
+    from apps.projects.models import Project
+
+    p = ctx.params
+    launcher = _launcher(ctx)
+    staged = storage.load_upload(
+        p.upload, user_id=getattr(launcher, "pk", None), project_id=ctx.project_id
+    )
+    if staged is None:
+        raise JobFailed("The uploaded file has expired (kept for 24 hours); upload it again")
+    ctx.reporter.log(f"importing {staged.filename} ({staged.size:,} bytes)")
+    try:
+        version, created = services.staged_import(
+            project=Project.objects.get(pk=ctx.project_id),
+            actor=launcher,
+            staged=staged,
+            mapping=p.mapping,
+            fmt=p.fmt,
+            encoding=p.encoding,
+            template=p.template,
+            validation_fraction=p.validation_fraction,
+            seed=p.seed,
+            progress=_import_progress(ctx),
+        )
+    except JobCancelled:
+        if not _lost(ctx):
+            storage.discard_upload(staged)
+            ctx.reporter.log("cancelled: nothing was imported")
+        raise
+    except DatasetImportFailed as exc:
+        raise _fail_with_errors(ctx, exc) from None
+    storage.discard_upload(staged)
+    ctx.reporter.log(
+        f"imported {version.rows:,} rows as v{version.number}"
+        if created
+        else f"this content is already v{version.number}; nothing new was stored"
+    )
+    ctx.reporter.step(1000, 1000)
+    return {
+        "version_id": version.pk,
+        "dataset_id": version.dataset_id,
+        "version": version.number,
+        "rows": version.rows,
+        "created": created,
+        "url": version.get_absolute_url(),
+    }

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from itertools import islice
+from typing import Any
 
 from django.http import Http404
 
@@ -52,15 +53,20 @@ def staged_upload(
     return staged, meta, target
 
 
-def staged_sniff(staged: storage.StagedUpload):
-    """(format, encoding and suggested mapping, None) or (None, why the file cannot be read)."""
+def staged_sniff(
+    staged: storage.StagedUpload, *, fmt: str | None = None, encoding: str | None = None
+):
+    """(format, encoding and suggested mapping, None) or (None, why the file cannot be read:
+    the problem as a dict with its message and place, as an import's errors are)."""
     from workers.data.errors import DatasetError, DatasetInvalid
     from workers.data.formats import sniff
 
     try:
-        return sniff(staged.file, staged.filename), None
-    except (DatasetError, DatasetInvalid) as exc:
-        return None, str(exc)
+        return sniff(staged.file, staged.filename, fmt=fmt, encoding=encoding), None
+    except DatasetError as exc:
+        return None, exc.to_dict()
+    except DatasetInvalid as exc:
+        return None, (exc.to_list() or [{"message": str(exc)}])[0]
 
 
 def version_access(
@@ -126,3 +132,83 @@ def moderation_summary(version: DatasetVersion, *, page_size: int = PAGE_SIZE) -
         for example in report.get("examples") or []
     ]
     return {**report, "categories": by_category, "examples": examples}
+
+
+def import_job(
+    *, user, project_id: int, job_id: int, need: str = "view"
+) -> tuple[ProjectAccess, Any]:
+    """A job of the project the user may see, with the capability checked (404 otherwise);
+    the caller sends a job of another kind to its own page."""
+    from apps.jobs.selectors import job_access
+
+    return job_access(user=user, project_id=project_id, job_id=job_id, need=need)
+
+
+def import_upload(*, access: ProjectAccess, user, job) -> storage.StagedUpload | None:
+    """The staged file an import job reads, while it is still there and this user's."""
+    token = (job.params or {}).get("upload") or ""
+    return storage.load_upload(str(token), user_id=user.pk, project_id=access.project.pk)
+
+
+def import_version(*, access: ProjectAccess, job) -> DatasetVersion | None:
+    """The version an import job made or found (also one a cancel came too late to stop)."""
+    result = job.result if isinstance(job.result, dict) else {}
+    version_id = result.get("version_id")
+    if not isinstance(version_id, int):
+        return None
+    return (
+        DatasetVersion.objects.select_related("dataset")
+        .filter(pk=version_id, dataset__project=access.project)
+        .first()
+    )
+
+
+def import_refusal(job) -> tuple[list[dict], int]:
+    """A failed import's errors with their places (row, line, column, entry, field) and their
+    count; a job that failed another way (its worker died) gives its error as the one entry."""
+    result = job.result if isinstance(job.result, dict) else {}
+    errors = [e for e in result.get("errors") or [] if isinstance(e, dict)]
+    if not errors and job.error:
+        errors = [{"message": job.error}]
+    return errors, max(int(result.get("total") or 0), len(errors))
+
+
+def printable(value: Any, limit: int = 160) -> str:
+    """A cell as the page shows it: text as is, anything else as JSON, cut to `limit`, with
+    what UTF-8 cannot encode (a lone surrogate from a JSON escape) written as its escape, so a
+    sample can never break the page."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def sniff_display(sniffed) -> dict[str, Any]:
+    """The sniffed file for the mapping page: columns, the first rows as cells in column order
+    and the warnings, every string safe to render."""
+    columns = list(sniffed.columns)
+    return {
+        "format": printable(sniffed.format or ""),
+        "encoding": printable(sniffed.encoding or ""),
+        "columns": [printable(c, 200) for c in columns],
+        "rows": [
+            [printable(row[c]) if c in row else "" for c in columns]
+            for row in sniffed.sample_rows[:5]
+        ],
+        "warnings": [printable(w, 2000) for w in sniffed.warnings],
+    }
+
+
+def active_import(*, access: ProjectAccess, token: str):
+    """The import job still queued or running on this staged upload, if any: a second submit
+    of the mapping form follows it instead of starting another."""
+    from apps.datasets.jobkinds import IMPORT_KIND
+    from apps.jobs.models import Job
+    from apps.jobs.states import TERMINAL
+
+    return (
+        Job.objects.filter(project=access.project, kind=IMPORT_KIND, params__upload=token)
+        .exclude(state__in=TERMINAL)
+        .order_by("-pk")
+        .first()
+    )

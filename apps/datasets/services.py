@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,23 +64,108 @@ def upload_stage(
     return staged
 
 
+def import_submit(
+    *,
+    project: Project,
+    actor,
+    staged: storage.StagedUpload,
+    mapping: dict[str, Any] | None,
+    fmt: str | None = None,
+    encoding: str | None = None,
+    template: str = "",
+    validation_fraction: float = 0.0,
+    seed: int = 0,
+    request=None,
+):
+    """Queue the import of a staged upload as a cpu job: a large file must not hold a request
+    open. The staged file is the job's input and stays until the job ends (see run_import).
+    Raises JobParamsError (bad params, an upload that is not this user's, a quota)."""
+    from apps.datasets.jobkinds import IMPORT_KIND
+    from apps.jobs.services import job_create
+
+    return job_create(
+        project=project,
+        kind=IMPORT_KIND,
+        params={
+            "upload": staged.token,
+            "filename": staged.filename,
+            "mapping": mapping,
+            "fmt": fmt,
+            "encoding": encoding,
+            "template": template,
+            "validation_fraction": validation_fraction,
+            "seed": seed,
+        },
+        created_by=actor,
+        request=request,
+    )
+
+
+def import_cancel(*, job, actor, request=None) -> bool:
+    """Cancel an import job. A queued one is cancelled at once and never runs, so its staged
+    file goes here; a running one stops at its next chunk of rows and discards the file itself."""
+    from apps.jobs.services import job_cancel
+    from apps.jobs.states import JobState
+
+    if not job_cancel(job=job, actor=actor, request=request):
+        return False
+    job.refresh_from_db(fields=["state"])
+    if job.state == JobState.CANCELLED and job.created_by_id is not None:
+        staged = storage.load_upload(
+            str((job.params or {}).get("upload") or ""),
+            user_id=job.created_by_id,
+            project_id=job.project_id,
+        )
+        if staged is not None:
+            storage.discard_upload(staged)
+    return True
+
+
+def _refusal(exc: Exception) -> DatasetImportFailed:
+    """A DatasetImportFailed for what stopped an import before its rows were checked: a field
+    (the place is the field's name), a mapping or template problem, an out-of-range split."""
+    from workers.data.errors import DatasetError
+
+    if isinstance(exc, DatasetError):
+        errors = [exc.to_dict()]
+    elif isinstance(exc, ValidationError):
+        groups = exc.message_dict if hasattr(exc, "message_dict") else {"": exc.messages}
+        errors = [
+            {"message": m, "field": field or None} for field, msgs in groups.items() for m in msgs
+        ]
+    else:
+        errors = [{"message": str(exc)}]
+    return DatasetImportFailed(errors, len(errors))
+
+
 def staged_import(
     *,
     project: Project,
     actor,
     staged: storage.StagedUpload,
-    meta: dict[str, Any],
-    target: Dataset | None,
-    sniffed,
-    cleaned: dict[str, Any],
-    request=None,
+    mapping: dict[str, Any] | None,
+    fmt: str | None = None,
+    encoding: str | None = None,
+    template: str = "",
+    validation_fraction: float = 0.0,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[DatasetVersion, bool]:
-    """Import a staged upload with the mapping step's choices; the staged file goes on success.
-    Every refusal is a DatasetImportFailed (file errors, bad metadata, an unreadable file)."""
+    """Import a staged upload with the first step's fields kept beside it (the import job's
+    work). Every refusal is a DatasetImportFailed with the places of the problems; the staged
+    file is left where it is, for the caller to discard or keep."""
     from workers.data.errors import DatasetError
 
+    meta = json.loads((staged.path / "form.json").read_text())
+    target = None
+    if meta.get("dataset"):
+        target = Dataset.objects.filter(project=project, pk=meta["dataset"]).first()
+        if target is None:
+            raise DatasetImportFailed(
+                [{"message": "The dataset this upload was for no longer exists"}], 1
+            )
     try:
-        version, created = dataset_import(
+        return dataset_import(
             project=project,
             actor=actor,
             upload_path=staged.file,
@@ -89,24 +175,16 @@ def staged_import(
             description=meta.get("description") or "",
             license=meta.get("license") or "",
             source=meta.get("source") or "",
-            mapping={"schema": cleaned["schema"], "columns": cleaned["columns"]},
-            fmt=sniffed.format,
-            encoding=sniffed.encoding,
-            template=cleaned["template"] or "",
-            validation_fraction=cleaned["validation_fraction"],
-            seed=cleaned["seed"],
-            request=request,
+            mapping=mapping,
+            fmt=fmt,
+            encoding=encoding,
+            template=template,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            progress=progress,
         )
-    except (DatasetError, ValidationError) as exc:
-        if isinstance(exc, ValidationError):
-            error = exc.message_dict if hasattr(exc, "message_dict") else {"": exc.messages}
-            groups = list(error.values())
-        else:
-            groups = [[str(exc)]]
-        errors = [{"message": m} for msgs in groups for m in msgs]
-        raise DatasetImportFailed(errors, len(errors)) from exc
-    storage.discard_upload(staged)
-    return version, created
+    except (DatasetError, ValidationError, ValueError) as exc:
+        raise _refusal(exc) from exc
 
 
 def _next_number(dataset: Dataset) -> int:
@@ -181,10 +259,13 @@ def _record_import(
     validation_fraction: float,
     seed: int,
     request=None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DatasetVersion:
     """Install the validated files in media and record their version, and the dataset when it
     is new, in one transaction; the files leave media again if that fails."""
     version_stats, flags = _reports(project.pk, result.canonical_path, result.schema)
+    if progress is not None:  # the reports take a while: the last place a cancel can stop it
+        progress(result.bytes, result.bytes)
     # Keep only the version's own files in the staged folder before it moves to media.
     files_dir = Path(result.canonical_path).parent
     with storage.installed_version(files_dir, project.pk, result.sha256) as target:
@@ -248,12 +329,15 @@ def dataset_import(
     seed: int = 0,
     limits=None,
     request=None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[DatasetVersion, bool]:
     """Validate and import a file as a new version (of a new or an existing dataset).
 
     All-or-nothing: on any problem DatasetImportFailed is raised and neither the database nor
     the media folder changes. Re-importing content that a dataset already has returns that
-    version (second value False).
+    version (second value False). `progress(bytes_read, total_bytes)` is called while the rows
+    are read, and once more before anything is recorded; whatever it raises (a cancel) stops
+    the import with nothing written.
     """
     if dataset is None:
         check_new_dataset(project=project, name=name, license=license, source=source)
@@ -268,6 +352,7 @@ def dataset_import(
             validation_fraction=validation_fraction,
             seed=seed,
             limits=limits,
+            progress=progress,
         )
         if dataset is not None:
             existing = version_with_content(dataset, result)
@@ -284,6 +369,7 @@ def dataset_import(
             validation_fraction=validation_fraction,
             seed=seed,
             request=request,
+            progress=progress,
         )
         return version, True
 

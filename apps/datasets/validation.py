@@ -62,8 +62,10 @@ def validate_file(
     validation_fraction: float,
     seed: int,
     limits,
+    progress=None,
 ) -> ImportResult:
-    """The file as canonical rows in `out_dir`, or DatasetImportFailed saying what is wrong."""
+    """The file as canonical rows in `out_dir`, or DatasetImportFailed saying what is wrong.
+    `progress(bytes_read, total_bytes)`: see import_file (an exception from it stops the import)."""
     from workers.data.canonical import Mapping
     from workers.data.errors import DatasetInvalid
     from workers.data.importer import import_file
@@ -78,6 +80,7 @@ def validate_file(
             encoding=encoding,
             validation_fraction=validation_fraction,
             seed=seed,
+            progress=progress,
             **({"limits": limits} if limits is not None else {}),
         )
     except DatasetInvalid as exc:

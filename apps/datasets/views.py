@@ -14,14 +14,18 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.http import content_disposition_header
+from django.utils.translation import gettext
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.datasets import selectors, services, storage
 from apps.datasets.forms import DecisionForm, MappingForm, UploadForm
+from apps.datasets.jobkinds import IMPORT_KIND
 from apps.datasets.licenses import LICENSES
 from apps.datasets.models import Approval
 from apps.jobs import services as job_services
+from apps.jobs.states import JobState
 from apps.projects.selectors import project_access
 from workers.data import tokenizers
 
@@ -44,7 +48,9 @@ def dataset_list(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest, project_id: int) -> HttpResponse:
-    """Step 1: the file and its compliance fields. The file is staged outside media."""
+    """Step 1: the file and its compliance fields. The file is staged outside media and read
+    once here, so a file that cannot be read at all (broken JSON, a fake zip) is refused on
+    this step, with what is wrong and where, instead of reaching the mapping step."""
     access = project_access(user=request.user, project_id=project_id, need="launch_job")
     target = selectors.upload_target(
         access=access, dataset_id=request.GET.get("dataset") or request.POST.get("dataset")
@@ -59,7 +65,11 @@ def upload(request: HttpRequest, project_id: int) -> HttpResponse:
             project_id=access.project.pk,
             meta=form.meta(),
         )
-        return redirect("datasets:map", access.project.pk, staged.token)
+        _, sniff_error = selectors.staged_sniff(staged)
+        if sniff_error is None:
+            return redirect("datasets:map", access.project.pk, staged.token)
+        storage.discard_upload(staged)
+        form.add_error("file", selectors.printable(sniff_error["message"], 2000))
     return render(
         request,
         "datasets/upload.html",
@@ -74,45 +84,68 @@ def upload(request: HttpRequest, project_id: int) -> HttpResponse:
     )
 
 
+def _refused_import(request: HttpRequest, access, token: str):
+    """The failed import of this staged upload named by ?job= (its errors are shown again with
+    the form to change the mapping), or None."""
+    job_id = request.GET.get("job") or ""
+    if not job_id.isdecimal():
+        return None
+    _, job = selectors.import_job(user=request.user, project_id=access.project.pk, job_id=job_id)
+    params = job.params or {}
+    if job.kind != IMPORT_KIND or params.get("upload") != token or job.state != JobState.FAILED:
+        return None
+    return job
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def map_columns(request: HttpRequest, project_id: int, token: str) -> HttpResponse:
-    """Step 2: map columns to roles, choose a template and split, then import (all or nothing)."""
+    """Step 2: map columns to roles, choose a template and split, then import: the import runs
+    as a job (dataset.import) whose page follows it; a refused one comes back here (?job=)."""
     from workers.data.canonical import DEFAULT_TEMPLATES, SCHEMAS
 
     access = project_access(user=request.user, project_id=project_id, need="launch_job")
     staged, meta, target = selectors.staged_upload(access=access, user=request.user, token=token)
+    running = selectors.active_import(access=access, token=staged.token)
+    if running is not None:  # one import per staged file at a time: follow the one under way
+        return redirect("datasets:import", access.project.pk, running.pk)
     sniffed, sniff_error = selectors.staged_sniff(staged)
-    suggested = sniffed.suggested_mapping if sniffed else None
+    refused = _refused_import(request, access, staged.token) if request.method == "GET" else None
+    suggested = (
+        sniffed.suggested_mapping.to_dict() if sniffed and sniffed.suggested_mapping else None
+    )
+    if refused is not None and refused.params.get("mapping"):
+        suggested = refused.params["mapping"]  # the mapping that was tried, to change it
     form = MappingForm(
         request.POST or None,
         target=target,
-        suggested_schema=suggested.schema if suggested else None,
+        suggested_schema=suggested.get("schema") if suggested else None,
     )
-    import_errors, import_total = [], 0
+    if refused is not None:
+        form.initial.update(
+            {k: refused.params[k] for k in ("template", "validation_fraction", "seed")}
+        )
     if request.method == "POST" and form.is_valid() and sniffed is not None:
+        cleaned = form.cleaned_data
         try:
-            version, created = services.staged_import(
+            job = services.import_submit(
                 project=access.project,
                 actor=request.user,
                 staged=staged,
-                meta=meta,
-                target=target,
-                sniffed=sniffed,
-                cleaned=form.cleaned_data,
+                mapping={"schema": cleaned["schema"], "columns": cleaned["columns"]},
+                fmt=sniffed.format,
+                encoding=sniffed.encoding,
+                template=cleaned["template"] or "",
+                validation_fraction=cleaned["validation_fraction"],
+                seed=cleaned["seed"],
                 request=request,
             )
-        except services.DatasetImportFailed as exc:
-            import_errors, import_total = exc.errors, exc.total
+        except job_services.JobParamsError as exc:
+            for message in exc.errors.values():
+                form.add_error(None, message)
         else:
-            if created:
-                messages.success(request, f"Imported {version.rows:,} rows as {version}")
-            else:
-                messages.info(
-                    request,
-                    f"This content is already {version} (SHA-256 {version.short_sha}…); nothing new was stored",
-                )
-            return redirect(version)
+            return redirect("datasets:import", access.project.pk, job.pk)
+    import_errors, import_total = selectors.import_refusal(refused) if refused else ([], 0)
     return render(
         request,
         "datasets/map.html",
@@ -123,18 +156,70 @@ def map_columns(request: HttpRequest, project_id: int, token: str) -> HttpRespon
             "staged": staged,
             "meta": meta,
             "target": target,
-            "sniffed": sniffed,
-            "sniff_error": sniff_error,
+            "sniffed": selectors.sniff_display(sniffed) if sniffed else None,
+            "sniff_error": selectors.printable(sniff_error["message"], 2000)
+            if sniff_error
+            else None,
             "schemas": {name: list(spec.roles) for name, spec in SCHEMAS.items()},
             "required_roles": {name: list(spec.required) for name, spec in SCHEMAS.items()},
-            "suggested": suggested.to_dict() if suggested else None,
+            "suggested": suggested,
             "default_templates": DEFAULT_TEMPLATES,
             "import_errors": import_errors,
             "import_total": import_total,
-            "preview_url": request.path + "preview/",
+            "refused_job": refused,
+            "preview_url": reverse("datasets:map_preview", args=[access.project.pk, staged.token]),
         },
-        status=400 if (import_errors or form.errors) else 200,
+        status=400 if form.errors else 200,
     )
+
+
+@login_required
+def import_status(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
+    """An import job's page: progress while it runs (live over the job's websocket, or on
+    reload), the new version once it succeeded, its errors with the mapping form once refused."""
+    access, job = selectors.import_job(user=request.user, project_id=project_id, job_id=job_id)
+    if job.kind != IMPORT_KIND:
+        return redirect(job)
+    version = selectors.import_version(access=access, job=job)
+    if job.state == JobState.SUCCEEDED and version is not None:
+        return redirect(version)
+    staged = selectors.import_upload(access=access, user=request.user, job=job)
+    if job.state == JobState.FAILED and staged is not None:
+        map_url = reverse("datasets:map", args=[access.project.pk, staged.token])
+        return redirect(f"{map_url}?job={job.pk}")
+    errors, total = selectors.import_refusal(job) if job.state == JobState.FAILED else ([], 0)
+    return render(
+        request,
+        "datasets/import.html",
+        {
+            "project": access.project,
+            "membership": access,
+            "job": job,
+            "filename": (job.params or {}).get("filename") or "",
+            "version": version,
+            "import_errors": errors,
+            "import_total": total,
+            "can_cancel": job.state in (JobState.QUEUED, JobState.RUNNING)
+            and access.can("cancel_job"),
+        },
+    )
+
+
+@login_required
+@require_POST
+def import_cancel(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
+    """Cancel an import: a queued one at once (its staged file goes with it), a running one at
+    its next chunk of rows (the job discards the file); back to the import's page either way."""
+    access, job = selectors.import_job(
+        user=request.user, project_id=project_id, job_id=job_id, need="cancel_job"
+    )
+    if job.kind != IMPORT_KIND:
+        return redirect(job)
+    if services.import_cancel(job=job, actor=request.user, request=request):
+        messages.success(request, gettext("Cancelling the import"))
+    else:
+        messages.error(request, gettext("This import has finished: nothing to cancel"))
+    return redirect("datasets:import", access.project.pk, job.pk)
 
 
 @login_required

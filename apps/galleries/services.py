@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,11 +75,12 @@ def collection_toggle(*, collection: Collection, output: Output) -> bool:
 
 UPLOAD_MAX_BYTES = 30 * 1024 * 1024
 UPLOAD_MAX_PIXELS = 4096 * 4096
-UPLOAD_FORMATS = {"PNG", "JPEG", "WEBP"}
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")
+_USE = "use PNG, JPEG or WebP"
 
 
 def _read_upload(upload) -> bytes:
-    """The upload's bytes, refused when missing, too large, or a PNG with too much text."""
+    """The upload's bytes, refused when missing, empty, too large, or a PNG with too much text."""
     from workers.imaging.infotext import PngTextError, check_png_text
 
     if upload is None:
@@ -86,6 +88,8 @@ def _read_upload(upload) -> bytes:
     if upload.size > UPLOAD_MAX_BYTES:
         raise ValidationError({"file": f"{upload.name}: larger than 30 MB"})
     data = upload.read()
+    if not data:
+        raise ValidationError({"file": f"{upload.name}: the file is empty (0 bytes)"})
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         # Pillow inflates every text chunk, before and after the image data, up to 1 MiB each and
         # 64 MiB in all, and raises ValueError past that: check them first, within our limits.
@@ -97,29 +101,33 @@ def _read_upload(upload) -> bytes:
 
 
 def _decode_upload(upload, data: bytes) -> PILImage:
-    """The image decoded as RGB or RGBA, its metadata left behind; refused when it is not
-    PNG/JPEG/WebP, too many pixels (checked before decoding) or unreadable."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
+    """The image decoded upright (EXIF orientation applied) as 8-bit RGB or RGBA, its metadata
+    left behind. Refused, with a reason and never a Python repr: not a PNG/JPEG/WebP still image,
+    more than 4096 x 4096 pixels (checked from the header, before decoding), animated, damaged,
+    or in a colour mode that cannot be converted. 16-bit and float images are scaled to 8 bit,
+    not clipped; palettes with transparency keep it."""
+    from workers.data.images import ImageRefused, open_still_image, to_8bit
 
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            fmt = probe.format
-            width, height = probe.size
-        if fmt not in UPLOAD_FORMATS:
-            raise ValidationError(
-                {"file": f"{upload.name}: {fmt} images are not accepted; use PNG, JPEG or WebP"}
+        image = to_8bit(
+            open_still_image(data, formats=UPLOAD_FORMATS, max_pixels=UPLOAD_MAX_PIXELS)
+        )
+    except ImageRefused as exc:
+        reason = str(exc)
+        other_format = re.match(r"(\w+) images are not supported", reason)
+        if other_format:
+            reason = f"{other_format.group(1)} images are not accepted; {_USE}"
+        elif reason.endswith("(a decompression bomb?)"):  # a photo too large, most likely
+            reason = reason.replace(
+                f"the limit is {UPLOAD_MAX_PIXELS:,} (a decompression bomb?)",
+                f"the limit is 4096 x 4096 = {UPLOAD_MAX_PIXELS:,}",
             )
-        if width * height > UPLOAD_MAX_PIXELS:
-            raise ValidationError(
-                {"file": f"{upload.name}: {width} x {height} px is more than 4096 x 4096"}
-            )
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.convert("RGBA" if "A" in img.getbands() else "RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValidationError({"file": f"{upload.name}: not a readable image ({exc})"}) from None
+        elif reason.startswith(("not an image", "is empty")):
+            reason += f"; not accepted, {_USE}"
+        elif reason.startswith("is a damaged"):
+            reason += "; not accepted"
+        raise ValidationError({"file": f"{upload.name}: {reason}"}) from None
+    return image.convert("RGB") if image.mode == "L" else image
 
 
 def _write_files(
@@ -148,7 +156,8 @@ def output_upload(*, project, actor, upload, request=None) -> Output:
     Stored as a PNG named by its SHA-256 with a thumbnail; no AI disclosure is written (it is
     not generated here) and the original's metadata is dropped. Refused, with nothing written:
     not PNG/JPEG/WebP, larger than 30 MB or 4096 x 4096 px, a PNG whose text chunks go past
-    the infotext reader's limits (1 MiB of text once inflated), or unreadable.
+    the infotext reader's limits (1 MiB of text once inflated), animated, or damaged; each with
+    a reason that says which. Stored upright (EXIF orientation applied) in 8-bit RGB(A).
     """
     import hashlib
     import io

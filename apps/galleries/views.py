@@ -186,8 +186,13 @@ def collection_toggle(request: HttpRequest, project_id: int, output_id: int) -> 
 @login_required
 @require_POST
 def output_upload(request: HttpRequest, project_id: int) -> HttpResponse:
-    """An image from the user's computer into the gallery: an init or control image."""
+    """An image from the user's computer into the gallery: an init or control image.
+
+    A browser is sent back to the gallery with the reason as a message; a script that asks for
+    JSON gets 400 and the reason, so a refusal is never only said on a page.
+    """
     access = project_access(user=request.user, project_id=project_id, need="launch_job")
+    wants_json = request.headers.get("Accept") == "application/json"
     try:
         output = services.output_upload(
             project=access.project,
@@ -196,9 +201,15 @@ def output_upload(request: HttpRequest, project_id: int) -> HttpResponse:
             request=request,
         )
     except ValidationError as exc:
+        if wants_json:
+            return JsonResponse({"error": "; ".join(exc.messages)}, status=400)
         for msg in exc.messages:
             messages.error(request, msg)
         return redirect("galleries:index", access.project.pk)
+    if wants_json:
+        return JsonResponse(
+            {"id": output.pk, "width": output.width, "height": output.height}, status=201
+        )
     messages.success(request, "Uploaded")
     return redirect("galleries:output", access.project.pk, output.pk)
 

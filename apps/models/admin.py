@@ -1,5 +1,5 @@
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import ValidationError
 
 from apps.models import services
@@ -22,14 +22,32 @@ class RegisterModelForm(forms.ModelForm):
         }
 
     def clean(self):
-        data = super().clean()
-        allowed = (ModelSource.FOLDER, ModelSource.GGUF, ModelSource.SINGLE_FILE)
-        if data.get("source") not in allowed:
-            raise ValidationError(
-                "Register a local folder, a GGUF file or a single-file checkpoint (built-ins are "
-                "registered automatically)"
+        """Every check registration makes runs here, so a refused file is a form error on its
+        field and nothing is written: no row, no audit event, no admin log entry."""
+        super().clean()
+        data = self.cleaned_data
+        if self.errors:
+            return data
+        try:
+            services.model_registration_check(
+                source=data.get("source", ""),
+                name=data.get("name", ""),
+                path=data.get("reference", ""),
+                config_path=data.get("config_path", ""),
             )
+        except ValidationError as exc:
+            add_service_errors(self, exc, {"path": "reference"})
         return data
+
+
+def add_service_errors(form: forms.BaseForm, exc: ValidationError, fields: dict[str, str]) -> None:
+    """A service's ValidationError as form errors, each on the form field it is about."""
+    if not hasattr(exc, "error_dict"):
+        form.add_error(None, exc)
+        return
+    for key, errors in exc.message_dict.items():
+        field = fields.get(key, key)
+        form.add_error(field if field in form.fields else None, errors)
 
 
 @admin.register(BaseModel)
@@ -63,27 +81,15 @@ class BaseModelAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        try:
-            if obj.source == ModelSource.FOLDER:
-                created = services.model_register_folder(
-                    name=obj.name, path=obj.reference, actor=request.user, request=request
-                )
-            elif obj.source == ModelSource.SINGLE_FILE:
-                created = services.model_register_single_file(
-                    name=obj.name,
-                    path=obj.reference,
-                    config_path=obj.config_path,
-                    actor=request.user,
-                    request=request,
-                )
-            else:
-                created = services.model_register_gguf(
-                    name=obj.name, gguf_path=obj.reference, actor=request.user, request=request
-                )
-        except ValidationError as exc:
-            messages.error(request, "; ".join(exc.messages))
-            obj.pk = None
-            return
+        # the form's clean() ran the same checks: a refusal never gets this far
+        created = services.model_register(
+            source=obj.source,
+            name=obj.name,
+            path=obj.reference,
+            config_path=obj.config_path,
+            actor=request.user,
+            request=request,
+        )
         obj.pk = created.pk
 
     @admin.action(description="Prepare again on next use (clears an error)")
@@ -121,6 +127,20 @@ class RegisterAssetForm(forms.ModelForm):
             "ESRGAN-family upscaler) or a diffusers folder (ControlNet)",
         }
 
+    def clean(self):
+        """The asset checks run here: a refused file is a form error and nothing is written."""
+        super().clean()
+        data = self.cleaned_data
+        if self.errors:
+            return data
+        try:
+            services.asset_registration_check(
+                kind=data.get("kind", ""), name=data.get("name", ""), path=data.get("path", "")
+            )
+        except ValidationError as exc:
+            add_service_errors(self, exc, {})
+        return data
+
 
 @admin.register(ImageAsset)
 class ImageAssetAdmin(admin.ModelAdmin):
@@ -141,17 +161,13 @@ class ImageAssetAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        try:
-            created = services.asset_register(
-                kind=obj.kind,
-                name=obj.name,
-                path=obj.path,
-                license=obj.license,
-                actor=request.user,
-                request=request,
-            )
-        except ValidationError as exc:
-            messages.error(request, "; ".join(exc.messages))
-            obj.pk = None
-            return
+        # the form's clean() ran the same checks: a refusal never gets this far
+        created = services.asset_register(
+            kind=obj.kind,
+            name=obj.name,
+            path=obj.path,
+            license=obj.license,
+            actor=request.user,
+            request=request,
+        )
         obj.pk = created.pk

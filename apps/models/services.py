@@ -148,8 +148,7 @@ def _apply_image_info(model: BaseModel, folder: Path) -> None:
     }
 
 
-def model_register_folder(*, name: str, path: str, actor, request=None) -> BaseModel:
-    """Register a local Hugging Face–layout folder; refused unless it is safetensors-only, no custom code."""
+def _checked_folder(*, name: str, path: str) -> BaseModel:
     from workers.ml.models import ModelRefused
 
     folder = Path(path).expanduser()
@@ -164,28 +163,33 @@ def model_register_folder(*, name: str, path: str, actor, request=None) -> BaseM
         kind="image" if (folder / "model_index.json").is_file() else "text",
         source=ModelSource.FOLDER,
         reference=str(folder),
-        created_by=actor,
     )
     try:
         _apply_info(model, folder)
     except ModelRefused as exc:
         raise ValidationError({"path": str(exc)}) from None
+    return model
+
+
+def _save_registered(model: BaseModel, *, actor, request) -> BaseModel:
+    model.created_by = actor
     model.save()
     audit_record(
         action="model.register",
         actor=actor,
         target=model,
         request=request,
-        data={"name": model.name, "source": model.source, "path": str(folder)},
+        data={"name": model.name, "source": model.source, "path": model.reference},
     )
     return model
 
 
-def model_register_single_file(
-    *, name: str, path: str, config_path: str = "", actor, request=None
-) -> BaseModel:
-    """Register a single-file SD/SDXL checkpoint (A1111 style). Offline, diffusers needs a local
-    diffusers folder of the same family for the configuration: ``config_path``."""
+def model_register_folder(*, name: str, path: str, actor, request=None) -> BaseModel:
+    """Register a local Hugging Face–layout folder; refused unless it is safetensors-only, no custom code."""
+    return _save_registered(_checked_folder(name=name, path=path), actor=actor, request=request)
+
+
+def _checked_single_file(*, name: str, path: str, config_path: str) -> BaseModel:
     from workers.ml.models import ModelRefused
 
     file = Path(path).expanduser()
@@ -214,30 +218,29 @@ def model_register_single_file(
         source=ModelSource.SINGLE_FILE,
         reference=str(file),
         config_path=str(Path(config_path).expanduser()) if config_path else "",
-        created_by=actor,
     )
     try:
         _apply_image_info(model, file)
     except ModelRefused as exc:
         raise ValidationError({"path": str(exc)}) from None
-    model.save()
-    audit_record(
-        action="model.register",
-        actor=actor,
-        target=model,
-        request=request,
-        data={"name": model.name, "source": model.source, "path": str(file)},
-    )
     return model
+
+
+def model_register_single_file(
+    *, name: str, path: str, config_path: str = "", actor, request=None
+) -> BaseModel:
+    """Register a single-file SD/SDXL checkpoint (A1111 style). Offline, diffusers needs a local
+    diffusers folder of the same family for the configuration: ``config_path``."""
+    model = _checked_single_file(name=name, path=path, config_path=config_path)
+    return _save_registered(model, actor=actor, request=request)
 
 
 ASSET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
 
 
-def asset_register(
-    *, kind: str, name: str, path: str, actor, license: str = "", request=None
-) -> ImageAsset:
-    """Register a LoRA, embedding, ControlNet or upscaler after checking its files."""
+def asset_registration_check(*, kind: str, name: str, path: str) -> dict[str, Any]:
+    """What registering an asset checks, writing nothing (the admin form validates with it):
+    the inspected file's description, or ValidationError keyed by `kind`, `name` or `path`."""
     from workers.imaging import assets
     from workers.ml.models import ModelRefused
 
@@ -253,18 +256,27 @@ def asset_register(
     source = Path(path).expanduser()
     try:
         if kind == AssetKind.LORA:
-            info = assets.inspect_lora(source)
-        elif kind == AssetKind.EMBEDDING:
-            info = assets.inspect_embedding(source)
-        elif kind == AssetKind.CONTROLNET:
-            info = assets.inspect_controlnet(source)
-        else:
-            from workers.imaging.upscalers import inspect_upscaler
+            return assets.inspect_lora(source)
+        if kind == AssetKind.EMBEDDING:
+            return assets.inspect_embedding(source)
+        if kind == AssetKind.CONTROLNET:
+            return assets.inspect_controlnet(source)
+        from workers.imaging.upscalers import inspect_upscaler
 
-            info = inspect_upscaler(source)
+        return inspect_upscaler(source)
     except ModelRefused as exc:
         raise ValidationError({"path": str(exc)}) from None
-    stored = Path(info.get("file", source))
+
+
+def asset_register(
+    *, kind: str, name: str, path: str, actor, license: str = "", request=None
+) -> ImageAsset:
+    """Register a LoRA, embedding, ControlNet or upscaler after checking its files."""
+    from workers.imaging import assets
+
+    info = asset_registration_check(kind=kind, name=name, path=path)
+    name = name.strip()
+    stored = Path(info.get("file", Path(path).expanduser()))
     asset = ImageAsset.objects.create(
         kind=kind,
         name=name,
@@ -285,22 +297,72 @@ def asset_register(
     return asset
 
 
-def model_register_gguf(*, name: str, gguf_path: str, actor, request=None) -> BaseModel:
-    """Register a GGUF file: converted once to a safetensors folder on first use."""
-    file = Path(gguf_path).expanduser()
+def _checked_gguf(*, name: str, path: str) -> BaseModel:
+    """The header is read with bounded counts now, so a hostile file is refused here, not on
+    first use (where it crashed the loader or asked for gigabytes)."""
+    from workers.ml.models import ModelRefused
+    from workers.ml.models.gguf_header import read_gguf_header
+
+    file = Path(path).expanduser()
     if not file.is_file() or file.suffix.lower() != ".gguf":
         raise ValidationError({"path": f"{file} is not a .gguf file on the server"})
-    model = BaseModel.objects.create(
-        name=name.strip(), source=ModelSource.GGUF, reference=str(file), created_by=actor
+    if BaseModel.objects.filter(name=name.strip()).exists():
+        raise ValidationError({"name": "A model with this name exists"})
+    try:
+        header = read_gguf_header(file)
+    except ModelRefused as exc:
+        raise ValidationError({"path": str(exc)}) from None
+    except OSError as exc:
+        raise ValidationError({"path": f"{file.name}: unreadable ({exc.strerror})"}) from None
+    return BaseModel(
+        name=name.strip(),
+        source=ModelSource.GGUF,
+        reference=str(file),
+        info={
+            "gguf": {
+                "architecture": header.architecture,
+                "version": header.version,
+                "tensors": len(header.tensors),
+            }
+        },
     )
-    audit_record(
-        action="model.register",
-        actor=actor,
-        target=model,
-        request=request,
-        data={"name": model.name, "source": model.source, "path": str(file)},
+
+
+def model_register_gguf(*, name: str, gguf_path: str, actor, request=None) -> BaseModel:
+    """Register a GGUF file after validating its header: converted once to a safetensors folder
+    on first use."""
+    return _save_registered(_checked_gguf(name=name, path=gguf_path), actor=actor, request=request)
+
+
+def model_registration_check(
+    *, source: str, name: str, path: str, config_path: str = ""
+) -> BaseModel:
+    """Everything registering checks, writing nothing (the admin form validates with it):
+    the unsaved model, or ValidationError keyed by `name`, `path` or `config_path`."""
+    if source == ModelSource.FOLDER:
+        return _checked_folder(name=name, path=path)
+    if source == ModelSource.SINGLE_FILE:
+        return _checked_single_file(name=name, path=path, config_path=config_path)
+    if source == ModelSource.GGUF:
+        return _checked_gguf(name=name, path=path)
+    raise ValidationError(
+        "Register a local folder, a GGUF file or a single-file checkpoint (built-ins are "
+        "registered automatically)"
     )
-    return model
+
+
+def model_register(
+    *, source: str, name: str, path: str, config_path: str = "", actor, request=None
+) -> BaseModel:
+    """Register a local folder, single-file checkpoint or GGUF file (checked first)."""
+    model = model_registration_check(source=source, name=name, path=path, config_path=config_path)
+    return _save_registered(model, actor=actor, request=request)
+
+
+def _gguf_memory_limit() -> int | None:
+    """GGUF_CONVERT_MEMORY_BYTES (settings, from the environment); None: max(4 GiB, 4 × file)."""
+    value = getattr(settings, "GGUF_CONVERT_MEMORY_BYTES", None)
+    return int(value) if value else None
 
 
 def _prepare_lock(key: str):
@@ -350,7 +412,11 @@ def model_folder(model: BaseModel, *, log_to=None, progress=None, should_stop=No
                 if not (folder / "config.json").exists():
                     ml_models.build_tiny_llama(folder, seed=0)
             elif model.source == ModelSource.GGUF:
-                folder = ml_models.convert_gguf(Path(model.reference), root / f"gguf-{model.pk}")
+                folder = ml_models.convert_gguf(
+                    Path(model.reference),
+                    root / f"gguf-{model.pk}",
+                    memory_limit=_gguf_memory_limit(),
+                )
             elif model.source in (ModelSource.FOLDER, ModelSource.SINGLE_FILE):
                 folder = Path(model.reference)
             else:

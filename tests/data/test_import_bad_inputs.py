@@ -113,6 +113,8 @@ def _duplicate_members(tmp: Path) -> Path:
 
 
 CHINESE_QA_GBK = "问题,答案\n头痛怎么办,多休息\n".encode("gbk")
+QA_LINE = '{"question": "q", "answer": "a"}\n'
+BOM = b"\xef\xbb\xbf"
 
 CASES = [
     # --- whole-file problems -------------------------------------------------------------------
@@ -140,7 +142,8 @@ CASES = [
     Bad(
         "binary-nul",
         _bytes("x.csv", b"q,a\n\x00\x01\x02\x03,b\n"),
-        "the file looks binary (it has NUL bytes); upload CSV, JSON or JSONL text, or save UTF-16 text as UTF-8",
+        "the file looks binary (line 2 has a NUL byte, at byte 5 of the file); upload CSV, JSON or "
+        "JSONL text, or save UTF-16 text as UTF-8",
         "binary",
     ),
     Bad(
@@ -257,9 +260,11 @@ CASES = [
     Bad(
         "huge-cell",
         _bytes("cell.csv", b'question,answer\nq,"' + b"y" * (2 * MB) + b'"\n'),
-        "row 1: a cell is longer than 1,048,576 characters (the limit)",
+        'row 1, line 2: column "answer" is longer than 1,048,576 characters (the limit)',
         "cell_too_long",
         row=1,
+        line=2,
+        column="answer",
     ),
     Bad(
         "unclosed-quote",
@@ -337,8 +342,8 @@ CASES = [
     Bad(
         "null-value",
         _jsonl("n.jsonl", [{"question": "q", "answer": None}]),
-        'line 1: column "answer" is empty',
-        "empty",
+        'line 1: column "answer" must be text, not null',
+        "not_text",
         line=1,
         column="answer",
     ),
@@ -353,7 +358,7 @@ CASES = [
     Bad(
         "bool-value",
         _jsonl("b.jsonl", [{"question": "q", "answer": True}]),
-        'line 1: column "answer" must be text, not true',
+        'line 1: column "answer" must be text, not the boolean true',
         "not_text",
         line=1,
         column="answer",
@@ -376,17 +381,17 @@ CASES = [
     Bad(
         "lone-surrogate",
         _lines("s.jsonl", '{"question": "bad \\ud800 half", "answer": "a"}\n'),
-        "line 1: has text with invalid Unicode (an unpaired surrogate escape such as \\ud800)",
+        'line 1: column "question": a lone UTF-16 surrogate \\ud800 is not valid Unicode',
         "bad_unicode",
         line=1,
+        column="question",
     ),
     Bad(
         "pretty-printed-object",
         _lines("obj.json", '{\n  "question": "q",\n  "answer": "a"\n}\n'),
-        "line 1: not valid JSON (Expecting property name enclosed in double quotes at char 2); "
-        "a .json file must hold an array of objects, or one object per line",
-        "invalid_json",
-        line=1,
+        "the file is one JSON object, not a list of records: upload an array of objects "
+        "[{…}, {…}], or one object per line (JSONL)",
+        "not_array",
     ),
     # --- JSON arrays ------------------------------------------------------------------------------
     Bad(
@@ -470,7 +475,8 @@ CASES = [
                 }
             ],
         ),
-        'row 1: column "conversations", message 2: unknown "from" value "robot" (expected human, gpt or system)',
+        'row 1: column "conversations", message 2: unknown "from" value "robot" '
+        "(expected system, user, human, assistant or gpt)",
         "bad_role",
         row=1,
         column="conversations",
@@ -486,14 +492,15 @@ CASES = [
     Bad(
         "chat-messages-not-a-list",
         _chat("hello"),
-        'line 1: column "messages" must be a list of messages, not str',
+        'line 1: column "messages" must be a list of messages, not a string',
         "not_messages",
         line=1,
     ),
     Bad(
         "chat-unknown-role",
         _chat([{"role": "bot", "content": "x"}]),
-        'line 1: column "messages", message 1: unknown role "bot" (expected system, user or assistant)',
+        'line 1: column "messages", message 1: unknown role "bot" '
+        "(expected system, user, human, assistant or gpt)",
         "bad_role",
         line=1,
     ),
@@ -538,6 +545,338 @@ CASES = [
         line=1,
         column="rejected",
     ),
+    # --- hostile JSON: numbers, repeated keys, invalid Unicode, values of the wrong type -------------
+    Bad(
+        "jsonl-5000-digit-number",
+        _lines("n.jsonl", QA_LINE, '{"question": "q", "answer": "a", "n": ' + "9" * 5000 + "}\n"),
+        'line 2: column "n" is a number with 5,000 digits; the limit is 4,300',
+        "number_too_big",
+        line=2,
+        column="n",
+    ),
+    Bad(
+        "json-array-5000-digit-number",
+        _bytes("n.json", b'[{"question": "q", "answer": "a"},\n {"n": -' + b"1" * 5000 + b"}]"),
+        'row 2, line 2: column "n" is a number with 5,000 digits; the limit is 4,300',
+        "number_too_big",
+        row=2,
+        line=2,
+        column="n",
+    ),
+    Bad(
+        "json-array-big-number-in-a-long-array",
+        _bytes(
+            "n.json",
+            b"["
+            + b'{"question": "q", "answer": "a"},\n' * 20_000
+            + b'{"n": '
+            + b"7" * 9000
+            + b"}]",
+        ),
+        'row 20001, line 20001: column "n" is a number with 9,000 digits; the limit is 4,300',
+        "number_too_big",
+        row=20001,
+    ),
+    Bad(
+        "jsonl-nan",
+        _lines("n.jsonl", '{"question": "q", "answer": "a", "score": NaN}\n'),
+        'line 1: column "score" is NaN, which JSON does not allow (write a number, or null)',
+        "not_finite",
+        line=1,
+        column="score",
+    ),
+    Bad(
+        "jsonl-infinity-in-a-text-column",
+        _lines("n.jsonl", QA_LINE, QA_LINE, '{"question": "q", "answer": Infinity}\n'),
+        'line 3: column "answer" is Infinity, which JSON does not allow (write a number, or null)',
+        "not_finite",
+        line=3,
+        column="answer",
+    ),
+    Bad(
+        "json-array-minus-infinity-nested",
+        _bytes("n.json", b'[{"question": "q", "answer": "a", "meta": {"s": [1, -Infinity]}}]'),
+        'row 1, line 1: column "meta", key "s", item 2 is -Infinity, which JSON does not allow '
+        "(write a number, or null)",
+        "not_finite",
+        row=1,
+        column="meta",
+    ),
+    Bad(
+        "huge-exponent-in-a-text-column",
+        _lines("e.jsonl", '{"question": "q", "answer": 1e999999}\n'),
+        'line 1: column "answer" must be text, not a number too large to hold (it reads as infinity)',
+        "not_text",
+        line=1,
+        column="answer",
+    ),
+    Bad(
+        "number-in-a-text-column",
+        _jsonl("n.jsonl", [qa_records()[0], {"question": "6 × 7?", "answer": 42}]),
+        'line 2: column "answer" must be text, not a number (42); put it in quotes',
+        "not_text",
+        line=2,
+        column="answer",
+    ),
+    Bad(
+        "float-in-a-text-column",
+        _jsonl("n.jsonl", [{"question": "pi?", "answer": 3.14}]),
+        'line 1: column "answer" must be text, not a number (3.14); put it in quotes',
+        "not_text",
+        line=1,
+        column="answer",
+    ),
+    Bad(
+        "object-in-a-text-column",
+        _jsonl("o.jsonl", [{"question": {"text": "q"}, "answer": "a"}]),
+        'line 1: column "question" must be text, not an object',
+        "not_text",
+        line=1,
+        column="question",
+    ),
+    Bad(
+        "false-in-a-text-column",
+        lambda t: write_json(t / "f.json", [{"question": "q", "answer": False}]),
+        'row 1: column "answer" must be text, not the boolean false',
+        "not_text",
+        row=1,
+        column="answer",
+    ),
+    Bad(
+        "null-in-a-required-column",
+        lambda t: write_json(t / "f.json", [{"instruction": None, "input": None, "output": "o"}]),
+        'row 1: column "instruction" must be text, not null',
+        "not_text",
+        row=1,
+        column="instruction",
+    ),
+    Bad(
+        "number-as-message-content",
+        _chat([{"role": "user", "content": "hi"}, {"role": "assistant", "content": 7}]),
+        'line 1: column "messages", message 2: content must be text, not a number (7); put it in quotes',
+        "not_text",
+        line=1,
+        column="messages",
+    ),
+    Bad(
+        "jsonl-duplicate-key",
+        _lines("d.jsonl", QA_LINE, '{"question": "q", "answer": "first", "answer": "second"}\n'),
+        'line 2: column "answer" appears twice in one object (a key may appear only once)',
+        "duplicate_key",
+        line=2,
+        column="answer",
+    ),
+    Bad(
+        "json-array-duplicate-key",
+        _bytes("d.json", b'[{"question": "q", "question": "q", "answer": "a"}]'),
+        'row 1, line 1: column "question" appears twice in one object (a key may appear only once)',
+        "duplicate_key",
+        row=1,
+        column="question",
+    ),
+    Bad(
+        "duplicate-key-inside-a-message",
+        _lines(
+            "d.jsonl",
+            '{"conversations": [{"from": "human", "value": "hi"}, '
+            '{"from": "gpt", "value": "a", "from": "human"}]}\n',
+        ),
+        'line 1: column "conversations", item 2, key "from" appears twice in one object '
+        "(a key may appear only once)",
+        "duplicate_key",
+        line=1,
+        column="conversations",
+    ),
+    Bad(
+        "lone-low-surrogate-in-a-json-array",
+        _bytes("s.json", b'[{"question": "q", "answer": "x\\udc00y"}]'),
+        'row 1, line 1: column "answer": a lone UTF-16 surrogate \\udc00 is not valid Unicode',
+        "bad_unicode",
+        row=1,
+        column="answer",
+    ),
+    Bad(
+        "surrogate-pair-in-the-wrong-order",
+        _lines("s.jsonl", '{"question": "q", "answer": "\\ude00\\ud83d"}\n'),
+        'line 1: column "answer": a lone UTF-16 surrogate \\ude00 is not valid Unicode',
+        "bad_unicode",
+        line=1,
+        column="answer",
+    ),
+    Bad(
+        "lone-surrogate-in-a-key",
+        _lines("s.jsonl", '{"question": "q", "answer": "a", "note\\ud800": "x"}\n'),
+        'line 1: column "note\\ud800": a lone UTF-16 surrogate \\ud800 in the name is not valid '
+        "Unicode",
+        "bad_unicode",
+        line=1,
+    ),
+    Bad(
+        "lone-surrogate-in-a-message",
+        _lines(
+            "chat.jsonl",
+            '{"messages": [{"role": "user", "content": "hi"}, '
+            '{"role": "assistant", "content": "\\ud83d"}]}\n',
+        ),
+        'line 1: column "messages", item 2, key "content": a lone UTF-16 surrogate \\ud83d is not '
+        "valid Unicode",
+        "bad_unicode",
+        line=1,
+        column="messages",
+    ),
+    Bad(
+        "csv-messages-cell-with-nan",
+        _csv("c.csv", ["messages"], [('[{"role": "user", "content": NaN}]',)]),
+        'row 1: column "messages", message 1, key "content" is NaN, which JSON does not allow '
+        "(write a number, or null)",
+        "not_finite",
+        row=1,
+        column="messages",
+        kwargs={"mapping": Mapping("chat", {"messages": "messages"})},
+    ),
+    Bad(
+        "csv-messages-cell-nested-too-deep",
+        _csv("c.csv", ["messages"], [("[" * 50_000,)]),
+        'row 1: column "messages" holds JSON nested deeper than 32 levels',
+        "too_deep",
+        row=1,
+        column="messages",
+        kwargs={"mapping": Mapping("chat", {"messages": "messages"})},
+    ),
+    Bad(
+        "json-top-level-object-holding-the-records",
+        lambda t: write_json(t / "wrapped.json", {"data": qa_records()}),
+        'the file is one JSON object, not a list of records; its key "data" holds 4 records: '
+        "upload an array of objects [{…}, {…}], or one object per line (JSONL)",
+        "not_array",
+    ),
+    Bad(
+        "zip-name-on-a-text-file",
+        _csv("data.zip", ["question", "answer"], QA),
+        "the file is named .zip but is not a zip archive (is it damaged, or renamed?)",
+        "bad_zip",
+    ),
+    Bad(
+        "utf8-bom-in-front-of-gbk",
+        _csv("medical_qa.csv", ["问题", "答案"], QA, encoding="gbk", bom=True),
+        "the file starts with a UTF-8 byte-order mark but line 1 is not UTF-8 (byte 0xce); save it "
+        "as UTF-8, or choose its encoding",
+        "bad_encoding",
+    ),
+    Bad(
+        "utf8-bom-in-front-of-gbk-after-the-sample",
+        _bytes(
+            "late.csv",
+            BOM
+            + b"question,answer\n"
+            + "".join(f"q{i},a{i}\n" for i in range(8000)).encode()
+            + "头痛,休息\n".encode("gbk"),
+        ),
+        "the file starts with a UTF-8 byte-order mark but line 8002 is not UTF-8 (byte 0xd0); save "
+        "it as UTF-8, or choose its encoding",
+        "bad_encoding",
+    ),
+    Bad(
+        "utf16-lone-surrogate",
+        _bytes("u.csv", "question,answer\nq,a\n".encode("utf-16") + b"\x00\xd8a\x00\n\x00"),
+        "line 3: not valid UTF-16 text (byte 0x00); choose the file's encoding",
+        "bad_encoding",
+        line=3,
+    ),
+    Bad(
+        "utf8-encoded-surrogate-in-csv",
+        _bytes("s.csv", b"question,answer\ncaf\xed\xa0\x80,ok\n"),
+        "the file is not UTF-8, GBK or GB18030 text (line 2 has the byte 0xed); save it as UTF-8 "
+        "or choose its encoding",
+        "bad_encoding",
+    ),
+    Bad(
+        "nul-on-line-3-of-jsonl",
+        _lines("n.jsonl", QA_LINE, QA_LINE, '{"question": "q\x00", "answer": "a"}\n'),
+        "the file looks binary (line 3 has a NUL byte, at byte 82 of the file); upload CSV, JSON "
+        "or JSONL text, or save UTF-16 text as UTF-8",
+        "binary",
+    ),
+    Bad(
+        "huge-cell-in-the-middle-column",
+        _bytes("m.csv", b'question,answer,source\nq,a,s\nq,"' + b"y" * (2 * MB) + b'",s\n'),
+        'row 2, line 3: column "answer" is longer than 1,048,576 characters (the limit)',
+        "cell_too_long",
+        row=2,
+        line=3,
+        column="answer",
+    ),
+    Bad(
+        "huge-unquoted-last-cell",
+        _bytes("m.csv", b"question,answer,source\nq,a," + b"y" * (2 * MB) + b"\n"),
+        'row 1, line 2: column "source" is longer than 1,048,576 characters (the limit)',
+        "cell_too_long",
+        row=1,
+        column="source",
+    ),
+    Bad(
+        "huge-cell-over-many-lines",
+        _bytes("m.csv", b'question,answer\nq1,a1\nq,"' + b"line\n" * 300_000 + b'"\n'),
+        'row 2, line 3: column "answer" is longer than 1,048,576 characters (the limit)',
+        "cell_too_long",
+        row=2,
+        line=3,
+        column="answer",
+    ),
+    Bad(
+        "preference-chosen-equals-rejected",
+        _jsonl("p.jsonl", [{"prompt": "p", "chosen": "Rest.", "rejected": "Rest."}]),
+        'line 1: column "rejected" is the same text as column "chosen" (a preference pair needs '
+        "two different answers)",
+        "same_answers",
+        line=1,
+        column="rejected",
+    ),
+    Bad(
+        "preference-equal-after-newline-normalisation",
+        _csv("p.csv", ["prompt", "chosen", "rejected"], [("p", "a\r\nb\n", " a\nb")]),
+        'row 1: column "rejected" is the same text as column "chosen" (a preference pair needs '
+        "two different answers)",
+        "same_answers",
+        row=1,
+        column="rejected",
+    ),
+    Bad(
+        "sharegpt-from-bot",
+        _jsonl(
+            "s.jsonl",
+            [{"conversations": [{"from": "human", "value": "hi"}, {"from": "bot", "value": "x"}]}],
+        ),
+        'line 1: column "conversations", message 2: unknown "from" value "bot" '
+        "(expected system, user, human, assistant or gpt)",
+        "bad_role",
+        line=1,
+        column="conversations",
+    ),
+    Bad(
+        "sharegpt-from-an-object",
+        _jsonl("s.jsonl", [{"conversations": [{"from": {"name": "x"}, "value": "hi"}]}]),
+        'line 1: column "conversations", message 1: unknown "from" value an object '
+        "(expected system, user, human, assistant or gpt)",
+        "bad_role",
+        line=1,
+    ),
+    Bad(
+        "chat-message-without-content",
+        _chat([{"role": "user"}, {"role": "assistant", "content": "a"}]),
+        'line 1: column "messages", message 1: has no "content"',
+        "empty",
+        line=1,
+        column="messages",
+    ),
+    Bad(
+        "chat-role-tool",
+        _chat([{"role": "user", "content": "hi"}, {"role": "tool", "content": "{}"}]),
+        'line 1: column "messages", message 2: unknown role "tool" '
+        "(expected system, user, human, assistant or gpt)",
+        "bad_role",
+        line=1,
+    ),
     # --- image zips -----------------------------------------------------------------------------------
     Bad(
         "zip-slip",
@@ -571,7 +910,7 @@ CASES = [
     Bad(
         "zip-lying-header",
         _lying_zip,
-        "re:b\\.png: cannot be read \\(Bad CRC-32",
+        "b.png: is damaged: its contents do not match the checksum stored in the archive",
         "bad_member",
         path="b.png",
     ),
@@ -599,7 +938,7 @@ CASES = [
     Bad(
         "not-an-image",
         _zip("fake.zip", [("images/cat.png", b"I am text, not a cat"), ("images/cat.txt", "cat")]),
-        "images/cat.png: not an image",
+        'images/cat.png: not an image (it is text: "I am text, not a cat")',
         "not_image",
         path="images/cat.png",
     ),
@@ -832,7 +1171,7 @@ def test_the_zip_lists_every_refused_member(tmp_path):
         "../x.png: the path leaves the archive (zip slip)",
         "l.png: symbolic links are not allowed",
         "n.zip: nested archives are not allowed",
-        "fake.png: not an image",
+        'fake.png: not an image (it is text: "text")',
     ]
     assert listing(tmp_path / "out") == []
 

@@ -174,8 +174,12 @@ def test_a_chat_mapping_reads_messages_held_as_json_in_a_csv_cell(tmp_path):
     assert list(iter_rows(result.canonical_path)) == [{"messages": messages}]
 
 
-def test_numbers_in_json_become_text(tmp_path):
-    path = write_jsonl(tmp_path / "n.jsonl", [{"question": "6 × 7?", "answer": 42}])
+def test_numbers_in_json_are_refused_as_text_and_imports_once_quoted(tmp_path):
+    # Issue 15: a number is not silently turned into text (0.10 would come back as 0.1).
+    bare = write_jsonl(tmp_path / "n.jsonl", [{"question": "6 × 7?", "answer": 42}])
+    with pytest.raises(DatasetInvalid, match=r'column "answer" must be text, not a number \(42\)'):
+        import_file(bare, bare.name, out_dir=tmp_path / "bare")
+    path = write_jsonl(tmp_path / "q.jsonl", [{"question": "6 × 7?", "answer": "42"}])
     other = write_csv(tmp_path / "n.csv", ["question", "answer"], [("6 × 7?", "42")])
     a = import_file(path, path.name, out_dir=tmp_path / "a")
     b = import_file(other, other.name, out_dir=tmp_path / "b")

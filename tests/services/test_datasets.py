@@ -356,10 +356,11 @@ def test_the_stats_job_recounts_lengths_in_a_tokenizers_tokens(project, member, 
     assert 15 <= version.stats["length"]["mean"] <= 40
 
 
-def test_the_api_refuses_a_bad_file_with_every_error_and_stores_nothing(
-    db, client, project, member
-):
+@pytest.mark.django_db(transaction=True)
+def test_the_api_refuses_a_bad_file_with_every_error_and_stores_nothing(client, project, member):
     from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from workers.tasks.runtime import execute_job
 
     client.force_login(member)
     before_counts, before_media = counts(), media_listing()
@@ -375,15 +376,19 @@ def test_the_api_refuses_a_bad_file_with_every_error_and_stores_nothing(
         },
     )
 
-    assert response.status_code == 400
-    error = response.json()["error"]
-    assert error["total"] == 2
-    assert [e["row"] for e in error["errors"]] == [2, 3]
-    assert counts() == before_counts and media_listing() == before_media
+    assert response.status_code == 202  # every import is a job; its result has the errors
+    assert execute_job(response.json()["id"], worker_id="test") == "failed"
+    job = client.get(response["Location"]).json()
+    assert job["result"]["total"] == 2
+    assert [e["row"] for e in job["result"]["errors"]] == [2, 3]
+    assert counts()[:2] == before_counts[:2] and media_listing() == before_media
 
 
-def test_the_api_imports_a_jsonl_file_and_reports_its_version(db, client, project, member):
+@pytest.mark.django_db(transaction=True)
+def test_the_api_imports_a_jsonl_file_and_reports_its_version(client, project, member):
     from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from workers.tasks.runtime import execute_job
 
     client.force_login(member)
     body = "\n".join(
@@ -403,8 +408,12 @@ def test_the_api_imports_a_jsonl_file_and_reports_its_version(db, client, projec
         },
     )
 
-    assert response.status_code == 201, response.content
-    version = response.json()["version"]
+    assert response.status_code == 202, response.content
+    assert execute_job(response.json()["id"], worker_id="test") == "succeeded"
+    result = client.get(response["Location"]).json()["result"]
+    version = client.get(
+        reverse("api:dataset_version", args=[project.pk, result["dataset_id"], result["version"]])
+    ).json()
     assert version["rows"] == 5 and len(version["sha256"]) == 64
     assert sum(version["split_counts"].values()) == 5
     assert Dataset.objects.get(name="Prefs").schema == "preference"

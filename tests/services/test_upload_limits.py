@@ -18,7 +18,9 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.urls import reverse
 
+from apps.jobs.models import Job
 from webapp.asgi import application
+from workers.tasks.runtime import execute_job
 
 MiB = 1024 * 1024
 CHUNK = b"x" * MiB
@@ -229,8 +231,10 @@ def test_a_member_uploads_a_dataset_larger_than_the_default_limit(client, projec
         cookie=_session(client, people["member"]),
     )
 
-    assert response["status"] == 201, response["body"][:500]
-    assert json.loads(response["body"])["version"]["rows"] == 30_000
+    assert response["status"] == 202, response["body"][:500]  # every import is a job
+    job_id = json.loads(response["body"])["id"]
+    assert execute_job(job_id, worker_id="test") == "succeeded"
+    assert Job.objects.get(pk=job_id).result["rows"] == 30_000
 
 
 @pytest.mark.django_db(transaction=True)

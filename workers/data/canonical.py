@@ -4,6 +4,18 @@ the seeded train/validation split, and streaming transforms that make new versio
 A dataset version is identified by the SHA-256 of its canonical JSONL: one record per line,
 `json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))`, UTF-8, "\\n" after
 every line, in source order. The same records give the same hash whatever file they came from.
+
+What a record may hold, decided once for every format:
+- A text role takes a string only. A number, true/false, null or an object is refused with the
+  column and the type found (a number is not silently turned into text: `0.10` would come
+  back as 0.1, `1e999` as inf). An optional role (alpaca `input`) may be missing, null or "".
+- Chat messages name their speaker with "role" (OpenAI: text in "content") or "from" (ShareGPT:
+  text in "value"). Both keys take the same five values, per message, in any record: "system",
+  "user" or "human" (-> user), "assistant" or "gpt" (-> assistant). Anything else is refused with
+  that list, so a file mixing the two conventions imports, and no record is read by another rule.
+- A preference pair whose chosen and rejected texts are the same (after the newline
+  normalisation every text gets, and ignoring surrounding whitespace) is refused: it teaches
+  nothing and usually means a column was mapped twice by mistake.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -21,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workers.data.errors import DatasetError, MappingError, TemplateError
+from workers.data.limits import STRICT_JSON, exceeds_depth, explain_json, find_problem, show
 
 __all__ = [
     "CANONICAL_NAME",
@@ -201,6 +215,11 @@ _ROLE_NAMES: dict[str, tuple[str, ...]] = {
     "caption": ("caption", "text", "description", "prompt", "标题", "描述", "说明"),
 }
 _SUGGEST_ORDER = ("preference", "chat", "instruction", "qa")
+# Columns named for another schema's role are not "two anonymous columns": `chosen` and
+# `rejected` without a `prompt` are a preference file missing a column, not questions and answers.
+_OTHER_SCHEMA_NAMES = frozenset(
+    n for role in ("chosen", "rejected", "messages", "image") for n in _ROLE_NAMES[role]
+)
 _NORMALIZE = re.compile(r"[\s_\-]+")
 
 
@@ -240,7 +259,9 @@ def suggest_mapping(columns: list[str], *, schema: str | None = None) -> Mapping
             return Mapping(name, found)
     named = [c for c in columns if c]
     if (
-        schema in (None, "qa") and len(named) == 2
+        schema in (None, "qa")
+        and len(named) == 2
+        and not any(_norm(c) in _OTHER_SCHEMA_NAMES for c in named)
     ):  # two anonymous columns: a question and its answer
         return Mapping("qa", {"question": named[0], "answer": named[1]})
     return None
@@ -248,36 +269,48 @@ def suggest_mapping(columns: list[str], *, schema: str | None = None) -> Mapping
 
 # --------------------------------------------------------------------------- canonical records
 
-_SHAREGPT_ROLES = {
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
+# One table for "role" and "from" alike (see the module docstring).
+_SPEAKERS = {
     "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
 }
-_CHAT_ROLES = ("system", "user", "assistant")
+_SPEAKER_LIST = _or_list(_SPEAKERS)
+MAX_CELL_JSON_DEPTH = 32  # a CSV cell holding chat messages as JSON: as deep as a JSON record
 
 RoleError = tuple[str | None, str, str]  # (column, reason, code)
 
 
 def _kind(value: Any) -> str:
+    """The JSON type of a value, as a message names it."""
+    if isinstance(value, str):
+        return "a string"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, bool):
-        return json.dumps(value)
-    return type(value).__name__
+        return f"the boolean {json.dumps(value)}"
+    if value is None:
+        return "null"
+    if isinstance(value, float) and not math.isfinite(value):  # 1e999 in the file
+        return "a number too large to hold (it reads as infinity)"
+    if isinstance(value, int | float):
+        shown = repr(value) if isinstance(value, float) else str(value)
+        return f"a number ({show(shown, 24)})"
+    return "a value of another kind"  # pragma: no cover - records hold JSON types only
 
 
 def _text(value: Any, max_chars: int) -> tuple[str | None, str | None, str]:
     """(text, None, "") or (None, reason, code)."""
     if isinstance(value, str):
         text = value
-    elif value is None:
-        return None, "is empty", "empty"
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        text = str(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return None, f"must be text, not {_kind(value)}; put it in quotes", "not_text"
+    elif _is_message_list(value):
+        return None, "must be text, not a list of messages (write the text itself)", "not_text"
     else:
         return None, f"must be text, not {_kind(value)}", "not_text"
     if "\r" in text:
@@ -295,6 +328,16 @@ def _text(value: Any, max_chars: int) -> tuple[str | None, str | None, str]:
     return text, None, ""
 
 
+def _is_message_list(value: Any) -> bool:
+    """[{"role": ..., "content": ...}, ...]: a chat where one text was expected (a conversational
+    preference file's `chosen`)."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and ("role" in m or "from" in m) for m in value)
+    )
+
+
 def _part_text(content: Any) -> Any:
     """OpenAI content may be a list of parts: keep the text parts, refuse the others."""
     if not isinstance(content, list):
@@ -309,18 +352,62 @@ def _part_text(content: Any) -> Any:
             texts.append(part["text"])
         elif isinstance(part, str):
             texts.append(part)
+        elif isinstance(part, dict) and part.get("type") == "text":
+            what = "has no" if "text" not in part else f"is {_kind(part['text'])}, not"
+            return ValueError(f'has a "text" content part whose "text" {what} text')
+        elif isinstance(part, dict) and isinstance(part.get("type"), str):
+            return ValueError(f'has a "{show(part["type"])}" content part; only text is supported')
         else:
-            kind = part.get("type") if isinstance(part, dict) else _kind(part)
-            return ValueError(f'has a "{kind}" content part; only text is supported')
+            return ValueError(f"has a content part that is {_kind(part)}; only text is supported")
     return "".join(texts)
+
+
+def _cell_json(text: str) -> tuple[Any, str | None, str]:
+    """A CSV cell holding the messages as JSON, read by the same rules as a JSON file."""
+    if exceeds_depth(text, MAX_CELL_JSON_DEPTH):
+        return None, f"holds JSON nested deeper than {MAX_CELL_JSON_DEPTH} levels", "too_deep"
+    try:
+        value = STRICT_JSON.decode(text)
+    except json.JSONDecodeError:
+        return None, "holds text that is not a valid JSON list of messages", "not_messages"
+    except ValueError:  # refused by STRICT_JSON: say what and where
+        try:
+            problem = explain_json(text, len(text) - len(text.lstrip()))
+        except json.JSONDecodeError:  # refused before the parser reached a syntax error
+            return None, "holds text that is not a valid JSON list of messages", "not_messages"
+        if problem is None:  # pragma: no cover - STRICT_JSON refuses only what this finds
+            return None, "holds JSON that cannot be read", "not_messages"
+        return None, _in_cell(problem.path, problem.what), problem.code
+    problem = find_problem(value)  # a lone surrogate
+    if problem is not None:
+        return None, _in_cell(problem.path, problem.what), problem.code
+    return value, None, ""
+
+
+def _in_cell(path: tuple[str | int, ...], what: str) -> str:
+    """`, message 2, key "content" is NaN, ...`: a problem and its place in a cell's messages."""
+    place = "".join(
+        (f", message {p + 1}" if i == 0 else f", item {p + 1}")
+        if isinstance(p, int)
+        else f', key "{show(p)}"'
+        for i, p in enumerate(path)
+    )
+    if not place or what.startswith(":"):
+        return place + what
+    return f"{place} {what}"
+
+
+def _unknown_speaker(key: str, name: Any, i: int) -> str:
+    shown = f'"{show(name)}"' if isinstance(name, str) else _kind(name)
+    label = "role" if key == "role" else '"from" value'
+    return f", message {i}: unknown {label} {shown} (expected {_SPEAKER_LIST})"
 
 
 def _messages(value: Any, max_chars: int) -> tuple[list | None, str | None, str]:
     if isinstance(value, str) and value.lstrip().startswith("["):
-        try:  # a CSV cell holding the messages as JSON
-            value = json.loads(value)
-        except ValueError:
-            return None, "holds text that is not a valid JSON list of messages", "not_messages"
+        value, reason, code = _cell_json(value)
+        if reason is not None:
+            return None, reason, code
     if value is None or value == "":
         return None, "has no messages", "empty"
     if not isinstance(value, list):
@@ -332,26 +419,29 @@ def _messages(value: Any, max_chars: int) -> tuple[list | None, str | None, str]
         if not isinstance(m, dict):
             return None, f", message {i}: must be an object, not {_kind(m)}", "bad_message"
         if "role" in m:
-            role, content = m["role"], m.get("content")
-            if role not in _CHAT_ROLES:
-                return (
-                    None,
-                    f', message {i}: unknown role "{role}" (expected {_or_list(_CHAT_ROLES)})',
-                    "bad_role",
-                )
+            key, name, content = "role", m["role"], m.get("content")
         elif "from" in m:
-            source = m["from"]
-            role, content = _SHAREGPT_ROLES.get(source), m.get("value")
-            if role is None:
-                return (
-                    None,
-                    f', message {i}: unknown "from" value "{source}" '
-                    "(expected human, gpt or system)",
-                    "bad_role",
-                )
+            key, name, content = "from", m["from"], m.get("value")
         else:
             return None, f', message {i}: has neither "role" nor "from"', "bad_message"
-        content = _part_text(content)
+        role = _SPEAKERS.get(name) if type(name) is str else None
+        if role is None:
+            return None, _unknown_speaker(key, name, i), "bad_role"
+        if content is None and key == "role" and ("tool_calls" in m or "function_call" in m):
+            return (
+                None,
+                f", message {i}: is a tool call; tool calls are not supported (leave such "
+                "messages out)",
+                "not_text",
+            )
+        if content is None and ("content" if key == "role" else "value") not in m:
+            return (
+                None,
+                f', message {i}: has no "{"content" if key == "role" else "value"}"',
+                "empty",
+            )
+        if type(content) is list:  # the test inlined: a call per message costs ~3% of an import
+            content = _part_text(content)
         if isinstance(content, ValueError):
             return None, f", message {i}: {content}", "not_text"
         text, reason, code = _text(content, max_chars)
@@ -381,6 +471,11 @@ class Canonicalizer:
         self._optional = [(r, mapping.columns.get(r)) for r in spec.optional]
         self._max = max_cell_chars
         self._resolve_image = resolve_image
+        self._pair = (
+            (mapping.columns["chosen"], mapping.columns["rejected"])
+            if mapping.schema == "preference"
+            else None
+        )
         if mapping.schema == "image_caption" and resolve_image is None:
             raise MappingError(
                 "image_caption records come only from an image zip", code="bad_mapping"
@@ -425,7 +520,21 @@ class Canonicalizer:
                 errors.append((optional_column, reason, code))
             else:
                 record[role] = out or ""
+        if self._pair is not None and not errors and _same(record["chosen"], record["rejected"]):
+            chosen, rejected = self._pair
+            errors.append(
+                (
+                    rejected,
+                    f'is the same text as column "{chosen}" (a preference pair needs two '
+                    "different answers)",
+                    "same_answers",
+                )
+            )
         return (None if errors else record), errors
+
+
+def _same(chosen: str, rejected: str) -> bool:
+    return chosen == rejected or chosen.strip() == rejected.strip()
 
 
 # --------------------------------------------------------------------------- JSONL + SHA-256

@@ -50,7 +50,7 @@ class DatasetError(Exception):
     def message(self) -> str:
         text = self.reason
         if self.column is not None:
-            sep = "" if text.startswith(",") else " "
+            sep = "" if text.startswith((",", ":")) else " "
             text = f'column "{self.column}"{sep}{text}'
         where = self.location
         return f"{where}: {text}" if where else text

@@ -3,6 +3,8 @@
 Every reader yields `Rec` (one source record as a dict, with its place) or a located
 `DatasetError` for a bad record, and raises `DatasetError` for a problem that stops the file
 (undecodable bytes, an over-long line, a broken header, a JSON array that cannot be resynchronised).
+JSON is read strictly (`limits.STRICT_JSON`): a repeated key, NaN/Infinity, an integer too long to
+read or a lone UTF-16 surrogate is a located error for its record, never a crash or a silent pick.
 """
 
 from __future__ import annotations
@@ -12,14 +14,27 @@ import csv
 import io
 import json
 import os
+import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from workers.data.canonical import Mapping, suggest_mapping
-from workers.data.errors import DatasetError
+from workers.data.errors import DatasetError, DatasetInvalid
 from workers.data.images import ARCHIVE_MAGIC, Rec, ZipSource, is_zip
-from workers.data.limits import DEFAULT_LIMITS, ImportLimits, exceeds_depth, human_bytes
+from workers.data.limits import (
+    DEFAULT_LIMITS,
+    EXPLAIN_JSON,
+    STRICT_JSON,
+    ImportLimits,
+    JsonProblem,
+    exceeds_depth,
+    find_problem,
+    human_bytes,
+    may_hold_surrogate,
+    show,
+)
 
 __all__ = [
     "CONTAINERS",
@@ -54,7 +69,22 @@ ENCODING_NAMES = {
     "gb18030": "GB18030",
     "gbk": "GBK",
     "utf-16": "UTF-16",
+    "utf-32": "UTF-32",
 }
+_BOM_CODECS = ("utf-16", "utf-32")  # codecs that read their own byte-order mark
+MAX_KEY_CHARS = 1_000
+"""Characters in one column name (a CSV header cell, a JSON key): names are shown on the mapping
+page and in messages, and no real dataset has a 2 MB one."""
+# Files people upload by mistake that carry no NUL in their first bytes: named, not read as CSV.
+_NOT_TEXT = (
+    (b"%PDF", "a PDF document"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Office file (.xls or .doc)"),
+    (b"{\\rtf", "an RTF document"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"SQLite format 3", "an SQLite database"),
+)
 
 
 def _codec_name(encoding: str) -> str:
@@ -80,15 +110,27 @@ def _decode_error(data: bytes, encoding: str, final: bool) -> UnicodeDecodeError
 
 
 def detect_encoding(head: bytes) -> str:
-    """UTF-8 (with or without BOM), else GB18030 (a superset of GBK), decided on the first bytes."""
+    """UTF-8 (with or without BOM), else GB18030 (a superset of GBK), decided on the first bytes;
+    UTF-16 and UTF-32 when a byte-order mark says so (UTF-32's LE mark starts with UTF-16's)."""
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     bom = head.startswith(BOM_UTF8)
     body = head[3:] if bom else head
-    if b"\x00" in body:
+    nul = body.find(b"\x00")
+    if nul >= 0:
+        wide = _wide_text(body)
+        if wide:
+            raise DatasetError(
+                f"the file looks like {wide} text without a byte-order mark (a NUL byte beside "
+                "every character of line 1); save it as UTF-8",
+                code="bad_encoding",
+            )
+        line = body.count(b"\n", 0, nul) + 1
         raise DatasetError(
-            "the file looks binary (it has NUL bytes); upload CSV, JSON or JSONL text, "
-            "or save UTF-16 text as UTF-8",
+            f"the file looks binary (line {line} has a NUL byte, at byte {nul + 3 * bom + 1:,} of "
+            "the file); upload CSV, JSON or JSONL text, or save UTF-16 text as UTF-8",
             code="binary",
         )
     # Not final: a character cut at the end of the sample (or of a truncated file) is not a
@@ -96,12 +138,41 @@ def detect_encoding(head: bytes) -> str:
     utf8 = _decode_error(body, "utf-8", False)
     if utf8 is None:
         return "utf-8-sig" if bom else "utf-8"
+    line = body.count(b"\n", 0, utf8.start) + 1
+    if bom:
+        # A BOM says UTF-8: bytes that are not are a broken file, not a hint to guess again.
+        raise _bom_not_utf8(line, body[utf8.start])
     if _decode_error(body, "gb18030", False) is None:
         return "gb18030"
-    line = body.count(b"\n", 0, utf8.start) + 1
     raise DatasetError(
         f"the file is not UTF-8, GBK or GB18030 text (line {line} has the byte "
         f"0x{body[utf8.start]:02x}); save it as UTF-8 or choose its encoding",
+        code="bad_encoding",
+    )
+
+
+def _wide_text(body: bytes) -> str:
+    """`UTF-16` or `UTF-32` when the first bytes are ASCII text in one of them (NULs at every
+    other or three of every four bytes), else ""."""
+    sample = body[:256]
+    sample = sample[: len(sample) // 4 * 4]
+    if len(sample) < 8:
+        return ""
+    for width in (4, 2):
+        for first in range(width):  # the offset of the ASCII byte in each unit (LE: 0, BE: last)
+            units = [sample[i : i + width] for i in range(0, len(sample), width)]
+            if all(
+                u[first] != 0 and u[first] < 0x80 and not any(u[:first] + u[first + 1 :])
+                for u in units
+            ):
+                return f"UTF-{width * 8}"
+    return ""
+
+
+def _bom_not_utf8(line: int, byte: int) -> DatasetError:
+    return DatasetError(
+        f"the file starts with a UTF-8 byte-order mark but line {line} is not UTF-8 "
+        f"(byte 0x{byte:02x}); save it as UTF-8, or choose its encoding",
         code="bad_encoding",
     )
 
@@ -113,7 +184,7 @@ class _Text:
         codec = _codec_name(encoding)
         self.encoding = encoding
         self.raw = open(path, "rb", buffering=1 << 20)  # noqa: SIM115
-        if codec != "utf-16" and self.raw.read(3) != BOM_UTF8:
+        if codec not in _BOM_CODECS and self.raw.read(3) != BOM_UTF8:
             self.raw.seek(0)
         if codec == "utf-8-sig":
             codec = "utf-8"
@@ -134,6 +205,8 @@ def _decode_failure(exc: UnicodeDecodeError, encoding: str, line: int) -> Datase
             code="truncated",
         )
     bad = exc.object[exc.start : exc.start + 1]
+    if _codec_name(encoding) == "utf-8-sig":
+        return _bom_not_utf8(line, bad[0])
     return DatasetError(
         f"not valid {_display(encoding)} text (byte 0x{bad.hex()}); choose the file's encoding",
         line=line,
@@ -144,14 +217,18 @@ def _decode_failure(exc: UnicodeDecodeError, encoding: str, line: int) -> Datase
 class _Lines:
     """Physical lines with a length limit; counts them so errors can name the line."""
 
-    def __init__(self, text: _Text, max_chars: int) -> None:
+    def __init__(self, text: _Text, max_chars: int, *, keep: bool = False) -> None:
         self._readline = text.text.readline
         self._text = text
         self._max = max_chars
         self.line = 0
+        # With `keep`, the lines handed out since the caller last cleared it (one CSV record),
+        # so a refused record can be looked at again.
+        self.kept: list[str] | None = [] if keep else None
 
     def __iter__(self) -> Iterator[str]:
         readline, limit, max_chars = self._readline, self._max + 1, self._max
+        kept = self.kept
         while True:
             try:
                 line = readline(limit)
@@ -166,6 +243,8 @@ class _Lines:
                     line=self.line,
                     code="line_too_long",
                 )
+            if kept is not None:
+                kept.append(line)
             yield line
 
 
@@ -195,14 +274,45 @@ class _TextSource:
         raise NotImplementedError
 
 
-def _csv_error(exc: csv.Error, row: int, limits: ImportLimits) -> DatasetError:
+def _long_field(text: str, delimiter: str, max_chars: int) -> int | None:
+    """The 0-based index of the first field longer than `max_chars` in a CSV record's text (the
+    csv module stops at it without saying which); None if it cannot be told."""
+    pos, index, end = 0, 0, len(text.rstrip("\r\n"))
+    while pos <= end:
+        if text.startswith('"', pos):
+            quoted = _QUOTED.match(text, pos)
+            stop = quoted.end() if quoted is not None else end
+            length = stop - pos - 2 - text.count('""', pos + 1, stop - 1)
+            nxt = text.find(delimiter, stop, end)
+        else:
+            nxt = text.find(delimiter, pos, end)
+            length = (end if nxt < 0 else nxt) - pos
+        if length > max_chars:
+            return index
+        if nxt < 0:
+            return None
+        pos, index = nxt + 1, index + 1
+    return None
+
+
+_QUOTED = re.compile(r'"[^"]*(?:""[^"]*)*"')
+
+
+def _csv_error(
+    exc: csv.Error,
+    row: int,
+    limits: ImportLimits,
+    *,
+    column: str | None = None,
+    line: int | None = None,
+) -> DatasetError:
     msg = str(exc)
     if "field larger than field limit" in msg:
-        return DatasetError(
-            f"a cell is longer than {limits.max_cell_chars:,} characters (the limit)",
-            row=row,
-            code="cell_too_long",
-        )
+        if column is not None:
+            reason = f"is longer than {limits.max_cell_chars:,} characters (the limit)"
+        else:
+            reason = f"a cell is longer than {limits.max_cell_chars:,} characters (the limit)"
+        return DatasetError(reason, row=row, column=column, line=line, code="cell_too_long")
     if "unexpected end of data" in msg:
         return DatasetError(
             "a quoted cell is not closed before the end of the file (is it truncated?)",
@@ -228,7 +338,7 @@ class CsvSource(_TextSource):
         if csv.field_size_limit() < limits.max_cell_chars + 1:
             # Process-wide in the csv module: only ever raised, so other readers keep working.
             csv.field_size_limit(limits.max_cell_chars + 1)
-        self._lines = _Lines(self._text, limits.max_line_chars)
+        self._lines = _Lines(self._text, limits.max_line_chars, keep=True)
         self._reader = csv.reader(iter(self._lines), delimiter=self.delimiter, strict=True)
         try:
             self.columns = self._header()
@@ -255,14 +365,21 @@ class CsvSource(_TextSource):
                 "the first line is empty; it must be the header with the column names",
                 code="no_header",
             )
+        if len(header) == 1 and ";" in header[0]:
+            raise _semicolons(header[0])
         seen: dict[str, int] = {}
         for i, name in enumerate(header, 1):
-            if name and name in seen:
+            if len(name) > MAX_KEY_CHARS:
+                raise _key_too_long(name, f"the name of column {i}")
+            key = unicodedata.normalize("NFC", name)
+            if name and key in seen:
+                other = header[seen[key] - 1]
+                how = "" if other == name else ", written two ways: Unicode NFC and NFD"
                 raise DatasetError(
-                    f'the header repeats column "{name}" (columns {seen[name]} and {i})',
+                    f'the header repeats column "{show(name)}" (columns {seen[key]} and {i}{how})',
                     code="duplicate_column",
                 )
-            seen[name] = i
+            seen[key] = i
         return header
 
     def records(self) -> Iterator[Rec | DatasetError]:
@@ -270,16 +387,19 @@ class CsvSource(_TextSource):
         assert header is not None
         width = len(header)
         reader = self._reader
+        kept = self._lines.kept
+        assert kept is not None
         row = 0
         blank = 0
         while True:
+            kept.clear()
             try:
                 fields = next(reader)
             except StopIteration:
                 break
             except csv.Error as exc:
                 row += 1
-                yield _csv_error(exc, row, self.limits)
+                yield self._refused(exc, row, kept)
                 continue
             row += 1
             if not fields or not any(fields):
@@ -298,6 +418,38 @@ class CsvSource(_TextSource):
         if blank:
             self.warnings.append(f"skipped {blank:,} blank row(s)")
 
+    def _refused(self, exc: csv.Error, row: int, kept: list[str]) -> DatasetError:
+        """The csv module's error for a record, with the column and first line of an over-long
+        cell (found again in the record's lines: the module does not say which cell it was)."""
+        if "field larger than field limit" not in str(exc) or not kept:
+            return _csv_error(exc, row, self.limits)
+        assert self.columns is not None
+        index = _long_field("".join(kept), self.delimiter, self.limits.max_cell_chars)
+        column = self.columns[index] if index is not None and index < len(self.columns) else None
+        line = self._lines.line - len(kept) + 1
+        return _csv_error(exc, row, self.limits, column=column, line=line)
+
+
+def _semicolons(first: str) -> DatasetError:
+    """A one-column header with semicolons: CSV as Excel writes it where the comma is the decimal
+    mark. Read with commas it would reach the mapping step as a single column."""
+    if first.lower().startswith("sep="):
+        what = f'the first line "{show(first, 12)}" is an Excel delimiter hint, not a header'
+    else:
+        what = f'the header "{show(first)}" is one column with semicolons in it'
+    return DatasetError(
+        f"{what}: the file is separated by semicolons; save it as CSV UTF-8 (comma delimited)",
+        code="semicolons",
+    )
+
+
+def _key_too_long(name: str, where: str) -> DatasetError:
+    return DatasetError(
+        f'{where} is {len(name):,} characters long ("{show(name, 24)}"); the limit for a '
+        f"column name is {MAX_KEY_CHARS:,}",
+        code="key_too_long",
+    )
+
 
 def _json_problem(msg: str, char: int) -> str:
     """json's "Expecting ',' delimiter" / "Unterminated string starting at" + where, as one phrase."""
@@ -315,6 +467,76 @@ def _type_name(value: Any) -> str:
     return "a number"
 
 
+def _problem_error(
+    problem: JsonProblem, *, row: int | None = None, line: int | None = None
+) -> DatasetError:
+    column, reason = problem.column_reason()
+    return DatasetError(reason, row=row, line=line, column=column, code=problem.code)
+
+
+def _explain(
+    text: str, start: int, *, row: int | None = None, line: int | None = None
+) -> DatasetError:
+    """The error for a JSON value STRICT_JSON refused: what it holds and where (slow, but only
+    for refused values)."""
+    try:
+        found = find_problem(EXPLAIN_JSON.raw_decode(text, start)[0])
+    except json.JSONDecodeError as exc:  # refused before the parser reached a syntax error
+        return DatasetError(
+            _json_problem(exc.msg, exc.pos), row=row, line=line, code="invalid_json"
+        )
+    if found is None:  # pragma: no cover - STRICT_JSON refuses only what find_problem finds
+        return DatasetError(
+            "has a value that cannot be read", row=row, line=line, code="invalid_json"
+        )
+    return _problem_error(found, row=row, line=line)
+
+
+def _wrapped(obj: dict[str, Any]) -> str | None:
+    """The key of a list of objects inside one object ({"data": [{...}, ...]}), if it has one."""
+    for key, value in obj.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value[:10]):
+            return key
+    return None
+
+
+def _one_object(obj: dict[str, Any]) -> DatasetError:
+    key = _wrapped(obj)
+    inside = ""
+    if key is not None:
+        n = len(obj[key])
+        inside = f'; its key "{show(key)}" holds {n:,} record{"s" if n != 1 else ""}'
+    return DatasetError(
+        f"the file is one JSON object, not a list of records{inside}: upload an array of "
+        "objects [{…}, {…}], or one object per line (JSONL)",
+        code="not_array",
+    )
+
+
+_SCAN: Any = STRICT_JSON.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__
+
+
+def _decode_line(line: str) -> Any:
+    """STRICT_JSON.decode(line), with json's own messages, minus two regex calls a line: the
+    C scanner straight away, whitespace checked only when there is some. A byte-order mark at
+    the start of a line is skipped like whitespace: files joined with `cat` carry one at the
+    first line of each."""
+    start = 0 if line[:1] not in _SPACE else len(line) - len(line.lstrip(" \t\n\r\ufeff"))
+    try:
+        obj, end = _SCAN(line, start)
+    except StopIteration as err:
+        raise json.JSONDecodeError("Expecting value", line, err.value) from None
+    if end != len(line):
+        rest = line[end:]
+        if rest != "\n" and rest.strip(" \t\n\r"):
+            stop = len(line) - len(rest.lstrip(" \t\n\r"))
+            raise json.JSONDecodeError("Extra data", line, stop)
+    return obj
+
+
+_SPACE = (" ", "\t", "\n", "\r", "\ufeff")
+
+
 class JsonlSource(_TextSource):
     """One JSON object per line; errors name the line."""
 
@@ -330,7 +552,8 @@ class JsonlSource(_TextSource):
         lines = _Lines(self._text, self.limits.max_line_chars)
         max_depth = self.limits.max_json_depth
         max_columns = self.limits.max_columns
-        loads = json.loads
+        decode = _decode_line
+        first = True
         for line in lines:
             n = lines.line
             if not line or line.isspace():
@@ -341,10 +564,17 @@ class JsonlSource(_TextSource):
                 )
                 continue
             try:
-                obj = loads(line)
+                obj = decode(line)
             except json.JSONDecodeError as exc:
+                if first and line.lstrip().startswith("{"):
+                    whole = self._one_object()
+                    if whole is not None:
+                        raise whole from None
+                first = False
                 hint = ""
-                if line[-1:] not in ("\n", "\r"):
+                if line.lstrip().startswith(("//", "/*", "#")):
+                    hint = "; JSON has no comments: delete this line"
+                elif line[-1:] not in ("\n", "\r"):
                     hint = "; the file ends here: is it truncated?"
                 elif n == 1 and self._hint:
                     hint = self._hint
@@ -357,6 +587,11 @@ class JsonlSource(_TextSource):
                     f"nested too deeply ({max_depth} levels is the limit)", line=n, code="too_deep"
                 )
                 continue
+            except ValueError:  # refused by STRICT_JSON, or an integer too long for int()
+                first = False
+                yield _explain(line, len(line) - len(line.lstrip()), line=n)
+                continue
+            first = False
             if type(obj) is not dict:
                 yield DatasetError(
                     f"expected a JSON object, got {_type_name(obj)}", line=n, code="not_object"
@@ -369,7 +604,32 @@ class JsonlSource(_TextSource):
                     code="too_many_columns",
                 )
                 continue
+            if "\\u" in line and may_hold_surrogate(line):  # inlined test: most lines have no \u
+                problem = find_problem(obj)
+                if problem is not None:
+                    yield _problem_error(problem, line=n)
+                    continue
             yield Rec(None, n, None, obj)
+
+    def _one_object(self) -> DatasetError | None:
+        """When the first line is not JSON: the error for a small file that is one JSON object
+        written over several lines (a .json file that is not an array), else None."""
+        if self.size > self.limits.max_line_chars:
+            return None
+        text = _Text(self.path, self.encoding)
+        try:
+            whole = text.text.read()
+        except UnicodeDecodeError:
+            return None
+        finally:
+            text.close()
+        if exceeds_depth(whole, self.limits.max_json_depth):
+            return None
+        try:
+            obj = STRICT_JSON.decode(whole)
+        except (ValueError, RecursionError):
+            return None
+        return _one_object(obj) if type(obj) is dict else None
 
 
 class _Chunks:
@@ -431,14 +691,16 @@ class JsonArraySource(_TextSource):
 
     container = "json"
 
-    def _element(self, text: _Chunks, row: int) -> tuple[Any, int]:
-        """Decode the element at text.pos, reading more text while it may be cut by the chunk."""
+    def _element(self, text: _Chunks, row: int) -> tuple[Any, int, bool]:
+        """Decode the element at text.pos, reading more text while it may be cut by the chunk;
+        (value, end, whether STRICT_JSON refused it and the value holds the marks of why)."""
         limits = self.limits
-        decoder = json.JSONDecoder()
+        decode, marked = STRICT_JSON.raw_decode, False
         while True:
             buf, pos = text.buf, text.pos
             try:
-                return decoder.raw_decode(buf, pos)
+                obj, end = decode(buf, pos)
+                return obj, end, marked
             except json.JSONDecodeError as exc:
                 # Before the end of the file an error near the end of the buffer may only mean
                 # the element goes on in the next chunk; at the end of the file it is final.
@@ -473,11 +735,16 @@ class JsonArraySource(_TextSource):
                     line=text.where(pos)[0],
                     code="too_deep",
                 ) from None
+            except ValueError:  # refused by STRICT_JSON: read it again, marking why
+                decode, marked = EXPLAIN_JSON.raw_decode, True
 
     def _check(
-        self, obj: Any, text: _Chunks, start: int, end: int, row: int
+        self, obj: Any, text: _Chunks, start: int, end: int, row: int, marked: bool
     ) -> DatasetError | None:
         limits = self.limits
+        problem = None
+        if marked or may_hold_surrogate(text.buf, start, end):
+            problem = find_problem(obj)
         if end - start > limits.max_line_chars:
             reason, code = (
                 f"longer than {limits.max_line_chars:,} characters (the limit)",
@@ -488,6 +755,8 @@ class JsonArraySource(_TextSource):
                 f"nested deeper than {limits.max_json_depth} levels (the limit)",
                 "too_deep",
             )
+        elif problem is not None:
+            return _problem_error(problem, row=row, line=text.where(start)[0])
         elif type(obj) is not dict:
             reason, code = f"expected a JSON object, got {_type_name(obj)}", "not_object"
         elif len(obj) > limits.max_columns:
@@ -518,8 +787,8 @@ class JsonArraySource(_TextSource):
                         code="truncated",
                     )
                 row += 1
-                obj, end = self._element(text, row)
-                problem = self._check(obj, text, text.pos, end, row)
+                obj, end, marked = self._element(text, row)
+                problem = self._check(obj, text, text.pos, end, row, marked)
                 yield problem if problem is not None else Rec(row, None, None, obj)
                 text.pos = end
                 c = text.peek()
@@ -609,11 +878,17 @@ def _container(head: bytes, filename: str, encoding: str, at_eof: bool, fmt: str
             code="not_json",
         )
     lower = filename.lower()
+    if lower.endswith((".jsonl", ".ndjson", ".json")):
+        # Named JSON but not starting with [ or {: a bare value, a comment, or not JSON at all.
+        # Read as JSONL it is refused with its line ("expected a JSON object, got a string");
+        # read as CSV it would reach the mapping step as a one-column table.
+        return "jsonl"
     if lower.endswith((".tsv", ".tab")):
         return "tsv"
-    if lower.endswith(".csv"):
-        return "csv"
     first_line = text.split("\n", 1)[0]
+    if lower.endswith(".csv"):
+        # Tab-separated text saved as .csv (Excel's "Text (Tab delimited)", a database export)
+        return "tsv" if "\t" in first_line and "," not in first_line else "csv"
     return "tsv" if first_line.count("\t") > first_line.count(",") else "csv"
 
 
@@ -637,6 +912,17 @@ def open_source(
         if not is_zip(head):
             raise DatasetError("not a zip file", code="bad_zip")
         return ZipSource(path, limits)
+    if fmt is None and filename.lower().endswith(".zip"):
+        # Read as text it would reach the mapping step looking like a one-column CSV.
+        raise DatasetError(
+            "the file is named .zip but is not a zip archive (is it damaged, or renamed?)",
+            code="bad_zip",
+        )
+    for magic, what in _NOT_TEXT:
+        if head.startswith(magic):
+            raise DatasetError(
+                f"this is {what}, not a dataset: upload CSV, JSON or JSONL text", code="not_text"
+            )
     if head.startswith(ARCHIVE_MAGIC):
         raise DatasetError(
             "compressed files other than a zip of images are not supported: upload the CSV, "
@@ -662,7 +948,7 @@ def _json_format(keys: dict[str, None], container: str) -> str:
         return "sharegpt"
     if "messages" in keys:
         return "openai_chat"
-    if all(k in keys for k in ("prompt", "chosen", "rejected")):
+    if "chosen" in keys and "rejected" in keys:  # without a prompt: refused as missing it
         return "preference"
     if "instruction" in keys and "output" in keys:
         return "alpaca"
@@ -678,10 +964,23 @@ def sniff(
     limits: ImportLimits = DEFAULT_LIMITS,
     sample: int = 100,
     keep: int = 10,
+    strict: bool = True,
 ) -> Sniffed:
     """Guess format, encoding, columns and a mapping from the start of the file.
 
-    Reads at most `sample` records; raises DatasetError when the file cannot be read at all.
+    What it sees: the first 64 KB decide the encoding and how to read the file; then at most
+    `sample` records are read, and at most `keep` of their problems kept in `sample_errors`. A JSON
+    array is read element by element, so a long one is sniffed from its head and never parsed
+    whole; problems further on (a bad line 10,000, an array cut short at its end) are found by the
+    import.
+
+    Raises DatasetError when the file cannot be read at all. With `strict` (the upload's first
+    step) it also raises, with the place, when the sampled part already shows the file cannot
+    import as it is: a problem that stops the reader (a malformed or truncated JSON array, a
+    top-level object, undecodable text, an over-long line), text that is not valid Unicode, or a
+    JSON file in which no sampled record could be read (DatasetInvalid when there are several).
+    Problems of single records (one bad line among good ones) stay in `sample_errors`. The
+    importer passes `strict=False` so it can report such problems in file order with the rest.
     """
     source = open_source(path, filename, fmt=fmt, encoding=encoding, limits=limits)
     try:
@@ -689,6 +988,8 @@ def sniff(
         errors: list[DatasetError] = []
         keys: dict[str, None] = dict.fromkeys(source.columns or [])
         seen = 0
+        stopped: DatasetError | None = None
+        ended = False
         try:
             for item in source.records():
                 if isinstance(item, DatasetError):
@@ -696,15 +997,27 @@ def sniff(
                     if len(errors) >= keep:
                         break
                     continue
+                unicode = _lone_surrogate(item)
+                if unicode is not None:  # a safety net: the JSON readers refuse these already
+                    errors.append(unicode)
+                    continue
                 seen += 1
                 if len(rows) < keep:
                     rows.append(item.data)
                 if source.container in ("jsonl", "json"):
+                    _check_keys(item, keys)
                     keys.update(dict.fromkeys(item.data))
                 if seen >= sample:
                     break
+            else:
+                ended = True
         except DatasetError as exc:  # the file cannot be read past this point
+            if exc.code in ("key_too_long", "duplicate_column"):  # _check_keys: import neither
+                raise
             errors.append(exc)
+            stopped = exc
+        if strict:
+            _refuse_at_sniff(source, filename, errors, stopped, seen, ended, rows)
         columns = list(keys)
         if source.container == "zip":
             fmt = "image_zip"
@@ -730,6 +1043,78 @@ def sniff(
         )
     finally:
         source.close()
+
+
+def _lone_surrogate(item: Rec) -> DatasetError | None:
+    """A lone surrogate in a sampled record: the page that shows sample rows cannot encode it."""
+    problem = find_problem(item.data)
+    if problem is None or problem.code != "bad_unicode":
+        return None
+    error = _problem_error(problem, row=item.row, line=item.line)
+    error.path = item.path
+    return error
+
+
+def _check_keys(item: Rec, keys: dict[str, None]) -> None:
+    """Refuse a sampled record's key that the mapping page could not show or tell apart: one
+    longer than MAX_KEY_CHARS, or one that equals a key already seen once both are in Unicode
+    NFC ("café" typed with é, or with e and a combining accent) - two columns that look the same.
+    Only the sample is checked: it is where the columns to map come from."""
+    new = [k for k in item.data if k not in keys]
+    if not new:
+        return
+    normal = {unicodedata.normalize("NFC", k): k for k in keys}
+    for key in new:
+        if len(key) > MAX_KEY_CHARS:
+            error = _key_too_long(key, "a key name")
+            error.row, error.line, error.path = item.row, item.line, item.path
+            raise error
+        twin = normal.setdefault(unicodedata.normalize("NFC", key), key)
+        if twin != key:
+            raise DatasetError(
+                f'keys "{show(twin)}" and "{show(key)}" are the same name written two ways '
+                "(Unicode NFC and NFD); rename one",
+                row=item.row,
+                line=item.line,
+                path=item.path,
+                code="duplicate_column",
+            )
+
+
+def _refuse_at_sniff(
+    source: Any,
+    filename: str,
+    errors: list[DatasetError],
+    stopped: DatasetError | None,
+    seen: int,
+    ended: bool,
+    rows: list[dict[str, Any]],
+) -> None:
+    """Raise what `sniff(strict=True)` refuses (see there); return when the sample may import."""
+    if stopped is not None:
+        if len(errors) == 1:
+            raise stopped
+        raise DatasetInvalid(errors)
+    for error in errors:
+        if error.code == "bad_unicode":
+            raise error
+    if source.container not in ("jsonl", "json", "zip"):
+        return
+    if seen == 0 and errors:  # not one record could be read: the mapping step has nothing
+        raise errors[0] if len(errors) == 1 else DatasetInvalid(errors)
+    if source.container == "zip":
+        return
+    # One object on one line in a .json file: a valid JSONL record, but a list of records
+    # wrapped in an object ({"data": [...]}) is the usual mistake; say so at the first step.
+    if (
+        source.container == "jsonl"
+        and filename.lower().endswith(".json")
+        and seen == 1
+        and ended
+        and not errors
+        and _wrapped(rows[0]) is not None
+    ):
+        raise _one_object(rows[0])
 
 
 def _mapping_for_format(fmt: str, columns: list[str]) -> Mapping | None:

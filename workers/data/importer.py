@@ -29,7 +29,7 @@ from workers.data.canonical import (
 from workers.data.errors import DatasetError, DatasetInvalid, ErrorLog, MappingError
 from workers.data.formats import Rec, Sniffed, open_source, sniff
 from workers.data.images import ZipSource
-from workers.data.limits import DEFAULT_LIMITS, ImportLimits
+from workers.data.limits import DEFAULT_LIMITS, ImportLimits, find_problem
 
 __all__ = ["ImportResult", "Preview", "Sample", "import_file", "preview", "render_rows"]
 
@@ -113,6 +113,10 @@ def _mapping_or_sample_errors(sniffed: Sniffed, mapping: Mapping | None) -> Mapp
     try:
         return _choose_mapping(sniffed, mapping)
     except DatasetError as exc:
+        if sniffed.sample_errors and not sniffed.sample_rows and mapping is None:
+            # No record could be read, so no columns: "cannot tell which columns hold what"
+            # would only repeat that; the records' own errors say why.
+            raise DatasetInvalid(sniffed.sample_errors) from None
         if sniffed.sample_errors:
             raise DatasetInvalid([*sniffed.sample_errors, exc]) from None
         raise
@@ -172,7 +176,8 @@ def import_file(
 
     log = ErrorLog(limits.max_errors)
     try:
-        sniffed = sniff(path, filename, fmt=fmt, encoding=encoding, limits=limits)
+        # Not strict: problems of the sampled records are reported with the rest, in file order.
+        sniffed = sniff(path, filename, fmt=fmt, encoding=encoding, limits=limits, strict=False)
         mapping = _mapping_or_sample_errors(sniffed, mapping)
         source = open_source(path, filename, fmt=fmt, encoding=encoding, limits=limits)
     except DatasetError as exc:
@@ -284,7 +289,7 @@ def _write_records(
             continue
         if log:  # already invalid: keep validating, stop writing
             continue
-        line = _dump_or_log(record, item, log)  # type: ignore[arg-type]
+        line = _dump_or_log(record, item, log, canonicalize.mapping)  # type: ignore[arg-type]
         if line is None:
             continue
         writer.write_line(line)
@@ -293,15 +298,23 @@ def _write_records(
     return validation
 
 
-def _dump_or_log(record: dict[str, Any], item: Rec, log: ErrorLog) -> bytes | None:
+def _dump_or_log(
+    record: dict[str, Any], item: Rec, log: ErrorLog, mapping: Mapping
+) -> bytes | None:
     """The record's canonical line, or None with the problem logged (text that UTF-8 cannot
-    encode)."""
+    encode: the JSON readers refuse lone surrogates already, this is the last guard)."""
     try:
         return dump_record(record)
     except UnicodeEncodeError:
+        problem = find_problem(record)
+        column, reason = None, "has text that is not valid Unicode (a lone UTF-16 surrogate)"
+        if problem is not None and problem.path:
+            column = mapping.columns.get(str(problem.path[0]))
+            reason = problem.reason(1)
         log.add(
             DatasetError(
-                "has text with invalid Unicode (an unpaired surrogate escape such as \\ud800)",
+                reason,
+                column=column,
                 row=item.row,
                 line=item.line,
                 path=item.path,

@@ -50,14 +50,19 @@ def _phone_parts(value: str) -> tuple[int, int, bool]:
     return lead, len(digits), mobile
 
 
+def _area_digits(value: str, lead: int) -> int:
+    """How many national digits of a landline are its area code (with its 0, if written)."""
+    national = re.sub(r"[^0-9]", "", value)[lead:]
+    zero = 1 if national.startswith("0") else 0
+    return zero + (2 if national[zero : zero + 1] in ("1", "2") else 3)
+
+
 def _mask_phone(value: str) -> str:
     lead, n, mobile = _phone_parts(value)
     if mobile:  # 138****5678
         keep = set(range(lead)) | {lead, lead + 1, lead + 2} | set(range(n - 4, n))
     else:  # 010-****5678: area code and the last four
-        area = re.match(r"\(?(0[0-9]+)", value)
-        area_len = len(area.group(1)) if area else 0
-        keep = set(range(area_len)) | set(range(n - 4, n))
+        keep = set(range(lead + _area_digits(value, lead))) | set(range(n - 4, n))
     return _star_digits(value, keep)
 
 
@@ -76,7 +81,7 @@ def _mask_ip(value: str) -> str:
 
 def _mask_url(value: str) -> str:
     scheme, _, rest = value.partition("://")
-    host = rest.rpartition("@")[2]
+    host = rest.partition("@")[2]  # the first "@": a query may hold more ("?ref=a@b")
     return f"{scheme}://***:***@{host}"
 
 
@@ -86,8 +91,17 @@ def _mask_person(value: str) -> str:
     return value[0] + "*" * (len(value) - 1)
 
 
+# Full-width digits and hyphen ("０１０－８８８８６６６６") as ASCII: masks and fakes work on ASCII digits.
+_HALF_WIDTH = {ord(c): ord(c) - 0xFEE0 for c in "０１２３４５６７８９－（）"}
+
+
+def _ascii_digits(type_: str, value: str) -> str:
+    return value.translate(_HALF_WIDTH) if type_ == "CN_PHONE" else value
+
+
 def mask(type_: str, value: str) -> str:
     """A masked form that keeps enough to recognize the kind of value: 138****5678."""
+    value = _ascii_digits(type_, value)
     if type_ == "CN_RESIDENT_ID":
         return value[:3] + "*" * (len(value) - 7) + value[-4:]
     if type_ == "CN_PHONE":
@@ -179,10 +193,9 @@ def _fake_phone(r: _Stream, value: str) -> str:
     if mobile:
         national = r.choice(_MOBILE_PREFIXES) + r.digits(8)
     else:
-        area = re.match(r"\(?(0[0-9]+)", value)
-        area_digits = area.group(1) if area else ""
-        local_len = len(digits) - lead - len(area_digits)
-        national = area_digits + str(2 + r.below(7)) + r.digits(local_len - 1)
+        area = digits[lead : lead + _area_digits(value, lead)]
+        local_len = len(digits) - lead - len(area)
+        national = area + str(2 + r.below(7)) + r.digits(local_len - 1)
     return _replace_digits(value, digits[:lead] + national)
 
 
@@ -212,7 +225,7 @@ def _fake_passport(r: _Stream, value: str) -> str:
 
 def _fake_url(r: _Stream, value: str) -> str:
     scheme, _, rest = value.partition("://")
-    creds, _, host = rest.rpartition("@")
+    creds, _, host = rest.partition("@")
     user = creds.partition(":")[0]
     fake_user = f"user{r.hex(6)}" if user else ""
     return f"{scheme}://{fake_user}:{r.hex(16)}@{host}"
@@ -263,6 +276,7 @@ def pseudonym(type_: str, value: str, key: bytes) -> str:
     """A consistent, format-valid fake for `value` that depends only on (key, type, value)."""
     if not key:
         raise ValueError("pseudonyms need a non-empty project secret key")
+    value = _ascii_digits(type_, value)
     base = f"{type_}\x00{_normalized(type_, value)}"
     folded = value.lower()
     for attempt in range(100):

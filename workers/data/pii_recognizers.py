@@ -5,25 +5,45 @@ Each `Recognizer` is written once and used by both engines of `pii`:
 * `pattern` (Python `re`, group `v` = the value) with its boundaries, then `validate` (checksum,
   date, network, nearby word), is what decides a finding, in both engines;
 * `triggers` are the same match written plainly for Hyperscan (no look-arounds); a trigger hit on
-  a raw JSONL line is what makes the Hyperscan engine run `pattern` on that line's strings.
+  a raw JSONL line is what makes the Hyperscan engine look at that line, and a hit in one of its
+  strings is where it searches `pattern` (in `window` around the hit, not the whole string).
 
 A recognizer's triggers must fire wherever it can report something (a superset): that is what
 makes the two engines agree. So triggers use only explicit classes (`[0-9]`, never `\\d`, `\\s`
 or `.`), never need a character that JSON escapes (`"`, `\\`, control characters) and treat an
 escape like `\\n` as the boundary it stands for; a validator that reads context outside its match
 has a trigger on that context; lines with `\\u` or `\\/` escapes run every recognizer. The tests
-check the rule on every match of a fuzzed corpus, as text and as raw JSON bytes.
+check the rule on every match of a fuzzed corpus, as text and as raw JSON bytes. For the window
+search, every pattern has a bounded length (checked when a `Recognizer` is made) and every match
+has a hit of its own triggers within `window` of its start (tested on the evaluation set).
+
+Validators only reject; none needs more context than `MAX_CONTEXT` characters around its match.
+The PERSON recognizers and their tables are in `pii_names` and `pii_data.names`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+
+# The stdlib's own pattern parser, for a pattern's widest match (no public API gives it).
+import re._parser as re_parser  # type: ignore[import-not-found]
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
+from operator import mul
 
-__all__ = ["RECOGNIZERS", "TYPES", "Recognizer", "luhn_ok", "resident_id_check_char"]
+from workers.data import pii_names as names
+
+__all__ = [
+    "MAX_CONTEXT",
+    "RECOGNIZERS",
+    "TYPES",
+    "Recognizer",
+    "luhn_ok",
+    "resident_id_check_char",
+]
 
 # Types, most specific first: when two findings overlap, the earlier type wins (then the longer).
 TYPES: tuple[str, ...] = (
@@ -60,10 +80,32 @@ class Recognizer:
     gate: str
     caseless_triggers: tuple[str, ...] = ()
     validate: Validator | None = None
+    # How far a trigger hit may end before the match's start and after its end (a context word
+    # the validator looks for); 0, 0 when every trigger hit lies inside the match.
+    reach_before: int = 0
+    reach_after: int = 0
+    # The farthest a trigger hit inside the match may end from the match's start, where that is
+    # less than the longest match (a label or a title at the start); 0: the longest match.
+    hit_reach: int = 0
     rank: int = field(init=False)
+    max_width: int = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rank", RANK[self.type])
+        width = re_parser.parse(self.pattern).getwidth()[1]
+        if width >= re_parser.MAXREPEAT:
+            raise ValueError(f"recognizer {self.name}: its pattern must have a bounded length")
+        object.__setattr__(self, "max_width", width)
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """(back, forward): a match starts in [hit - back, hit + forward) of one of its hits.
+
+        A hit inside the match ends after the match's first character (forward 0); a context
+        word before it ends at most `reach_before` characters before the match.
+        """
+        back = (self.hit_reach or self.max_width) + self.reach_after + 1
+        return back, self.reach_before + 1 if self.reach_before else 0
 
     @property
     def trigger_patterns(self) -> tuple[tuple[str, bool], ...]:
@@ -105,6 +147,17 @@ def resident_id_check_char(first17: str) -> str:
     return _ID_CHECK[total % 11]
 
 
+_ID_WEIGHTS_SUM = sum(_ID_WEIGHTS)
+
+
+def _check_char_of_ascii_digits(first17: str) -> str:
+    """`resident_id_check_char` for 17 ASCII digits (what the pattern matched), without a Python
+    step per digit: the validator runs on every ID-shaped number of a PII-dense file."""
+    total = sum(map(mul, first17.encode("ascii"), _ID_WEIGHTS)) - 48 * _ID_WEIGHTS_SUM
+    return _ID_CHECK[total % 11]
+
+
+@lru_cache(maxsize=65_536)
 def _birth_date_ok(yyyymmdd: str) -> bool:
     try:
         born = date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:8]))
@@ -116,19 +169,20 @@ def _birth_date_ok(yyyymmdd: str) -> bool:
 def _resident_id_ok(value: str, text: str, start: int) -> bool:
     v = value.upper()
     return (
-        v[:2] in _PROVINCES and _birth_date_ok(v[6:14]) and resident_id_check_char(v[:17]) == v[17]
+        v[:2] in _PROVINCES
+        and _birth_date_ok(v[6:14])
+        and _check_char_of_ascii_digits(v[:17]) == v[17]
     )
 
 
+# Every second digit from the right is doubled, and a two-digit result counts as its digit sum.
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
+
+
 def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, c in enumerate(reversed(digits)):
-        d = ord(c) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
+    """The Luhn check of a string of ASCII digits (summed in C: no Python step per digit)."""
+    kept, doubled = digits[-1::-2], digits[-2::-2].translate(_LUHN_DOUBLED)
+    total = sum(kept.encode("ascii")) + sum(doubled.encode("ascii")) - 48 * len(digits)
     return total % 10 == 0
 
 
@@ -159,11 +213,39 @@ def _bank_card_ok(value: str, text: str, start: int) -> bool:
     return 13 <= len(digits) <= 19 and _card_network_ok(digits) and luhn_ok(digits)
 
 
+# A dotted quad after one of these words is a version or a section number, not an address
+# ("version 1.2.3.4", "§ 3.1.2.4", "pkg==2.0.1.15"); so is one followed by 版/节/条/章/款
+# ("5.3.3.20版本", "第3.1.2.4条").
+_NOT_IP_WORDS = frozenset(
+    "version ver release rel build firmware fw v section sec clause chapter article art para "
+    "paragraph rule item schema spec rfc iso chrome firefox safari edge msie ios android windows "
+    "macos python node java sdk api".split()
+)
+_NOT_IP_MARKS = ("版本", "版本号", "固件", "§", "第", "条款", "章节", "参见")
+_VERSION_PINS = ("==", "~=", ">=", "<=", "!=")
+_NOT_IP_AFTER = "版节条章款"
+_IP_CONTEXT = 24
+
+
 def _ipv4_ok(value: str, text: str, start: int) -> bool:
+    if value == "0.0.0.0":
+        return False
     for octet in value.split("."):
         if int(octet) > 255 or (len(octet) > 1 and octet[0] == "0"):
             return False
-    return True
+    before = text[max(0, start - _IP_CONTEXT) : start]
+    if before.endswith(_VERSION_PINS):
+        return False
+    before = before.rstrip(" .:：=/#")
+    if before.endswith(_NOT_IP_MARKS):
+        return False
+    i = len(before)
+    while i and before[i - 1].isascii() and before[i - 1].isalpha():
+        i -= 1
+    if before[i:].lower() in _NOT_IP_WORDS:  # the whole last word: "start 10.0.0.1" is an address
+        return False
+    after = text[start + len(value) : start + len(value) + 2].lstrip(" ")
+    return not after or after[0] not in _NOT_IP_AFTER
 
 
 def _ipv6_ok(value: str, text: str, start: int) -> bool:
@@ -176,102 +258,68 @@ def _ipv6_ok(value: str, text: str, start: int) -> bool:
     return len(groups) >= 2
 
 
-_PASSPORT_CONTEXT = 24  # characters before the number that may hold the context word
-PASSPORT_WORDS = "护照|passport|Passport|PASSPORT"
+_PASSPORT_BEFORE = 40  # characters before the number that may hold the context word ...
+_PASSPORT_AFTER = 12  # ... or after it ("新版 EA1234567 护照")
+PASSPORT_WORDS = "护照|旅行证件|证件|passport|Passport|PASSPORT|travel document|Travel document"
 _passport_word = re.compile(PASSPORT_WORDS)
+# A product, part or order word between the passport word and the number makes it a code.
+_product_word = re.compile(
+    r"(?i)型号|货号|批号|编号|订单|序列号|产品|商品|物品|sku|model|p/n|part|item|order|serial|\bsn\b"
+)
 
 
 def _near_passport_word(value: str, text: str, start: int) -> bool:
-    return _passport_word.search(text, max(0, start - _PASSPORT_CONTEXT), start) is not None
-
-
-# --- names -------------------------------------------------------------------------------------
-# Common surnames; characters that are mostly function words in running text (于, 和, 向, 时, 常 ...)
-# are left out on purpose: "患者于昨日" must not read as a name.
-SINGLE_SURNAMES = (
-    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蒋蔡余杜叶程苏魏吕丁"
-    "任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武"
-    "戴莫孔汤傅柳欧阎葛聂郁岳柯殷齐庞倪洪童包祝鲁穆申耿卜成佘温"
-)
-COMPOUND_SURNAMES = (
-    "欧阳",
-    "司马",
-    "上官",
-    "诸葛",
-    "东方",
-    "皇甫",
-    "令狐",
-    "慕容",
-    "司徒",
-    "夏侯",
-    "尉迟",
-    "公孙",
-    "长孙",
-    "宇文",
-    "轩辕",
-    "端木",
-    "独孤",
-    "南宫",
-    "西门",
-)
-# Characters that (almost) never appear in a given name but often follow a surname-like character
-# in clinical text: "患者高血压", "患者陈旧性", "医生常说", "谢谢先生".
-NOT_IN_GIVEN_NAME = (
-    "的了在是有和与及或因而但出现患病症状痛疼咳热血压糖尿检查治疗术药物服用说问答请可能会要应该需经"
-    "这那其此男女岁年日周前后时间感到觉自诉述无不未已曾近来去做行于为被把对从向以等主史疸细胞旧性上下"
-    "常度面季节部分次左右侧位体身肝肺肾胃肠头脑眼耳鼻口手足腿脚背腰颈胸腹皮肤骨关炎肿瘤癌重何某家属"
-    "情况既往入院门诊就复吃喝睡护士们都也还又很太最更非较约多少几个名例每该它他她您你我咨询议注意"
-    "如果怎么什吗呢吧啊呀嗯哦谢老先女医师科室号码电话手机话姓联系人址"
-)
-
-
-def _han_class_without(excluded: str) -> str:
-    """A character class of all CJK ideographs except `excluded`, as literal ranges."""
-    out: list[str] = []
-    lo = 0x4E00
-    for cp in sorted({ord(c) for c in excluded}):
-        if cp > lo:
-            out.append(chr(lo) if cp - 1 == lo else f"{chr(lo)}-{chr(cp - 1)}")
-        lo = cp + 1
-    if lo <= 0x9FFF:
-        out.append(f"{chr(lo)}-{chr(0x9FFF)}")
-    return "[" + "".join(out) + "]"
-
-
-GIVEN = _han_class_without(NOT_IN_GIVEN_NAME)
-ZH_NAME = f"(?:{'|'.join(COMPOUND_SURNAMES)}|[{SINGLE_SURNAMES}]){GIVEN}{{1,2}}"
-ZH_NAME_MIN = f"(?:{'|'.join(COMPOUND_SURNAMES)}|[{SINGLE_SURNAMES}]){GIVEN}"  # for triggers
-# The same name with its first character already consumed (compound surnames tried first).
-_ZH_NAME_FIRST = "[" + SINGLE_SURNAMES + "".join(sorted({c[0] for c in COMPOUND_SURNAMES})) + "]"
-_ZH_NAME_REST = (
-    "(?:"
-    + "|".join(f"(?<={c[0]}){c[1:]}" for c in COMPOUND_SURNAMES)
-    + f"|(?<=[{SINGLE_SURNAMES}])){GIVEN}{{1,2}}"
-)
-ZH_CONTEXT_WORDS = ("患者", "病人", "病患", "患儿", "姓名", "联系人", "医生", "大夫")
-ZH_BEFORE = f"(?:{'|'.join(ZH_CONTEXT_WORDS)})[:：]?[ 　]{{0,2}}"
-ZH_AFTER = "(?:先生|女士|医生|大夫)"
-# Before a name followed by its title: not another ideograph, unless it is one that usually
-# precedes a name ("联系张三先生", "感谢李四医生"). Checked after the name's first character.
-_ZH_TITLE_LEFT = f"(?:(?<![{HAN}].)|(?<=[是叫和与给找向请问系对跟由被让及位谢].))"
-
-EN_WORD = r"[A-Z](?:[a-z]+(?:[A-Z][a-z]+)?|['’][A-Z][a-z]+)(?:-[A-Z][a-z]+)?"
-EN_NAME = f"{EN_WORD}(?:[ ]{EN_WORD})?"
-EN_TITLE = r"(?:Mrs|Mr|Ms|Dr|Prof)\.?[ ]{1,2}"
-_EN_TITLE_AFTER_FIRST = r"[MDP](?<![A-Za-z].)(?:(?<=M)(?:rs|r|s)|(?<=D)r|(?<=P)rof)\.?[ ]{1,2}"
+    window = max(0, start - _PASSPORT_BEFORE)
+    words = list(_passport_word.finditer(text, window, start))
+    if words:
+        return _product_word.search(text, words[-1].end(), start) is None
+    after = start + len(value)
+    return (
+        _passport_word.search(text, after, after + _PASSPORT_AFTER) is not None
+        and _product_word.search(text, window, start) is None
+    )
 
 
 # --- the recognizers ---------------------------------------------------------------------------
 _URL_USER = "[A-Za-z0-9._~%!$&'()+,;=-]"  # no "*": a masked "***:***@host" is not a credential
 _URL_PASS = "[A-Za-z0-9._~%!$&'()*+,;=:-]"
-_HOST = r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+# Every pattern has a bounded length (see `max_width`), which lets the Hyperscan engine search
+# only a window around each trigger hit.
+_HOST = (
+    r"(?:[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,10}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
+)
+# The path and query belong to the credential URL (a token often sits in the query); trailing
+# sentence punctuation does not.
+_URL_PATH = r"(?:[/?#](?:[A-Za-z0-9._~%!$&'()*+,;=:@/?#-]{0,1023}[A-Za-z0-9_~%$&*+=/#-])?)?"
 
 _EMAIL_LOCAL = "[A-Za-z0-9._%+-]"
-_EMAIL_DOMAIN = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}"
+_EMAIL_DOMAIN = r"[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}"
 _ID_BODY = r"[0-9]{5}(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]"
 _IPV4 = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}"
 _IPV6_TAIL = rf"(?:{_IPV4}|[0-9A-Fa-f]{{1,4}})?"
 _PHONE_REST = r"[3-9][0-9](?:[ -]?[0-9]{4}){2}"
+# Landlines: +86 / 0086 with the area code's 0 dropped (an optional "(0)"), or 0 + area code;
+# 2-digit areas (10, 2x) have 8-digit local numbers, 3-digit ones 7 or 8; groups of 4+4, 3+4, 4+3
+# or none; an extension ("转 123", "ext. 45") is part of the number.
+_LL_SEP = "[ -]"
+_LL_AREA = "(?:10|2[0-9]|[3-9][0-9]{2})"
+_LL_LOCAL = "[2-9](?:[0-9]{6,7}|[0-9]{2,3}[ -][0-9]{4}|[0-9]{3}[ -][0-9]{3})"
+_LL_INTL = (
+    "(?:\\(0\\)[ -]?)?(?:(?:10|2[0-9])[ -]?[1-9][0-9]{3}[ -]?[0-9]{4}"
+    "|[3-9][0-9]{2}[ -]?[1-9](?:[0-9]{6,7}|[0-9]{2,3}[ -][0-9]{4}|[0-9]{3}[ -][0-9]{3}))"
+)
+_LL_DOMESTIC = (
+    f"(?:(?:10|2[0-9])[ -]?[2-9][0-9]{{3}}[ -]?[0-9]{{4}}|[3-9][0-9]{{2}}[ -]?{_LL_LOCAL})"
+)
+_LL_EXT = r"(?:[ ]?(?:转|分机|[Ee]xt\.?|EXT\.?)[ ]?[0-9]{1,5})?"
+# "Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Prof" with the first letter already consumed (see the
+# note on boundaries: a leading class lets `re` skip ahead).
+_EN_TITLE_AFTER_FIRST = (
+    r"[MDP](?<![A-Za-z].)(?:(?<=M)(?:rs|r|s|iss|x)|(?<=D)r|(?<=P)rof)\.?[ ]{1,2}"
+)
+
+# The farthest any validator or look-around reads from its match (the passport word).
+MAX_CONTEXT = max(_PASSPORT_BEFORE, _PASSPORT_AFTER, _IP_CONTEXT, names.CONTEXT)
 
 RECOGNIZERS: tuple[Recognizer, ...] = (
     Recognizer(
@@ -279,26 +327,29 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         type="URL_CREDENTIALS",
         pattern=(
             rf"(?P<v>[A-Za-z](?<![A-Za-z0-9+.-].)[A-Za-z0-9+.-]{{1,15}}://"
-            rf"{_URL_USER}*:{_URL_PASS}+@{_HOST})"
+            rf"{_URL_USER}{{0,64}}:{_URL_PASS}{{1,128}}@{_HOST}{_URL_PATH})"
         ),
         triggers=(rf"://{_URL_USER}*:{_URL_PASS}+@",),
         gate="://",
+        hit_reach=16 + 3 + 64 + 1 + 128 + 1,  # scheme, "://", user, ":", password, "@"
     ),
     Recognizer(
         name="email",
         type="EMAIL",
         pattern=(
-            rf"(?P<v>{_EMAIL_LOCAL}(?<!{_EMAIL_LOCAL}.){_EMAIL_LOCAL}*@{_EMAIL_DOMAIN})"
+            rf"(?P<v>{_EMAIL_LOCAL}(?<!{_EMAIL_LOCAL}.){_EMAIL_LOCAL}{{0,63}}@{_EMAIL_DOMAIN})"
             r"(?![A-Za-z-])"
         ),
         triggers=(rf"{_EMAIL_LOCAL}@[A-Za-z0-9-]+\.[A-Za-z0-9-]",),
         gate="@",
+        hit_reach=64 + 1 + 63 + 2,  # local part, "@", first domain label, "." and one more
     ),
     Recognizer(
         name="cn_resident_id",
         type="CN_RESIDENT_ID",
         pattern=rf"(?P<v>[1-8]{AFTER_FIRST_DIGITS_LEFT}{_ID_BODY}){DIGITS_RIGHT}",
-        triggers=(rf"{_B}[1-8]{_ID_BODY}",),
+        # A trailing \b: one hit per number, not one per digit of a longer run.
+        triggers=(rf"{_B}[1-8]{_ID_BODY}\b",),
         gate=FOUR_DIGITS,
         validate=_resident_id_ok,
     ),
@@ -309,29 +360,21 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
             rf"(?P<v>[0-9]{AFTER_FIRST_DIGITS_LEFT}"
             rf"(?:[0-9]{{12,18}}|[0-9]{{3}}(?:[ -][0-9]{{3,6}}){{2,4}})){DIGITS_RIGHT}"
         ),
-        triggers=(rf"{_B}[0-9]{{13}}", rf"{_B}[0-9]{{4}}[ -][0-9]{{3,6}}[ -][0-9]{{3}}"),
+        triggers=(rf"{_B}[0-9]{{13,19}}\b", rf"{_B}[0-9]{{4}}[ -][0-9]{{3,6}}[ -][0-9]{{3}}"),
         gate=FOUR_DIGITS,
         validate=_bank_card_ok,
-    ),
-    Recognizer(
-        name="cn_passport",
-        type="PASSPORT",
-        pattern=(
-            rf"(?P<v>[EG]{AFTER_FIRST_NOT_ALNUM}(?:[0-9]{{8}}|(?<=E)[A-HJ-NP-Z][0-9]{{7}}))"
-            r"(?![0-9A-Za-z_])"
-        ),
-        triggers=(rf"{_B}[EG][0-9]{{8}}", rf"{_B}E[A-HJ-NP-Z][0-9]{{7}}"),
-        gate=FOUR_DIGITS,
     ),
     Recognizer(
         name="passport_near_word",
         type="PASSPORT",
         pattern=rf"(?P<v>[A-Z]{AFTER_FIRST_NOT_ALNUM}[A-Z]?[0-9]{{6,9}})(?![0-9A-Za-z_])",
-        # The validator needs the word; the number alone proves nothing.
-        triggers=("护照",),
-        caseless_triggers=("passport",),
+        # The validator needs the word; the number alone proves nothing (product codes).
+        triggers=("护照", "旅行证件", "证件"),
+        caseless_triggers=("passport", "travel document"),
         gate=PASSPORT_WORDS,
         validate=_near_passport_word,
+        reach_before=_PASSPORT_BEFORE,
+        reach_after=_PASSPORT_AFTER,
     ),
     Recognizer(
         name="cn_mobile",
@@ -340,22 +383,33 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
             rf"(?P<v>[+01]{AFTER_FIRST_DIGITS_LEFT}"
             rf"(?:(?<=\+)86[ -]?1|(?<=0)086[ -]?1|(?<=1)){_PHONE_REST}){DIGITS_RIGHT}"
         ),
-        triggers=(rf"1{_PHONE_REST}",),
+        triggers=(rf"1{_PHONE_REST}\b",),
         gate=FOUR_DIGITS,
     ),
     Recognizer(
         name="cn_landline",
         type="CN_PHONE",
         pattern=(
-            rf"(?P<v>[(0]{AFTER_FIRST_DIGITS_LEFT}"
-            r"(?:(?<=\()0[1-9][0-9]{1,2}\)[ -]?|(?<=0)[1-9][0-9]{1,2}[ -])[2-9][0-9]{6,7})"
-            rf"{DIGITS_RIGHT}"
+            rf"(?P<v>[(0+]{AFTER_FIRST_DIGITS_LEFT}"
+            rf"(?:(?<=\+)86{_LL_SEP}?{_LL_INTL}|(?<=0)(?:086{_LL_SEP}?{_LL_INTL}|{_LL_DOMESTIC})"
+            rf"|(?<=\()0{_LL_AREA}\)[ -]?{_LL_LOCAL}){_LL_EXT}){DIGITS_RIGHT}"
         ),
         triggers=(
-            r"\(0[1-9][0-9]{1,2}\)[ -]?[2-9][0-9]{6}",
-            rf"{_B}0[1-9][0-9]{{1,2}}[ -][2-9][0-9]{{6}}",
+            r"86[ -]?(?:\(0\)[ -]?)?(?:10|2[0-9]|[3-9][0-9]{2})[ -]?[1-9][0-9]{2}",
+            rf"{_B}0(?:10|2[0-9]|[3-9][0-9]{{2}})[ -]?[2-9][0-9]{{2}}",
+            r"\(0[1-9][0-9]{1,2}\)[ -]?[2-9][0-9]{2}",
         ),
-        gate=FOUR_DIGITS,
+        gate="[0-9]{3}",
+    ),
+    Recognizer(
+        name="cn_landline_fullwidth",
+        type="CN_PHONE",
+        pattern=(
+            "(?P<v>(?:[（(]０[１-９][０-９]{1,2}[）)]|０[１-９][０-９]{1,2})[－ -]?[２-９][０-９]{6,7}"
+            r"(?:[ ]?(?:转|分机|[Ee]xt\.?|EXT\.?)[ ]?[０-９0-9]{1,5})?)(?![０-９0-9])"
+        ),
+        triggers=("０[１-９][０-９]{1,2}[）)]?[－ -]?[２-９][０-９]{6}",),
+        gate="[０-９]{4}",
     ),
     Recognizer(
         name="ipv4",
@@ -380,24 +434,74 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         validate=_ipv6_ok,
     ),
     Recognizer(
-        name="zh_name_after_word",
+        name="zh_name_after_label",
         type="PERSON",
-        pattern=f"{ZH_BEFORE}(?P<v>{ZH_NAME})",
-        triggers=(f"{ZH_BEFORE}{ZH_NAME_MIN}",),
-        gate="|".join(ZH_CONTEXT_WORDS),
+        pattern=f"{names.ZH_BEFORE}(?P<v>{names.ZH_NAME})",
+        triggers=(f"{names.ZH_BEFORE}{names.ZH_SURNAME}",),
+        gate="|".join(names.ZH_LABELS),
+        validate=names.zh_name_ok,
     ),
     Recognizer(
         name="zh_name_before_title",
         type="PERSON",
-        pattern=f"(?P<v>{_ZH_NAME_FIRST}{_ZH_TITLE_LEFT}{_ZH_NAME_REST}){ZH_AFTER}",
-        triggers=(f"{ZH_NAME}{ZH_AFTER}",),
-        gate=ZH_AFTER,
+        pattern=names.ZH_TITLED,
+        triggers=(names.ZH_TITLED_TRIGGER,),
+        gate=names.ZH_AFTER,
+        validate=names.zh_titled_ok,
     ),
     Recognizer(
         name="en_name_after_title",
         type="PERSON",
-        pattern=f"{_EN_TITLE_AFTER_FIRST}(?P<v>{EN_NAME})(?![A-Za-z])",
-        triggers=(rf"{EN_TITLE}[A-Z](?:[a-z]|['’][A-Z])",),
-        gate="M[rs]|Dr|Prof",
+        pattern=f"{_EN_TITLE_AFTER_FIRST}(?P<v>{names.EN_NAME})(?![A-Za-z])",
+        triggers=(rf"{names.EN_TITLE}[A-Z](?:[a-z]|['’][A-Z]|[A-Z])",),
+        gate="M[rsx]|Miss|Dr|Prof",
+        validate=names.en_titled_ok,
+        hit_reach=len("Prof. ") + 1 + 3,  # the title, its spaces and the name's first letters
+    ),
+    Recognizer(
+        name="en_name_after_label",
+        type="PERSON",
+        pattern=names.EN_AFTER_STRONG,
+        triggers=names.EN_LABEL_TRIGGERS_STRONG,
+        gate="|".join(names.EN_LABEL_TRIGGERS_STRONG),
+        validate=names.en_strong_label_ok,
+        hit_reach=names.EN_LABEL_REACH,  # the trigger is the label the match starts with
+    ),
+    Recognizer(
+        name="en_name_after_greeting",
+        type="PERSON",
+        pattern=names.EN_AFTER_WEAK,
+        triggers=names.EN_LABEL_TRIGGERS_WEAK,
+        gate="|".join(names.EN_LABEL_TRIGGERS_WEAK),
+        validate=names.en_weak_label_ok,
+        hit_reach=names.EN_LABEL_REACH,
+    ),
+    Recognizer(
+        name="en_name_known_given",
+        type="PERSON",
+        pattern=names.EN_FREE,
+        triggers=(names.EN_FREE_TRIGGER,),
+        gate="[a-z] [A-Z]",
+        validate=names.en_free_ok,
+        hit_reach=names.EN_FREE_REACH,
+    ),
+    Recognizer(
+        name="pinyin_name",
+        type="PERSON",
+        pattern=names.PINYIN_PAIR,
+        triggers=names.PINYIN_TRIGGERS,
+        gate="[A-Za-z] [A-Z][a-z]",
+        validate=names.pinyin_name_ok,
+    ),
+    *(
+        Recognizer(
+            name=form.name,
+            type="PERSON",
+            pattern=form.pattern,
+            triggers=form.triggers,
+            gate=form.gate,
+            validate=form.validate,
+        )
+        for form in names.MORE_PERSON_FORMS
     ),
 )

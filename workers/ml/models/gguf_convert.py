@@ -1,12 +1,14 @@
-"""GGUF files: import one as a safetensors folder (`convert_gguf`), and write the tiny Llama
-as GGUF (`export_llama_gguf`) for tests and import demos."""
+"""GGUF files: import one as a safetensors folder (`convert_gguf`, in a memory-capped child
+process), and write the tiny Llama as GGUF (`export_llama_gguf`) for tests and import demos."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import logging
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 import warnings
 from pathlib import Path
@@ -14,51 +16,57 @@ from typing import Any
 
 from workers.common.fs import publish_folder, temp_sibling
 from workers.ml.models.errors import ModelRefused
+from workers.ml.models.gguf_child import MEMORY_EXIT, REFUSED_EXIT
+from workers.ml.models.gguf_header import GGUF_MAGIC, read_gguf_header
 from workers.ml.models.inspection import inspect_folder
 from workers.ml.models.markers import read_marker, write_marker
 from workers.ml.models.refusals import read_json_object
 
-__all__ = ["GGUF_MAGIC", "convert_gguf", "export_llama_gguf"]
+__all__ = [
+    "GGUF_MAGIC",
+    "convert_gguf",
+    "convert_into",
+    "default_memory_limit",
+    "export_llama_gguf",
+]
 
-GGUF_MAGIC = b"GGUF"
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[3]  # the checkout: the child imports `workers` from it
 
-
-def _check_gguf(gguf_file: Path) -> None:
-    if not gguf_file.is_file():
-        raise ModelRefused(f"{gguf_file}: no such GGUF file")
-    with gguf_file.open("rb") as fh:
-        if fh.read(4) != GGUF_MAGIC:
-            raise ModelRefused(f"{gguf_file.name}: not a GGUF file (bad magic bytes)")
-
-
-def _gguf_metadata(gguf_file: Path, keys: tuple[str, ...]) -> dict[str, Any]:
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(gguf_file))
-    found = {}
-    for key in keys:
-        f = reader.fields.get(key)
-        if f is not None:
-            with contextlib.suppress(Exception):
-                found[key] = f.contents()
-    return found
+# Below this the interpreter, torch and transformers alone do not fit (about 1.3 GB of address
+# space on a small CPU box); hostile files are held to a multiple of their own size.
+MIN_MEMORY_LIMIT = 4 << 30
+MEMORY_LIMIT_PER_FILE_BYTE = 4
+CHILD_MODULE = "workers.ml.models.gguf_child"
 
 
-def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+def default_memory_limit(file_bytes: int) -> int:
+    """The conversion child's address-space cap when none is configured: max(4 GiB, 4 × file)."""
+    return max(MIN_MEMORY_LIMIT, MEMORY_LIMIT_PER_FILE_BYTE * file_bytes)
+
+
+def _gib(limit: int) -> str:
+    return f"{limit / (1 << 30):.1f}".removesuffix(".0")
+
+
+def convert_gguf(
+    gguf_file: str | os.PathLike, out_dir: str | os.PathLike, *, memory_limit: int | None = None
+) -> Path:
     """Convert a GGUF file into a float safetensors folder (model, tokenizer, chat template).
 
-    Dequantizes through transformers (needs the `gguf` package), drops the GGUF quantizer so the
-    model can be saved, validates the result with inspect_folder, and publishes it atomically.
-    If `out_dir` already holds a conversion of this file (same name and size) it is returned as
-    is; any other non-empty `out_dir` raises FileExistsError.
+    The header is validated first (bounded reader: workers.ml.models.gguf_header); the
+    conversion itself runs in a child process whose address space is capped at `memory_limit`
+    bytes (default: `default_memory_limit`), so a file that asks for too much memory fails this
+    call with a clear ModelRefused instead of taking the worker down. Dequantizes through
+    transformers (needs the `gguf` package), validates the result with inspect_folder, and
+    publishes it atomically. If `out_dir` already holds a conversion of this file (same name and
+    size) it is returned as is; any other non-empty `out_dir` raises FileExistsError.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     source = Path(gguf_file).expanduser().resolve()
     target = Path(out_dir).expanduser().resolve()
-    _check_gguf(source)
-    if importlib.util.find_spec("gguf") is None:
-        raise ModelRefused("GGUF import needs the `gguf` package, which is not installed")
+    if not source.is_file():
+        raise ModelRefused(f"{source}: no such GGUF file")
+    header = read_gguf_header(source)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         marker = read_marker(target) or {}
         if (marker.get("kind"), marker.get("source"), marker.get("source_bytes")) == (
@@ -69,39 +77,82 @@ def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
             return target  # converted from this file before
         raise FileExistsError(f"{target} already exists")
 
-    meta = _gguf_metadata(source, ("general.license", "general.name", "general.organization"))
+    limit = memory_limit or default_memory_limit(header.file_bytes)
     tmp = temp_sibling(target)
     try:
-        load = {"gguf_file": source.name, "local_files_only": True, "trust_remote_code": False}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = AutoModelForCausalLM.from_pretrained(str(source.parent), **load)
-            tokenizer = AutoTokenizer.from_pretrained(str(source.parent), **load)
-        # STACK-NOTES: a GGUF-loaded model refuses save_pretrained until the quantizer is gone.
-        # nn.Module.__getattr__ types an undeclared attribute as Tensor | Module.
-        model.hf_quantizer = None  # type: ignore[assignment]
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.config.name_or_path = source.stem
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        license_id = str(meta.get("general.license") or "")
-        name = str(meta.get("general.name") or source.stem)
-        front = f"---\nlicense: {license_id}\n---\n\n" if license_id else ""
-        (tmp / "README.md").write_text(
-            f"{front}# {name}\n\nConverted by Atelier from `{source.name}` "
-            f"({source.stat().st_size:,} bytes): GGUF tensors dequantized to "
-            f"{str(model.dtype).removeprefix('torch.')} safetensors.\n"
-        )
-        # no "complete" key: ensure_smollm2 marks its folder complete once it adds the version
-        write_marker(tmp, kind="gguf", source=source.name, source_bytes=source.stat().st_size)
-        del model
+        _run_child(source, tmp, limit)
         inspect_folder(tmp)
         publish_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _run_child(source: Path, tmp: Path, limit: int) -> None:
+    """Run `convert_into` in a fresh interpreter (no fork: the worker has threads) under `limit`."""
+    env = dict(os.environ)
+    # glibc reserves an arena of address space per thread: few arenas keep the cap about memory
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, "-m", CHILD_MODULE, str(source), str(tmp), str(limit)],
+        env=env,
+        cwd=str(ROOT),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
+    )
+    if done.returncode == 0:
+        return
+    lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
+    if done.returncode == REFUSED_EXIT and lines:
+        reason = lines[-1]
+        raise ModelRefused(
+            reason if reason.startswith(f"{source.name}:") else f"{source.name}: {reason}"
+        )
+    if done.returncode == MEMORY_EXIT or done.returncode < 0:
+        # killed by a signal: a C allocation that failed under the cap, or the OOM killer
+        raise ModelRefused(
+            f"{source.name}: conversion needed more than {_gib(limit)} GiB of memory (the limit "
+            "for converting this file)"
+        )
+    log.warning("GGUF conversion child exited %s: %s", done.returncode, done.stderr[-2000:])
+    raise ModelRefused(
+        f"{source.name}: conversion failed (the converter exited with status {done.returncode})"
+    )
+
+
+def convert_into(source: Path, tmp: Path) -> None:
+    """The conversion proper, into the empty folder `tmp` (runs in the capped child)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    meta = read_gguf_header(source).metadata
+    load = {"gguf_file": source.name, "local_files_only": True, "trust_remote_code": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_pretrained(str(source.parent), **load)
+        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), **load)
+    # STACK-NOTES: a GGUF-loaded model refuses save_pretrained until the quantizer is gone.
+    # nn.Module.__getattr__ types an undeclared attribute as Tensor | Module.
+    model.hf_quantizer = None  # type: ignore[assignment]
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = source.stem
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    license_id = str(meta.get("general.license") or "")
+    name = str(meta.get("general.name") or source.stem)
+    front = f"---\nlicense: {license_id}\n---\n\n" if license_id else ""
+    (tmp / "README.md").write_text(
+        f"{front}# {name}\n\nConverted by Atelier from `{source.name}` "
+        f"({source.stat().st_size:,} bytes): GGUF tensors dequantized to "
+        f"{str(model.dtype).removeprefix('torch.')} safetensors.\n"
+    )
+    # no "complete" key: ensure_smollm2 marks its folder complete once it adds the version
+    write_marker(tmp, kind="gguf", source=source.name, source_bytes=source.stat().st_size)
 
 
 def _permute_for_gguf(weights, n_head: int, n_head_kv: int | None = None):

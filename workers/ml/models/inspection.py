@@ -4,6 +4,7 @@ refusals.py has refused what must never be loaded."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -20,7 +21,13 @@ from workers.ml.models.refusals import (
     walk_model_files,
 )
 
-__all__ = ["ModelInfo", "inspect_folder", "read_license", "read_safetensors_header"]
+__all__ = [
+    "ModelInfo",
+    "check_safetensors_header",
+    "inspect_folder",
+    "read_license",
+    "read_safetensors_header",
+]
 
 TOKENIZER_FILES = (
     ("tokenizer.json",),
@@ -52,6 +59,31 @@ SAFETENSORS_DTYPES = {
     "F8_E4M3": "float8_e4m3fn",
     "F8_E5M2": "float8_e5m2",
 }
+
+# Bits per element of every safetensors dtype (F4 and F6 pack several elements to a byte).
+SAFETENSORS_DTYPE_BITS = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "C64": 64,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+}
+SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
 
 
 @dataclass(frozen=True)
@@ -94,12 +126,145 @@ def _weight_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.safetensors") if p.is_file())
 
 
+def _header_refusal(path: Path, what: str) -> ModelRefused:
+    return ModelRefused(f"{path.name}: not a valid safetensors file: {what}")
+
+
+def _n(value: int) -> str:
+    if value >= 1 << 32 and value & (value - 1) == 0:
+        return f"2^{value.bit_length() - 1}"
+    return f"{value:,}"
+
+
+def _check_tensor_entry(path: Path, name: str, entry: Any, data_bytes: int) -> None:
+    where = f"tensor `{name[:80]}`"
+    if not isinstance(entry, dict):
+        raise _header_refusal(path, f"{where}: not a JSON object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in SAFETENSORS_DTYPE_BITS:
+        raise _header_refusal(path, f"{where}: unknown dtype {str(dtype)[:20]!r}")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise _header_refusal(path, f"{where}: the shape is not a list of sizes")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise _header_refusal(path, f"{where}: data_offsets is not [begin, end]")
+    if offsets[1] > data_bytes:
+        raise _header_refusal(
+            path,
+            f"{where}: data ends at byte {_n(offsets[1])} past the end of the data "
+            f"({data_bytes:,} bytes)",
+        )
+    needed = (math.prod(shape) * SAFETENSORS_DTYPE_BITS[dtype] + 7) // 8
+    if offsets[1] - offsets[0] != needed:
+        raise _header_refusal(
+            path,
+            f"{where}: shape {shape[:8]} of {dtype} needs {needed:,} bytes, "
+            f"its data_offsets span {offsets[1] - offsets[0]:,}",
+        )
+
+
+def check_safetensors_header(path: Path) -> None:
+    """Refuse a safetensors file whose header is too long, not JSON, of unknown dtypes or with
+    data outside the file, saying which tensor; reads the header only (bounded), never weights.
+
+    The safetensors library checks the same before it maps the file, but its messages
+    (`HeaderTooLarge`, `InvalidOffset`) do not say what is wrong where.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        if size < 8:
+            raise _header_refusal(path, f"the file has {size} bytes, fewer than the 8 of a header")
+        length = int.from_bytes(fh.read(8), "little")
+        if length > size - 8:
+            raise _header_refusal(
+                path, f"header length {_n(length)} is past the end of the file ({size:,} bytes)"
+            )
+        if length > SAFETENSORS_MAX_HEADER:
+            raise _header_refusal(path, f"header length {_n(length)} is over the 100 MiB limit")
+        raw = fh.read(length)
+    try:
+        header = json.loads(raw, object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError:
+        raise _header_refusal(path, "the header is not UTF-8 text") from None
+    except RecursionError:
+        raise _header_refusal(path, "the header's JSON is nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise _header_refusal(
+            path, f"the header is not JSON (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except _DuplicateKey as exc:
+        raise _header_refusal(path, f"the key `{str(exc)[:80]}` appears twice") from None
+    except ValueError:  # an integer of thousands of digits (Python's int() limit)
+        raise _header_refusal(path, "the header holds a number too long to read") from None
+    if not isinstance(header, dict):
+        raise _header_refusal(path, "the header is not a JSON object")
+    spans: list[tuple[int, int, str]] = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise _header_refusal(path, "__metadata__ is not a map of strings")
+            continue
+        _check_tensor_entry(path, name, entry, size - 8 - length)
+        spans.append((entry["data_offsets"][0], entry["data_offsets"][1], name))
+    _check_layout(path, spans, size - 8 - length)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique: two entries for one tensor would load either."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def _check_layout(path: Path, spans: list[tuple[int, int, str]], data_bytes: int) -> None:
+    """The tensors' data must tile the data area, as the safetensors library requires: no two
+    share bytes (one tensor read as another's weights), no gap, none past the last. Said here
+    with the tensors' names; the library says only `InvalidOffset`."""
+    end, last = 0, ""
+    for begin, stop, name in sorted(spans):
+        if begin < end:
+            raise _header_refusal(
+                path,
+                f"tensor `{name[:80]}`: data at bytes {begin:,}-{stop:,} overlaps tensor "
+                f"`{last[:80]}` (which ends at byte {end:,})",
+            )
+        if begin > end:
+            raise _header_refusal(
+                path,
+                f"tensor `{name[:80]}`: data starts at byte {begin:,}, leaving bytes "
+                f"{end:,}-{begin:,} that no tensor uses",
+            )
+        end, last = stop, name
+    if end != data_bytes:
+        raise _header_refusal(
+            path,
+            f"the tensors' data ends at byte {end:,} but the file holds {data_bytes:,} bytes "
+            "of data",
+        )
+
+
 def read_safetensors_header(files: list[Path]) -> dict[str, tuple[tuple[int, ...], str]]:
     """{tensor name: (shape, safetensors dtype)} from the headers only: no weight is read."""
     from safetensors import safe_open
 
     tensors: dict[str, tuple[tuple[int, ...], str]] = {}
     for path in files:
+        check_safetensors_header(path)
         try:
             with safe_open(str(path), framework="numpy") as fh:
                 for key in fh.keys():
