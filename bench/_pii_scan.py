@@ -345,8 +345,25 @@ def accuracy() -> dict[str, dict[str, float]]:
         generate_records("test", 2000),
         lambda text: [(f.start, f.end, f.type) for f in pii.scan_text(text)],
     )
+    return _per_type(sorted(scores.types.items()) + [("micro", scores.micro())])
+
+
+def holdout_accuracy() -> dict[str, dict[str, float]]:
+    """Per-type P/R/F1 on the hand-written hold-out (tests/data/pii_holdout), written by someone
+    who never read the detector's lists: the honest figure, and the one the goal is judged on."""
+    from tests.data.pii_holdout.score import load
+    from tests.data.pii_holdout.score import score as score_holdout
+    from workers.data import pii
+
+    scores = score_holdout(
+        load(), lambda text: [(f.start, f.end, f.type) for f in pii.scan_text(text)]
+    )
+    return _per_type(sorted(scores.types.items()))
+
+
+def _per_type(items) -> dict[str, dict[str, float]]:
     out = {}
-    for name, s in sorted(scores.types.items()) + [("micro", scores.micro())]:
+    for name, s in items:
         out[name] = {
             "gold": s.gold,
             "precision": round(s.precision, 3),
@@ -396,8 +413,11 @@ def bench_pii(
         benign = _measure(path, small)
         pii_dense = _measure(dense, dense_small)
         documents = _measure(docs, docs_small)
-    scores = accuracy()
-    worst = min(min(s["precision"], s["recall"]) for name, s in scores.items() if name != "micro")
+    scores, holdout = accuracy(), holdout_accuracy()
+    worst = min(min(s["precision"], s["recall"]) for s in holdout.values())
+    worst_generated = min(
+        min(s["precision"], s["recall"]) for name, s in scores.items() if name != "micro"
+    )
     e, d = benign["engine"], pii_dense["engine"]
     return {
         "size_mb": round(size / 1e6, 1),
@@ -418,7 +438,9 @@ def bench_pii(
         "engine_vs_baseline": round(e["mb_s"] / baseline["mb_s"], 2),
         "fallback_vs_baseline": round(benign["fallback"]["mb_s"] / baseline["mb_s"], 2),
         "accuracy": scores,
+        "holdout": holdout,
         "worst_type_p_or_r": worst,
+        "worst_type_p_or_r_generated": worst_generated,
         "goal_mb_s": GOAL_MB_S,
         "goal_peak_rss_mb": GOAL_RSS_MB,
         "goal_p_r": GOAL_P_R,
@@ -449,8 +471,16 @@ def print_report(pii: dict) -> None:
         print(f"  re fallback        {f['mb_s']:>7.1f} MB/s  ({f['bytes'] / 1e6:.0f} MB prefix)")
     print(f"  bare single regex  {b['mb_s']:>7.1f} MB/s  (baseline, benign file)")
     print(f"  engines agree on every prefix: {pii['engines_agree_on_prefix']}")
-    print("PII accuracy, evaluation set test half (lenient P / R / F1, strict F1):")
-    for name, s in pii["accuracy"].items():
+    for title, table in (
+        ("generated evaluation set, test half", pii["accuracy"]),
+        ("hand-written hold-out", pii["holdout"]),
+    ):
+        _print_accuracy(title, table)
+
+
+def _print_accuracy(title: str, table: dict) -> None:
+    print(f"PII accuracy, {title} (lenient P / R / F1, strict F1):")
+    for name, s in table.items():
         print(
             f"  {name:<16} {s['gold']:>5}  {s['precision']:.3f} {s['recall']:.3f} "
             f"{s['f1']:.3f}  strict {s['strict_f1']:.3f}"
@@ -464,7 +494,8 @@ def headline(pii: dict) -> str:
     return (
         f"pii scan benign {e['mb_s']} MB/s, PII-dense {d['mb_s']} MB/s (goal >= {GOAL_MB_S} "
         f"per core) peak RSS {rss} MB (goal <= {GOAL_RSS_MB}) worst per-type P/R "
-        f"{pii['worst_type_p_or_r']} (goal >= {GOAL_P_R}) [documents only "
+        f"{pii['worst_type_p_or_r']} on the hand-written hold-out (goal >= {GOAL_P_R}; "
+        f"{pii['worst_type_p_or_r_generated']} on the generated set) [documents only "
         f"{pii['documents']['engine']['mb_s']} MB/s; baseline regex "
         f"{pii['baseline']['mb_s']} MB/s, ratio {pii['engine_vs_baseline']}x]"
     )
