@@ -7,6 +7,7 @@ gets 404 (the project's existence is not revealed), a member without the role ge
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLResolver, get_resolver, reverse
 
+from apps.api.models import ApiToken
+from apps.api.tokens import token_create
 from apps.datasets.models import DatasetVersion
 from apps.datasets.services import dataset_import
 from apps.datasets.storage import stage_upload
@@ -32,6 +35,7 @@ from apps.moderation.models import RuleSetVersion
 from apps.outputs.models import Collection, Output
 from apps.projects.models import Membership, Project
 from apps.provenance.models import ProvenanceSettings
+from apps.webhooks.models import Webhook
 from webapp.asgi import application
 from webapp.routing import websocket_urlpatterns
 
@@ -58,6 +62,9 @@ class World:
     upload_token: str  # a file staged by the member
     adapter: Adapter
     output: Output
+    api_token: ApiToken  # the member's personal API token
+    collection: Collection | None = None  # a gallery board (api:collection*)
+    base_model: BaseModel | None = None  # the built-in tiny text model (api:model)
 
     def ids(self, job: str = "job") -> dict:
         return {
@@ -73,6 +80,13 @@ class World:
             "output_id": self.output.pk,
             "which": "image",
             "sha256": self.output.sha256,  # no provenance record: an unknown hash
+            "token_id": self.api_token.pk,
+            "collection_id": self.collection.pk if self.collection else 0,
+            "model_id": self.base_model.pk if self.base_model else 0,
+            # /v1/ (OpenAI-compatible) path ids: the version as a file, this job, a model.
+            "file_id": f"file-v{self.version.pk}",
+            "fine_tuning_job_id": f"ftjob-{self.job.pk}",
+            "model": "tiny-llama",
         }
 
 
@@ -462,6 +476,30 @@ MATRIX: dict[str, list[Check]] = {
     "provenance:verify_hash": [Check("GET", "public")],
     "provenance:proof": [Check("GET", "public", ok=404)],
     "api:verify": [Check("GET", "public", ok=404, api=True)],
+    # The API tokens page: each user sees and revokes only their own (the member owns the token).
+    "tokens:list": [
+        Check("GET", "user", ANY_USER),
+        # No project chosen: the form's error, for everyone (making one: test_api_tokens.py).
+        Check("POST", "user", ANY_USER, ok=400, data={"name": "t"}),
+    ],
+    "tokens:revoke": [
+        Check(
+            "POST",
+            "user",
+            frozenset({"member"}),
+            ok=302,
+            expect={p: 404 for p in ANY_USER if p != "member"},
+            effect=lambda w: ApiToken.objects.get(pk=w.api_token.pk).revoked_at is not None,
+        )
+    ],
+    # Schemas and docs of both APIs are public: they describe the API, not anyone's data.
+    "api:openapi-json": [Check("GET", "public", api=True)],
+    "api:openapi-view": [Check("GET", "public")],
+    "openai:openapi-json": [Check("GET", "public", api=True)],
+    "openai:openapi-view": [Check("GET", "public")],
+    # django-ninja's root of each API: a 404 naming the docs' address, for anyone.
+    "api:api-root": [Check("GET", "public", ok=404)],
+    "openai:api-root": [Check("GET", "public", ok=404)],
     "provenance:project": [
         Check("GET", "project", ROLES),
         Check(
@@ -475,17 +513,336 @@ MATRIX: dict[str, list[Check]] = {
             ).exists(),
         ),
     ],
+    # A project's webhooks: its admins only. One route; every change is a POST with an `action`
+    # (tests/services/test_webhooks.py covers each of them).
+    "webhooks:list": [
+        Check("GET", "project", ADMINS),
+        Check(
+            "POST",
+            "project",
+            ADMINS,
+            ok=302,
+            data={
+                "action": "create",
+                "url": "https://hooks.example.com/in",
+                "events": "job.failed",
+            },
+            effect=lambda w: Webhook.objects.filter(project=w.project).exists(),
+        ),
+    ],
+    # ---- The native API's resources (tests/services/test_api_native.py covers each in depth;
+    # every api:* check is also made with each persona's Bearer token: test_api_route_*_token).
+    "api:members": [
+        Check("GET", "project", ROLES, api=True),
+        # Answered alike whether the username exists (as on the members page).
+        Check(
+            "POST",
+            "project",
+            ADMINS,
+            ok=202,
+            api=True,
+            data={"username": "newcomer", "role": "viewer"},
+            effect=lambda w: w.project.memberships.filter(
+                user__username="newcomer", role="viewer"
+            ).exists(),
+        ),
+    ],
+    "api:member": [
+        Check("GET", "project", ROLES, api=True),
+        Check(
+            "PATCH",
+            "project",
+            ADMINS,
+            api=True,
+            data={"role": "reviewer"},
+            effect=lambda w: Membership.objects.get(pk=w.viewer_membership.pk).role == "reviewer",
+        ),
+        Check(
+            "DELETE",
+            "project",
+            ADMINS,
+            ok=204,
+            api=True,
+            effect=lambda w: not Membership.objects.filter(pk=w.viewer_membership.pk).exists(),
+        ),
+    ],
+    "api:dataset": [Check("GET", "project", ROLES, api=True)],
+    "api:dataset_versions": [Check("GET", "project", ROLES, api=True)],
+    "api:models": [Check("GET", "project", ROLES, api=True)],
+    "api:model": [Check("GET", "project", ROLES, api=True)],
+    "api:adapters": [Check("GET", "project", ROLES, api=True)],
+    "api:adapter": [Check("GET", "project", ROLES, api=True)],
+    "api:adapter_download": [Check("GET", "project", ROLES, api=True)],
+    "api:outputs": [Check("GET", "project", ROLES, api=True)],
+    "api:output": [Check("GET", "project", ROLES, api=True)],
+    "api:output_file": [Check("GET", "project", ROLES, api=True)],
+    "api:collections": [
+        Check("GET", "project", ROLES, api=True),
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=201,
+            api=True,
+            data={"name": "Via API"},
+            effect=lambda w: Collection.objects.filter(name="Via API").exists(),
+        ),
+    ],
+    "api:collection": [Check("GET", "project", ROLES, api=True)],
+    "api:collection_item": [
+        Check(
+            "PUT",
+            "project",
+            LAUNCHERS,
+            api=True,
+            effect=lambda w: w.collection.outputs.filter(pk=w.output.pk).exists(),
+        ),
+        Check(
+            "DELETE",
+            "project",
+            LAUNCHERS,
+            api=True,
+            effect=lambda w: not w.collection.outputs.filter(pk=w.output.pk).exists(),
+        ),
+    ],
+    "api:review_queue": [Check("GET", "project", REVIEWERS, api=True)],
+    "api:review_decisions": [
+        Check("GET", "project", REVIEWERS, api=True),
+        # The world's output is clean: a reviewer reaches the decision and is told it is not
+        # awaiting review (409); nobody else gets that far.
+        Check(
+            "POST",
+            "project",
+            REVIEWERS,
+            ok=409,
+            api=True,
+            data=lambda: {"output": Output.objects.get(prompt="a cat").pk, "decision": "approve"},
+        ),
+    ],
+    "api:provenance_records": [Check("GET", "project", ROLES, api=True)],
+    # The world's output has no provenance record: a member who may ask gets its 404.
+    "api:provenance_record": [Check("GET", "project", ROLES, ok=404, api=True)],
+    "api:output_provenance": [Check("GET", "project", ROLES, ok=404, api=True)],
     "ws:ws/review/": [Check("WS", "user", REVIEWERS, expect=NOT_REVIEWER_404)],
     "ws:ws/projects/<int:project_id>/": [Check("WS", "project", ROLES)],
     "ws:ws/jobs/<int:job_id>/": [Check("WS", "project", ROLES)],
 }
 
 
+# ---- The OpenAI-compatible API (/v1/): files, fine_tuning, models. A /v1/ route takes a Bearer
+# token only and works in the token's project, so these are Bearer checks: made with each
+# persona's token (persona_tokens: the outsider's names a project of their own, where lists are
+# theirs and this project's ids are unknown) and never with a session (the session pass skips
+# them; a session alone gets 401: tests/services/test_openai_finetuning.py).
+
+
+@dataclass(frozen=True)
+class Bearer(Check):
+    """A /v1/ check: `prepare(world)` readies what the route needs (a fine-tune job, an approved
+    version) and returns the path ids; statuses below 400 are allowed, at or above refused."""
+
+    prepare: Callable[[World], dict] | None = None
+
+
+def _openai_world(world: World) -> dict:
+    """An approved version (a training file) and a queued fine-tune of the project, and the
+    /v1/ ids that name them and the world's adapter."""
+    from apps.api.openai_compat import naming
+    from apps.datasets.models import Approval
+
+    DatasetVersion.objects.filter(pk=world.version.pk).update(approval=Approval.APPROVED)
+    tiny = BaseModel.objects.get(reference="tiny-llama")
+    job = Job.objects.create(
+        project=world.project,
+        created_by=world.people["member"],
+        kind="finetune.lora",
+        queue="gpu",
+        params={"base_model_id": tiny.pk, "dataset_version_id": world.version.pk},
+    )
+    return {
+        "file_id": f"file-v{world.version.pk}",
+        "fine_tuning_job_id": f"ftjob-{job.pk}",
+        "model": naming.adapter_model_id(world.adapter),
+    }
+
+
+def _openai_upload() -> dict:
+    row = {
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    }
+    return {
+        "file": SimpleUploadedFile("chat.jsonl", json.dumps(row).encode() + b"\n"),
+        "purpose": "fine-tune",
+    }
+
+
+def _finetunes(world: World) -> int:
+    return Job.objects.filter(project=world.project, kind="finetune.lora").count()
+
+
+def _newest_finetune_state(world: World) -> str:
+    return Job.objects.filter(project=world.project, kind="finetune.lora").latest("pk").state
+
+
+MATRIX.update(
+    {
+        "openai:files": [
+            Bearer("GET", "project", ROLES, api=True, expect={"outsider": 200}),
+            Bearer(
+                "POST",
+                "project",
+                LAUNCHERS,
+                api=True,
+                multipart=True,
+                data=_openai_upload,
+                expect={"outsider": 200},  # into the outsider's own project
+                effect=lambda w: Job.objects.filter(
+                    project=w.project, kind="dataset.import"
+                ).exists(),
+            ),
+        ],
+        "openai:file": [
+            Bearer("GET", "project", ROLES, api=True, prepare=_openai_world),
+            # Versions are immutable: a member who may upload learns why nothing was deleted.
+            Bearer("DELETE", "project", LAUNCHERS, ok=409, api=True, prepare=_openai_world),
+        ],
+        "openai:file_content": [Bearer("GET", "project", ROLES, api=True, prepare=_openai_world)],
+        "openai:fine_tuning_jobs": [
+            Bearer("GET", "project", ROLES, api=True, expect={"outsider": 200}),
+            Bearer(
+                "POST",
+                "project",
+                LAUNCHERS,
+                api=True,
+                prepare=_openai_world,
+                data=lambda: {
+                    "model": "tiny-llama",
+                    "training_file": "file-v{version}",
+                    "suffix": "m",
+                },
+                # The outsider's token works in their own project, where this file is unknown.
+                expect={"outsider": 400},
+                effect=lambda w: _finetunes(w) == 2,
+            ),
+        ],
+        "openai:fine_tuning_job": [
+            Bearer("GET", "project", ROLES, api=True, prepare=_openai_world)
+        ],
+        "openai:fine_tuning_job_cancel": [
+            Bearer(
+                "POST",
+                "project",
+                LAUNCHERS,
+                api=True,
+                prepare=_openai_world,
+                effect=lambda w: _newest_finetune_state(w) == JobState.CANCELLED,
+            )
+        ],
+        "openai:fine_tuning_job_events": [
+            Bearer("GET", "project", ROLES, api=True, prepare=_openai_world)
+        ],
+        "openai:fine_tuning_job_checkpoints": [
+            Bearer("GET", "project", ROLES, api=True, prepare=_openai_world)
+        ],
+        "openai:models": [Bearer("GET", "project", ROLES, api=True, expect={"outsider": 200})],
+        "openai:model": [Bearer("GET", "project", ROLES, api=True, prepare=_openai_world)],
+    }
+)
+
+
+# ---- /v1/ generation: chat/completions, completions, images, moderations. Generating needs the
+# playground's capability (launch_job); checking a text against the rules only membership. The
+# outsider's token works in their own project, where they may. A streamed completion answers at
+# once (its job waits, queued: no worker here); an image request waits for its job, so the
+# allowed personas send one refused after the permission check (a bad size: 400, no job).
+
+
+def _textgen_jobs(world: World) -> bool:
+    return Job.objects.filter(project=world.project, kind="textgen").exists()
+
+
+def _image_edit_form() -> dict:
+    return {
+        "prompt": "a red square",
+        "model": "tiny-sd",
+        "size": "huge",
+        "image": SimpleUploadedFile("red.png", _png_bytes(), "image/png"),
+    }
+
+
+MATRIX.update(
+    {
+        "openai:chat_completions": [
+            Bearer(
+                "POST",
+                "project",
+                LAUNCHERS,
+                api=True,
+                data={
+                    "model": "tiny-llama",
+                    "messages": [{"role": "user", "content": "Hi"}],
+                    "max_tokens": 4,
+                    "stream": True,
+                },
+                expect={"outsider": 200},
+                effect=_textgen_jobs,
+            )
+        ],
+        "openai:completions": [
+            Bearer(
+                "POST",
+                "project",
+                LAUNCHERS,
+                api=True,
+                data={"model": "tiny-llama", "prompt": "Once", "max_tokens": 4, "stream": True},
+                expect={"outsider": 200},
+                effect=_textgen_jobs,
+            )
+        ],
+        "openai:image_generations": [
+            Bearer(
+                "POST",
+                "project",
+                LAUNCHERS,
+                ok=400,
+                api=True,
+                data={"prompt": "a red square", "model": "tiny-sd", "size": "huge"},
+                expect={"outsider": 400},
+            )
+        ],
+        "openai:image_edits": [
+            Bearer(
+                "POST",
+                "project",
+                LAUNCHERS,
+                ok=400,
+                api=True,
+                multipart=True,
+                data=_image_edit_form,
+                expect={"outsider": 400},
+            )
+        ],
+        "openai:moderations": [
+            Bearer(
+                "POST",
+                "project",
+                ROLES,
+                api=True,
+                data={"input": ["hello", "you are worthless"]},
+                expect={"outsider": 200},
+            )
+        ],
+    }
+)
+
+
 # --------------------------------------------------------------------------- enumeration
 
 
+@functools.cache
 def http_routes() -> dict[str, str]:
-    """Every URL pattern as {qualified name (or route when unnamed): full route}."""
+    """Every URL pattern as {qualified name (or route when unnamed): full route}. Walked once per
+    run (the URLconf does not change; a walk takes ~0.1 s, and a thousand cells ask)."""
     found: dict[str, str] = {}
 
     def walk(patterns, prefix: str, namespace: str) -> None:
@@ -504,6 +861,7 @@ def http_routes() -> dict[str, str]:
     return found
 
 
+@functools.cache
 def ws_routes() -> dict[str, str]:
     found: dict[str, str] = {}
 
@@ -520,6 +878,7 @@ def ws_routes() -> dict[str, str]:
     return found
 
 
+@functools.cache
 def all_routes() -> dict[str, str]:
     return {**http_routes(), **ws_routes()}
 
@@ -614,7 +973,11 @@ def world(project, people, make_user, tmp_path) -> World:
         created_by=people["member"],
         file_path=f"outputs/{project.pk}/a.png",
     )
+    api_token, _ = token_create(user=people["member"], name="matrix", project_id=project.pk)
     return World(
+        api_token=api_token,
+        collection=Collection.objects.create(project=project, name="Favourites"),
+        base_model=BaseModel.objects.get(reference="tiny-llama"),
         output=output,
         adapter=adapter,
         version=version,
@@ -628,8 +991,13 @@ def world(project, people, make_user, tmp_path) -> World:
 
 
 def _login(client, persona: str) -> None:
+    """A session for `persona`. force_login: the matrix is about what a signed-in user may do,
+    not about passwords (tests/services/test_login_throttle.py signs in for real); a real
+    password check costs ~0.3 s (PBKDF2), a thousand times over here."""
     if persona != "anonymous":
-        assert client.login(username=persona, password=f"pw-{persona}")
+        from django.contrib.auth import get_user_model
+
+        client.force_login(get_user_model().objects.get(username=persona))
 
 
 def _snapshot() -> tuple:
@@ -660,7 +1028,7 @@ def expected(check: Check, persona: str):
 def _cells(kind: str):
     for key, checks in MATRIX.items():
         for i, check in enumerate(checks):
-            if (check.method == "WS") == (kind == "ws"):
+            if (check.method == "WS") == (kind == "ws") and not isinstance(check, Bearer):
                 for persona in PERSONAS:
                     yield pytest.param(key, i, persona, id=f"{key}-{check.method}-{persona}")
 
@@ -683,7 +1051,9 @@ def test_http_route_answers_each_persona_as_the_matrix_says(client, world, key, 
     if check.method == "GET":
         response = client.get(url)
     elif (check.api and not check.multipart) or check.json_body:
-        response = client.post(url, data=json.dumps(body), content_type="application/json")
+        response = getattr(client, check.method.lower())(
+            url, data=json.dumps(body), content_type="application/json"
+        )
     else:
         response = client.post(url, data=body)
 
@@ -701,6 +1071,127 @@ def test_http_route_answers_each_persona_as_the_matrix_says(client, world, key, 
     if want == "ok" and check.effect is not None:
         assert check.effect(world)
     elif want != "ok":
+        assert _snapshot() == before, "a refused request changed the database"
+
+
+# --------------------------------------------------------------------------- the API with tokens
+
+# What the anonymous persona sends: a token nobody has (the API answers 401 as without one).
+UNKNOWN_TOKEN = "atl_" + "x" * 43
+
+
+def _send(client, method: str, url: str, **kwargs):
+    """A request in any method (the native API has PATCH, PUT and DELETE routes)."""
+    return getattr(client, method.lower())(url, **kwargs)
+
+
+@pytest.fixture
+def persona_tokens(world) -> dict[str, str]:
+    """A personal API token per persona: the members' in the project, the outsider's in a
+    project of their own (a token always names a project its user belongs to)."""
+    own = Project.objects.create(name="Outsider's own")
+    Membership.objects.create(project=own, user=world.people["outsider"], role="admin")
+    raw = {"anonymous": UNKNOWN_TOKEN}
+    for persona, user in world.people.items():
+        home = own if persona == "outsider" else world.project
+        _, raw[persona] = token_create(user=user, name="matrix", project_id=home.pk)
+    return raw
+
+
+def _api_cells():
+    for key, checks in MATRIX.items():
+        for i, check in enumerate(checks):
+            if key.startswith("api:") and check.api:
+                for persona in PERSONAS:
+                    yield pytest.param(key, i, persona, id=f"{key}-{check.method}-{persona}")
+
+
+@pytest.mark.parametrize(("key", "index", "persona"), list(_api_cells()))
+def test_api_route_answers_each_personas_token_as_the_matrix_says(
+    client, world, persona_tokens, key, index, persona
+):
+    """The same matrix with `Authorization: Bearer` and no session: each native endpoint is
+    reachable only with a valid token of a member whose role allows it."""
+    check = MATRIX[key][index]
+    url = fill_route(all_routes()[key], world.ids(check.job))
+    headers = {"Authorization": f"Bearer {persona_tokens[persona]}"}
+    before = _snapshot()
+
+    body = check.data() if callable(check.data) else (check.data or {})
+    if check.method == "GET":
+        response = client.get(url, headers=headers)
+    elif check.multipart:
+        response = client.post(url, data=body, headers=headers)
+    else:
+        response = _send(
+            client,
+            check.method,
+            url,
+            data=json.dumps(body),
+            content_type="application/json",
+            headers=headers,
+        )
+
+    want = expected(check, persona)
+    if want == "login":
+        want = 401
+    status = check.ok if want == "ok" else want
+    assert response.status_code == status, response.content[:500]
+    if response.status_code >= 400:
+        assert "error" in response.json()
+    if persona == "anonymous" and check.scope != "public":
+        assert response.json()["error"]["code"] == "invalid_api_key"
+    if want == "ok" and check.effect is not None:
+        assert check.effect(world)
+    elif want != "ok":
+        assert _snapshot() == before, "a refused request changed the database"
+
+
+# --------------------------------------------------------------------------- /v1/ with tokens
+
+
+def _bearer_cells():
+    for key, checks in MATRIX.items():
+        for i, check in enumerate(checks):
+            if isinstance(check, Bearer):
+                for persona in PERSONAS:
+                    yield pytest.param(key, i, persona, id=f"{key}-{check.method}-{persona}")
+
+
+@pytest.mark.parametrize(("key", "index", "persona"), list(_bearer_cells()))
+def test_openai_route_answers_each_personas_token_as_the_matrix_says(
+    client, world, persona_tokens, key, index, persona
+):
+    """Each /v1/ route is reachable only with a valid token of a member whose role allows it;
+    a refused request changes nothing."""
+    check = MATRIX[key][index]
+    assert isinstance(check, Bearer)
+    ids = {**world.ids(check.job), **(check.prepare(world) if check.prepare else {})}
+    url = fill_route(all_routes()[key], ids)
+    headers = {"Authorization": f"Bearer {persona_tokens[persona]}"}
+    before = _snapshot()
+
+    body = check.data() if callable(check.data) else (check.data or {})
+    if check.method == "GET":
+        response = client.get(url, headers=headers)
+    elif check.multipart:
+        response = client.post(url, data=body, headers=headers)
+    else:
+        text = json.dumps(body).replace("{version}", str(world.version.pk))
+        response = _send(
+            client, check.method, url, data=text, content_type="application/json", headers=headers
+        )
+
+    want = expected(check, persona)
+    status = check.ok if want == "ok" else want
+    assert response.status_code == status, response.content[:500]
+    if response.status_code >= 400:
+        assert "error" in response.json()
+    if persona == "anonymous":
+        assert response.json()["error"]["code"] == "invalid_api_key"
+    if want == "ok" and check.effect is not None:
+        assert check.effect(world)
+    elif response.status_code >= 400:
         assert _snapshot() == before, "a refused request changed the database"
 
 
@@ -809,7 +1300,7 @@ def test_a_job_of_another_project_is_not_found_through_this_projects_url(client,
     check = MATRIX[key][0]
     url = reverse(key, kwargs={"project_id": world.project.pk, "job_id": foreign.pk})
 
-    response = client.get(url) if check.method == "GET" else client.post(url)
+    response = client.get(url) if check.method == "GET" else _send(client, check.method, url)
 
     assert response.status_code == 404
     assert Job.objects.filter(project=other).count() == 1
@@ -840,7 +1331,7 @@ def test_a_project_that_does_not_exist_is_not_found_like_a_foreign_one(client, w
     ids = {**world.ids(check.job), "project_id": world.project.pk + 1000}
     url = fill_route(all_routes()[key], ids)
 
-    response = client.get(url) if check.method == "GET" else client.post(url)
+    response = client.get(url) if check.method == "GET" else _send(client, check.method, url)
 
     assert response.status_code == 404
 

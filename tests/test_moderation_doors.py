@@ -34,6 +34,7 @@ from apps.models.models import AssetKind, BaseModel, ImageAsset
 from apps.models.services import ensure_builtin_rows
 from apps.outputs.models import Collection, Output
 from apps.projects.models import Membership, Project
+from apps.provenance.models import ProvenanceRecord
 from tests.factories import job_succeed, make_job, make_output
 from tests.test_authorization import http_routes, ws_routes
 from webapp.asgi import application
@@ -437,6 +438,77 @@ DOORS = [
         ),
         "api:jobs",
         launches=True,
+    ),
+]
+
+
+def _api_ids(client: Client, name: str, *args, key: str = "data") -> list[int]:
+    """The ids a native API list (or a board's items) shows this client."""
+    return [row.get("output", row["id"]) for row in json.loads(_api_json(client, name, *args))[key]]
+
+
+def _recorded(w: World) -> Output:
+    """The image, with a (pending) provenance record."""
+    ProvenanceRecord.objects.get_or_create(
+        output=w.image,
+        defaults={"project": w.project, "sha256": w.image.sha256, "leaf": "0x" + "00" * 32},
+    )
+    return w.image
+
+
+# The native API (apps/api/native/): its output routes obey the same rule.
+DOORS += [
+    Door(
+        "API outputs list",
+        lambda c, w: w.image.pk in _api_ids(c, "api:outputs", w.project.pk),
+        "api:outputs",
+    ),
+    Door(
+        "API output: text",
+        lambda c, w: _found(_get(c, "api:output", w.project.pk, w.text.pk)),
+        "api:output",
+    ),
+    Door(
+        "API output: image file",
+        lambda c, w: _found(_get(c, "api:output_file", w.project.pk, w.image.pk)),
+        "api:output_file",
+    ),
+    Door(
+        "API output: thumbnail",
+        lambda c, w: _found(
+            _get(c, "api:output_file", w.project.pk, w.image.pk, query={"which": "thumb"})
+        ),
+        "api:output_file",
+    ),
+    Door(
+        "API board items",
+        lambda c, w: (
+            w.image.pk in _api_ids(c, "api:collection", w.project.pk, w.board.pk, key="items")
+        ),
+        "api:collection",
+    ),
+    Door(
+        "API put on a board",
+        lambda c, w: _found(
+            c.put(reverse("api:collection_item", args=[w.project.pk, w.board.pk, w.image.pk]))
+        ),
+        "api:collection_item",
+        launches=True,
+    ),
+    Door(
+        "API provenance record of an output",
+        lambda c, w: _found(_get(c, "api:output_provenance", w.project.pk, _recorded(w).pk)),
+        "api:output_provenance",
+    ),
+    Door(
+        "API provenance records list",
+        lambda c, w: _recorded(w).pk in _api_ids(c, "api:provenance_records", w.project.pk),
+        "api:provenance_records",
+    ),
+    Door(
+        "API provenance record by hash",
+        lambda c, w: _found(_get(c, "api:provenance_record", w.project.pk, _recorded(w).sha256)),
+        "api:provenance_record",
     ),
 ]
 

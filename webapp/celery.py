@@ -6,5 +6,5 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
-app = Celery("atelier", include=["workers.tasks.jobs"])
+app = Celery("atelier", include=["workers.tasks.jobs", "workers.tasks.webhooks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -57,6 +57,9 @@ UPLOADS: dict[str, Upload] = {
     "galleries:upload": Upload(need="launch_job", image=True),
     "galleries:png_info": Upload(need="view", image=True),
     "provenance:verify": Upload(need="", public=True),
+    # OpenAI-compatible file upload (training JSONL): the token's project.
+    "openai:files": Upload(need="launch_job"),
+    "openai:image_edits": Upload(need="launch_job", image=True),
 }
 
 
@@ -103,14 +106,28 @@ def _session_user(session_key: str):
     return user
 
 
-def _may_upload(session_key: str, project_id, need: str) -> bool:
+# The API token lookup (apps/api/tokens.py token_lookup), set by the API app when it loads: the
+# apps import this module (their upload views name their limits), so it must not import them.
+bearer_lookup = None
+
+
+def _may_upload(session_key: str, project_id, need: str, bearer: str = "") -> bool:
+    """Whether the session's user (or, with `bearer`, the API token's) may upload in the
+    project; a token without a project in the URL uploads to its own project."""
     from django.core.exceptions import PermissionDenied
     from django.http import Http404
 
     from apps.projects.selectors import project_access
 
-    user = _session_user(session_key)
-    if user is None:
+    if bearer:
+        token = bearer_lookup(bearer) if bearer_lookup is not None else None
+        if token is None:
+            return False
+        user = token.user
+        project_id = project_id if project_id is not None else token.project_id
+    else:
+        user = _session_user(session_key)
+    if user is None or project_id is None:
         return False
     try:
         project_access(user=user, project_id=project_id, need=need)
@@ -129,7 +146,15 @@ async def route_limit(scope) -> int:
     upload = UPLOADS.get(match.view_name)
     if upload is not None and upload.public:
         return max(upload.limit(), default_limit())
-    if upload is None or "project_id" not in match.kwargs:
+    if upload is None:
+        return default_limit()
+    authorization = (_header(scope, b"authorization") or b"").decode("latin-1")
+    if authorization[:7].lower() == "bearer ":
+        allowed = await database_sync_to_async(_may_upload)(
+            "", match.kwargs.get("project_id"), upload.need, authorization[7:].strip()
+        )
+        return max(upload.limit(), default_limit()) if allowed else default_limit()
+    if "project_id" not in match.kwargs:
         return default_limit()
     cookie = SimpleCookie()
     try:

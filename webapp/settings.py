@@ -69,6 +69,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "axes",
     "channels",
+    # django-ninja's bundled Swagger UI (offline) for /api/v1/docs
+    "ninja",
     "apps.core",
     "apps.accounts",
     "apps.audit",
@@ -86,6 +88,7 @@ INSTALLED_APPS = [
     "apps.api",
     "apps.quotas",
     "apps.provenance",
+    "apps.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -248,6 +251,12 @@ ATELIER = {
     # Moderation classifiers a deployment installs (dotted paths to fn(kind=, text=, image_path=)
     # -> hits); none by default (apps/moderation/services.py).
     "MODERATION_CLASSIFIERS": envlist("ATELIER_MODERATION_CLASSIFIERS"),
+    # Webhook receivers on private/loopback/link-local addresses (apps/webhooks): development
+    # and tests only; refused by default (SSRF).
+    "WEBHOOKS_ALLOW_PRIVATE": envbool("ATELIER_WEBHOOKS_ALLOW_PRIVATE", False),
+    # API requests a minute per token, and per signed-in user calling the API from a browser
+    # session (apps/api/ratelimit.py); past it 429 with Retry-After. 0: no limit.
+    "API_RATE_PER_MINUTE": envint("ATELIER_API_RATE_PER_MINUTE", 600),
 }
 # Per-job folders (checkpoints): must be shared by all workers so a re-queued job resumes anywhere.
 JOBS_DIR = Path(env("ATELIER_JOBS_DIR", str(VAR_DIR / "jobs")))

@@ -8,6 +8,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("apps.accounts.urls")),
     path("api/v1/", include("apps.api.urls")),
+    path("v1/", include("apps.api.openai_urls")),
+    path("settings/tokens/", include("apps.api.pages_urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("usage/", include("apps.quotas.urls")),
     path("", include("apps.projects.urls")),
@@ -21,4 +23,5 @@ urlpatterns = [
     path("", include("apps.images.urls")),
     path("", include("apps.review.urls")),
     path("", include("apps.provenance.urls")),
+    path("", include("apps.webhooks.urls")),
 ]

@@ -96,8 +96,23 @@ def job_metric_series(*, job: Job) -> dict[str, list[tuple[int, float]]]:
     return {name: sorted(points.items()) for name, points in series.items()}
 
 
-def project_jobs(*, access: ProjectAccess, limit: int = 100) -> list[Job]:
-    return list(Job.objects.filter(project=access.project).select_related("created_by")[:limit])
+def project_jobs(
+    *,
+    access: ProjectAccess,
+    limit: int = 100,
+    before: int | None = None,
+    kind: str | None = None,
+    state: str | None = None,
+) -> list[Job]:
+    """The project's newest jobs first; `before` (a job id) pages back, `kind`/`state` filter."""
+    jobs = Job.objects.filter(project=access.project)
+    if before is not None:
+        jobs = jobs.filter(pk__lt=before)
+    if kind:
+        jobs = jobs.filter(kind=kind)
+    if state:
+        jobs = jobs.filter(state=state)
+    return list(jobs.select_related("created_by").order_by("-pk")[:limit])
 
 
 def project_jobs_to_resync(

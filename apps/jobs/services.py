@@ -21,6 +21,7 @@ from apps.jobs import registry
 from apps.jobs.models import EventKind, Job, JobEvent
 from apps.jobs.states import ACTIVE, TERMINAL, IllegalTransition, JobState, can_transition
 from apps.projects.models import Project
+from apps.webhooks.services import job_finished_emit
 from workers.common.timing import timed
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,12 @@ class JobParamsError(Exception):
 
 
 class JobQuotaExceeded(JobParamsError):
-    """Refused by a cap, a compute budget or a quota (apps/quotas), with the limit and usage."""
+    """Refused by a cap, a compute budget or a quota (apps/quotas), with the limit and usage.
+    `retry_after`: seconds until the same submit may pass (None: it never will as it is)."""
+
+    def __init__(self, errors: dict[str, str], retry_after: int | None = None):
+        super().__init__(errors)
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return "; ".join(self.errors.values())
@@ -135,7 +141,7 @@ def job_transition(
         changed = qs.update(state=target, **fields)
         if not changed:
             return False
-        job = Job.objects.only("attempt", "error").get(pk=job_id)
+        job = Job.objects.only("attempt", "error", "project_id").get(pk=job_id)
         data = {
             "state": target,
             "attempt": job.attempt,
@@ -144,6 +150,11 @@ def job_transition(
         if message:
             data["message"] = message
         job_append_events(job_id=job_id, events=[(EventKind.STATE, data)])
+        if target in TERMINAL:
+            # Webhooks' outbox: the deliveries commit (or roll back) with the final state.
+            job_finished_emit(
+                project_id=job.project_id, state=target, load=lambda: Job.objects.get(pk=job_id)
+            )
     return True
 
 
@@ -198,7 +209,7 @@ def job_create(
                 params=job_kind.params.model_validate(clean),
             )
         except QuotaExceeded as exc:
-            raise JobQuotaExceeded({exc.field: str(exc)}) from None
+            raise JobQuotaExceeded({exc.field: str(exc)}, retry_after=exc.retry_after) from None
         send_now = _slot_for_new_job(locked)
         job = Job.objects.create(
             project=project,

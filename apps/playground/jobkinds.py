@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 
 from apps.jobs.registry import JobKind, register, runner_at
+
+MAX_TURNS = 200
+
+
+class ChatTurn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(..., max_length=20000)
+
+
+class Conversation(RootModel[list[ChatTurn]]):
+    """A multi-turn conversation. As text (str()), its turns one after the other: what the
+    prompt checks at submit read (the kind's prompt_fields), like a prompt."""
+
+    root: list[ChatTurn] = Field(default_factory=list, max_length=MAX_TURNS)
+
+    def __str__(self) -> str:
+        return "\n\n".join(turn.content for turn in self.root)
 
 
 class TextgenParams(BaseModel):
@@ -34,6 +53,16 @@ class TextgenParams(BaseModel):
     seed: int = Field(-1, ge=-1, title="Seed", description="-1: random (recorded)")
     quantization: Literal["none", "int8-dynamic", "8bit", "4bit"] = Field(
         "none", title="Quantization"
+    )
+    # The OpenAI-compatible chat endpoint's whole conversation (system/user/assistant turns):
+    # when given, the model answers it (its chat template over every turn) instead of
+    # `prompt` + `system`; `prompt` then holds the last user turn, for the output's record.
+    messages: Conversation = Field(default_factory=Conversation, title="Conversation")
+    stop: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list,
+        max_length=4,
+        title="Stop sequences",
+        description="Generation ends before the first of these (left out of the text)",
     )
 
 
@@ -65,7 +94,7 @@ register(
         params=TextgenParams,
         runner=runner_at("apps.playground.runners:run_textgen"),
         check=check,
-        prompt_fields=("prompt", "system", "template"),
+        prompt_fields=("prompt", "system", "template", "messages"),
         launchable=False,
         description="Generates text with a base model and its adapters, streamed live.",
     )

@@ -31,6 +31,7 @@ METRICS = (
     "quantization",
     "finish_reason",
     "first_token_seconds",
+    "prompt_tokens",
 )
 
 
@@ -141,6 +142,8 @@ def run_textgen(ctx) -> dict:
         template=p.template or None,
         system=p.system or None,
         use_chat_template=p.use_chat_template,
+        messages=p.messages.model_dump() or None,
+        stop=p.stop,
     )
     # The last words of the answer go out now, not after the Output rows below are written.
     ctx.reporter.flush()

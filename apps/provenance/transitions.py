@@ -24,6 +24,7 @@ from apps.provenance.models import (
     SignerNonce,
 )
 from apps.provenance.services import anchor_job_start, credentials_jobs_start
+from apps.webhooks.services import provenance_confirmed_emit
 
 
 class BatchConflict(Exception):
@@ -139,6 +140,11 @@ def batch_finalize(*, batch_id: int, confirmations: int) -> bool:
             return False
         ProvenanceRecord.objects.filter(batch_id=batch_id).update(
             state=RecordState.FINAL, final_at=now
+        )
+        # Webhooks' outbox (provenance.confirmed per project of the batch), same transaction.
+        provenance_confirmed_emit(
+            batch=AnchorBatch.objects.get(pk=batch_id),
+            records=ProvenanceRecord.objects.filter(batch_id=batch_id),
         )
         # After the commit, robust: the batch is final whatever happens to the CPU job's start.
         transaction.on_commit(lambda: credentials_jobs_start(batch_id=batch_id), robust=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Sum
@@ -20,9 +20,16 @@ from apps.quotas.models import PlatformPolicy, ProjectCreation, ProjectQuota
 class QuotaExceeded(Exception):
     """A submit refused by a cap, a budget or a quota; the message says which and the usage."""
 
-    def __init__(self, message: str, field: str = "__all__"):
+    def __init__(self, message: str, field: str = "__all__", retry_after: int | None = None):
         super().__init__(message)
         self.field = field
+        # Seconds after which the same submit may pass (a cap frees up as jobs end, a monthly
+        # quota at the month's turn); None for a budget, which no wait changes. The API answers
+        # 429 with Retry-After when set, 400 otherwise.
+        self.retry_after = retry_after
+
+
+ACTIVE_CAP_RETRY_AFTER = 30
 
 
 _cache: dict[str, tuple[float, PlatformPolicy]] = {}
@@ -70,6 +77,12 @@ def concurrency_ceiling() -> int:
 # --------------------------------------------------------------------------- jobs
 
 
+def _seconds_to_next_month() -> int:
+    start = month_start()
+    following = (start + timedelta(days=32)).replace(day=1)
+    return max(1, int((following - timezone.now()).total_seconds()))
+
+
 def month_start(now: datetime | None = None) -> datetime:
     now = now or timezone.now()
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -102,13 +115,15 @@ def check_job_submit(*, project, user, kind, params) -> None:
         if mine >= rules.user_active_jobs:
             raise QuotaExceeded(
                 f"You have {mine} jobs queued or running (limit {rules.user_active_jobs} per "
-                "user): wait for some to finish or cancel some"
+                "user): wait for some to finish or cancel some",
+                retry_after=ACTIVE_CAP_RETRY_AFTER,
             )
     theirs = Job.objects.filter(project=project, state__in=active).count()
     if theirs >= rules.project_active_jobs:
         raise QuotaExceeded(
             f"This project has {theirs} jobs queued or running (limit "
-            f"{rules.project_active_jobs} per project): wait for some to finish"
+            f"{rules.project_active_jobs} per project): wait for some to finish",
+            retry_after=ACTIVE_CAP_RETRY_AFTER,
         )
     if kind.budget is not None:
         for field, message in kind.budget(project, params, rules).items():
@@ -120,7 +135,8 @@ def check_job_submit(*, project, user, kind, params) -> None:
             if used >= hours:
                 raise QuotaExceeded(
                     f"This project used {used:.2f} of its {hours:g} GPU hours this month: "
-                    "ask a platform admin to raise the quota, or wait for next month"
+                    "ask a platform admin to raise the quota, or wait for next month",
+                    retry_after=_seconds_to_next_month(),
                 )
 
 

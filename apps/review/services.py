@@ -20,6 +20,7 @@ from apps.moderation.models import Flag
 from apps.outputs.models import Moderation, Output
 from apps.projects.selectors import ProjectAccess
 from apps.review.models import Decision, ReviewDecision
+from apps.webhooks.services import output_decided_emit
 
 MAX_REASON = 2000
 
@@ -104,6 +105,8 @@ def output_decide(
                     )
                 ],
             )
+        # Webhooks' outbox: the deliveries commit with the decision.
+        output_decided_emit(decision=decision, output=output)
         project_id = access.project.pk
         transaction.on_commit(lambda: _ring_review(project_id))
     return decision

@@ -17,7 +17,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ __all__ = [
     "QUANTIZATIONS",
     "GenerationResult",
     "GenerationSettings",
+    "StopText",
     "build_prompt",
     "compare",
     "generate_text",
@@ -115,7 +116,7 @@ class GenerationResult:
     prompt: str = ""  # the prompt as given to the tokenizer (templates applied)
     prompt_tokens: int = 0
     first_token_seconds: float | None = None
-    finish_reason: str = "length"  # length | eos | stopped
+    finish_reason: str = "length"  # length | eos | stop (a stop sequence) | stopped
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -149,6 +150,32 @@ def _render_dataset_template(template: str, user_text: str) -> str | None:
     return rendered[: rendered.index(marker)]
 
 
+ROLE_LABELS = {"system": "", "user": "User: ", "assistant": "Assistant: "}
+
+
+def _render_messages(
+    tokenizer: Any, messages: Sequence[Mapping[str, str]], *, use_chat_template: bool
+) -> tuple[str, bool]:
+    """A conversation ({role, content} turns) as the prompt for the next assistant turn: the
+    model's chat template when it has one; otherwise a plain transcript ("User: ..." /
+    "Assistant: ...", system text first) that ends with "Assistant:"."""
+    turns = [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+    if use_chat_template and _has_chat_template(tokenizer):
+        try:
+            text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        except Exception:
+            system = "\n\n".join(t["content"] for t in turns if t["role"] == "system")
+            rest = [t for t in turns if t["role"] != "system"]
+            if not system or not rest:
+                raise
+            # Some chat templates refuse a system role: fold it into the first turn.
+            rest[0] = {**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}
+            text = tokenizer.apply_chat_template(rest, tokenize=False, add_generation_prompt=True)
+        return str(text), True
+    lines = [f"{ROLE_LABELS.get(t['role'], '')}{t['content']}" for t in turns]
+    return "\n\n".join([*lines, "Assistant:"]), False
+
+
 def _render_prompt(
     tokenizer: Any,
     user_text: str,
@@ -156,8 +183,12 @@ def _render_prompt(
     template: str | None = None,
     system: str | None = None,
     use_chat_template: bool = True,
+    messages: Sequence[Mapping[str, str]] | None = None,
 ) -> tuple[str, bool]:
-    """(prompt text, whether a chat template produced it)."""
+    """(prompt text, whether a chat template produced it). `messages`, when given, is the whole
+    conversation and replaces `user_text`, `system` and `template`."""
+    if messages:
+        return _render_messages(tokenizer, messages, use_chat_template=use_chat_template)
     if use_chat_template and _has_chat_template(tokenizer):
         messages = [{"role": "user", "content": user_text}]
         if system:
@@ -190,6 +221,7 @@ def build_prompt(
     template: str | None = None,
     system: str | None = None,
     use_chat_template: bool = True,
+    messages: Sequence[Mapping[str, str]] | None = None,
 ) -> str:
     """The prompt text for `user_text`.
 
@@ -201,6 +233,8 @@ def build_prompt(
     - Else the raw text. A system text, when given, is put before it.
 
     `use_chat_template=False` is for adapters trained on the dataset template of a chat model.
+    `messages` (a multi-turn conversation of {role, content}, roles system/user/assistant)
+    replaces the rest: the chat template over all turns, or a plain transcript without one.
     """
     return _render_prompt(
         tokenizer,
@@ -208,6 +242,7 @@ def build_prompt(
         template=template,
         system=system,
         use_chat_template=use_chat_template,
+        messages=messages,
     )[0]
 
 
@@ -334,6 +369,42 @@ def load_for_generation(
 # --------------------------------------------------------------------------- generation
 
 
+class StopText:
+    """Cuts streamed text at the first of some stop sequences (OpenAI's `stop`), which are left
+    out. Text that could still be the start of a stop sequence is held back until the next
+    piece decides, so nothing past a stop is ever handed on, even when it spans pieces."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in dict.fromkeys(stops) if s]
+        self.pending = ""
+        self.hit = False
+
+    def feed(self, delta: str) -> str:
+        """The part of `delta` (with what was held back) that is safe to hand on now."""
+        if self.hit:
+            return ""
+        if not self.stops:
+            return delta
+        text = self.pending + delta
+        found = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        if found:
+            self.hit, self.pending = True, ""
+            return text[: min(found)]
+        keep = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(text)), keep, -1):
+                if text.endswith(stop[:k]):
+                    keep = k
+                    break
+        self.pending = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        """What was held back, once the text has ended without completing a stop sequence."""
+        out, self.pending = self.pending, ""
+        return "" if self.hit else out
+
+
 def _random_seed() -> int:
     return secrets.randbelow(2**31)
 
@@ -436,6 +507,7 @@ def _run(
     device: str,
     on_text: Callable[[str], None] | None,
     should_stop: Callable[[], bool] | None,
+    stops: Sequence[str] = (),
 ) -> dict[str, Any]:
     from transformers import TextIteratorStreamer
 
@@ -453,18 +525,24 @@ def _run(
         "logits_processor": _processors(settings, seed, device),
         "streamer": streamer,
     }
-    sequences, seconds, first_token = _stream(model, generate_kwargs, stop, streamer, on_text)
+    cut = StopText(stops)
+    sequences, seconds, first_token, streamed = _stream(
+        model, generate_kwargs, stop, streamer, on_text, cut
+    )
 
     new_ids = sequences[0, prompt_tokens:].tolist()
     tokens = len(new_ids)
     if stop.triggered:
         finish = "stopped"
+    elif cut.hit:
+        finish = "stop"
     elif tokens >= max_new:
         finish = "length"
     else:
         finish = "eos"
     return {
-        "text": tokenizer.decode(new_ids, skip_special_tokens=True),
+        # Cut at a stop sequence: exactly the text handed on (the tokens past it are dropped).
+        "text": streamed if cut.hit else tokenizer.decode(new_ids, skip_special_tokens=True),
         "tokens": tokens,
         "seconds": seconds,
         "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
@@ -508,10 +586,12 @@ def _stream(
     stop: Any,
     streamer: Any,
     on_text: Callable[[str], None] | None,
-) -> tuple[Any, float, float | None]:
+    cut: StopText | None = None,
+) -> tuple[Any, float, float | None, str]:
     """Run ``model.generate`` in a thread and hand each decoded piece to ``on_text`` as it comes:
-    (the sequences, seconds, seconds to the first piece). An exception in either thread ends both
-    and is raised here."""
+    (the sequences, seconds, seconds to the first piece, the text handed on). With `cut`, text
+    ends before the first stop sequence and generation stops at the next token. An exception in
+    either thread ends both and is raised here."""
     import torch
     from transformers import StoppingCriteriaList
 
@@ -533,12 +613,14 @@ def _stream(
         # Only for a timing subscriber (the benches): wall stamps and the time spent in on_text.
         probing = span.enabled
         callback_s, deltas, last_text = 0.0, 0, None
+        pieces: list[str] = []
         thread = threading.Thread(target=work, name="textgen", daemon=True)
         thread.start()
         try:
-            for delta in streamer:
+            for delta in _cut_pieces(streamer, cut, stop):
                 if not delta:
                     continue
+                pieces.append(delta)
                 if first_token is None:
                     first_token = time.perf_counter() - started
                     if probing:
@@ -560,7 +642,22 @@ def _stream(
             span.note(callback_s=callback_s, deltas=deltas, last_text=last_text)
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["sequences"], seconds, first_token
+    return outcome["sequences"], seconds, first_token, "".join(pieces)
+
+
+def _cut_pieces(streamer: Any, cut: StopText | None, stop: Any):
+    """The streamer's pieces, cut at a stop sequence (see StopText); past one, generation is
+    asked to stop and the rest is drained unseen."""
+    if cut is None or not cut.stops:
+        yield from streamer
+        return
+    for delta in streamer:
+        if not delta:
+            continue
+        yield cut.feed(delta)
+        if cut.hit:
+            stop.abort.set()
+    yield cut.flush()
 
 
 def generate_text(
@@ -576,12 +673,16 @@ def generate_text(
     system: str | None = None,
     use_chat_template: bool = True,
     device: str = "auto",
+    messages: Sequence[Mapping[str, str]] | None = None,
+    stop: Sequence[str] = (),
 ) -> GenerationResult:
     """Generate a continuation of `prompt` with the model in `model_dir` (and a LoRA adapter).
 
     The model comes from `cache` (default: the workers' shared cache), keyed by (model_dir,
     adapter_dir, quantization, device). Text deltas go to `on_text` as they are decoded;
     `should_stop()` is asked after every token. The same seed and settings give the same text.
+    `messages`: a multi-turn conversation to answer instead of `prompt` (see build_prompt);
+    `stop`: stop sequences, left out of the text (finish_reason "stop").
     """
     settings = settings or GenerationSettings()
     seed = settings.seed if settings.seed >= 0 else _random_seed()
@@ -593,9 +694,16 @@ def generate_text(
         cache=cache,
     )
     prompt_text, chat = _render_prompt(
-        tokenizer, prompt, template=template, system=system, use_chat_template=use_chat_template
+        tokenizer,
+        prompt,
+        template=template,
+        system=system,
+        use_chat_template=use_chat_template,
+        messages=messages,
     )
-    run = _run(model, tokenizer, prompt_text, chat, settings, seed, resolved, on_text, should_stop)
+    run = _run(
+        model, tokenizer, prompt_text, chat, settings, seed, resolved, on_text, should_stop, stop
+    )
     return GenerationResult(
         seed=seed,
         load_seconds=load_seconds,
@@ -622,6 +730,8 @@ def compare(
     system: str | None = None,
     use_chat_template: bool = True,
     device: str = "auto",
+    messages: Sequence[Mapping[str, str]] | None = None,
+    stop: Sequence[str] = (),
 ) -> list[GenerationResult]:
     """The same prompt, settings and seed on the base model (None) and on each adapter, one after
     the other; `on_text(index, delta)` tells which run (index into `adapter_dirs`) a delta is
@@ -654,6 +764,8 @@ def compare(
                 system=system,
                 use_chat_template=use_chat_template,
                 device=device,
+                messages=messages,
+                stop=stop,
             )
         )
         if results[-1].stopped:
