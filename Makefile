@@ -103,6 +103,7 @@ bench: $(STAMP)
 	$(PY) bench/moderation.py
 	$(PY) bench/chain.py
 	$(PY) bench/provenance.py
+	$(PY) bench/api.py
 
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m gpu -v $(PYTEST_ARGS)

@@ -5,8 +5,6 @@ role without the capability 403, as there."""
 
 from __future__ import annotations
 
-from ninja import NinjaAPI
-
 from apps.api import errors
 from apps.api.auth import TOKEN_OR_SESSION
 from apps.api.native import (
@@ -22,7 +20,7 @@ from apps.api.native import (
     review,
 )
 
-api = NinjaAPI(
+api = errors.SchemaCachedAPI(
     title="Atelier API",
     version="1",
     description=(

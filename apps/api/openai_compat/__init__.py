@@ -7,12 +7,10 @@ Each resource is a router of its own module; errors keep OpenAI's shape
 
 from __future__ import annotations
 
-from ninja import NinjaAPI
-
 from apps.api import errors
 from apps.api.auth import token_auth
 
-api = NinjaAPI(
+api = errors.SchemaCachedAPI(
     title="Atelier OpenAI-compatible API",
     version="v1",
     description="OpenAI's files, fine_tuning, models, chat/completions, completions, "
