@@ -347,6 +347,17 @@ MATRIX: dict[str, list[Check]] = {
         ),
     ],
     "api:dataset_version": [Check("GET", "project", ROLES, api=True)],
+    # The inbox's dataset decision through the API: reviewers and admins (the member imported it).
+    "api:dataset_version_decision": [
+        Check(
+            "POST",
+            "project",
+            REVIEWERS,
+            api=True,
+            data={"decision": "reject", "reason": "licence unclear"},
+            effect=lambda w: DatasetVersion.objects.get(pk=w.version.pk).approval == "rejected",
+        )
+    ],
     "models:list": [Check("GET", "project", ROLES)],
     "models:adapter_download": [Check("GET", "project", ROLES)],
     "models:adapter_merge": [
@@ -1302,7 +1313,7 @@ def test_a_job_of_another_project_is_not_found_through_this_projects_url(client,
 
     response = client.get(url) if check.method == "GET" else _send(client, check.method, url)
 
-    assert response.status_code == 404
+    assert response.status_code == 404, response.content[:300]
     assert Job.objects.filter(project=other).count() == 1
     assert Job.objects.get(pk=foreign.pk).state == JobState.FAILED
 
@@ -1333,7 +1344,7 @@ def test_a_project_that_does_not_exist_is_not_found_like_a_foreign_one(client, w
 
     response = client.get(url) if check.method == "GET" else _send(client, check.method, url)
 
-    assert response.status_code == 404
+    assert response.status_code == 404, response.content[:300]
 
 
 # --------------------------------------------------------------------------- error shapes of the API

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from ninja import Field, File, Form, Query, Router, Schema
 from ninja.files import UploadedFile
+from pydantic import ValidationError as PydanticValidationError
 
 from apps.api.errors import ApiError
 from apps.api.native.common import ERRORS, JobOut, PageQuery, one_job_json, page
@@ -276,3 +277,57 @@ def dataset_version(request: HttpRequest, project_id: int, dataset_id: int, numb
         user=request.user, project_id=project_id, dataset_id=dataset_id, number=number
     )
     return version_json(version)
+
+
+class VersionDecisionIn(Schema):
+    decision: Literal["approve", "reject"]
+    reason: str = Field("", max_length=2000, description="Required (the approval's comment)")
+
+
+@router.post(
+    DATASET + "versions/{int:number}/decision/",
+    url_name="dataset_version_decision",
+    response={200: VersionOut, **ERRORS},
+    # The body is read after the access checks (a stranger gets 404 whatever they send), so it
+    # is described here rather than parsed by ninja first.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": VersionDecisionIn.model_json_schema()}},
+        }
+    },
+)
+def decide_version(request: HttpRequest, project_id: int, dataset_id: int, number: int):
+    """Approve or reject a dataset version awaiting approval for training, as the review inbox
+    does (reviewers and admins; not a version you imported or derived; approval needs its PII
+    report; a reason either way). 409 when it is not awaiting approval."""
+    from apps.datasets import selectors as dataset_selectors
+    from apps.review import services as review_services
+
+    access, version = dataset_selectors.version_access(
+        user=request.user, project_id=project_id, dataset_id=dataset_id, number=number
+    )
+    access = project_selectors.project_access(
+        user=request.user, project_id=access.project.pk, need="review"
+    )
+    try:
+        body = VersionDecisionIn.model_validate_json(request.body or b"{}")
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first.get("loc", ())) or None
+        raise ApiError(400, f"{param}: {first.get('msg', '')}", param=param) from None
+    try:
+        decided = review_services.dataset_decide(
+            access=access,
+            actor=request.user,
+            version_id=version.pk,
+            approve=body.decision == "approve",
+            reason=body.reason,
+            request=request,
+        )
+    except review_services.AlreadyDecided as exc:
+        raise ApiError(409, " ".join(exc.messages), code="not_pending") from None
+    except ValidationError as exc:
+        param = "reason" if not body.reason.strip() else None
+        raise ApiError(400, " ".join(exc.messages), param=param) from None
+    return version_json(decided)
