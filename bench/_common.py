@@ -14,6 +14,45 @@ import time
 from pathlib import Path
 
 
+def ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def ts(value) -> float:
+    """A datetime as Unix seconds; NaN for a stamp the platform did not leave."""
+    return value.timestamp() if value is not None else math.nan
+
+
+def run_bench(name: str, bench, body) -> int:
+    """Run `body()` (it returns the report text) with SIGTERM/SIGINT turned into a clean stop,
+    always clean up `bench`, and print the report or one `RESULT <name> FAILED (...)` line.
+    Returns the exit status."""
+    import traceback
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    error, text = None, ""
+    try:
+        text = body()
+    except KeyboardInterrupt:
+        error = "interrupted"
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+        print(bench.log_tails(), file=sys.stderr)
+    finally:
+        say("cleaning up")
+        bench.cleanup()
+    if error:
+        print(f"RESULT {name} FAILED ({error.splitlines()[0][:200]})")
+        return 130 if error == "interrupted" else 1
+    print(text, flush=True)
+    return 0
+
+
 def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 

@@ -47,12 +47,10 @@ import asyncio
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import uuid
 from pathlib import Path
 
@@ -66,10 +64,13 @@ from bench._common import (  # noqa: E402
     bench_policy,
     isolated_environment,
     mean,
+    ms,
     pct,
     probed_worker_env,
+    run_bench,
     say,
     stop_everything,
+    ts,
     without_probes,
 )
 from bench._text_child import PROBE_ENV, read_probes  # noqa: E402
@@ -89,14 +90,6 @@ MESSAGES = [
         "who finds a message in a bottle, and what happens over the following year.",
     },
 ]
-
-
-def ms(seconds: float) -> float:
-    return seconds * 1000.0
-
-
-def ts(value) -> float:
-    return value.timestamp() if value is not None else math.nan
 
 
 class Bench:
@@ -532,16 +525,9 @@ def _parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = _parse_args()
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     bench = Bench(args)
-    error = None
-    text = ""
-    try:
+
+    def body() -> str:
         bench.setup()
         say("warm-up (untimed): one in-process generation, one API request (the worker loads)")
         bench.inproc("warm-up")
@@ -556,21 +542,9 @@ def main() -> int:
             if args.clients
             else {"results": [], "wall": 0.0}
         )
-        text = report(bench, inprocs, apis, conc)
-    except KeyboardInterrupt:
-        error = "interrupted"
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        traceback.print_exc()
-        print(bench.log_tails(), file=sys.stderr)
-    finally:
-        say("cleaning up")
-        bench.cleanup()
-    if error:
-        print(f"RESULT api FAILED ({error.splitlines()[0][:200]})")
-        return 130 if error == "interrupted" else 1
-    print(text, flush=True)
-    return 0
+        return report(bench, inprocs, apis, conc)
+
+    return run_bench("api", bench, body)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
 sys.path.insert(0, str(ROOT))
 
 from apps.core.processes import celery_worker_cmd  # noqa: E402
-from bench._common import bench_policy, cpu_seconds, pct, say  # noqa: E402
+from bench._common import bench_policy, cpu_seconds, ms, pct, say  # noqa: E402
 from bench.probes import FLUSH_EVERY, read_all  # noqa: E402
 from bench.probes import flush as flush_probes  # noqa: E402
 from tests.harness import Processes, redis_answers, start_embedded_redis  # noqa: E402
@@ -52,10 +52,6 @@ from tests.harness import Processes, redis_answers, start_embedded_redis  # noqa
 GOAL_SUBMIT_RATIO = 2.0  # submit->running p99 / bare Celery p99, same run
 GOAL_EVENT_P99_MS = 100.0  # event->browser p99 at --clients sockets
 TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def ms(seconds: float) -> float:
-    return seconds * 1000.0
 
 
 def summary(values_s: list[float]) -> dict:

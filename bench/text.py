@@ -80,10 +80,12 @@ from bench._common import (  # noqa: E402
     cpu_seconds,
     isolated_environment,
     mean,
+    ms,
     pct,
     probed_worker_env,
     say,
     stop_everything,
+    ts,
     without_probes,
 )
 from bench._text_child import PROBE_ENV, read_probes  # noqa: E402
@@ -98,14 +100,6 @@ PROMPT = (
     "message in a bottle, and what happens over the following year."
 )
 REPETITION_PENALTY = 1.1
-
-
-def ms(seconds: float) -> float:
-    return seconds * 1000.0
-
-
-def ts(value) -> float:
-    return value.timestamp() if value is not None else math.nan
 
 
 class Bench:
