@@ -42,6 +42,7 @@ def pytest_configure(config):
     url = os.environ.get("REDIS_URL", "")
     if not url or not redis_answers(url):
         _redis_proc, url = start_embedded_redis(TEST_VAR / "redis")
+    url = _redis_db_for_this_worker(url)
     os.environ["REDIS_URL"] = url
     os.environ.update(ENGINE_ENV)
     os.environ["ATELIER_MEDIA_ROOT"] = str(TEST_VAR / "media")
@@ -69,6 +70,20 @@ def pytest_configure(config):
     from webapp.celery import app
 
     app.conf.broker_url = url
+
+
+def _redis_db_for_this_worker(url: str) -> str:
+    """Under pytest-xdist each worker gets its own Redis database (the run's database + 1 + the
+    worker's number), as pytest-django gives it its own SQL database: Celery queues, doorbells and
+    the tests that wipe Redis stay within one worker."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{base + 1 + int(worker[2:])}"))
 
 
 def pytest_unconfigure(config):

@@ -86,7 +86,9 @@ def redis_messages():
     layer doorbells), from MONITOR."""
     seen: list[str] = []
     stop = threading.Event()
-    client = redis.Redis.from_url(django_settings.REDIS_URL)
+    # No read timeout: MONITOR waits quietly between bursts of traffic (a busy machine can leave
+    # it idle for seconds), and a timeout would end the listener and hide what came after.
+    client = redis.Redis.from_url(django_settings.REDIS_URL, socket_timeout=None)
 
     def listen():
         with client.monitor() as monitor:

@@ -364,3 +364,12 @@ def test_the_workers_default_cache_is_used_when_none_is_given(tiny_dirs):
     assert key in default_cache()
     assert first.loaded is not cached_before
     default_cache().evict(key)
+
+
+def test_a_nul_byte_from_a_byte_level_model_is_kept_as_a_replacement_character():
+    # PostgreSQL's text and JSON columns refuse U+0000: a generated NUL used to fail the job's
+    # event write (seen with the tiny byte-level model on PostgreSQL).
+    from workers.ml.textgen import storable
+
+    assert storable("ok\x00\x00end") == "ok\ufffd\ufffdend"
+    assert storable("你好") == "你好"

@@ -542,7 +542,9 @@ def _run(
         finish = "eos"
     return {
         # Cut at a stop sequence: exactly the text handed on (the tokens past it are dropped).
-        "text": streamed if cut.hit else tokenizer.decode(new_ids, skip_special_tokens=True),
+        "text": streamed
+        if cut.hit
+        else storable(tokenizer.decode(new_ids, skip_special_tokens=True)),
         "tokens": tokens,
         "seconds": seconds,
         "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
@@ -550,6 +552,12 @@ def _run(
         "first_token_seconds": first_token,
         "finish_reason": finish,
     }
+
+
+def storable(text: str) -> str:
+    """`text` with NUL characters replaced by U+FFFD: a byte-level model can emit byte 0, which
+    PostgreSQL's text and JSON columns refuse (the streamed events and the output row alike)."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def _encode_prompt(tokenizer: Any, prompt_text: str, chat: bool) -> tuple[Any, Any]:
@@ -620,6 +628,7 @@ def _stream(
             for delta in _cut_pieces(streamer, cut, stop):
                 if not delta:
                     continue
+                delta = storable(delta)
                 pieces.append(delta)
                 if first_token is None:
                     first_token = time.perf_counter() - started
