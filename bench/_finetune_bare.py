@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 DEFAULT_TEMPLATE = "### 问题:{question}\n### 回答:{answer}"
 
 
-def _params(params: Mapping[str, Any] | None) -> Any:
+def params_of(params: Mapping[str, Any] | None) -> Any:
     from workers.ml.finetune import LoraFinetuneConfig
 
     return LoraFinetuneConfig.from_dict(dict(params or {}))
@@ -58,10 +58,10 @@ def bare_run(
     import torch
     from transformers import DataCollatorForLanguageModeling, PrinterCallback, Trainer
 
-    p = _params(params)
+    p = params_of(params)
     cuda = torch.cuda.is_available()
-    precision, load_kwargs = _precision(p, cuda)
-    model, tokenizer = _lora_model(base_model_dir, p, load_kwargs)
+    precision, load_kwargs = precision_of(p, cuda)
+    model, tokenizer = lora_model(base_model_dir, p, load_kwargs)
     data = _tokenize(rows, tokenizer, template, p.max_seq_length)
 
     inner = DataCollatorForLanguageModeling(
@@ -75,7 +75,7 @@ def bare_run(
 
     with tempfile.TemporaryDirectory(prefix="bare-ft-") as scratch:
         out = Path(output_dir) if output_dir is not None else Path(scratch)
-        args = _training_arguments(p, out / "checkpoints", precision, cuda)
+        args = training_arguments(p, out / "checkpoints", precision, cuda)
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collate)
         trainer.remove_callback(PrinterCallback)  # quiet: the bench prints its own numbers
         t0 = time.perf_counter()
@@ -100,7 +100,7 @@ def bare_run(
     }
 
 
-def _precision(p: Any, cuda: bool) -> tuple[str, dict[str, Any]]:
+def precision_of(p: Any, cuda: bool) -> tuple[str, dict[str, Any]]:
     """The precision to train in ("auto" resolved) and from_pretrained's keyword arguments
     (dtype, and the bitsandbytes quantization when `load_in` asks for it)."""
     import torch
@@ -128,7 +128,7 @@ def _precision(p: Any, cuda: bool) -> tuple[str, dict[str, Any]]:
     return precision, load_kwargs
 
 
-def _lora_model(
+def lora_model(
     base_model_dir: str | os.PathLike[str], p: Any, load_kwargs: dict[str, Any]
 ) -> tuple[Any, Any]:
     """The base model and tokenizer from the folder, the model wrapped in a LoRA of `p`."""
@@ -170,7 +170,7 @@ def _tokenize(
     return data
 
 
-def _training_arguments(p: Any, output_dir: Path, precision: str, cuda: bool) -> Any:
+def training_arguments(p: Any, output_dir: Path, precision: str, cuda: bool) -> Any:
     """TrainingArguments from the fine-tune parameters, quiet (the bench prints its own)."""
     from transformers import TrainingArguments
 

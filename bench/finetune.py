@@ -240,6 +240,9 @@ class Bench:
             "max_seq_length": 128,
             "save_steps": a.save_steps,
             "seed": 42,
+            # The bare script evaluates nothing during training: no eval curve on the platform
+            # side either (its eval before and after training stay, counted as overhead).
+            "eval_steps": 0,
         }
 
     def _child(self, argv: list[str], env: dict) -> subprocess.Popen:
@@ -618,6 +621,13 @@ def _parse_args() -> argparse.Namespace:
         help="bare, then N x (platform job, bare): 1 gives A-B-A; all runs are averaged",
     )
     ap.add_argument("--no-smollm2", action="store_true", help="skip the SmolLM2 LoRA steps/s")
+    ap.add_argument(
+        "--no-packing",
+        action="store_true",
+        help="skip packed vs unpacked (bench/_finetune_packing)",
+    )
+    ap.add_argument("--packing-steps", type=int, default=300)
+    ap.add_argument("--no-dpo", action="store_true", help="skip DPO steps/s (bench/_finetune_dpo)")
     ap.add_argument("--smollm2-steps", type=int, default=3)
     ap.add_argument("--smollm2-threads", type=int, default=0, help="0: all CPUs")
     ap.add_argument(
@@ -669,6 +679,7 @@ def main() -> int:
     plats: list[dict] = []
     smol = None
     probes: list[dict] = []
+    extra: dict = {}
     try:
         bench.setup()
         bares.append(bench.bare(1))
@@ -678,6 +689,16 @@ def main() -> int:
         probes = read_all(str(bench.probe_dir))
         if not args.no_smollm2:
             smol = bench.smollm2()
+        if not args.no_packing:
+            from bench._finetune_packing import packing_bench
+
+            say("packing: the platform packed vs the bare unpacked script (issue 17)")
+            extra["packing"] = packing_bench(steps=args.packing_steps, rounds=2)
+        if not args.no_dpo:
+            from bench._finetune_dpo import measure
+
+            say("DPO: the platform vs a bare trl DPOTrainer script (issue 17)")
+            extra["dpo"] = measure()
     except KeyboardInterrupt:
         error = "interrupted"
     except Exception as exc:
@@ -691,11 +712,11 @@ def main() -> int:
     if error:
         print(f"RESULT finetune FAILED ({error.splitlines()[0][:200]})")
         return 130 if error == "interrupted" else 1
-    print(report(bench, args, bares, plats, probes, smol, elapsed), flush=True)
+    print(report(bench, args, bares, plats, probes, smol, elapsed, extra), flush=True)
     return 0
 
 
-def report(bench, args, bares, plats, probes, smol, elapsed) -> str:
+def report(bench, args, bares, plats, probes, smol, elapsed, extra=None) -> str:
     pfs = [platform_figures(p) for p in plats]
     details = [platform_breakdown(p, probes) for p in plats]
     bare_tps = mean([b["tokens_per_second"] for b in bares])
@@ -724,12 +745,29 @@ def report(bench, args, bares, plats, probes, smol, elapsed) -> str:
         out.append("")
         out.append(_report_smollm2(smol))
         smol_txt = f"{smol['steps_per_second']:.3f} steps/s"
+    extra = extra or {}
+    tail = ""
+    if "packing" in extra:
+        from bench._finetune_packing import headline as packing_line
+
+        line = packing_line(extra["packing"]).removeprefix("RESULT ")
+        out += ["", line]
+        pk = extra["packing"]
+        tail += (
+            f" | packing {pk['ratio']:.2f}x useful tok/s (goal >= 1.5), eval loss diff "
+            f"{pk['diff_pct']:.2f}% (goal <= 2%)"
+        )
+    if "dpo" in extra:
+        from bench._finetune_dpo import headline as dpo_line
+
+        out += ["", dpo_line(extra["dpo"])]
+        tail += f" | dpo {extra['dpo']['ratio']:.3f}x steps/s (goal >= 0.97)"
     for n in bench.notes:
         out.append(f"NOTE: {n}")
     out.append(
         f"RESULT {whatif}finetune ratio={ratio:.2f} (goal >= {GOAL_RATIO}) overhead={overhead:.1f}s "
         f"(goal <= {GOAL_OVERHEAD_S:.0f}s) [bare {bare_tps:.0f} tok/s, platform {plat_tps:.0f} tok/s] "
-        f"| smollm2 lora {smol_txt}"
+        f"| smollm2 lora {smol_txt}{tail}"
     )
     return "\n".join(out)
 

@@ -20,6 +20,10 @@ JUNK = ("abc", "-1", "99999999999999999999", "1.5", "%00", "\x00", "x" * 3000, "
 # Keys the views read from request.GET / request.POST (grep "request.GET", "request.POST").
 KEYS = (
     "after",
+    "jobs",
+    "adapters",
+    "prompt",
+    "next",
     "page",
     "limit",
     "dataset",

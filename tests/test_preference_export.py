@@ -178,3 +178,53 @@ def test_an_empty_name_is_refused(project, people, decided):
         preference_export(project=project, actor=people["reviewer"], dataset_name="  ")
 
     assert "dataset_name" in refused.value.message_dict
+
+
+def test_the_version_records_the_decisions_it_came_from(project, people):
+    from datetime import timedelta
+
+    from apps.finetunes.lineage import build_lineage
+    from apps.models.models import BaseModel
+    from apps.projects.selectors import ProjectAccess
+    from apps.review.models import ReviewDecision
+    from apps.review.services import output_decide
+
+    member, reviewer = people["member"], people["reviewer"]
+    good = _output(project, member, Moderation.FLAGGED, "Rest and drink water.")
+    bad = _output(project, member, Moderation.FLAGGED, "Take ten aspirin at once.")
+    lone = _output(project, member, Moderation.FLAGGED, "Blue.", prompt="Sky colour?")
+    access = ProjectAccess(project=project, role="reviewer")
+    for output, approve in ((good, True), (bad, False), (lone, True)):
+        output_decide(
+            access=access, actor=reviewer, output_id=output.pk, approve=approve, reason="no"
+        )
+    # The unpaired decision is the newest: it is not in the pairs, so not in the record.
+    newest_used = ReviewDecision.objects.get(output=bad).decided_at
+    ReviewDecision.objects.filter(output=lone).update(decided_at=newest_used + timedelta(hours=1))
+    ReviewDecision.objects.filter(output=good).update(decided_at=newest_used - timedelta(hours=1))
+
+    version = preference_export(project=project, actor=reviewer, dataset_name="DPO")
+
+    version.refresh_from_db()
+    assert version.operation_params["review"] == {
+        "outputs": sorted([good.pk, bad.pk]),
+        "approved": 1,
+        "rejected": 1,
+        "decided_until": newest_used.isoformat(),
+    }
+    # The same decisions give the same version, its record unchanged; lineage reads it as is.
+    assert preference_export(project=project, actor=reviewer, dataset_name="DPO").pk == version.pk
+    base = BaseModel.objects.create(name="tiny", source="folder")
+    lineage = build_lineage(base=base, versions=[version], job_id=None)
+    assert lineage["review"] == version.operation_params["review"]
+
+
+def test_outputs_decided_without_a_decision_row_are_recorded_with_no_time(project, people, decided):
+    version = preference_export(project=project, actor=people["reviewer"], dataset_name="DPO")
+
+    version.refresh_from_db()
+    review = version.operation_params["review"]
+    assert review["outputs"] == sorted(
+        [decided["good1"].pk, decided["good2"].pk, decided["bad"].pk]
+    )
+    assert (review["approved"], review["rejected"], review["decided_until"]) == (2, 1, None)

@@ -30,7 +30,11 @@ def check(project, params: LoraParams, *, user=None) -> dict[str, str]:
             errors["dataset_version_id"] = (
                 f"A LoRA SFT trains on qa, instruction or chat data, not {version.dataset.schema}"
             )
-    base = Base.objects.filter(pk=params.base_model_id, kind="text", enabled=True).first()
+    base = (
+        Base.objects.filter(pk=params.base_model_id, kind="text", enabled=True)
+        .usable_by(project.pk)
+        .first()
+    )
     if base is None:
         errors["base_model_id"] = "No such text model"
     elif base.status == "error":
@@ -107,3 +111,6 @@ register(
         description="Merges a LoRA adapter into its base model and exports a full safetensors folder.",
     )
 )
+
+# Preference training registers its kinds from its own modules (DPO; reward model and scoring).
+from apps.finetunes import dpo_kinds, reward_kinds  # noqa: E402, F401

@@ -14,6 +14,7 @@ from apps.datasets.services import ensure_trainable
 from apps.datasets.storage import media_path
 from apps.finetunes.schemas import to_config
 from apps.jobs.models import Job
+from apps.jobs.selectors import job_retry_chain, job_workdir
 from apps.models.models import Adapter, BaseModel
 from apps.models.services import model_folder
 from workers.common.timing import timed
@@ -25,11 +26,23 @@ def template_for(version: DatasetVersion, requested: str) -> str:
     return requested or version.template or DEFAULT_TEMPLATES.get(version.dataset.schema, "")
 
 
+def earlier_runs(job_id: int) -> list[tuple[str, Path]]:
+    """("job N", run folder) of the jobs this one retries, nearest first: a retry continues from
+    the newest complete checkpoint among them (train_lora's continue_from)."""
+    from workers.ml.finetune.files import JOB_RUN_DIR
+
+    job = Job.objects.only("pk", "project_id", "kind", "retry_of_id").get(pk=job_id)
+    return [(f"job {pk}", job_workdir(pk) / JOB_RUN_DIR) for pk in job_retry_chain(job=job)]
+
+
 @timed("finetunes.run")
 def run_finetune(ctx) -> dict:
-    """Train (or resume) the adapter in the job's folder, then publish it under media."""
+    """Train (or resume) the adapter in the job's folder, then publish it under media. A retry
+    of a cancelled or failed fine-tune continues from that job's newest complete checkpoint
+    when the run is the same (parameters, data, model, template)."""
     from workers.data.canonical import iter_split
     from workers.ml.finetune import train_lora
+    from workers.ml.finetune.files import JOB_RUN_DIR
     from workers.ml.reporting import JobCancelled, JobFailed
 
     p = ctx.params
@@ -60,15 +73,19 @@ def run_finetune(ctx) -> dict:
         f"{base.name} on {version} ({len(train)} training rows"
         f"{f', {len(evals)} validation rows' if evals else ''})"
     )
+    from apps.finetunes.lineage import build_lineage
+
+    lineage = build_lineage(base=base, versions=[version], job_id=ctx.job_id)
     result = train_lora(
         to_config(p),
         base_model_dir=folder,
         train_rows=train,
         eval_rows=evals,
         template=template,
-        output_dir=ctx.workdir / "run",
+        output_dir=ctx.workdir / JOB_RUN_DIR,
         reporter=ctx.reporter,
         resume=True,
+        continue_from=earlier_runs(ctx.job_id),
         card_info={
             "base_model": base.name,
             "base_model_path": str(folder),
@@ -77,12 +94,19 @@ def run_finetune(ctx) -> dict:
             "dataset_sha256": version.sha256,
             "dataset_license": version.dataset.license,
             "job": ctx.job_id,
+            "lineage": lineage,
         },
     )
     if result.status != "succeeded":
         raise JobCancelled()
     adapter = publish_adapter(
-        ctx=ctx, base=base, version=version, template=template, params=p, result=result
+        ctx=ctx,
+        base=base,
+        version=version,
+        template=template,
+        params=p,
+        result=result,
+        lineage=lineage,
     )
     ctx.reporter.artifact(
         str(Path(settings.MEDIA_ROOT) / Path(adapter.storage_path).parent / "adapter.zip"),
@@ -97,7 +121,17 @@ def run_finetune(ctx) -> dict:
 
 
 @timed("finetunes.publish_adapter")
-def publish_adapter(*, ctx, base, version, template, params, result) -> Adapter:
+def publish_adapter(
+    *, ctx, base, version, template, params, result, kind="sft", parent=None, lineage=None
+) -> Adapter:
+    """Copy the run's adapter folder (and zip) under media and record the Adapter row.
+
+    `kind`: sft, dpo or reward (Adapter.kind); `parent`: the adapter the run started from;
+    `lineage`: apps.finetunes.lineage.build_lineage(...) (built here when None)."""
+    from apps.finetunes.lineage import build_lineage
+
+    if lineage is None:
+        lineage = build_lineage(base=base, versions=[version], parent=parent, job_id=ctx.job_id)
     rel = Path("adapters") / str(ctx.project_id) / str(ctx.job_id)
     target = Path(settings.MEDIA_ROOT) / rel
     if target.exists():  # a previous attempt died after copying: start clean
@@ -119,6 +153,9 @@ def publish_adapter(*, ctx, base, version, template, params, result) -> Adapter:
                 "template": template,
                 "config": params.model_dump(),
                 "metrics": result.metrics,
+                "kind": kind,
+                "parent": parent,
+                "lineage": lineage,
                 "created_by": job.created_by,
             },
         )
@@ -151,6 +188,7 @@ def run_merge(ctx) -> dict:
             "base_model": adapter.base_model.name,
             "adapter": adapter.name,
             "dataset_sha256": adapter.dataset_version.sha256 if adapter.dataset_version else "",
+            "lineage": adapter.lineage or None,
         },
     )
     ctx.reporter.step(2, 3)

@@ -9,14 +9,14 @@ by building the config itself, and reported on the field the config names.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from workers.ml.finetune.config import ConfigError, LoraFinetuneConfig
 
-__all__ = ["LoraParams", "lora_params_model", "to_config"]
+__all__ = ["LoraParams", "lora_params_model", "params_model", "to_config"]
 
 # The fields a job has and the worker's config does not: what to train on, and what to call it.
 PLATFORM_FIELDS: dict[str, Any] = {
@@ -33,11 +33,13 @@ PLATFORM_FIELDS: dict[str, Any] = {
         ),
     ),
 }
-_TYPES = {"int": int, "float": float, "str": str}
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
 class _ConfigParams(BaseModel):
     model_config = {"extra": "forbid"}
+    # The worker's config class these params build (set by params_model on each subclass).
+    config_class: ClassVar[type[LoraFinetuneConfig]] = LoraFinetuneConfig
 
     @model_validator(mode="after")
     def _worker_accepts_it(self) -> _ConfigParams:
@@ -66,18 +68,36 @@ def _config_field(item: dict[str, Any]) -> tuple[Any, Any]:
     return annotation, Field(default, title=item["title"], description=item["help"], **bounds)
 
 
+def params_model(
+    name: str,
+    config_class: type[LoraFinetuneConfig] = LoraFinetuneConfig,
+    platform_fields: dict[str, Any] | None = None,
+) -> type[BaseModel]:
+    """A job's pydantic params model: platform fields, then the fields of `config_class`
+    (LoraFinetuneConfig or a subclass of it), validated by building that config."""
+    fields = {item["name"]: _config_field(item) for item in config_class.describe()}
+    model = create_model(
+        name,
+        __base__=_ConfigParams,
+        __module__=__name__,
+        **(PLATFORM_FIELDS if platform_fields is None else platform_fields),
+        **fields,
+    )
+    model.config_class = config_class
+    return model
+
+
 def lora_params_model() -> type[BaseModel]:
     """The pydantic params model of `finetune.lora`: platform fields, then the config's fields."""
-    fields = {item["name"]: _config_field(item) for item in LoraFinetuneConfig.describe()}
-    return create_model(
-        "LoraParams", __base__=_ConfigParams, __module__=__name__, **PLATFORM_FIELDS, **fields
-    )
+    return params_model("LoraParams")
 
 
 LoraParams = lora_params_model()
 
 
-def to_config(params: BaseModel) -> LoraFinetuneConfig:
-    """The worker's config from validated (or being validated) params."""
-    names = [f.name for f in dataclasses.fields(LoraFinetuneConfig)]
-    return LoraFinetuneConfig.from_dict({name: getattr(params, name) for name in names})
+def to_config(params: BaseModel) -> Any:
+    """The worker's config (params' config_class, LoraFinetuneConfig by default) from validated
+    (or being validated) params."""
+    cls = getattr(params, "config_class", LoraFinetuneConfig)
+    names = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("hidden")]
+    return cls.from_dict({name: getattr(params, name) for name in names})

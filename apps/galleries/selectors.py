@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 
-from django.db.models import Q, QuerySet
+from django.db.models import F, FloatField, Q, QuerySet
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from django.http import Http404
 
 from apps.outputs.models import Collection, Moderation, Output
@@ -13,6 +16,15 @@ from apps.outputs.selectors import visible_outputs
 from apps.projects.selectors import ProjectAccess, project_access
 
 PAGE_SIZE = 48
+# Text outputs one "score" action sends to the reward model (the job kind's own cap).
+MAX_SCORED = 500
+_REWARD_SORT = re.compile(r"^reward-([0-9]{1,18})$")
+
+
+def reward_key(adapter_id: int) -> str:
+    """The key of a reward model's score in Output.metrics["reward"]. Not the bare id: the ORM
+    reads an int-like JSON key as an array index (SQLite), and the gallery sorts on this key."""
+    return f"adapter-{adapter_id}"
 
 
 @dataclass
@@ -27,6 +39,8 @@ class GalleryFilters:
     since: date | None = None
     until: date | None = None
     collection: int | None = None
+    # Sort by a reward model's score (best first, unscored last): the adapter's id; None: newest.
+    reward: int | None = None
 
     @classmethod
     def from_query(cls, query) -> GalleryFilters:
@@ -53,7 +67,12 @@ class GalleryFilters:
             since=as_date("since"),
             until=as_date("until"),
             collection=as_int("collection"),
+            reward=int(m.group(1)) if (m := _REWARD_SORT.match(query.get("sort", ""))) else None,
         )
+
+    @property
+    def sort(self) -> str:
+        return f"reward-{self.reward}" if self.reward else ""
 
 
 def gallery(*, access: ProjectAccess, user, filters: GalleryFilters) -> QuerySet[Output]:
@@ -89,7 +108,24 @@ def gallery(*, access: ProjectAccess, user, filters: GalleryFilters) -> QuerySet
         qs = qs.filter(created_at__date__lte=f.until)
     if f.collection:
         qs = qs.filter(collections__id=f.collection, collections__project=access.project)
+    if f.reward:
+        # Only text outputs have a score; `reward_score` is shown on the cards.
+        score = Cast(KT(f"metrics__reward__{reward_key(f.reward)}"), FloatField())
+        return (
+            qs.filter(kind="text")
+            .annotate(reward_score=score)
+            .order_by(F("reward_score").desc(nulls_last=True), "-created_at", "-id")
+        )
     return qs.order_by("-created_at", "-id")
+
+
+def outputs_to_score(*, access: ProjectAccess, user, filters: GalleryFilters) -> list[int]:
+    """The ids of the text outputs a "score" action ranks: the filtered gallery's, newest first,
+    at most MAX_SCORED."""
+    qs = gallery(
+        access=access, user=user, filters=GalleryFilters(**{**filters.__dict__, "reward": None})
+    )
+    return list(qs.filter(kind="text").values_list("pk", flat=True)[:MAX_SCORED])
 
 
 def _json_contains_supported() -> bool:

@@ -9,6 +9,7 @@ urlpatterns = [
     path(P + "boards/", views.collection_create, name="collection_create"),
     path(P + "png-info/", views.png_info, name="png_info"),
     path(P + "upload/", views.output_upload, name="upload"),
+    path(P + "score/", views.outputs_score, name="score"),
     path(P + "<int:output_id>/", views.output_detail, name="output"),
     path(P + "<int:output_id>/<str:which>.png", views.output_file, name="file"),
     path(P + "<int:output_id>/delete/", views.output_delete, name="delete"),

@@ -11,10 +11,11 @@ from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from apps.galleries import selectors, services
-from apps.models.models import Adapter, AssetKind, BaseModel, ImageAsset
+from apps.models.models import Adapter, AdapterKind, AssetKind, BaseModel, ImageAsset
 from apps.outputs.models import Collection, Moderation
 from apps.projects.selectors import project_access
 
@@ -41,10 +42,18 @@ def gallery(request: HttpRequest, project_id: int) -> HttpResponse:
             "filters": filters,
             "query": query.urlencode(),
             "statuses": Moderation.choices,
-            "models": BaseModel.objects.filter(enabled=True),
+            "models": BaseModel.objects.filter(enabled=True).usable_by(access.project.pk),
             "adapters": Adapter.objects.filter(project=access.project),
+            "reward_models": Adapter.objects.filter(
+                project=access.project, kind=AdapterKind.REWARD
+            ),
             "collections": selectors.project_collections(access=access),
             "can_curate": access.can("launch_job"),
+            # The current filters, carried by the score form so it scores this very view.
+            "filter_fields": [
+                (k, v) for k, v in request.GET.items() if k not in ("page", "sort") and v
+            ],
+            "max_scored": selectors.MAX_SCORED,
         },
     )
 
@@ -247,3 +256,37 @@ def png_info(request: HttpRequest, project_id: int) -> JsonResponse:
     return JsonResponse(
         {"parameters": text, "parsed": parsed, "fields": fields}, json_dumps_params={"default": str}
     )
+
+
+@login_required
+@require_POST
+def outputs_score(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Rank the filtered gallery's text outputs with a reward model: an outputs.score job (the
+    finetunes app's kind, by name); its page shows progress, and the gallery then sorts by it."""
+    from apps.jobs import services as job_services
+
+    access = project_access(user=request.user, project_id=project_id, need="launch_job")
+    filters = selectors.GalleryFilters.from_query(request.POST)
+    ids = selectors.outputs_to_score(access=access, user=request.user, filters=filters)
+    back = reverse("galleries:index", kwargs={"project_id": access.project.pk})
+    if not ids:
+        messages.error(request, _("No text outputs to score in this view of the gallery."))
+        return redirect(back)
+    try:
+        job = job_services.job_create(
+            project=access.project,
+            kind="outputs.score",
+            params={"adapter_id": request.POST.get("adapter_id", ""), "output_ids": ids},
+            created_by=request.user,
+            request=request,
+        )
+    except job_services.JobParamsError as exc:
+        for msg in exc.errors.values():
+            messages.error(request, msg)
+        return redirect(back)
+    messages.success(
+        request,
+        _("Scoring %(count)s text outputs; when the job is done, sort the gallery by its score.")
+        % {"count": len(ids)},
+    )
+    return redirect(job)

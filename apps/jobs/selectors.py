@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+from django.conf import settings
 from django.http import Http404
 
 from apps.jobs import registry
@@ -11,6 +14,10 @@ from apps.projects.selectors import ProjectAccess, project_access
 
 CANCELLABLE = (JobState.QUEUED, JobState.RUNNING)
 RETRYABLE = (JobState.FAILED, JobState.CANCELLED)
+# Kinds whose runner continues a retry from the newest complete checkpoint of the jobs it
+# retries (apps/finetunes/runners.py run_finetune passes them to train_lora's continue_from).
+# A kind listed here must do so: the job page promises it on the Retry button.
+RETRY_CONTINUES = frozenset({"finetune.lora"})
 
 
 def job_access(
@@ -162,6 +169,47 @@ def dashboard_context(
     }
 
 
+def job_workdir(job_id: int) -> Path:
+    """The folder a job's attempts work in (workers/tasks/runtime.py creates it). Nothing removes
+    it when the job ends: a retry continues from the checkpoints left there."""
+    return Path(settings.JOBS_DIR) / str(job_id)
+
+
+def job_retry_chain(*, job: Job, limit: int = 20) -> list[int]:
+    """The ids of the jobs `job` retries, nearest first: its retry_of, that one's, and so on
+    (same project and kind only; at most `limit`)."""
+    chain: list[int] = []
+    current = job.retry_of_id
+    while current is not None and current not in chain and len(chain) < limit:
+        row = (
+            Job.objects.filter(pk=current, project_id=job.project_id, kind=job.kind)
+            .values_list("pk", "retry_of_id")
+            .first()
+        )
+        if row is None:
+            break
+        chain.append(row[0])
+        current = row[1]
+    return chain
+
+
+def retry_continues_from(*, job: Job) -> int | None:
+    """The step a retry of this (failed or cancelled) job continues from, for the Retry button:
+    the newest checkpoint marked complete in its run folder or those of the jobs it retried.
+    The worker checks the files and that parameters and data are the same, and starts over (and
+    says so in the log) where they are not."""
+    from workers.ml.finetune.checkpoints import newest_marked_step
+    from workers.ml.finetune.files import CHECKPOINTS_DIR, JOB_RUN_DIR
+
+    if job.kind not in RETRY_CONTINUES or job.state not in RETRYABLE:
+        return None
+    steps = [
+        newest_marked_step(job_workdir(job_id) / JOB_RUN_DIR / CHECKPOINTS_DIR)
+        for job_id in (job.pk, *job_retry_chain(job=job))
+    ]
+    return max((step for step in steps if step), default=None)
+
+
 def job_detail_context(*, access: ProjectAccess, user, job: Job) -> dict:
     can_cancel = access.can("cancel_job")
     content = job_content_visible(access=access, user=user, job=job)
@@ -174,6 +222,8 @@ def job_detail_context(*, access: ProjectAccess, user, job: Job) -> dict:
         "params": {k: "—" if k in withheld else v for k, v in job.params.items()},
         "can_cancel": can_cancel and job.state in CANCELLABLE,
         "can_retry": access.can("launch_job") and job.state in RETRYABLE,
+        # Only for a job that has ended: while it runs, its last checkpoint is still to come.
+        "retry_from_step": (retry_continues_from(job=job) if access.can("launch_job") else None),
         "may_cancel": can_cancel,
         "may_retry": access.can("launch_job"),
         "ws_url": socket_url("job_socket", job_id=job.pk),

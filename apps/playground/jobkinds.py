@@ -71,7 +71,11 @@ def check(project, params: TextgenParams, *, user=None) -> dict[str, str]:
     from apps.models.models import BaseModel as Base
 
     errors: dict[str, str] = {}
-    base = Base.objects.filter(pk=params.base_model_id, kind="text", enabled=True).first()
+    base = (
+        Base.objects.filter(pk=params.base_model_id, kind="text", enabled=True)
+        .usable_by(project.pk)
+        .first()
+    )
     if base is None:
         return {"base_model_id": "No such text model"}
     ids = [i for i in params.adapter_ids if i is not None]
@@ -83,6 +87,15 @@ def check(project, params: TextgenParams, *, user=None) -> dict[str, str]:
     missing = [i for i in ids if i not in found]
     if missing:
         errors["adapter_ids"] = f"No adapter {missing[0]} for {base.name} in this project"
+        return errors
+    scorer = (
+        Adapter.objects.filter(pk__in=ids, kind="reward").values_list("name", flat=True).first()
+    )
+    if scorer is not None:  # a score head, not a language-model head: it cannot write text
+        errors["adapter_ids"] = (
+            f"{scorer} is a reward model: it scores texts (gallery: Score outputs) and cannot "
+            "generate them"
+        )
     return errors
 
 

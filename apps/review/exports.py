@@ -21,6 +21,7 @@ from apps.datasets import storage
 from apps.datasets.models import Dataset, DatasetVersion, Schema
 from apps.datasets.services import DatasetImportFailed, dataset_import
 from apps.outputs.models import Moderation, Output
+from apps.review.models import ReviewDecision
 
 # Pairs per prompt: a prompt with many decided outputs would otherwise outweigh the rest
 # (n approved x m rejected grows fast).
@@ -93,6 +94,28 @@ def preference_pairs(*, project) -> list[dict[str, Any]]:
     return pairs
 
 
+def review_summary(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which decisions the pairs came from, as a version records it in
+    operation_params["review"] (apps/finetunes/lineage.py reads it): the output ids, how many
+    were approved and rejected, and when the newest of their decisions was made (None when no
+    decision row exists, e.g. outputs decided before decisions were recorded)."""
+    chosen = sorted({p["chosen_id"] for p in pairs})
+    rejected = sorted({p["rejected_id"] for p in pairs})
+    outputs = sorted(set(chosen) | set(rejected))
+    newest = (
+        ReviewDecision.objects.filter(output_id__in=outputs)
+        .order_by("-decided_at")
+        .values_list("decided_at", flat=True)
+        .first()
+    )
+    return {
+        "outputs": outputs,
+        "approved": len(chosen),
+        "rejected": len(rejected),
+        "decided_until": newest.isoformat() if newest is not None else None,
+    }
+
+
 def _write_pairs(path: Path, pairs: list[dict[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as out:
         for pair in pairs:
@@ -132,6 +155,7 @@ def preference_export(*, project, actor, dataset_name: str, request=None) -> Dat
         _write_pairs(path, pairs)
         with transaction.atomic():
             version, created = _import(project, actor, dataset, name, path, request)
+            _record_review(version, created, review_summary(pairs))
             audit_record(
                 action="review.preference_export",
                 actor=actor,
@@ -149,6 +173,17 @@ def preference_export(*, project, actor, dataset_name: str, request=None) -> Dat
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return version
+
+
+def _record_review(version: DatasetVersion, created: bool, review: dict[str, Any]) -> None:
+    """Keep the decisions on the version. The same content as an earlier export gives that
+    version back unchanged, unless it predates this record (then it gets one)."""
+    params = dict(version.operation_params or {})
+    if not created and isinstance(params.get("review"), dict):
+        return
+    params["review"] = review
+    DatasetVersion.objects.filter(pk=version.pk).update(operation_params=params)
+    version.operation_params = params
 
 
 def _import(project, actor, dataset, name, path, request) -> tuple[DatasetVersion, bool]:

@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -23,6 +24,7 @@ from apps.moderation.services import (
     scan_hits,
 )
 from apps.projects.selectors import project_access
+from apps.review import loop as loop_selectors
 from apps.review import selectors, services
 from workers.moderation import CATEGORIES, SEVERITIES, compile_rules
 
@@ -114,20 +116,43 @@ def preference_export_view(request: HttpRequest) -> HttpResponse:
     )
     if access is None:
         raise Http404("No such project")
-    name = (request.POST.get("dataset_name") or "").strip() or "reviewed-preferences"
+    name = (request.POST.get("dataset_name") or "").strip() or loop_selectors.DEFAULT_DATASET_NAME
+    # The loop page sends its own address: the user comes back to it either way.
+    back = request.POST.get("next") or ""
+    if not back.startswith("/") or not url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        back = ""  # only a path on this site (never a URL name, another host or scheme)
     try:
         version = preference_export(
             project=access.project, actor=request.user, dataset_name=name, request=request
         )
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
-        return redirect(reverse("review:inbox"))
+        return redirect(back or reverse("review:inbox"))
     messages.success(
         request,
         _("Exported %(rows)d preference pairs as %(name)s v%(n)d.")
         % {"rows": version.rows, "name": version.dataset.name, "n": version.number},
     )
-    return redirect(version.get_absolute_url())
+    return redirect(back or version.get_absolute_url())
+
+
+@login_required
+def loop(request: HttpRequest, project_id: int) -> HttpResponse:
+    """The project's preference loop: generate, flag, decide, export, train (DPO), compare."""
+    access = project_access(user=request.user, project_id=project_id)
+    return render(
+        request,
+        "review/loop.html",
+        {
+            "project": access.project,
+            "membership": access,
+            "state": loop_selectors.loop_state(access=access, user=request.user),
+            "can_review": access.can("review"),
+            "can_launch": access.can("launch_job"),
+        },
+    )
 
 
 # -- the rule-set editor ---------------------------------------------------------------------

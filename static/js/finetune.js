@@ -1,4 +1,4 @@
-// Fine-tune form: a live memory estimate for the current settings.
+// Fine-tune form (SFT, DPO, reward model, GRPO): a live memory estimate for the current settings.
 // The server computes it from the base model's config and weights (finetunes:estimate), so the
 // numbers match what the worker will load. We send the form's values as JSON, numbers as numbers,
 // a moment after the user stops typing, and only the newest answer is shown.
@@ -138,4 +138,21 @@ if (form && ui.box) {
   window.addEventListener("pageshow", (ev) => {
     if (ev.persisted && button && $("ft-no-versions") === null) button.disabled = false;
   });
+}
+
+// DPO from an adapter, GRPO with a reward model: the adapter was trained on one base model, so
+// choosing it chooses that base model too (the server refuses another one in any case).
+for (const id of ["ft-parent_adapter_id", "ft-reward_adapter_id"]) {
+  const select = $(id);
+  const base = $("ft-base_model_id");
+  if (!select || !base) continue;
+  const follow = () => {
+    const wanted = select.selectedOptions[0]?.dataset.baseModel;
+    if (wanted && base.value !== wanted && base.querySelector(`option[value="${wanted}"]`)) {
+      base.value = wanted;
+      base.dispatchEvent(new Event("change", { bubbles: true }));
+    }
+  };
+  select.addEventListener("change", follow);
+  follow();
 }

@@ -75,16 +75,8 @@ function filterAdapters() {
   if (ui.noAdapters) ui.noAdapters.hidden = any;
 }
 
-// ?adapter=<id> (the Models page's "Try in playground"): pick its base model and put it in slot 1.
-function preselectFromUrl() {
-  const wanted = new URLSearchParams(location.search).get("adapter");
-  if (!wanted || !ui.slots.length) return;
-  const opt = [...ui.slots[0].options].find((o) => o.value === wanted);
-  if (!opt) return;
-  ui.base.value = opt.dataset.base;
-  filterAdapters();
-  ui.slots[0].value = wanted;
-}
+// The server preselects the adapters a link asks for (?adapters=old,new, ?adapter=id) and
+// their base model; filterAdapters() keeps those selections, as they fit that base.
 
 // ---------- errors ----------
 
@@ -301,7 +293,6 @@ async function stop() {
 if (form && ui.base) {
   ui.base.addEventListener("change", filterAdapters);
   filterAdapters();
-  preselectFromUrl();
   if (form.dataset.canLaunch === "true") {
     form.addEventListener("submit", submit);
     ui.stop.addEventListener("click", stop);

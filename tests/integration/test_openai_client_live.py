@@ -110,10 +110,10 @@ def test_the_official_client_fine_tunes_the_tiny_model_and_lists_its_ft_model(
     with pytest.raises(openai.NotFoundError) as missing:
         client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=uploaded.id)
     assert missing.value.code == "model_not_found" and missing.value.param == "model"
-    with pytest.raises(openai.BadRequestError) as dpo:
+    with pytest.raises(openai.BadRequestError) as dpo:  # DPO trains on preference pairs only
         client.fine_tuning.jobs.create(
             model="tiny-llama", training_file=uploaded.id, method={"type": "dpo"}
         )
-    assert dpo.value.param == "method"
+    assert dpo.value.param == "training_file"
     with pytest.raises(openai.AuthenticationError):
         OpenAI(base_url=f"{base}/v1", api_key="atl_not-a-token", max_retries=0).models.list()

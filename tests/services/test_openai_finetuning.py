@@ -287,12 +287,91 @@ def test_bad_training_files_are_400s_on_training_file(api, training_file, people
     assert not Job.objects.filter(kind="finetune.lora").exists()
 
 
-def test_dpo_is_refused_on_method_while_atelier_has_no_dpo_job(api, training_file):
-    error = error_of(create(api, training_file, method={"type": "dpo", "dpo": {}}), 400)
+PAIRS = [
+    {"prompt": f"Greet guest {i}.", "chosen": "Hello, welcome!", "rejected": "Go away."}
+    for i in range(6)
+]
 
-    assert error["param"] == "method" and error["code"] == "method_not_available"
-    assert "DPO" in error["message"]
-    assert not Job.objects.filter(kind="finetune.lora").exists()
+
+@pytest.fixture
+def preference_file(project, people, tiny, tmp_path) -> dict:
+    """An approved preference version (prompt, chosen, rejected), as training_file is made."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(jsonl(PAIRS))
+    version, _ = dataset_import(
+        project=project,
+        actor=people["member"],
+        upload_path=path,
+        filename=path.name,
+        name="Greetings",
+        license="CC0-1.0",
+        source="tests",
+    )
+    assert version.dataset.schema == "preference"
+    DatasetVersion.objects.filter(pk=version.pk).update(approval=Approval.APPROVED)
+    return {"id": f"file-v{version.pk}"}
+
+
+def test_dpo_is_a_dpo_job_with_beta_and_openais_hyperparameters(api, preference_file):
+    dpo = {"hyperparameters": {"beta": 0.3, "n_epochs": 2, "learning_rate_multiplier": 2}}
+    response = create(api, preference_file, suffix="polite", method={"type": "dpo", "dpo": dpo})
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    job = Job.objects.get(pk=int(body["id"].removeprefix("ftjob-")))
+    assert job.kind == "finetune.dpo" and job.params["beta"] == 0.3
+    assert job.params["num_train_epochs"] == 2.0 and job.params["max_steps"] == -1
+    assert job.params["learning_rate"] == pytest.approx(1e-4)  # 2 x the DPO recipe's 5e-5
+    assert job.params["parent_adapter_id"] is None
+    assert body["method"] == {
+        "type": "dpo",
+        "dpo": {
+            "hyperparameters": {
+                "n_epochs": 2,
+                "batch_size": 16,
+                "learning_rate_multiplier": 2.0,
+                "beta": 0.3,
+            }
+        },
+    }
+    assert body["hyperparameters"]["n_epochs"] == 2 and "beta" not in body["hyperparameters"]
+    # Listed and retrieved with the supervised jobs.
+    assert [j["id"] for j in api().get("fine_tuning/jobs").json()["data"]] == [body["id"]]
+    assert api().get(f"fine_tuning/jobs/{body['id']}").json()["method"]["type"] == "dpo"
+
+
+def test_dpo_from_a_fine_tuned_model_trains_that_adapter_further(
+    api, training_file, preference_file, tiny
+):
+    sft_job, adapter = succeeded(api, training_file, tiny)
+
+    response = create(
+        api, preference_file, model=f"ft:tiny-llama:adder:{sft_job.pk}", method={"type": "dpo"}
+    )
+
+    assert response.status_code == 200, response.content
+    job = Job.objects.get(kind="finetune.dpo")
+    assert job.params["parent_adapter_id"] == adapter.pk
+    assert job.params["base_model_id"] == tiny.pk and job.params["beta"] == 0.1
+    assert response.json()["model"] == "tiny-llama"
+
+
+def test_dpo_refuses_non_preference_files_and_bad_beta_on_their_parameters(
+    api, training_file, preference_file
+):
+    chat = error_of(create(api, training_file, method={"type": "dpo"}), 400)
+    beta = error_of(
+        create(
+            api, preference_file, method={"type": "dpo", "dpo": {"hyperparameters": {"beta": -1}}}
+        ),
+        400,
+    )
+    other = error_of(create(api, preference_file, method={"type": "reinforcement"}), 400)
+
+    assert chat["param"] == "training_file" and "preference" in chat["message"]
+    assert beta["param"] == "hyperparameters.beta"
+    assert other["param"] == "method.type" and other["code"] == "unsupported_method"
+    assert not Job.objects.filter(kind="finetune.dpo").exists()
 
 
 @pytest.mark.parametrize(

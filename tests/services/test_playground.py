@@ -74,3 +74,20 @@ def test_an_adapter_of_another_project_is_refused(project, member, tiny):
         )
     assert "No adapter 999" in info.value.errors["adapter_ids"]
     assert not Job.objects.filter(kind="textgen").exists()
+
+
+def test_a_reward_model_is_refused_as_a_writer(project, member, tiny):
+    from apps.models.models import Adapter
+
+    scorer = Adapter.objects.create(
+        project=project, name="judge", base_model=tiny, storage_path="x", kind="reward"
+    )
+    with pytest.raises(job_services.JobParamsError) as info:
+        job_services.job_create(
+            project=project,
+            kind="textgen",
+            created_by=member,
+            params={"base_model_id": tiny.pk, "adapter_ids": [None, scorer.pk], "prompt": "hi"},
+        )
+    assert "judge is a reward model" in info.value.errors["adapter_ids"]
+    assert not Job.objects.filter(kind="textgen").exists()

@@ -1,4 +1,5 @@
-"""/v1/fine_tuning/jobs: OpenAI's fine-tuning jobs are Atelier's `finetune.lora` jobs.
+"""/v1/fine_tuning/jobs: OpenAI's fine-tuning jobs are Atelier's `finetune.lora` jobs (method
+"supervised") and `finetune.dpo` jobs (method "dpo").
 
 A create goes through `job_create` like the pages' form (the kind's schema and checks, the
 dataset approval gate, caps and quotas: 429 with Retry-After), with OpenAI's parameters mapped:
@@ -16,7 +17,11 @@ dataset approval gate, caps and quotas: 429 with Retry-After), with OpenAI's par
   (apps/finetunes/schemas.py: max_steps, r, logging_steps, …) may be given by its own name, an
   Atelier extension; it wins over the OpenAI name of the same knob.
 - `suffix` names the adapter and goes into the model id ``ft:<base>:<suffix>:<job id>``.
-- `method.type` "dpo": 400 on `method` until Atelier has a DPO job kind (issue 17).
+- `method.type` "dpo": a `finetune.dpo` job on a preference file (OpenAI's DPO rows import as
+  Atelier's preference schema). `method.dpo.hyperparameters`: beta ("auto": the recipe's 0.1),
+  n_epochs, batch_size, learning_rate_multiplier (x the DPO recipe's 5e-5) and any field of the
+  DPO recipe (workers/ml/preference/config.py DpoConfig). `model` may be an ``ft:`` model of this
+  project: DPO then trains that adapter further, with its current weights as the reference.
 
 Status: queued -> queued, running -> running, succeeded -> succeeded, failed -> failed (with
 `error`), cancelling and cancelled -> cancelled. Events come from the job's event log (state
@@ -45,16 +50,22 @@ from apps.jobs.models import EventKind, Job, JobEvent
 from apps.jobs.states import JobState
 from apps.projects.selectors import ProjectAccess
 from workers.ml.finetune.config import LoraFinetuneConfig
+from workers.ml.preference.config import DpoConfig
 
 router = Router(tags=["fine_tuning"])
 
 KIND = "finetune.lora"
+DPO_KIND = "finetune.dpo"
+KINDS = (KIND, DPO_KIND)
 _JOB_ID = re.compile(r"^ftjob-([0-9]{1,18})$")
 _EVENT_ID = re.compile(r"^ftevent-([0-9]{1,18})-([0-9]{1,18})$")
 _RECIPE: dict[str, Any] = dataclasses.asdict(LoraFinetuneConfig())
 BASE_LEARNING_RATE = float(_RECIPE["learning_rate"])
 CONFIG_FIELDS = frozenset(_RECIPE)
+_DPO_RECIPE: dict[str, Any] = dataclasses.asdict(DpoConfig())
+DPO_CONFIG_FIELDS = frozenset(_DPO_RECIPE)
 OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+DPO_HYPERPARAMETERS = (*OPENAI_HYPERPARAMETERS, "beta")
 # The job's params named by the OpenAI parameter a refusal is about.
 PARAM_NAMES = {
     "base_model_id": "model",
@@ -66,6 +77,7 @@ PARAM_NAMES = {
     "gradient_accumulation_steps": "hyperparameters.batch_size",
     "learning_rate": "hyperparameters.learning_rate_multiplier",
     "max_steps": "hyperparameters.n_epochs",  # the step budget: epochs set the steps
+    "parent_adapter_id": "model",
 }
 STATUS: dict[str, str] = {
     JobState.QUEUED: "queued",
@@ -186,30 +198,23 @@ class Page(Schema):
 # --------------------------------------------------------------------------- request mapping
 
 
-def _method(body: FineTuneCreate) -> dict[str, Any]:
-    """The supervised method's hyperparameters (top-level ones first); other methods refused."""
+def _method(body: FineTuneCreate) -> tuple[str, dict[str, Any]]:
+    """(job kind, hyperparameters): the supervised method's (top-level ones first) or DPO's."""
     method = body.method or {}
     kind = method.get("type", "supervised") if isinstance(method, dict) else None
-    if kind == "dpo":
+    if kind not in ("supervised", "dpo"):
         raise ApiError(
             400,
-            "DPO fine-tuning is not available on this Atelier yet: it has no DPO job kind (the "
-            "preference file can be uploaded and kept meanwhile). Use method.type 'supervised'.",
-            code="method_not_available",
-            param="method",
-        )
-    if kind != "supervised":
-        raise ApiError(
-            400,
-            f"method.type must be 'supervised' here, not {kind!r}",
+            f"method.type must be 'supervised' or 'dpo' here, not {kind!r}",
             code="unsupported_method",
             param="method.type",
         )
-    supervised = method.get("supervised") or {}
-    inner = supervised.get("hyperparameters") if isinstance(supervised, dict) else None
+    assert isinstance(method, dict)
+    section = method.get(kind) or {}
+    inner = section.get("hyperparameters") if isinstance(section, dict) else None
     if inner is not None and not isinstance(inner, dict):
-        raise ApiError(400, "must be an object", param="method.supervised.hyperparameters")
-    return {**(body.hyperparameters or {}), **(inner or {})}
+        raise ApiError(400, "must be an object", param=f"method.{kind}.hyperparameters")
+    return (DPO_KIND if kind == "dpo" else KIND), {**(body.hyperparameters or {}), **(inner or {})}
 
 
 def _number(value: Any, name: str, *, integer: bool) -> float | None:
@@ -224,15 +229,20 @@ def _number(value: Any, name: str, *, integer: bool) -> float | None:
     return value
 
 
-def recipe_overrides(hyper: dict[str, Any]) -> dict[str, Any]:
-    """The LoRA params that OpenAI's hyperparameters (and Atelier's own names) ask for."""
+def recipe_overrides(hyper: dict[str, Any], kind: str = KIND) -> dict[str, Any]:
+    """The job params that OpenAI's hyperparameters (and Atelier's own names) ask for, for a
+    LoRA (`finetune.lora`) or DPO (`finetune.dpo`) job."""
+    dpo = kind == DPO_KIND
+    fields = DPO_CONFIG_FIELDS if dpo else CONFIG_FIELDS
+    named = DPO_HYPERPARAMETERS if dpo else OPENAI_HYPERPARAMETERS
+    base_lr = float((_DPO_RECIPE if dpo else _RECIPE)["learning_rate"])
     out: dict[str, Any] = {}
-    unknown = [k for k in hyper if k not in OPENAI_HYPERPARAMETERS and k not in CONFIG_FIELDS]
+    unknown = [k for k in hyper if k not in named and k not in fields]
     if unknown:
         raise ApiError(
             400,
-            f"Unknown hyperparameter {unknown[0]!r}: use n_epochs, batch_size, "
-            "learning_rate_multiplier or a field of Atelier's LoRA recipe",
+            f"Unknown hyperparameter {unknown[0]!r}: use {', '.join(named)} or a field of "
+            f"Atelier's {'DPO' if dpo else 'LoRA'} recipe",
             param=f"hyperparameters.{unknown[0]}",
         )
     epochs = _number(hyper.get("n_epochs"), "n_epochs", integer=False)
@@ -245,8 +255,12 @@ def recipe_overrides(hyper: dict[str, Any]) -> dict[str, Any]:
         hyper.get("learning_rate_multiplier"), "learning_rate_multiplier", integer=False
     )
     if multiplier is not None:
-        out["learning_rate"] = BASE_LEARNING_RATE * float(multiplier)
-    out.update({k: v for k, v in hyper.items() if k in CONFIG_FIELDS})
+        out["learning_rate"] = base_lr * float(multiplier)
+    if dpo:
+        beta = _number(hyper.get("beta"), "beta", integer=False)
+        if beta is not None:
+            out["beta"] = float(beta)
+    out.update({k: v for k, v in hyper.items() if k in fields})
     return out
 
 
@@ -313,7 +327,7 @@ def _find_job(access: ProjectAccess, job_id: str) -> Job:
     match = _JOB_ID.match(job_id or "")
     job = (
         Job.objects.select_related("created_by")
-        .filter(pk=int(match.group(1)), project=access.project, kind=KIND)
+        .filter(pk=int(match.group(1)), project=access.project, kind__in=KINDS)
         .first()
         if match
         else None
@@ -327,14 +341,26 @@ def _whole(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
-def _hyperparameters(params: dict[str, Any]) -> dict[str, Any]:
-    recipe = {**_RECIPE, **params}
-    return {
+def _hyperparameters(params: dict[str, Any], kind: str = KIND) -> dict[str, Any]:
+    defaults = _DPO_RECIPE if kind == DPO_KIND else _RECIPE
+    recipe = {**defaults, **params}
+    out = {
         "n_epochs": _whole(float(recipe["num_train_epochs"])),
         "batch_size": int(recipe["per_device_train_batch_size"])
         * int(recipe["gradient_accumulation_steps"]),
-        "learning_rate_multiplier": round(float(recipe["learning_rate"]) / BASE_LEARNING_RATE, 6),
+        "learning_rate_multiplier": round(
+            float(recipe["learning_rate"]) / float(defaults["learning_rate"]), 6
+        ),
     }
+    if kind == DPO_KIND:
+        out["beta"] = float(recipe["beta"])
+    return out
+
+
+def _method_json(kind: str, hyper: dict[str, Any]) -> dict[str, Any]:
+    if kind == DPO_KIND:
+        return {"type": "dpo", "dpo": {"hyperparameters": hyper}}
+    return {"type": "supervised", "supervised": {"hyperparameters": hyper}}
 
 
 def _ts(value) -> int | None:
@@ -360,7 +386,7 @@ def jobs_json(access: ProjectAccess, jobs: list[Job]) -> list[dict[str, Any]]:
     for job in jobs:
         params = job.params or {}
         result = job.result if isinstance(job.result, dict) else {}
-        hyper = _hyperparameters(params)
+        hyper = _hyperparameters(params, job.kind)
         adapter = adapters.get(job.pk)
         status = STATUS.get(job.state, "queued")
         tokens = (result.get("metrics") or {}).get("train_tokens")
@@ -377,7 +403,7 @@ def jobs_json(access: ProjectAccess, jobs: list[Job]) -> list[dict[str, Any]]:
                 else None,
                 "fine_tuned_model": naming.adapter_model_id(adapter, ids) if adapter else None,
                 "finished_at": _ts(job.finished_at) if status != "running" else None,
-                "hyperparameters": hyper,
+                "hyperparameters": {k: v for k, v in hyper.items() if k != "beta"},
                 "model": ids.get(int(params.get("base_model_id") or 0), ""),
                 "organization_id": f"project-{job.project_id}",
                 "result_files": [],
@@ -389,7 +415,7 @@ def jobs_json(access: ProjectAccess, jobs: list[Job]) -> list[dict[str, Any]]:
                 "estimated_finish": eta,
                 "integrations": [],
                 "metadata": None,
-                "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
+                "method": _method_json(job.kind, hyper),
                 "user_provided_suffix": params.get("name") or None,
             }
         )
@@ -445,11 +471,11 @@ def _event_json(job: Job, event: JobEvent) -> dict[str, Any]:
 
 @router.post("/fine_tuning/jobs", url_name="fine_tuning_jobs", response=FineTuningJob)
 def create_job(request: HttpRequest, body: FineTuneCreate):
-    """Start a LoRA fine-tune of a base model on a processed training file."""
+    """Start a LoRA fine-tune (or, with method.type "dpo", a DPO run) on a processed file."""
     access = token_project(request, "launch_job")
-    hyper = _method(body)
+    kind, hyper = _method(body)
     base, adapter = naming.resolve_model(access, body.model, kind="text")
-    if adapter is not None:
+    if adapter is not None and kind != DPO_KIND:
         raise ApiError(
             400,
             f"Continuing from a fine-tuned model is not supported: fine-tune its base "
@@ -478,7 +504,7 @@ def create_job(request: HttpRequest, body: FineTuneCreate):
             param="suffix",
         )
     version = _training_version(access, body.training_file)
-    overrides = recipe_overrides(hyper)
+    overrides = recipe_overrides(hyper, kind)
     if body.seed is not None:
         overrides["seed"] = body.seed
     params = {
@@ -487,10 +513,12 @@ def create_job(request: HttpRequest, body: FineTuneCreate):
         "name": suffix,
         **overrides,
     }
+    if adapter is not None:  # DPO from a fine-tuned model: that adapter, trained further
+        params["parent_adapter_id"] = adapter.pk
     try:
         job = job_services.job_create(
             project=access.project,
-            kind=KIND,
+            kind=kind,
             params=params,
             created_by=request.user,
             request=request,
@@ -506,9 +534,9 @@ def create_job(request: HttpRequest, body: FineTuneCreate):
 
 @router.get("/fine_tuning/jobs", url_name="fine_tuning_jobs", response=JobList)
 def list_jobs(request: HttpRequest, q: Query[Page]):
-    """The project's fine-tunes (also those started on the pages), newest first."""
+    """The project's fine-tunes and DPO runs (also those started on the pages), newest first."""
     access = token_project(request)
-    jobs = Job.objects.filter(project=access.project, kind=KIND)
+    jobs = Job.objects.filter(project=access.project, kind__in=KINDS)
     if q.after:
         pivot = _JOB_ID.match(q.after)
         if pivot is None:

@@ -6,13 +6,14 @@ first use: importing this module does not import transformers.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from workers.ml.finetune.checkpoints import mark_complete, sweep_checkpoints
-from workers.ml.finetune.data import PadCollator
+from workers.ml.finetune.data import PackCollator, PadCollator
 from workers.ml.finetune.ranks import any_rank, barrier, sum_across_ranks
 from workers.ml.reporting import Reporter
 
@@ -26,6 +27,7 @@ class TrainerCallbacks(NamedTuple):
     CheckpointMarker: type
     Throughput: type
     Stop: type
+    EvalCurve: type
 
 
 def trainer_callbacks() -> TrainerCallbacks:
@@ -68,19 +70,28 @@ def trainer_callbacks() -> TrainerCallbacks:
             return control
 
     class Throughput(TrainerCallback):
-        """Adds tokens_per_second (real tokens, all ranks, since the previous log) to loss logs."""
+        """Adds tokens_per_second (real tokens, all ranks, since the previous log) to loss logs.
 
-        def __init__(self, collator: PadCollator) -> None:
+        `paused`: seconds spent outside training so far (evaluations during training), left
+        out of the time.
+        """
+
+        def __init__(
+            self,
+            collator: PadCollator | PackCollator,
+            paused: Callable[[], float] | None = None,
+        ) -> None:
             self.collator = collator
+            self.paused = paused or (lambda: 0.0)
             self.mark: tuple[float, int] | None = None
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.mark = (time.perf_counter(), self.collator.tokens)
+            self.mark = (time.perf_counter() - self.paused(), self.collator.tokens)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs is None or "loss" not in logs or self.mark is None:
                 return
-            now, tokens = time.perf_counter(), self.collator.tokens
+            now, tokens = time.perf_counter() - self.paused(), self.collator.tokens
             delta = sum_across_ranks(tokens - self.mark[1], args.device)
             if now > self.mark[0]:
                 logs["tokens_per_second"] = round(delta / (now - self.mark[0]), 2)
@@ -103,7 +114,41 @@ def trainer_callbacks() -> TrainerCallbacks:
                 self.stopped_at = state.global_step
             return control
 
-    return TrainerCallbacks(LogAtSaves, CheckpointMarker, Throughput, Stop)
+    EvalCurve = _eval_curve_class(TrainerCallback)
+    return TrainerCallbacks(LogAtSaves, CheckpointMarker, Throughput, Stop, EvalCurve)
+
+
+def _eval_curve_class(base: type) -> type:
+    """EvalCurve, on transformers' TrainerCallback (passed in: see the module doc)."""
+
+    class EvalCurve(base):
+        """Evaluates every `every` optimizer steps (not at the last one: the eval after
+        training is that point) and reports it as eval_loss and perplexity at its step.
+
+        Every rank evaluates at the same steps (DDP gathers the eval across them). A resumed run
+        evaluates at the same steps as an uninterrupted one, and train.py runs evaluations with
+        the RNG state put back afterwards, so they never change the adapter.
+        """
+
+        def __init__(self, every: int) -> None:
+            self.every = every
+
+        def on_step_end(self, args, state, control, **kwargs):
+            step = state.global_step
+            if self.every > 0 and step % self.every == 0 and step < state.max_steps:
+                control.should_evaluate = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs is None or "eval_loss" not in logs:
+                return
+            for key in [k for k in logs if k.startswith("eval_") and k != "eval_loss"]:
+                logs.pop(key)  # eval_runtime, eval_samples_per_second...: not a curve
+            loss = float(logs["eval_loss"])
+            if math.isfinite(loss) and loss < 700:  # exp overflows past ~709
+                logs["perplexity"] = math.exp(loss)
+
+    return EvalCurve
 
 
 class NoStopReporter:

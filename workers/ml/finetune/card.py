@@ -9,7 +9,7 @@ from typing import Any
 
 from workers.common.timing import timed
 
-__all__ = ["write_model_card"]
+__all__ = ["lineage_lines", "write_model_card"]
 
 
 def _fmt(value: Any) -> str:
@@ -18,6 +18,42 @@ def _fmt(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     return "—" if value is None else str(value)
+
+
+def lineage_lines(lineage: Mapping[str, Any]) -> list[str]:
+    """The card's Lineage section from an adapter's lineage dict (apps/finetunes/lineage.py):
+    base model, dataset versions, parent adapter, reviewers' decisions, job."""
+    base = lineage.get("base_model") or {}
+    lines = [f"- **base model**: {_fmt(base.get('name')) if isinstance(base, Mapping) else '—'}"]
+    for version in lineage.get("dataset_versions") or []:
+        if not isinstance(version, Mapping):
+            continue
+        sha = str(version.get("sha256") or "")
+        lines.append(
+            f"- **dataset version**: {_fmt(version.get('dataset'))} v{_fmt(version.get('number'))}"
+            f" ({_fmt(version.get('rows'))} rows, {_fmt(version.get('schema'))}"
+            f"{f', sha256 {sha}' if sha else ''})"
+        )
+    parent = lineage.get("parent")
+    if isinstance(parent, Mapping) and parent:
+        lines.append(
+            f"- **parent adapter**: {_fmt(parent.get('name'))} "
+            f"(#{_fmt(parent.get('id'))}, {_fmt(parent.get('kind'))})"
+        )
+    else:
+        lines.append("- **parent adapter**: none (trained from the base model)")
+    review = lineage.get("review")
+    if isinstance(review, Mapping) and review:
+        outputs = review.get("outputs")
+        count = len(outputs) if isinstance(outputs, list | tuple) else outputs
+        lines.append(
+            f"- **review decisions**: {_fmt(review.get('approved'))} approved, "
+            f"{_fmt(review.get('rejected'))} rejected, over {_fmt(count)} outputs"
+            f" (newest decision {_fmt(review.get('decided_until'))})"
+        )
+    if lineage.get("job") is not None:
+        lines.append(f"- **job**: #{_fmt(lineage.get('job'))}")
+    return lines
 
 
 @timed("finetune.model_card")
@@ -31,14 +67,20 @@ def write_model_card(
     details: Mapping[str, Any],
     template: str | None,
     kind: str,
+    method: str = "sft",
 ) -> Path:
-    """A Hugging Face style README.md: front matter, provenance, parameters, metrics, usage."""
+    """A Hugging Face style README.md: front matter, provenance, parameters, metrics, usage.
+
+    `method`: how the adapter was trained (sft, dpo, grpo, reward): its tag; a reward model's
+    usage loads a sequence classifier (one score) instead of a causal LM."""
+    head = "AutoModelForSequenceClassification" if method == "reward" else "AutoModelForCausalLM"
+    head_args = ", num_labels=1" if method == "reward" else ""
     base = str(card_info.get("base_model", ""))
     lines = [
         "---",
         f"library_name: {'peft' if kind == 'adapter' else 'transformers'}",
         f"base_model: {json.dumps(base, ensure_ascii=False)}",
-        "tags: [lora, sft, atelier]",
+        f"tags: [lora, {method}, atelier]",
         "---",
         "",
         f"# {title}",
@@ -49,7 +91,12 @@ def write_model_card(
         "",
     ]
     for key, value in card_info.items():
+        if key == "lineage":
+            continue  # its own section below
         lines.append(f"- **{key.replace('_', ' ')}**: {_fmt(value)}")
+    lineage = card_info.get("lineage")
+    if isinstance(lineage, Mapping) and lineage:
+        lines += ["", "## Lineage", "", *lineage_lines(lineage)]
     if template:
         lines += ["", "Prompt template:", "", "```text", template, "```"]
     lines += ["", "## Parameters", "", "| parameter | value |", "|---|---|"]
@@ -67,9 +114,9 @@ def write_model_card(
             "",
             "```python",
             "from peft import PeftModel",
-            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            f"from transformers import {head}, AutoTokenizer",
             "",
-            'base = AutoModelForCausalLM.from_pretrained("BASE_MODEL_DIR")',
+            f'base = {head}.from_pretrained("BASE_MODEL_DIR"{head_args})',
             'tokenizer = AutoTokenizer.from_pretrained("BASE_MODEL_DIR")',
             'model = PeftModel.from_pretrained(base, "ADAPTER_DIR")',
             "```",

@@ -4,6 +4,8 @@ The platform's params model (`apps/finetunes/schemas.py`), its form and its API 
 these fields, so what a user may submit is exactly what the worker accepts. Each field's metadata:
 
     help      what the knob does (form help, API docs)
+    hidden    not a knob of this config (a subclass's run has no such thing): left out of
+              describe(), so forms and params never show or take it; the default stays
     title     the short label a form shows
     ge/gt/le  numeric bounds (inclusive / exclusive lower, inclusive upper)
     choices   the allowed values of a string field
@@ -11,7 +13,6 @@ these fields, so what a user may submit is exactly what the worker accepts. Each
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import typing
@@ -158,6 +159,14 @@ class LoraFinetuneConfig:
         ge=16,
         le=65_536,
     )
+    packing: bool = _f(
+        False,
+        "Concatenate the examples of each optimizer step into one sequence without padding "
+        "(position ids restart for each example and no token attends across examples): the "
+        "same training, faster on short rows. Memory: a step's batch size x accumulation "
+        "examples are in memory at once, not one batch of them.",
+        title="Sequence packing",
+    )
     loss_on: str = _f(
         "auto",
         "auto: loss on the answer only when the template ends with a placeholder, else on all "
@@ -172,6 +181,15 @@ class LoraFinetuneConfig:
         title="Eval share",
         ge=0.0,
         le=0.5,
+    )
+    eval_steps: int = _f(
+        50,
+        "Also measure eval loss and perplexity on the held-out rows every N optimizer steps, "
+        "for a curve; each time costs one pass over those rows. 0: only before and after "
+        "training.",
+        title="Evaluate every N steps",
+        ge=0,
+        le=BIG,
     )
     save_steps: int = _f(
         200,
@@ -225,9 +243,11 @@ class LoraFinetuneConfig:
                     "target_modules", "target_modules: module names must not be empty"
                 )
             object.__setattr__(self, "target_modules", modules or None)
-        types = field_types()
+        types = field_types(type(self))
         for f in fields(self):
-            if types[f.name] is int:
+            if types[f.name] is bool:
+                _check_bool(self, f)
+            elif types[f.name] is int:
                 _check_int(self, f)
             elif types[f.name] is float:
                 _check_float(self, f)
@@ -242,7 +262,7 @@ class LoraFinetuneConfig:
             raise ConfigError("num_gpus", "8-/4-bit loading trains on one GPU; set num_gpus to 1")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LoraFinetuneConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
         """Build from a params dict; unknown keys are an error (a typo would be silently ignored)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -259,10 +279,14 @@ class LoraFinetuneConfig:
     @classmethod
     def describe(cls) -> list[dict[str, Any]]:
         """[{name, type, default, title, help, choices?, ge?, gt?, le?, max_length?}] for forms
-        and API docs, in declaration order; type: int, float, str or list[str]."""
-        types = field_types()
+        and API docs, in declaration order; type: int, float, bool, str or list[str]."""
+        types = field_types(cls)
         out = []
         for f in fields(cls):
+            if f.metadata.get(
+                "hidden"
+            ):  # a knob this kind of run does not have (keeps its default)
+                continue
             kind = types[f.name]
             item = {
                 "name": f.name,
@@ -276,10 +300,16 @@ class LoraFinetuneConfig:
         return out
 
 
-@functools.cache
-def field_types() -> dict[str, Any]:
-    """Each config field's resolved type (int, float, str, or the target_modules union)."""
-    return typing.get_type_hints(LoraFinetuneConfig)
+_FIELD_TYPES: dict[str, dict[str, Any]] = {}
+
+
+def field_types(cls: type = LoraFinetuneConfig) -> dict[str, Any]:
+    """Each config field's resolved type (int, float, bool, str, or the target_modules union) for
+    LoraFinetuneConfig or a subclass that adds fields (the DPO and reward-model configs)."""
+    key = f"{cls.__module__}.{cls.__qualname__}"
+    if key not in _FIELD_TYPES:
+        _FIELD_TYPES[key] = typing.get_type_hints(cls)
+    return _FIELD_TYPES[key]
 
 
 def _num(value: float) -> str:
@@ -316,6 +346,12 @@ def _check_int(cfg: Any, f: Field) -> None:
             raise ConfigError(f.name, f"{f.name} must be a whole number, got {value!r}")
     if not _in_bounds(value, f):
         raise ConfigError(f.name, f"{f.name} must be {_bounds(f)}, got {value}")
+
+
+def _check_bool(cfg: Any, f: Field) -> None:
+    value = getattr(cfg, f.name)
+    if not isinstance(value, bool):  # 1 or "yes" would pass silently as a different knob
+        raise ConfigError(f.name, f"{f.name} must be true or false, got {value!r}")
 
 
 def _check_float(cfg: Any, f: Field) -> None:

@@ -1,4 +1,5 @@
-"""Rows to training examples: template rendering, loss masking, tokenizing, eval split, padding.
+"""Rows to training examples: template rendering, loss masking, tokenizing, eval split, padding
+or packing.
 
 Loss masking: when the template ends with a placeholder (`### 回答:{answer}`), the loss is on that
 last field (and the EOS token) only; the prompt part is masked. Otherwise, or with
@@ -21,6 +22,7 @@ __all__ = [
     "IGNORE_INDEX",
     "EncodedRows",
     "ListDataset",
+    "PackCollator",
     "PadCollator",
     "answer_field",
     "encode_rows",
@@ -164,4 +166,39 @@ class PadCollator:
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "attention_mask": torch.tensor(mask, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
+        }
+
+
+class PackCollator:
+    """Packs a batch into ONE row: the examples end to end, no padding, no attention mask.
+
+    position_ids restart at 0 for each example, which is how transformers (masking_utils:
+    find_packed_sequence_indices) tells the examples apart when attention_mask is None: it builds
+    a block-diagonal causal mask for sdpa/eager and varlen boundaries for flash-attention, so no
+    token attends across an example boundary (tests/ml/test_packing.py checks both). The label of
+    each example's first token is masked: it would otherwise be predicted from the end of the
+    previous example (unpacked, the first label is never a target either, the loss shifts labels).
+    That needs a model run without a KV cache (train.py sets use_cache=False): with one,
+    transformers does not look for packed sequences. Counts real tokens, as PadCollator does.
+    """
+
+    def __init__(self) -> None:
+        self.tokens = 0
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        ids: list[int] = []
+        positions: list[int] = []
+        labels: list[int] = []
+        for f in features:
+            n = len(f["input_ids"])
+            ids += f["input_ids"]
+            positions += range(n)
+            labels += [IGNORE_INDEX, *f["labels"][1:]]
+            self.tokens += n
+        return {
+            "input_ids": torch.tensor([ids], dtype=torch.long),
+            "position_ids": torch.tensor([positions], dtype=torch.long),
+            "labels": torch.tensor([labels], dtype=torch.long),
         }

@@ -17,6 +17,7 @@ __all__ = [
     "CARD_NAME",
     "CHECKPOINTS_DIR",
     "EVAL_BEFORE_NAME",
+    "JOB_RUN_DIR",
     "RESULT_NAME",
     "RUN_NAME",
     "replace_dir",
@@ -31,6 +32,9 @@ RESULT_NAME = "result.json"
 RUN_NAME = "run.json"
 EVAL_BEFORE_NAME = "eval_before.json"
 CARD_NAME = "README.md"
+# Where the platform's runners keep a fine-tune's run folder inside a job's work folder
+# (apps/finetunes/runners.py); a retry finds the checkpoints of the job it retries there.
+JOB_RUN_DIR = "run"
 
 
 @timed("finetune.write_json")

@@ -1,8 +1,9 @@
 """`train_lora`: one fine-tune run in its folder, from checks and resume to the published adapter.
 
 It checks the machine, decides whether the folder holds the same run (then it resumes from the
-newest complete checkpoint, or returns the finished result), trains in this process or in N DDP
-processes, and writes the model card, the zip and result.json.
+newest complete checkpoint, or returns the finished result), else takes over the newest complete
+checkpoint of the same run from an earlier folder (a retried job's), trains in this process or in
+N DDP processes, and writes the model card, the zip and result.json.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,11 @@ from typing import Any
 from workers.common.timing import timed
 from workers.ml.finetune.base_model import inspect_base_model
 from workers.ml.finetune.card import write_model_card
-from workers.ml.finetune.checkpoints import complete_checkpoints, sweep_checkpoints
+from workers.ml.finetune.checkpoints import (
+    complete_checkpoints,
+    copy_checkpoint,
+    sweep_checkpoints,
+)
 from workers.ml.finetune.config import LoraFinetuneConfig
 from workers.ml.finetune.data import split_eval
 from workers.ml.finetune.files import (
@@ -75,6 +80,7 @@ def train_lora(
     reporter: Reporter | None = None,
     resume: bool = True,
     card_info: Mapping[str, Any] | None = None,
+    continue_from: Sequence[tuple[str, str | os.PathLike[str]]] = (),
 ) -> FinetuneResult:
     """Fine-tune a LoRA adapter on `train_rows` rendered with `template` (see the package doc).
 
@@ -82,6 +88,9 @@ def train_lora(
     training rows. `resume`: continue from the newest complete checkpoint of the same run (same
     config, model, template and rows) in `output_dir`; False starts over. `card_info`: what the
     model card says about the data and model (base_model, dataset_version, ...).
+    `continue_from`: (label, run folder) of earlier attempts elsewhere, e.g. ("job 12", its
+    folder): when `output_dir` has no checkpoint of its own, training continues from the newest
+    complete checkpoint among those folders that ran the same run (same fingerprint).
     Returns status "succeeded" (adapter written) or "cancelled" (stopped; checkpoint kept).
     """
     reporter = reporter or NullReporter()
@@ -100,13 +109,23 @@ def train_lora(
         held = [dict(r) for r in eval_rows]
     if not rows:
         raise JobFailed("the dataset has no training rows")
-    fingerprint = _fingerprint(
+    fingerprint = run_fingerprint(
         config.to_dict(), str(base_model_dir), template, rows, held, config.num_gpus
     )
-    done = _prepare_folder(output_dir, config, fingerprint, resume, reporter)
+    done = prepare_folder(
+        output_dir,
+        config=config.to_dict(),
+        keep=config.keep_checkpoints,
+        run_fingerprint=fingerprint,
+        resume=resume,
+        reporter=reporter,
+    )
     if done is not None:
         return done
     latest = complete_checkpoints(output_dir / CHECKPOINTS_DIR)
+    if not latest and resume and continue_from:
+        _take_over_checkpoint(output_dir, continue_from, fingerprint, reporter)
+        latest = complete_checkpoints(output_dir / CHECKPOINTS_DIR)
     spec = {
         "config": config.to_dict(),
         "base_model_dir": str(base_model_dir),
@@ -129,7 +148,8 @@ def train_lora(
     return _publish(result, output_dir, config, template, info, reporter)
 
 
-def _fingerprint(*parts: Any) -> str:
+def run_fingerprint(*parts: Any) -> str:
+    """SHA-256 over the JSON of `parts`: equal for the same run (config, model, rows, ...)."""
     digest = hashlib.sha256()
     for part in parts:
         digest.update(json.dumps(part, sort_keys=True, ensure_ascii=False, default=str).encode())
@@ -137,25 +157,28 @@ def _fingerprint(*parts: Any) -> str:
     return digest.hexdigest()
 
 
-def _prepare_folder(
+def prepare_folder(
     output_dir: Path,
-    config: LoraFinetuneConfig,
-    fingerprint: str,
+    *,
+    config: Mapping[str, Any],
+    keep: int,
+    run_fingerprint: str,
     resume: bool,
     reporter: Reporter,
 ) -> FinetuneResult | None:
     """Make the folder ready for this run; return the result when this run already finished.
 
     The same run (same fingerprint) keeps its complete checkpoints; a different one, or
-    resume=False, starts from an empty folder. Torn checkpoints and adapters are swept.
+    resume=False, starts from an empty folder. Torn checkpoints and adapters are swept. The
+    preference runs (workers/ml/preference) keep their folders by the same rule.
     """
     run_path = output_dir / RUN_NAME
     previous = json.loads(run_path.read_text()) if run_path.is_file() else None
-    same_run = resume and previous is not None and previous.get("fingerprint") == fingerprint
+    same_run = resume and previous is not None and previous.get("fingerprint") == run_fingerprint
     if same_run and (output_dir / RESULT_NAME).is_file() and (output_dir / ADAPTER_ZIP).is_file():
         done = FinetuneResult.from_dict(json.loads((output_dir / RESULT_NAME).read_text()))
         if done.status == "succeeded":
-            reporter.log("this fine-tune already finished; returning its result")
+            reporter.log("this run already finished; returning its result")
             return done
     if not same_run:
         if resume and previous is not None:
@@ -166,11 +189,48 @@ def _prepare_folder(
             shutil.rmtree(output_dir / name, ignore_errors=True)
         for name in (ADAPTER_ZIP, RESULT_NAME, EVAL_BEFORE_NAME):
             (output_dir / name).unlink(missing_ok=True)
-        write_json(run_path, {"fingerprint": fingerprint, "config": config.to_dict()})
-    sweep_checkpoints(output_dir / CHECKPOINTS_DIR, keep=max(config.keep_checkpoints, 1))
+        write_json(run_path, {"fingerprint": run_fingerprint, "config": dict(config)})
+    sweep_checkpoints(output_dir / CHECKPOINTS_DIR, keep=max(keep, 1))
     for stale in output_dir.glob(".adapter-*"):  # a crash while the adapter was being published
         shutil.rmtree(stale, ignore_errors=True)
     return None
+
+
+def _take_over_checkpoint(
+    output_dir: Path,
+    earlier: Sequence[tuple[str, str | os.PathLike[str]]],
+    fingerprint: str,
+    reporter: Reporter,
+) -> None:
+    """Copy the newest complete checkpoint of the same run among `earlier` run folders (and the
+    eval before training measured there) into `output_dir`, where the resume then finds it."""
+    best: tuple[str, Any, Path] | None = None
+    for label, folder in earlier:
+        folder = Path(folder)
+        try:
+            previous = json.loads((folder / RUN_NAME).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(previous, dict) or previous.get("fingerprint") != fingerprint:
+            continue
+        found = complete_checkpoints(folder / CHECKPOINTS_DIR)
+        if found and (best is None or found[0].step > best[1].step):
+            best = (label, found[0], folder)
+    if best is None:
+        reporter.log(
+            f"no complete checkpoint of {', '.join(label for label, _ in earlier)} with the same "
+            "parameters and data is on this machine: training from step 0"
+        )
+        return
+    label, checkpoint, folder = best
+    copy_checkpoint(checkpoint, output_dir / CHECKPOINTS_DIR)
+    try:  # written atomically: a torn copy would stop the resume that reads it
+        before = json.loads((folder / EVAL_BEFORE_NAME).read_text())
+    except (OSError, ValueError):
+        before = None  # measured again
+    if isinstance(before, dict):
+        write_json(output_dir / EVAL_BEFORE_NAME, before)
+    reporter.log(f"continuing from step {checkpoint.step} of {label}")
 
 
 def _train(
