@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The Django side mypy checks (a second run: pyproject.toml's [tool.mypy] names the workers).
 MYPY_DJANGO := apps/*/services.py apps/*/selectors.py
+# Test processes (pytest-xdist; whole files to a process, so a module's fixtures are built once):
+# 2 fits CI's 2 cores, where much of the suite waits on workers, browsers and sockets.
+PYTEST_WORKERS ?= 2
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
@@ -73,7 +76,7 @@ test: $(STAMP) browser
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not integration and not browser" $(PYTEST_ARGS)
@@ -104,6 +107,7 @@ bench: $(STAMP)
 	$(PY) bench/chain.py
 	$(PY) bench/provenance.py
 	$(PY) bench/api.py
+	$(PY) bench/craft.py
 
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m gpu -v $(PYTEST_ARGS)

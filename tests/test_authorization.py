@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -65,11 +66,13 @@ class World:
     api_token: ApiToken  # the member's personal API token
     collection: Collection | None = None  # a gallery board (api:collection*)
     base_model: BaseModel | None = None  # the built-in tiny text model (api:model)
+    asset: Any = None  # an image LoRA the project trained (craft:image_asset_download)
+    craft_job: Job | None = None  # a finished bias probe (craft:text_report)
 
     def ids(self, job: str = "job") -> dict:
         return {
             "project_id": self.project.pk,
-            "job_id": (self.failed_job if job == "failed" else self.job).pk,
+            "job_id": {"failed": self.failed_job, "craft": self.craft_job}.get(job, self.job).pk,
             "membership_id": self.viewer_membership.pk,
             "dataset_id": self.version.dataset_id,
             "number": self.version.number,
@@ -83,6 +86,8 @@ class World:
             "token_id": self.api_token.pk,
             "collection_id": self.collection.pk if self.collection else 0,
             "model_id": self.base_model.pk if self.base_model else 0,
+            "asset_id": self.asset.pk if self.asset else 0,
+            "form": "distill",
             # /v1/ (OpenAI-compatible) path ids: the version as a file, this job, a model.
             "file_id": f"file-v{self.version.pk}",
             "fine_tuning_job_id": f"ftjob-{self.job.pk}",
@@ -106,7 +111,7 @@ class Check:
     data: dict | Callable[[], dict] | None = None  # a callable for bodies read once (files)
     multipart: bool = False  # an API route that takes a file upload
     json_body: bool = False  # a page-side JSON endpoint: JSON in, but Django's HTML 404/403 pages
-    job: str = "job"  # which job fills <job_id>: "job" (queued) or "failed"
+    job: str = "job"  # which job fills <job_id>: "job" (queued), "failed" or "craft"
     expect: dict = field(default_factory=dict)
     effect: Callable[[World], bool] | None = None  # what an allowed request changed
 
@@ -191,10 +196,11 @@ MATRIX: dict[str, list[Check]] = {
             LAUNCHERS,
             ok=302,
             data={"kind": "test.steps", "steps": "1"},
-            effect=lambda w: Job.objects.filter(project=w.project).count() == 3,
+            effect=lambda w: Job.objects.filter(project=w.project, kind="test.steps").count() == 3,
         ),
     ],
     "jobs:detail": [Check("GET", "project", ROLES)],
+    "jobs:compare": [Check("GET", "project", ROLES)],
     "jobs:cancel": [
         Check(
             "POST",
@@ -224,7 +230,7 @@ MATRIX: dict[str, list[Check]] = {
             ok=201,
             api=True,
             data={"kind": "test.steps", "params": {"steps": 1}},
-            effect=lambda w: Job.objects.filter(project=w.project).count() == 3,
+            effect=lambda w: Job.objects.filter(project=w.project, kind="test.steps").count() == 3,
         ),
     ],
     "api:job": [Check("GET", "project", ROLES, api=True)],
@@ -359,6 +365,7 @@ MATRIX: dict[str, list[Check]] = {
         )
     ],
     "models:list": [Check("GET", "project", ROLES)],
+    "models:adapter": [Check("GET", "project", ROLES)],
     "models:adapter_download": [Check("GET", "project", ROLES)],
     "models:adapter_merge": [
         Check(
@@ -417,6 +424,25 @@ MATRIX: dict[str, list[Check]] = {
             effect=lambda w: Output.objects.filter(params__uploaded="up.png").exists(),
         ),
     ],
+    "craft:image_lora": [
+        Check("GET", "project", LAUNCHERS),
+        # No base model chosen: refused with the form again (400), after the access check.
+        Check("POST", "project", LAUNCHERS, ok=400, data={"name": "x"}),
+    ],
+    "craft:image_embedding": [
+        Check("GET", "project", LAUNCHERS),
+        Check("POST", "project", LAUNCHERS, ok=400, data={"name": "x"}),
+    ],
+    "craft:image_asset_download": [Check("GET", "project", ROLES)],
+    "craft:index": [Check("GET", "project", ROLES)],
+    # No params: refused with the form again (400), after the access check.
+    "craft:text_launch": [Check("POST", "project", LAUNCHERS, ok=400, data={})],
+    "craft:text_report": [Check("GET", "project", ROLES, job="craft")],
+    "galleries:score": [
+        # The world's adapter is not a reward model: the submit is refused with a message (302 back
+        # to the gallery); what matters here is who reaches the check at all.
+        Check("POST", "project", LAUNCHERS, ok=302, data={"adapter_id": "1"}),
+    ],
     "galleries:upscale": [
         Check(
             "POST",
@@ -450,6 +476,7 @@ MATRIX: dict[str, list[Check]] = {
     "images:index": [Check("GET", "project", ROLES)],
     # The review inbox spans every project where the user reviews; anyone else has no inbox.
     "review:inbox": [Check("GET", "user", REVIEWERS, expect=NOT_REVIEWER_404)],
+    "review:loop": [Check("GET", "project", ROLES)],
     "review:decide": [
         # No items chosen: a reviewer is sent back to the inbox with the error.
         Check("POST", "user", REVIEWERS, ok=302, expect=NOT_REVIEWER_404)
@@ -985,7 +1012,30 @@ def world(project, people, make_user, tmp_path) -> World:
         file_path=f"outputs/{project.pk}/a.png",
     )
     api_token, _ = token_create(user=people["member"], name="matrix", project_id=project.pk)
+    from apps.models.models import ImageAsset
+
+    lora_file = Path(django_settings.MEDIA_ROOT) / "craft" / str(project.pk) / "0" / "m.safetensors"
+    lora_file.parent.mkdir(parents=True, exist_ok=True)
+    lora_file.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    asset = ImageAsset.objects.create(
+        kind="lora",
+        name="matrix-lora",
+        path=str(lora_file),
+        project=project,
+        info={"trained": {"project": project.pk}},
+    )
+    craft_job = Job.objects.create(
+        project=project,
+        kind="craft.bias_probe",
+        queue="gpu",
+        params={},
+        state=JobState.SUCCEEDED,
+        created_by=people["member"],
+        result={},
+    )
     return World(
+        asset=asset,
+        craft_job=craft_job,
         api_token=api_token,
         collection=Collection.objects.create(project=project, name="Favourites"),
         base_model=BaseModel.objects.get(reference="tiny-llama"),

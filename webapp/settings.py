@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "apps.moderation",
     "apps.review",
     "apps.finetunes",
+    "apps.craft",
     "apps.playground",
     "apps.galleries",
     "apps.images",

@@ -18,6 +18,7 @@ urlpatterns = [
     path("", include("apps.datasets.urls")),
     path("", include("apps.models.urls")),
     path("", include("apps.finetunes.urls")),
+    path("", include("apps.craft.urls")),
     path("", include("apps.playground.urls")),
     path("", include("apps.galleries.urls")),
     path("", include("apps.images.urls")),

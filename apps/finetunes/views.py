@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -8,33 +9,65 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.datasets.models import DatasetVersion
-from apps.finetunes.schemas import LoraParams, to_config
+from apps.finetunes.schemas import to_config
 from apps.jobs import registry
 from apps.jobs import services as job_services
-from apps.models.models import BaseModel
+from apps.models.models import Adapter, AdapterKind, BaseModel
 from apps.models.selectors import text_models
 from apps.projects.selectors import project_access
 
 # Fields the form shows in its own widgets (selects, textarea); the rest come from the schema.
 OWN_WIDGETS = ("base_model_id", "dataset_version_id", "name", "template", "target_modules")
+# The adapter selects of the DPO (start from) and GRPO (reward model) forms.
+ADAPTER_WIDGETS = ("parent_adapter_id", "reward_adapter_id")
 
 
-def _versions(project):
-    versions = list(
-        DatasetVersion.objects.filter(
-            dataset__project=project, dataset__schema__in=("qa", "instruction", "chat")
-        )
+@dataclass(frozen=True)
+class Method:
+    """One way to train an adapter, as the fine-tune page offers it (?method=<key>)."""
+
+    key: str
+    kind: str
+    schemas: tuple[str, ...]
+    # Schema fields that mean nothing to this method (left at their defaults, not shown).
+    hidden: tuple[str, ...] = ()
+
+
+METHODS = {
+    m.key: m
+    for m in (
+        Method("sft", "finetune.lora", ("qa", "instruction", "chat")),
+        Method("dpo", "finetune.dpo", ("preference",), hidden=("loss_on",)),
+        Method("reward", "finetune.reward", ("preference",), hidden=("loss_on",)),
+        Method("grpo", "finetune.policy", ("preference", "qa", "instruction"), hidden=("loss_on",)),
+    )
+}
+
+
+def _method(value: str | None) -> Method:
+    return METHODS.get(value or "", METHODS["sft"])
+
+
+def _versions(project, schemas: tuple[str, ...] = ("qa", "instruction", "chat")):
+    return list(
+        DatasetVersion.objects.filter(dataset__project=project, dataset__schema__in=schemas)
         .select_related("dataset")
         .order_by("dataset__name", "-number")
     )
-    return versions
+
+
+def _adapters(project, kinds: tuple[str, ...]) -> list[Adapter]:
+    return list(
+        Adapter.objects.filter(project=project, kind__in=kinds).select_related("base_model")
+    )
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def new_finetune(request: HttpRequest, project_id: int) -> HttpResponse:
     access = project_access(user=request.user, project_id=project_id, need="launch_job")
-    kind = registry.get("finetune.lora")
+    method = _method(request.POST.get("method") or request.GET.get("method"))
+    kind = registry.get(method.kind)
     errors, values = {}, {}
     if request.method == "POST":
         values = registry.coerce_form(kind, request.POST)
@@ -50,15 +83,24 @@ def new_finetune(request: HttpRequest, project_id: int) -> HttpResponse:
             errors = exc.errors
         else:
             return redirect(job)
-    fields = [f for f in registry.form_fields(kind) if f["name"] not in OWN_WIDGETS]
+    skip = OWN_WIDGETS + ADAPTER_WIDGETS + method.hidden
+    fields = [f for f in registry.form_fields(kind) if f["name"] not in skip]
     return render(
         request,
         "finetunes/new.html",
         {
             "project": access.project,
             "membership": access,
-            "models": text_models(),
-            "versions": _versions(access.project),
+            "method": method.key,
+            "methods": list(METHODS),
+            "models": text_models(access.project.pk),
+            "versions": _versions(access.project, method.schemas),
+            "parents": _adapters(access.project, (AdapterKind.SFT, AdapterKind.DPO))
+            if method.key == "dpo"
+            else [],
+            "reward_models": _adapters(access.project, (AdapterKind.REWARD,))
+            if method.key == "grpo"
+            else [],
             "fields": fields,
             "errors": errors,
             "values": values,
@@ -72,13 +114,22 @@ def new_finetune(request: HttpRequest, project_id: int) -> HttpResponse:
 @require_POST
 def estimate(request: HttpRequest, project_id: int) -> JsonResponse:
     """Peak memory estimate for the form's current values (needs a prepared base model)."""
-    project_access(user=request.user, project_id=project_id, need="launch_job")
+    access = project_access(user=request.user, project_id=project_id, need="launch_job")
     try:
         body = json.loads(request.body or b"{}")
-        params = LoraParams.model_validate({**body, "dataset_version_id": 1})
+        kind = registry.get(_method(str(body.pop("method", ""))).kind)
+        # What the estimate does not depend on: the data and the adapters named.
+        params = kind.params.model_validate(
+            {**body, "dataset_version_id": 1}
+            | ({"reward_adapter_id": 1} if "reward_adapter_id" in kind.params.model_fields else {})
+        )
     except Exception as exc:
         return JsonResponse({"error": f"Invalid settings: {exc}"[:500]}, status=400)
-    base = BaseModel.objects.filter(pk=params.base_model_id, kind="text").first()
+    base = (
+        BaseModel.objects.filter(pk=params.base_model_id, kind="text")
+        .usable_by(access.project.pk)
+        .first()
+    )
     if base is None:
         return JsonResponse({"error": "No such model"}, status=404)
     if not base.is_ready:

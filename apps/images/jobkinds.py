@@ -69,7 +69,11 @@ def check(project, params: ImageParams, *, user) -> dict[str, str]:
     from workers.imaging.samplers import SAMPLER_NAMES
 
     errors: dict[str, str] = {}
-    if not Base.objects.filter(pk=params.model_id, kind="image", enabled=True).exists():
+    if not (
+        Base.objects.filter(pk=params.model_id, kind="image", enabled=True)
+        .usable_by(project.pk)
+        .exists()
+    ):
         errors["model_id"] = "No such image model"
     # A cheap name check here (resolving imports diffusers: seconds in a web process); aliases and
     # schedule suffixes are resolved, and refused clearly, by the worker.
@@ -77,7 +81,7 @@ def check(project, params: ImageParams, *, user) -> dict[str, str]:
     name = params.sampler.lower()
     if name not in known and name.rsplit(" ", 1)[0] not in known and not name.startswith("k_"):
         errors["sampler"] = f"Unknown sampler; choose one of: {', '.join(SAMPLER_NAMES)}"
-    errors.update(extra_network_errors(params))
+    errors.update(extra_network_errors(params, project_id=project.pk))
     for field in ("init_output_id", "control_output_id"):
         ref = getattr(params, field)
         if ref and source_image(project, user, ref) is None:
@@ -85,8 +89,9 @@ def check(project, params: ImageParams, *, user) -> dict[str, str]:
     return errors
 
 
-def extra_network_errors(params: ImageParams) -> dict[str, str]:
-    """LoRA tags, the hi-res upscaler and the ControlNet must name registered, enabled assets."""
+def extra_network_errors(params: ImageParams, *, project_id: int) -> dict[str, str]:
+    """LoRA tags, the hi-res upscaler and the ControlNet must name registered, enabled assets
+    that the project may use (the platform's, or trained in the project)."""
     from apps.models.models import AssetKind, ImageAsset
     from workers.imaging.prompts import PromptSyntaxError, extract_loras
 
@@ -97,7 +102,7 @@ def extra_network_errors(params: ImageParams) -> dict[str, str]:
             wanted += [name for name, _ in extract_loras(getattr(params, field))[1]]
         except PromptSyntaxError as exc:
             errors[field] = str(exc)
-    assets = ImageAsset.objects.filter(enabled=True)
+    assets = ImageAsset.objects.filter(enabled=True).usable_by(project_id)
     if wanted:
         known = set(assets.filter(kind=AssetKind.LORA).values_list("name", flat=True))
         missing = [n for n in dict.fromkeys(wanted) if n not in known]

@@ -104,11 +104,13 @@ def _registered_upscaler(asset: ImageAsset) -> _RegisteredUpscaler:
     return _upscalers[key]
 
 
-def _assets(kind: str) -> dict[str, ImageAsset]:
-    return {a.name: a for a in ImageAsset.objects.filter(kind=kind, enabled=True)}
+def _assets(kind: str, project_id: int) -> dict[str, ImageAsset]:
+    """The enabled assets of `kind` a job of the project may use, by name."""
+    found = ImageAsset.objects.filter(kind=kind, enabled=True).usable_by(project_id)
+    return {a.name: a for a in found}
 
 
-def build_request(p, model: BaseModel, *, job_id: int):
+def build_request(p, model: BaseModel, *, job_id: int, project_id: int):
     """The pure GenerationRequest for a job's params, with every named asset resolved to files."""
     from workers.imaging.pipeline import GenerationRequest
     from workers.imaging.prompts import extract_embeddings, extract_loras
@@ -117,14 +119,14 @@ def build_request(p, model: BaseModel, *, job_id: int):
     loras = []
     tags = extract_loras(p.prompt)[1] + extract_loras(p.negative_prompt)[1]
     if tags:
-        lora_assets = _assets(AssetKind.LORA)
+        lora_assets = _assets(AssetKind.LORA, project_id)
         for name, weight in tags:
             asset = lora_assets.get(name)
             if asset is None:
                 raise ValueError(f"Unknown LoRA {name}")
             loras.append((asset.path, weight))
         extra["Lora hashes"] = ", ".join(f"{n}: {lora_assets[n].short_hash}" for n, _ in tags)
-    embedding_assets = _assets(AssetKind.EMBEDDING)
+    embedding_assets = _assets(AssetKind.EMBEDDING, project_id)
     used = extract_embeddings(f"{p.prompt}\n{p.negative_prompt}", embedding_assets)
     embeddings = [(name, embedding_assets[name].path) for name in used]
     if used:
@@ -133,7 +135,7 @@ def build_request(p, model: BaseModel, *, job_id: int):
     if p.hires:
         upscaler: Any = p.hires_upscaler.lower()
         if upscaler not in ("latent", "lanczos"):
-            asset = _assets(AssetKind.UPSCALER).get(p.hires_upscaler)
+            asset = _assets(AssetKind.UPSCALER, project_id).get(p.hires_upscaler)
             if asset is None:
                 raise ValueError(f"No upscaler named {p.hires_upscaler}")
             upscaler = _registered_upscaler(asset)
@@ -325,7 +327,7 @@ def run_generate(ctx) -> Deferred:
     model = BaseModel.objects.get(pk=p.model_id)
     pipe, loaded = _pipeline(model, ctx.reporter)
     ctx.reporter.log(f"{model.name}: {'loaded' if loaded else 'warm (no load)'}")
-    req = build_request(p, model, job_id=ctx.job_id)
+    req = build_request(p, model, job_id=ctx.job_id, project_id=ctx.project_id)
     images = generate_images(
         pipe,
         req,
@@ -351,7 +353,9 @@ def run_generate_batch(contexts: list) -> list:
     requests, owners = [], []
     for i, ctx in enumerate(contexts):
         try:
-            requests.append(build_request(ctx.params, model, job_id=ctx.job_id))
+            requests.append(
+                build_request(ctx.params, model, job_id=ctx.job_id, project_id=ctx.project_id)
+            )
             owners.append(i)
         except Exception as exc:  # noqa: BLE001 - this member fails alone
             results[i] = exc

@@ -45,7 +45,7 @@ def generate(request: HttpRequest, project_id: int) -> HttpResponse:
     defaults = {
         name: f.default for name, f in ImageParams.model_fields.items() if not f.is_required()
     }
-    models = list(BaseModel.objects.filter(kind="image", enabled=True))
+    models = list(BaseModel.objects.filter(kind="image", enabled=True).usable_by(access.project.pk))
     # Small demo models draw well only at their training size: start the form there.
     native = models[0].info.get("native_size") if models else None
     if native:
@@ -74,10 +74,10 @@ def generate(request: HttpRequest, project_id: int) -> HttpResponse:
             "can_launch": access.can("launch_job"),
             "models": models,
             "samplers": SAMPLER_NAMES,
-            "loras": image_assets(AssetKind.LORA),
-            "embeddings": image_assets(AssetKind.EMBEDDING),
-            "controlnets": image_assets(AssetKind.CONTROLNET),
-            "upscalers": image_assets(AssetKind.UPSCALER),
+            "loras": image_assets(AssetKind.LORA, project_id=access.project.pk),
+            "embeddings": image_assets(AssetKind.EMBEDDING, project_id=access.project.pk),
+            "controlnets": image_assets(AssetKind.CONTROLNET, project_id=access.project.pk),
+            "upscalers": image_assets(AssetKind.UPSCALER, project_id=access.project.pk),
             "defaults": defaults,
             "reuse": reuse,
             "jobs_api": reverse("api:jobs", kwargs={"project_id": access.project.pk}),

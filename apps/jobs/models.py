@@ -74,10 +74,13 @@ class Job(models.Model):
 
     @property
     def kind_label(self) -> str:
+        """The kind's label in the active language (labels are msgids of the catalogue)."""
+        from django.utils.translation import gettext
+
         from apps.jobs import registry
 
         kind = registry.find(self.kind)
-        return kind.label if kind else self.kind
+        return gettext(kind.label) if kind else self.kind
 
 
 class EventKind(models.TextChoices):

@@ -19,8 +19,15 @@ class ModelStatus(models.TextChoices):
     ERROR = "error", _("Error")
 
 
+class BaseModelQuerySet(models.QuerySet):
+    def usable_by(self, project_id: int | None) -> BaseModelQuerySet:
+        """The platform's models and those the project made itself (model craft)."""
+        return self.filter(models.Q(project__isnull=True) | models.Q(project_id=project_id))
+
+
 class BaseModel(models.Model):
-    """A base language model registered by an admin; platform-wide, usable by every project."""
+    """A base model: registered by an admin (platform-wide, usable by every project), or made by
+    a project's model-craft job (distilled, quantized: `project` set, usable only there)."""
 
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(
@@ -52,6 +59,18 @@ class BaseModel(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # None: the platform's (admins, built-ins). A project: made by its model-craft job from its
+    # data, offered and accepted only in that project (usable_by).
+    project = models.ForeignKey(
+        "projects.Project",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="own_models",
+    )
+
+    objects = BaseModelQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
@@ -71,8 +90,23 @@ class BaseModel(models.Model):
         return str(n)
 
 
+class AdapterKind(models.TextChoices):
+    SFT = "sft", _("Supervised fine-tune (LoRA)")
+    DPO = "dpo", _("Preference-tuned (DPO)")
+    REWARD = "reward", _("Reward model")
+    GRPO = "grpo", _("Policy-optimised (GRPO)")
+
+
 class Adapter(models.Model):
-    """A LoRA adapter produced by a fine-tune, stored in PEFT format under media."""
+    """A LoRA adapter produced by a fine-tune, stored in PEFT format under media.
+
+    `kind`: what it was trained for (a reward model's adapter sits on a sequence-classification
+    head and scores texts; it is not offered for generation). `parent`: the adapter this one
+    started from (a DPO run on top of an SFT adapter). `lineage`: what the adapter was trained
+    from, written once when it is published: {"base_model": {id, name, sha256?}, "dataset_versions":
+    [{id, dataset, number, sha256, rows}], "parent": {id, name} | None, "review": {"outputs":
+    n, "approved": n, "rejected": n, "decided_until": iso} | None, "job": id}.
+    """
 
     project = models.ForeignKey(
         "projects.Project", on_delete=models.CASCADE, related_name="adapters"
@@ -95,6 +129,11 @@ class Adapter(models.Model):
     template = models.TextField(blank=True)
     config = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    kind = models.CharField(max_length=16, choices=AdapterKind.choices, default=AdapterKind.SFT)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    lineage = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -114,6 +153,12 @@ class AssetKind(models.TextChoices):
     UPSCALER = "upscaler", _("Upscaler (ESRGAN family)")
 
 
+class ImageAssetQuerySet(models.QuerySet):
+    def usable_by(self, project_id: int | None) -> ImageAssetQuerySet:
+        """The platform's assets and those the project trained itself."""
+        return self.filter(models.Q(project__isnull=True) | models.Q(project_id=project_id))
+
+
 class ImageAsset(models.Model):
     """Extra networks for image models, registered by admins, usable by every project.
 
@@ -121,6 +166,15 @@ class ImageAsset(models.Model):
     as in A1111; ControlNets and upscalers are chosen on the image form and the gallery.
     """
 
+    # None: registered by an admin, usable in every project. A project: trained there (model
+    # craft), usable only in that project's image jobs (usable_by).
+    project = models.ForeignKey(
+        "projects.Project",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="image_assets",
+    )
     kind = models.CharField(max_length=16, choices=AssetKind.choices)
     # The name prompts use: letters, digits, '_', '-', '.' (no spaces or ':').
     name = models.CharField(max_length=100)
@@ -135,6 +189,8 @@ class ImageAsset(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ImageAssetQuerySet.as_manager()
 
     class Meta:
         ordering = ["kind", "name"]

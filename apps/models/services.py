@@ -269,9 +269,10 @@ def asset_registration_check(*, kind: str, name: str, path: str) -> dict[str, An
 
 
 def asset_register(
-    *, kind: str, name: str, path: str, actor, license: str = "", request=None
+    *, kind: str, name: str, path: str, actor, license: str = "", request=None, project=None
 ) -> ImageAsset:
-    """Register a LoRA, embedding, ControlNet or upscaler after checking its files."""
+    """Register a LoRA, embedding, ControlNet or upscaler after checking its files. `project`:
+    the project that trained it (only its image jobs may use it); None: every project."""
     from workers.imaging import assets
 
     info = asset_registration_check(kind=kind, name=name, path=path)
@@ -285,6 +286,7 @@ def asset_register(
         sha256=assets.file_sha256(stored),
         info={k: v for k, v in info.items() if k != "file"},
         license=license,
+        project=project,
         created_by=actor,
     )
     audit_record(

@@ -6,6 +6,11 @@ app_name = "models"
 urlpatterns = [
     path("projects/<int:project_id>/models/", views.model_list, name="list"),
     path(
+        "projects/<int:project_id>/models/adapters/<int:adapter_id>/",
+        views.adapter_detail,
+        name="adapter",
+    ),
+    path(
         "projects/<int:project_id>/adapters/<int:adapter_id>/download/<str:what>.zip",
         views.adapter_download,
         name="adapter_download",

@@ -24,10 +24,37 @@ def model_list(request: HttpRequest, project_id: int) -> HttpResponse:
         {
             "project": access.project,
             "membership": access,
-            "models": selectors.text_models(),
-            "image_models": selectors.image_models(),
+            "models": selectors.text_models(access.project.pk),
+            "image_models": selectors.image_models(access.project.pk),
             "image_assets": selectors.image_assets(),
             "adapters": selectors.project_adapters(access=access),
+            "can_launch": access.can("launch_job"),
+        },
+    )
+
+
+def _metric(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "—" if value is None else str(value)
+
+
+@login_required
+def adapter_detail(request: HttpRequest, project_id: int, adapter_id: int) -> HttpResponse:
+    """One adapter and what it was trained from: base, dataset versions, parent and children,
+    reviewers' decisions, the job."""
+    access, adapter = selectors.adapter_access(
+        user=request.user, project_id=project_id, adapter_id=adapter_id
+    )
+    return render(
+        request,
+        "models/adapter_detail.html",
+        {
+            "project": access.project,
+            "membership": access,
+            "adapter": adapter,
+            "lineage": selectors.adapter_lineage(adapter=adapter),
+            "metrics": [(k, _metric(v)) for k, v in sorted((adapter.metrics or {}).items())],
             "can_launch": access.can("launch_job"),
         },
     )

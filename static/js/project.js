@@ -25,7 +25,8 @@ function fillRow(row, job) {
   const badge = q("state");
   if (job.state) {
     badge.className = `badge state-${job.state}`;
-    badge.textContent = job.state_label || strings.states?.[job.state] || job.state;
+    // The page's own (translated) names first: the websocket's labels are in the server's language.
+    badge.textContent = strings.states?.[job.state] || job.state_label || job.state;
   }
 
   const bar = q("progress");
@@ -36,7 +37,7 @@ function fillRow(row, job) {
     q("link").href = job.url;
     q("kind").href = job.url;
   }
-  if (job.kind_label) q("kind").textContent = job.kind_label;
+  if (job.kind) q("kind").textContent = strings.kinds?.[job.kind] || job.kind_label || job.kind;
   if (job.kind) q("kind").title = job.kind;
   if (job.created_by != null) q("created-by").textContent = job.created_by;
   if (job.created_at) {

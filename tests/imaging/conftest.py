@@ -15,5 +15,17 @@ def tiny_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of small-matrix training tests: OpenMP threads only add
+    contention there (several times slower on a busy 2-core machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
 def pipe(tiny_path):
     return load_pipeline(tiny_path, device="cpu", dtype="float32")

@@ -497,3 +497,28 @@ def test_an_admin_registers_a_diffusers_folder_as_an_image_model(
     with pytest.raises(ValidationError) as info:
         model_services.model_register_folder(name="Custom", path=str(evil), actor=admin_user)
     assert "custom pipeline code is never run" in str(info.value)
+
+
+def test_a_lora_trained_in_one_project_is_unknown_to_another(
+    project, member, tiny_sd, lora_path, admin_user, make_user
+):
+    from apps.projects.models import Membership, Project
+
+    lora = model_services.asset_register(
+        kind="lora", name="ours", path=str(lora_path), actor=admin_user, project=project
+    )
+    other = Project.objects.create(name="Other")
+    outsider = make_user("stranger-in-other")
+    Membership.objects.create(project=other, user=outsider, role="member")
+    with pytest.raises(job_services.JobParamsError) as info:
+        job_services.job_create(
+            project=other,
+            kind="image.generate",
+            created_by=outsider,
+            params={"model_id": tiny_sd.pk, "prompt": "x <lora:ours:1>"},
+        )
+    assert "Unknown LoRA ours" in info.value.errors["prompt"]
+    assert "ours" not in info.value.errors["prompt"].split("known:")[1]
+
+    job = run(project, member, model_id=tiny_sd.pk, **{**BASE, "prompt": "a cat <lora:ours:1>"})
+    assert lora.short_hash in infotext_of(Output.objects.get(job=job))["Lora hashes"]

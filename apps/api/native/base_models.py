@@ -66,13 +66,14 @@ def model_json(m) -> dict:
     }
 
 
-def _enabled(kind: str | None) -> list:
-    """The enabled models of `kind` (both kinds when None), as the models page reads them."""
+def _enabled(kind: str | None, project_id: int) -> list:
+    """The enabled models of `kind` (both kinds when None) the project may use, as the models
+    page reads them."""
     found = []
     if kind in (None, "text"):
-        found += model_selectors.text_models()
+        found += model_selectors.text_models(project_id)
     if kind in (None, "image"):
-        found += model_selectors.image_models()
+        found += model_selectors.image_models(project_id)
     return found
 
 
@@ -82,7 +83,7 @@ def _enabled(kind: str | None) -> list:
 def list_models(request: HttpRequest, project_id: int, q: Query[ModelList]):
     """The base models this project may fine-tune and generate with, newest first."""
     project_selectors.project_access(user=request.user, project_id=project_id)
-    rows, more = page_list(_enabled(q.kind), q)
+    rows, more = page_list(_enabled(q.kind, project_id), q)
     return {"data": [model_json(m) for m in rows], "has_more": more}
 
 
@@ -93,7 +94,7 @@ def list_models(request: HttpRequest, project_id: int, q: Query[ModelList]):
 )
 def get_model(request: HttpRequest, project_id: int, model_id: int):
     project_selectors.project_access(user=request.user, project_id=project_id)
-    found = next((m for m in _enabled(None) if m.pk == model_id), None)
+    found = next((m for m in _enabled(None, project_id) if m.pk == model_id), None)
     if found is None:
         raise ApiError(404, "No such model")
     return model_json(found)

@@ -113,7 +113,12 @@ def _size(value: str | None, model: BaseModel, fallback: tuple[int, int]) -> tup
 
 def _model(access: ProjectAccess, model_id: str | None) -> tuple[str, BaseModel]:
     if model_id is None:
-        first = BaseModel.objects.filter(kind="image", enabled=True).order_by("pk").first()
+        first = (
+            BaseModel.objects.filter(kind="image", enabled=True)
+            .usable_by(access.project.pk)
+            .order_by("pk")
+            .first()
+        )
         if first is None:
             raise ApiError(404, "No image model is enabled here.", param="model")
         return base_model_id(first), first

@@ -130,7 +130,8 @@ def project_models(access: ProjectAccess) -> list[tuple[str, BaseModel, Adapter 
     whose base is enabled, each with its id. Three queries."""
     ids = base_ids()
     out: list[tuple[str, BaseModel, Adapter | None]] = [
-        (ids[m.pk], m, None) for m in BaseModel.objects.filter(enabled=True).order_by("pk")
+        (ids[m.pk], m, None)
+        for m in BaseModel.objects.filter(enabled=True).usable_by(access.project.pk).order_by("pk")
     ]
     adapters = Adapter.objects.filter(
         project=access.project, base_model__enabled=True
@@ -162,7 +163,9 @@ def resolve_model(
         base = adapter.base_model
     else:
         pks = [pk for pk, name in ids.items() if name == model_id]
-        found = BaseModel.objects.filter(pk__in=pks, enabled=True).first()
+        found = (
+            BaseModel.objects.filter(pk__in=pks, enabled=True).usable_by(access.project.pk).first()
+        )
         if found is None:
             raise ModelNotFound(model_id, param)
         base = found

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 from workers.ml.models.errors import DeviceUnavailable, QuantizationUnavailable
@@ -116,6 +117,14 @@ def load_causal_lm(
         raise ValueError(f"unknown quantization {quantization!r}; use one of {QUANTIZATIONS[1:]}")
     info = inspect_folder(path)
     folder = info.path
+    from workers.ml.craft.int8 import is_int8_folder, load_int8_folder
+
+    if is_int8_folder(folder):  # a quantization job's artifact (workers/ml/craft/int8.py)
+        if quantization is not None:
+            raise QuantizationUnavailable(
+                f"{Path(folder).name} is already int8; load it without quantization"
+            )
+        return load_int8_folder(folder, device="cpu")  # its int8 layers run on the CPU
     if quantization == "int8-dynamic":
         if device not in (None, "", "auto") and torch.device(device).type != "cpu":
             raise QuantizationUnavailable("int8-dynamic quantization runs on the CPU only")
