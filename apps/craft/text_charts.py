@@ -42,14 +42,23 @@ def bar_chart(
     series: Sequence[tuple[str, Sequence[float | None]]],
     *,
     note: str = "",
+    per_row_scale: bool = False,
 ) -> Chart:
     """One row per label, one bar per series (name, values aligned with labels); None leaves a
-    gap. Negative values grow left of the zero line."""
+    gap. Negative values grow left of the zero line. `per_row_scale`: rows are measures in
+    different units (MiB, tokens/s, perplexity): each row's longest bar spans the plot."""
     values = [v for _, vals in series for v in vals if v is not None and math.isfinite(v)]
     low, high = min([0.0, *values]), max([0.0, *values])
+    if per_row_scale:
+        low, high = min([0.0, *values]), max([0.0, *(abs(v) for v in values)])
     span = (high - low) or 1.0
     zero_x = LABEL_W + PLOT_W * (-low / span)
     per_row = len(series) * (BAR_H + GAP) - GAP
+
+    def row_span(i: int) -> float:
+        row = [vals[i] for _, vals in series if i < len(vals) and vals[i] is not None]
+        return max((abs(v) for v in row if math.isfinite(v)), default=0.0) or 1.0
+
     rows, y = [], 4.0
     for i, label in enumerate(labels):
         bars = []
@@ -59,7 +68,7 @@ def bar_chart(
             if value is None or not math.isfinite(value):
                 bars.append({"y": top, "missing": True, "name": name, "text_y": top + BAR_H - 3})
                 continue
-            width = PLOT_W * abs(value) / span
+            width = PLOT_W * abs(value) / (row_span(i) if per_row_scale else span)
             x = zero_x if value >= 0 else zero_x - width
             bars.append(
                 {

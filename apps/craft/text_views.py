@@ -146,6 +146,7 @@ def _distill_view(result: dict[str, Any]) -> dict[str, Any]:
                 (_("Student after"), [r[2] for r in rows]),
                 (_("Teacher"), [r[3] for r in rows]),
             ],
+            per_row_scale=True,
         )
     ]
     return {"table": rows, "charts": charts, "details": result.get("details", {})}
@@ -165,6 +166,7 @@ def _quantize_view(result: dict[str, Any]) -> dict[str, Any]:
             _("Original and quantized"),
             [row[0] for row in rows],
             [(_("Original"), [row[1] for row in rows]), (_("Quantized"), [row[2] for row in rows])],
+            per_row_scale=True,
         )
     ]
     return {"table": rows, "charts": charts, "report": r}

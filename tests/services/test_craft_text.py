@@ -267,3 +267,19 @@ def test_the_report_of_another_kind_or_project_is_not_found(client, project, peo
     assert client.get(reverse("craft:text_report", args=[project.pk, job.pk])).status_code == 404
     login(client, people["outsider"])
     assert client.get(reverse("craft:text_report", args=[project.pk, job.pk])).status_code == 404
+
+
+def test_a_chart_of_measures_in_different_units_scales_each_row_to_its_own_longest_bar():
+    from apps.craft.text_charts import PLOT_W, bar_chart
+
+    rows = ["Size on disk (MiB)", "Tokens/s"]
+    chart = bar_chart(
+        "Original and quantized",
+        rows,
+        [("Original", [0.566, 333.0]), ("Quantized", [0.245, 486.0])],
+        per_row_scale=True,
+    )
+    widths = [[bar["width"] for bar in row["bars"]] for row in chart.rows]
+    # Each row's longest bar spans the plot, so 0.566 MiB is not a sliver beside 486 tokens/s.
+    assert widths[0][0] == pytest.approx(PLOT_W) and widths[1][1] == pytest.approx(PLOT_W)
+    assert widths[0][1] == pytest.approx(PLOT_W * 0.245 / 0.566, abs=0.01)
