@@ -22,11 +22,7 @@ def image_caption_versions(*, access: ProjectAccess) -> list[DatasetVersion]:
 
 def trained_assets(*, access: ProjectAccess) -> list[ImageAsset]:
     """The LoRAs and embeddings this project's jobs trained."""
-    return list(
-        ImageAsset.objects.filter(info__trained__project=access.project.pk).order_by(
-            "-created_at", "-id"
-        )
-    )
+    return list(ImageAsset.objects.filter(project=access.project).order_by("-created_at", "-id"))
 
 
 def trained_asset_access(
@@ -34,7 +30,7 @@ def trained_asset_access(
 ) -> tuple[ProjectAccess, ImageAsset]:
     """A LoRA or embedding trained in this project, for one of its members (404 otherwise)."""
     access = project_access(user=user, project_id=project_id, need=need)
-    asset = ImageAsset.objects.filter(pk=asset_id, info__trained__project=access.project.pk).first()
+    asset = ImageAsset.objects.filter(pk=asset_id, project=access.project).first()
     if asset is None:
         raise Http404("No such trained asset")
     return access, asset

@@ -51,8 +51,11 @@ class TextgenParams(BaseModel):
     top_k: int = Field(50, ge=0, le=1000, title="Top-k")
     repetition_penalty: float = Field(1.1, ge=0.5, le=3, title="Repetition penalty")
     seed: int = Field(-1, ge=-1, title="Seed", description="-1: random (recorded)")
-    quantization: Literal["none", "int8-dynamic", "8bit", "4bit"] = Field(
-        "none", title="Quantization"
+    quantization: Literal["none", "int8-weight", "int8-dynamic", "8bit", "4bit"] = Field(
+        "none",
+        title="Quantization",
+        description="int8-weight: int8 weights, close to the original (CPU); int8-dynamic: int8 "
+        "activations too, faster and less accurate (CPU); 8bit/4bit: bitsandbytes (CUDA)",
     )
     # The OpenAI-compatible chat endpoint's whole conversation (system/user/assistant turns):
     # when given, the model answers it (its chat template over every turn) instead of

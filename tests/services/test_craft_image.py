@@ -320,10 +320,16 @@ def test_the_trained_file_downloads_for_members_of_its_project_only(
     file = tmp_path / "style.safetensors"
     file.write_bytes(b"weights")
     asset = ImageAsset.objects.create(
-        kind="lora", name="style", path=str(file), info={"trained": {"project": project.pk}}
+        kind="lora",
+        name="style",
+        path=str(file),
+        project=project,
+        info={"trained": {"project": project.pk}},
     )
     other = ImageAsset.objects.create(
-        kind="lora", name="admins", path=str(file), info={"trained": {"project": project.pk + 1}}
+        kind="lora",
+        name="admins",
+        path=str(file),  # the platform's: not this project's download
     )
     url = reverse("craft:image_asset_download", args=[project.pk, asset.pk])
 

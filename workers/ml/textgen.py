@@ -37,7 +37,7 @@ __all__ = [
     "resolve_generation_device",
 ]
 
-QUANTIZATIONS: tuple[str | None, ...] = (None, "int8-dynamic", "4bit", "8bit")
+QUANTIZATIONS: tuple[str | None, ...] = (None, "int8-weight", "int8-dynamic", "4bit", "8bit")
 MAX_NEW_TOKENS = 4096
 MAX_SEED = 2**63 - 1
 
@@ -60,7 +60,7 @@ class GenerationSettings:
     top_k: int = 50  # 0 switches top-k filtering off
     repetition_penalty: float = 1.1  # 1.0 switches it off
     seed: int = -1  # -1: a random seed is drawn and reported in the result
-    quantization: str | None = None  # None | "int8-dynamic" | "4bit" | "8bit"
+    quantization: str | None = None  # None | "int8-weight" | "int8-dynamic" | "4bit" | "8bit"
 
     def __post_init__(self) -> None:
         if self.quantization in ("", "none"):
@@ -79,7 +79,7 @@ class GenerationSettings:
         if not _is_int(self.seed) or not -1 <= self.seed <= MAX_SEED:
             errors.append("seed must be -1 (random) or a whole number from 0 to 2**63-1")
         if self.quantization not in QUANTIZATIONS:
-            errors.append("quantization must be none, int8-dynamic, 4bit or 8bit")
+            errors.append("quantization must be none, int8-weight, int8-dynamic, 4bit or 8bit")
         if errors:
             raise ValueError("; ".join(errors))
 
@@ -255,7 +255,7 @@ def resolve_generation_device(device: str = "auto", quantization: str | None = N
     import torch
 
     if quantization not in QUANTIZATIONS:
-        raise ValueError("quantization must be none, int8-dynamic, 4bit or 8bit")
+        raise ValueError("quantization must be none, int8-weight, int8-dynamic, 4bit or 8bit")
     cuda = torch.cuda.is_available()
     if device not in ("auto", "cpu") and not str(device).startswith("cuda"):
         raise ValueError(f'unknown device "{device}" (expected auto, cpu or cuda[:N])')
@@ -263,19 +263,19 @@ def resolve_generation_device(device: str = "auto", quantization: str | None = N
         if device == "cpu" or not cuda:
             raise JobFailed(
                 f"{quantization} loading needs a CUDA GPU (bitsandbytes) and this worker has none. "
-                "On the CPU choose int8-dynamic, or no quantization."
+                "On the CPU choose int8-weight or int8-dynamic, or no quantization."
             )
         import importlib.util
 
         if importlib.util.find_spec("bitsandbytes") is None:
             raise JobFailed(
                 f"{quantization} loading needs the bitsandbytes package, which is not installed "
-                "on this worker. Choose int8-dynamic, or no quantization."
+                "on this worker. Choose int8-weight or int8-dynamic, or no quantization."
             )
-    if quantization == "int8-dynamic":
+    if quantization in ("int8-dynamic", "int8-weight"):
         if str(device).startswith("cuda"):
             raise JobFailed(
-                "int8-dynamic quantization runs on the CPU only; on a GPU choose 4bit or 8bit."
+                f"{quantization} quantization runs on the CPU only; on a GPU choose 4bit or 8bit."
             )
         return "cpu"
     if device == "cpu" or (device == "auto" and not cuda):
@@ -302,6 +302,7 @@ def _load_model(
     model_dir: str, adapter_dir: str | None, quantization: str | None, device: str
 ) -> tuple[Any, Any]:
     from workers.ml.models import load_causal_lm, quantize_int8_dynamic
+    from workers.ml.models.loading import quantize_int8_weight
 
     if adapter_dir is None:
         model, tokenizer = load_causal_lm(model_dir, device=device, quantization=quantization)
@@ -310,11 +311,15 @@ def _load_model(
         # fresh base here, never the cached base entry.
         from peft import PeftModel
 
-        if quantization == "int8-dynamic":
-            # Dynamic int8 Linear layers take no LoRA: merge the adapter, then quantize.
+        if quantization in ("int8-dynamic", "int8-weight"):
+            # int8 Linear layers take no LoRA: merge the adapter, then quantize.
             model, tokenizer = load_causal_lm(model_dir, device=device, quantization=None)
             model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-            model = quantize_int8_dynamic(model)
+            model = (
+                quantize_int8_dynamic(model)
+                if quantization == "int8-dynamic"
+                else quantize_int8_weight(model)
+            )
         else:
             model, tokenizer = load_causal_lm(model_dir, device=device, quantization=quantization)
             model = PeftModel.from_pretrained(model, adapter_dir)

@@ -20,7 +20,7 @@ __all__ = [
     "resolve_dtype",
 ]
 
-QUANTIZATIONS = (None, "int8-dynamic", "4bit", "8bit")
+QUANTIZATIONS = (None, "int8-weight", "int8-dynamic", "4bit", "8bit")
 
 
 def resolve_device(device: str = "auto"):
@@ -108,7 +108,9 @@ def load_causal_lm(
     quantization: str | None = None,
 ):
     """(model, tokenizer) from a validated local folder: safetensors only, no remote code,
-    no network. quantization: None, "int8-dynamic" (CPU), "4bit" or "8bit" (CUDA+bitsandbytes).
+    no network. quantization: None, "int8-weight" (int8 weights, float activations: close to the
+    original; CPU), "int8-dynamic" (int8 activations too: faster, less accurate; CPU), "4bit" or
+    "8bit" (CUDA+bitsandbytes).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -125,9 +127,9 @@ def load_causal_lm(
                 f"{Path(folder).name} is already int8; load it without quantization"
             )
         return load_int8_folder(folder, device="cpu")  # its int8 layers run on the CPU
-    if quantization == "int8-dynamic":
+    if quantization in ("int8-dynamic", "int8-weight"):
         if device not in (None, "", "auto") and torch.device(device).type != "cpu":
-            raise QuantizationUnavailable("int8-dynamic quantization runs on the CPU only")
+            raise QuantizationUnavailable(f"{quantization} quantization runs on the CPU only")
         target = torch.device("cpu")
     elif quantization in ("4bit", "8bit"):
         if device not in (None, "", "auto") and torch.device(device).type != "cuda":
@@ -150,7 +152,9 @@ def load_causal_lm(
     else:
         assert target is not None  # only 4bit/8bit leave it for the branch above
         kwargs["dtype"] = (
-            torch.float32 if quantization == "int8-dynamic" else resolve_dtype(dtype, target)
+            torch.float32
+            if quantization in ("int8-dynamic", "int8-weight")
+            else resolve_dtype(dtype, target)
         )
         if target.type == "cuda":
             kwargs["device_map"] = {"": target.index or 0}
@@ -164,4 +168,14 @@ def load_causal_lm(
     model.eval()
     if quantization == "int8-dynamic":
         model = quantize_int8_dynamic(model, inplace=True)
+    elif quantization == "int8-weight":
+        model = quantize_int8_weight(model)
     return model, tokenizer
+
+
+def quantize_int8_weight(model: Any) -> Any:
+    """Linear layers with int8 weights and float activations (workers/ml/craft/int8.py, the
+    quantization job's weight-only mode), in place, on the CPU."""
+    from workers.ml.craft.int8 import quantize_linear_layers
+
+    return quantize_linear_layers(model, "weight-only")[0]
