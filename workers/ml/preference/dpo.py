@@ -38,7 +38,7 @@ from workers.ml.preference.loop import (
     planned_max_steps,
     save_adapter,
     step_of,
-    train_steps,
+    train_or_stop,
     training_kwargs,
 )
 from workers.ml.preference.scoring import pair_logps, preference_accuracy
@@ -282,23 +282,20 @@ def _train(
         "eval_pairs": len(evals.pairs),
         "truncated_prompts": train.truncated,
     }
-    if reporter.should_stop():
-        return outcome("cancelled", resumed, max_steps, metrics, details, resumed)
-    if resume_from:
-        reporter.log(f"resuming from the checkpoint of step {resumed}")
-    trained, stopped_at = train_steps(
+    stopped = train_or_stop(
         trainer,
         reporter=reporter,
-        should_stop=reporter.should_stop,
         collator=collator,
         resume_from=resume_from,
+        resumed=resumed,
+        max_steps=max_steps,
+        metrics=metrics,
+        details=details,
         names=DPO_METRIC_NAMES,
     )
-    metrics.update(trained)
+    if stopped is not None:
+        return stopped
     state = trainer.state
-    if stopped_at is not None:
-        reporter.log(f"stopped at step {state.global_step}; checkpoint kept", "warning")
-        return outcome("cancelled", state.global_step, state.max_steps, metrics, details, resumed)
     if evals.pairs:
         after = _evaluate(trainer, tokenizer, evals.pairs, "after")
         metrics.update(after)

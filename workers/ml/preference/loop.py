@@ -278,3 +278,39 @@ def save_adapter(model: Any, output_dir: Path) -> Path:
     (tmp / "README.md").unlink(missing_ok=True)  # peft's generic card; publish writes ours
     replace_dir(tmp, output_dir / ADAPTER_DIR)
     return output_dir / ADAPTER_DIR
+
+
+def train_or_stop(
+    trainer: Any,
+    *,
+    reporter: Reporter,
+    collator: Any,
+    resume_from: str | None,
+    resumed: int,
+    max_steps: int,
+    metrics: dict[str, float],
+    details: dict[str, Any],
+    names: Mapping[str, str | None],
+    only_named: bool = False,
+) -> dict[str, Any] | None:
+    """Train (resuming), adding the training metrics to `metrics`; the "cancelled" outcome when
+    the job was cancelled before or during training (a checkpoint kept), else None."""
+    if reporter.should_stop():
+        return outcome("cancelled", resumed, max_steps, metrics, details, resumed)
+    if resume_from:
+        reporter.log(f"resuming from the checkpoint of step {resumed}")
+    trained, stopped_at = train_steps(
+        trainer,
+        reporter=reporter,
+        should_stop=reporter.should_stop,
+        collator=collator,
+        resume_from=resume_from,
+        names=names,
+        only_named=only_named,
+    )
+    metrics.update(trained)
+    state = trainer.state
+    if stopped_at is not None:
+        reporter.log(f"stopped at step {state.global_step}; checkpoint kept", "warning")
+        return outcome("cancelled", state.global_step, state.max_steps, metrics, details, resumed)
+    return None

@@ -35,7 +35,7 @@ from workers.ml.preference.loop import (
     planned_max_steps,
     save_adapter,
     step_of,
-    train_steps,
+    train_or_stop,
     training_kwargs,
 )
 from workers.ml.preference.scoring import load_reward_model, score_texts
@@ -262,24 +262,21 @@ def _train(
                 total=max_steps,
             )
         )
-    if reporter.should_stop():
-        return outcome("cancelled", resumed, max_steps, metrics, details, resumed)
-    if resume_from:
-        reporter.log(f"resuming from the checkpoint of step {resumed}")
-    trained, stopped_at = train_steps(
+    stopped = train_or_stop(
         trainer,
         reporter=reporter,
-        should_stop=reporter.should_stop,
         collator=counter,
         resume_from=resume_from,
+        resumed=resumed,
+        max_steps=max_steps,
+        metrics=metrics,
+        details=details,
         names=POLICY_METRIC_NAMES,
         only_named=True,
     )
-    metrics.update(trained)
+    if stopped is not None:
+        return stopped
     state = trainer.state
-    if stopped_at is not None:
-        reporter.log(f"stopped at step {state.global_step}; checkpoint kept", "warning")
-        return outcome("cancelled", state.global_step, state.max_steps, metrics, details, resumed)
     if evals:
         after = _mean_reward(trainer.model, tokenizer, scorer, evals, config)
         metrics["mean_reward_after"] = finite({"mean_reward": after}, "after")["mean_reward"]

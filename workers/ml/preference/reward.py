@@ -33,7 +33,7 @@ from workers.ml.preference.loop import (
     planned_max_steps,
     save_adapter,
     step_of,
-    train_steps,
+    train_or_stop,
     training_kwargs,
 )
 from workers.ml.preference.scoring import encode_for_score, load_reward_base
@@ -236,23 +236,20 @@ def _train(
                 total=max_steps,
             )
         )
-    if reporter.should_stop():
-        return outcome("cancelled", resumed, max_steps, metrics, details, resumed)
-    if resume_from:
-        reporter.log(f"resuming from the checkpoint of step {resumed}")
-    trained, stopped_at = train_steps(
+    stopped = train_or_stop(
         trainer,
         reporter=reporter,
-        should_stop=reporter.should_stop,
         collator=collator,
         resume_from=resume_from,
+        resumed=resumed,
+        max_steps=max_steps,
+        metrics=metrics,
+        details=details,
         names=REWARD_METRIC_NAMES,
     )
-    metrics.update(trained)
+    if stopped is not None:
+        return stopped
     state = trainer.state
-    if stopped_at is not None:
-        reporter.log(f"stopped at step {state.global_step}; checkpoint kept", "warning")
-        return outcome("cancelled", state.global_step, state.max_steps, metrics, details, resumed)
     if eval_data:
         after = _evaluate(trainer, "after")
         metrics.update(after)
