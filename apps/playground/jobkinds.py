@@ -82,6 +82,8 @@ def check(project, params: TextgenParams, *, user=None) -> dict[str, str]:
     if base is None:
         return {"base_model_id": "No such text model"}
     ids = [i for i in params.adapter_ids if i is not None]
+    if not ids:  # the base model alone (most chat calls): nothing more to look up
+        return errors
     found = set(
         Adapter.objects.filter(pk__in=ids, project=project, base_model=base).values_list(
             "pk", flat=True

@@ -103,22 +103,34 @@ def monthly_gpu_hours(project) -> float | None:
     return own if own is not None else policy().default_monthly_gpu_hours
 
 
-def check_job_submit(*, project, user, kind, params) -> None:
-    """Caps on queued + running jobs, the kind's compute budget and the monthly GPU quota."""
+def check_job_submit(*, project, user, kind, params, active=None) -> None:
+    """Caps on queued + running jobs, the kind's compute budget and the monthly GPU quota.
+
+    `active`: the queued + running counts as the caller already has them (job_create counts
+    them in one query with its run slots): `.mine` (the user's, every project) and
+    `.in_project`; counted here when not given."""
     from apps.jobs.models import Job
     from apps.jobs.states import ACTIVE, JobState
 
     rules = policy()
-    active = [JobState.QUEUED, *ACTIVE]
+    states = [JobState.QUEUED, *ACTIVE]
     if user is not None and getattr(user, "pk", None) is not None:
-        mine = Job.objects.filter(created_by=user, state__in=active).count()
+        mine = (
+            active.mine
+            if active is not None
+            else Job.objects.filter(created_by=user, state__in=states).count()
+        )
         if mine >= rules.user_active_jobs:
             raise QuotaExceeded(
                 f"You have {mine} jobs queued or running (limit {rules.user_active_jobs} per "
                 "user): wait for some to finish or cancel some",
                 retry_after=ACTIVE_CAP_RETRY_AFTER,
             )
-    theirs = Job.objects.filter(project=project, state__in=active).count()
+    theirs = (
+        active.in_project
+        if active is not None
+        else Job.objects.filter(project=project, state__in=states).count()
+    )
     if theirs >= rules.project_active_jobs:
         raise QuotaExceeded(
             f"This project has {theirs} jobs queued or running (limit "
