@@ -88,6 +88,7 @@ class World:
             "model_id": self.base_model.pk if self.base_model else 0,
             "asset_id": self.asset.pk if self.asset else 0,
             "form": "distill",
+            "name": "atelier-1.png",  # a signed link's file name (galleries:signed_file)
             # /v1/ (OpenAI-compatible) path ids: the version as a file, this job, a model.
             "file_id": f"file-v{self.version.pk}",
             "fine_tuning_job_id": f"ftjob-{self.job.pk}",
@@ -404,6 +405,9 @@ MATRIX: dict[str, list[Check]] = {
     "galleries:index": [Check("GET", "project", ROLES)],
     "galleries:output": [Check("GET", "project", ROLES)],
     "galleries:file": [Check("GET", "project", ROLES)],
+    # A signed link is its own permission (tests/services/test_openai_generation.py makes real
+    # ones); anything else in its place (here the upload token) is a 404 for everyone.
+    "galleries:signed_file": [Check("GET", "public", ok=404)],
     "galleries:delete": [
         # The member is the author; admins may delete anything; other roles are refused.
         Check(

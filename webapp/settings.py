@@ -258,6 +258,12 @@ ATELIER = {
     # API requests a minute per token, and per signed-in user calling the API from a browser
     # session (apps/api/ratelimit.py); past it 429 with Retry-After. 0: no limit.
     "API_RATE_PER_MINUTE": envint("ATELIER_API_RATE_PER_MINUTE", 600),
+    # The address users and other machines reach this Atelier at (https://atelier.example.com):
+    # webhook payloads and the API's image links are absolute with it. Empty: API answers use
+    # the request's own host, webhook payloads carry paths (webapp/public_url.absolute_url).
+    "PUBLIC_URL": env("ATELIER_PUBLIC_URL", "").rstrip("/"),
+    # How long a signed image link (/v1/images response_format "url") works, as OpenAI's do.
+    "SIGNED_LINK_SECONDS": envint("ATELIER_SIGNED_LINK_SECONDS", 3600),
 }
 # Per-job folders (checkpoints): must be shared by all workers so a re-queued job resumes anywhere.
 JOBS_DIR = Path(env("ATELIER_JOBS_DIR", str(VAR_DIR / "jobs")))

@@ -15,4 +15,7 @@ urlpatterns = [
     path(P + "<int:output_id>/delete/", views.output_delete, name="delete"),
     path(P + "<int:output_id>/upscale/", views.output_upscale, name="upscale"),
     path(P + "<int:output_id>/boards/", views.collection_toggle, name="collection_toggle"),
+    # A signed, expiring link (the API's response_format "url"): no project in the path, the
+    # token names the output and is checked against the user it was made for.
+    path("links/<str:token>/<str:name>", views.signed_file, name="signed_file"),
 ]

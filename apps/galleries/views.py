@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from apps.galleries import selectors, services
+from apps.galleries import links, selectors, services
 from apps.models.models import Adapter, AdapterKind, AssetKind, BaseModel, ImageAsset
 from apps.outputs.models import Collection, Moderation
 from apps.projects.selectors import project_access
@@ -118,6 +118,20 @@ def output_file(request: HttpRequest, project_id: int, output_id: int, which: st
     _, output = selectors.output_access(
         user=request.user, project_id=project_id, output_id=output_id
     )
+    return _file_response(output, which, download=request.GET.get("download") == "1")
+
+
+def signed_file(request: HttpRequest, token: str, name: str):
+    """An image by a signed, expiring link (apps/galleries/links.py): no login, the link is the
+    permission, checked again now (signature, age, the user's access to the output)."""
+    output, which = links.open_link(token)
+    response = _file_response(output, which, download=False)
+    response["Cache-Control"] = "private, no-store"  # the link expires; caches must not outlive it
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _file_response(output, which: str, *, download: bool) -> FileResponse:
     record = getattr(output, "provenance", None)  # a reverse one-to-one: None when unrecorded
     rel = {
         "image": output.file_path,
@@ -134,7 +148,7 @@ def output_file(request: HttpRequest, project_id: int, output_id: int, which: st
     response = FileResponse(
         open(path, "rb"),
         content_type="image/png",
-        as_attachment=request.GET.get("download") == "1",
+        as_attachment=download,
         filename=f"atelier-{output.pk}-{output.sha256[:10]}{suffix}",
     )
     response["Cache-Control"] = "private, max-age=86400"  # content-addressed: never changes

@@ -15,6 +15,8 @@ from typing import Any
 
 from django.urls import NoReverseMatch, reverse
 
+from webapp.public_url import absolute_url
+
 ERROR_CHARS = 1000
 SUMMARY_DEPTH = 3
 SUMMARY_ITEMS = 50
@@ -26,12 +28,14 @@ def when(value: datetime | None) -> str | None:
 
 
 def path_to(name: str, fallback: str, **kwargs: Any) -> str:
-    """The URL path of a named route, or `fallback` when the route is not there (the API's
-    routes are another app's, and may be renamed)."""
+    """The URL of a named route, or `fallback` when the route is not there (the API's routes are
+    another app's, and may be renamed): absolute with ATELIER["PUBLIC_URL"] when the deployment
+    names its address, else the site-relative path (a receiver cannot know our host)."""
     try:
-        return reverse(name, kwargs=kwargs)
+        path = reverse(name, kwargs=kwargs)
     except NoReverseMatch:
-        return fallback
+        path = fallback
+    return absolute_url(path)
 
 
 def result_summary(value: Any, depth: int = 0) -> Any:

@@ -176,14 +176,14 @@ def test_a_prompt_that_a_block_rule_matches_is_refused_before_any_job(
     assert not Job.objects.exists()
 
 
-def test_images_refuse_a_bad_size_too_many_images_and_urls(client, tokens, models):
+def test_images_refuse_a_bad_size_too_many_images_and_unknown_formats(client, tokens, models):
     def refused(body: dict) -> str:
         return error_of(post(client, IMAGES, tokens["member"], body), 400)["param"]
 
     assert refused({"prompt": "a cat", "model": "tiny-sd", "size": "big"}) == "size"
     assert refused({"prompt": "a cat", "model": "tiny-sd", "size": "1000x1001"}) == "size"
     assert refused({"prompt": "a cat", "model": "tiny-sd", "n": 9}) == "n"
-    assert refused({"prompt": "a cat", "model": "tiny-sd", "response_format": "url"}) == (
+    assert refused({"prompt": "a cat", "model": "tiny-sd", "response_format": "png"}) == (
         "response_format"
     )
     assert refused({"model": "tiny-sd"}) == "prompt"
@@ -413,6 +413,53 @@ def test_an_image_generation_answers_the_gallery_pngs_as_base64(client, tokens, 
         png = base64.b64decode(item["b64_json"])
         assert Image.open(io.BytesIO(png)).size == (32, 32)
         assert png == (settings.MEDIA_ROOT / output.file_path).read_bytes()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_image_urls_are_signed_links_that_expire_and_follow_the_users_access(
+    client, tokens, models, settings, people, project
+):
+    """response_format "url": each image as an absolute link that works without a login (as
+    OpenAI's do) and serves the gallery's PNG; a forged, expired or revoked link is a 404."""
+    from django.test import Client
+
+    from apps.projects.models import Membership
+
+    settings.ATELIER = {**settings.ATELIER, "PUBLIC_URL": ""}
+    worker = _run_next_job("image.generate")
+    body = {"prompt": "a cat", "model": "tiny-sd", "size": "32x32", "n": 2, "steps": 2, "seed": 9}
+    response = post(client, IMAGES, tokens["member"], {**body, "response_format": "url"})
+    worker.join(timeout=120)
+    assert response.status_code == 200, response.content[:500]
+    data = response.json()["data"]
+    outputs = list(Output.objects.filter(kind="image").order_by("seed"))
+    assert len(data) == 2 and all("b64_json" not in item or not item["b64_json"] for item in data)
+    stranger = Client()  # no session, no token: the link itself is the permission
+    for item, output in zip(data, outputs, strict=True):
+        url = item["url"]
+        assert url.startswith("http://testserver/links/"), url
+        fetched = stranger.get(url.removeprefix("http://testserver"))
+        assert fetched.status_code == 200 and fetched["Content-Type"] == "image/png"
+        assert (
+            b"".join(fetched.streaming_content)
+            == (settings.MEDIA_ROOT / output.file_path).read_bytes()
+        )
+    path = data[0]["url"].removeprefix("http://testserver")
+    token = path.split("/")[2]
+    forged = path.replace(token, token[:-2] + ("AA" if not token.endswith("AA") else "BB"))
+    assert stranger.get(forged).status_code == 404
+    settings.ATELIER = {**settings.ATELIER, "SIGNED_LINK_SECONDS": -1}
+    assert stranger.get(path).status_code == 404  # expired
+    settings.ATELIER = {**settings.ATELIER, "SIGNED_LINK_SECONDS": 3600}
+    assert stranger.get(path).status_code == 200
+    Membership.objects.filter(project=project, user=people["member"]).delete()
+    assert stranger.get(path).status_code == 404  # the user it was made for left the project
+
+    # A deployment that names its address gets links on it, whatever host the call came in by.
+    settings.ATELIER = {**settings.ATELIER, "PUBLIC_URL": "https://atelier.example.com"}
+    from webapp.public_url import absolute_url
+
+    assert absolute_url(path) == "https://atelier.example.com" + path
 
 
 JUNK_BODIES = [

@@ -269,6 +269,25 @@ def test_a_failed_job_reports_its_error_and_a_succeeded_one_only_numbers_of_its_
     assert failed.payload["data"]["job"]["id"] == bad.pk
 
 
+def test_payload_urls_are_paths_until_the_deployment_names_its_address(
+    db, project, people, settings
+):
+    """A receiver cannot guess our host: with ATELIER_PUBLIC_URL set, the job's API and page
+    URLs are absolute on it; without, they stay site-relative paths."""
+    webhook = hook(project)
+    settings.ATELIER = {**settings.ATELIER, "PUBLIC_URL": ""}
+    finish(factories.make_job(project, people["member"]), JobState.FAILED)
+    settings.ATELIER = {**settings.ATELIER, "PUBLIC_URL": "https://atelier.example.com"}
+    job = finish(factories.make_job(project, people["member"]), JobState.FAILED)
+
+    before, after = (d.payload["data"]["job"] for d in deliveries(webhook))
+    assert before["url"].startswith("/") and before["page_url"].startswith("/")
+    assert after["url"].startswith("https://atelier.example.com/")
+    assert after["page_url"] == (
+        f"https://atelier.example.com/projects/{project.pk}/jobs/{job.pk}/"
+    )
+
+
 def test_the_result_summary_keeps_numbers_and_ids_and_drops_text():
     result = {
         "version_id": 3,

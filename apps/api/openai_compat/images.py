@@ -10,7 +10,9 @@ Every image is a gallery Output, moderated and reviewable like the others.
 extensions: negative_prompt, seed, steps, cfg_scale, sampler; for edits `strength` (img2img
 denoising, default 0.75). Edits are img2img: the uploaded image becomes a gallery upload (as
 from the gallery's upload button) and the job's init image; `mask` (inpainting) is not offered.
-`response_format: "url"` is refused: media is served to signed-in pages only.
+`response_format: "url"` answers signed links that work without a login for
+ATELIER["SIGNED_LINK_SECONDS"] (an hour, as OpenAI's do; apps/galleries/links.py), absolute with
+ATELIER["PUBLIC_URL"] or the request's host.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ from apps.api.errors import ApiError
 from apps.api.openai_compat.common import token_project
 from apps.api.openai_compat.naming import base_model_id, resolve_model
 from apps.api.openai_compat.streaming import cancel_job, refusal, wait_for_job
+from apps.galleries.links import signed_link
 from apps.galleries.services import output_upload
 from apps.jobs import services as job_services
 from apps.jobs.states import JobState
 from apps.models.models import BaseModel
 from apps.outputs.models import Output
 from apps.projects.selectors import ProjectAccess
+from webapp.public_url import absolute_url
 
 router = Router(tags=["images"])
 
@@ -68,7 +72,9 @@ class ImageOptions(Schema):
     model: str | None = Field(None, max_length=300)
     n: int | None = Field(1, ge=1, le=MAX_N)
     size: str | None = Field(None, max_length=20, description='"WxH" or "auto"')
-    response_format: str | None = Field(None, description="b64_json (url is not offered)")
+    response_format: str | None = Field(
+        None, description='"b64_json" (the default) or "url": a signed link that works for an hour'
+    )
     user: str | None = Field(None, max_length=300)
     # Atelier's extensions.
     negative_prompt: str = Field("", max_length=8000)
@@ -83,7 +89,8 @@ class ImageEditOptions(ImageOptions):
 
 
 class ImageData(Schema):
-    b64_json: str
+    b64_json: str | None = None
+    url: str | None = None
     revised_prompt: str | None = None
 
 
@@ -135,10 +142,10 @@ def _model(access: ProjectAccess, model_id: str | None) -> tuple[str, BaseModel]
 
 
 def _check(body: ImageOptions) -> None:
-    if body.response_format not in (None, "b64_json"):
+    if body.response_format not in (None, "b64_json", "url"):
         raise ApiError(
             400,
-            "Only response_format b64_json is offered (media is served to signed-in pages only).",
+            'response_format must be "b64_json" or "url".',
             code="unsupported_parameter",
             param="response_format",
         )
@@ -174,8 +181,10 @@ def _create(request: HttpRequest, access: ProjectAccess, params: dict[str, Any])
         raise refusal(exc, PARAM_NAMES) from None
 
 
-def _answer(request: HttpRequest, access: ProjectAccess, job_id: int, size) -> dict[str, Any]:
-    """Wait for the job; its images as b64_json, in the order it made them."""
+def _answer(
+    request: HttpRequest, access: ProjectAccess, job_id: int, size, *, as_url: bool = False
+) -> dict[str, Any]:
+    """Wait for the job; its images as b64_json (or signed links), in the order it made them."""
     job = async_to_sync(wait_for_job)(job_id, timeout=WAIT_SECONDS)
     if job is None:
         cancel_job(job_id, request.user)
@@ -198,9 +207,12 @@ def _answer(request: HttpRequest, access: ProjectAccess, job_id: int, size) -> d
     data = []
     for pk in ids:
         output = outputs[pk]
-        data.append(
-            {"b64_json": base64.b64encode((root / output.file_path).read_bytes()).decode("ascii")}
-        )
+        if as_url:
+            link = signed_link(output=output, user=request.user)
+            data.append({"url": absolute_url(link, request)})
+        else:
+            encoded = base64.b64encode((root / output.file_path).read_bytes()).decode("ascii")
+            data.append({"b64_json": encoded})
     return {
         "created": int(time.time()),
         "data": data,
@@ -217,13 +229,13 @@ def _answer(request: HttpRequest, access: ProjectAccess, job_id: int, size) -> d
 
 @router.post("/images/generations", url_name="image_generations", response=ImagesResponse)
 def image_generations(request: HttpRequest, body: ImageOptions):
-    """txt2img with an image model of this Atelier; the PNGs as base64."""
+    """txt2img with an image model of this Atelier; the PNGs as base64 or signed links."""
     _check(body)
     access = token_project(request, need="launch_job")
     _, base = _model(access, body.model)
     size = _size(body.size, base, (DEFAULT_SIZE, DEFAULT_SIZE))
     job = _create(request, access, _params(body, base, size))
-    return _answer(request, access, job.pk, size)
+    return _answer(request, access, job.pk, size, as_url=body.response_format == "url")
 
 
 def _upload_size(upload) -> tuple[int, int]:
@@ -292,4 +304,4 @@ def image_edits(
         if source is not None:
             _forget_upload(source)
         raise
-    return _answer(request, access, job.pk, size)
+    return _answer(request, access, job.pk, size, as_url=body.response_format == "url")
