@@ -66,3 +66,37 @@ def test_the_same_request_gives_the_same_pixels_on_the_pinned_pipeline(pipe, tin
     first = generate_images(pipe, _req())[0].image
     again = generate_images(fresh, _req())[0].image
     assert first.tobytes() == again.tobytes()  # same arithmetic, same process
+
+
+def _attention_processors(pipe) -> list:
+    return [
+        m.processor
+        for component in (pipe.unet, pipe.vae)
+        for m in component.modules()
+        if getattr(m, "processor", None) is not None
+    ]
+
+
+def test_attention_processors_keep_their_parameters_with_the_signature_read_once(pipe):
+    """diffusers reads inspect.signature(processor.__call__) on every attention call to filter
+    cross-attention kwargs; the loaded pipeline's processors answer it from a cached signature,
+    with exactly the parameters the class's method takes."""
+    import inspect
+
+    processors = _attention_processors(pipe)
+    assert processors, "the tiny UNet has attention layers"
+    for processor in processors:
+        fresh = type(processor)()
+        assert inspect.signature(processor.__call__) == inspect.signature(fresh.__call__)
+        assert inspect.signature(processor.__call__) is inspect.signature(processor.__call__)
+
+
+def test_presigned_processors_draw_the_same_pixels_as_diffusers_own(tiny_path):
+    presigned = load_pipeline(tiny_path, device="cpu", dtype="float32")
+    plain = load_pipeline(tiny_path, device="cpu", dtype="float32")
+    for processor in _attention_processors(plain):
+        del processor.__call__  # back to the class's method: what diffusers does on its own
+    assert all("__call__" not in vars(p) for p in _attention_processors(plain))
+    first = generate_images(presigned, _req())[0].image
+    again = generate_images(plain, _req())[0].image
+    assert first.tobytes() == again.tobytes()  # the same call and arithmetic, same process

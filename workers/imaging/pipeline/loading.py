@@ -18,6 +18,7 @@ from typing import Any
 from workers.common.safety import is_pickle_suffix, pickle_reason
 from workers.common.timing import timed
 from workers.imaging.pipeline.device import pin_execution_device
+from workers.imaging.pipeline.signatures import presign_attention
 
 try:  # one error type for "this model will not be loaded", shared with the LLM side
     from workers.ml.models import ModelRefused
@@ -218,6 +219,7 @@ def load_pipeline(
     pipe.to(target_device)
     align_weights(*pipe.components.values())
     pipe.set_progress_bar_config(disable=True)
+    presign_attention(*pipe.components.values())
     return pin_execution_device(pipe)
 
 
