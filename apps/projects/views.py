@@ -9,6 +9,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.jobs import selectors as job_selectors
 from apps.projects import selectors, services
+from apps.projects.first_steps import FEW_PROJECTS, demo_logins_file, project_steps
 from apps.projects.forms import MemberAddForm, ProjectCreateForm, ProjectSettingsForm
 from apps.projects.models import Membership, Project, Role
 
@@ -44,13 +45,18 @@ def project_list(request: HttpRequest) -> HttpResponse:
         return redirect(project)
     else:
         status = 400 if form.errors else 200
+    memberships = list(selectors.memberships_for_user(user=request.user))
     return render(
         request,
         "projects/project_list.html",
         {
-            "memberships": selectors.memberships_for_user(user=request.user),
+            "memberships": memberships,
             "form": form,
             "may_create": may_create,
+            "first_run": len(memberships) <= FEW_PROJECTS,
+            "launches_somewhere": request.user.is_superuser
+            or any(selectors.role_can(m.role, "launch_job") for m in memberships),
+            "demo_logins": demo_logins_file(),
         },
         status=status,
     )
@@ -59,9 +65,9 @@ def project_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
     access = selectors.project_access(user=request.user, project_id=project_id)
-    return render(
-        request, "projects/dashboard.html", job_selectors.dashboard_context(access=access)
-    )
+    context = job_selectors.dashboard_context(access=access)
+    context["first_steps"] = project_steps(access.project)
+    return render(request, "projects/dashboard.html", context)
 
 
 @login_required

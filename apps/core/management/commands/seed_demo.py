@@ -39,7 +39,7 @@ class Command(BaseCommand):
         if project is None:
             project = Project.objects.create(
                 name="Demo project",
-                description="Try a job: start the GPU worker diagnostics below.",
+                description="A place to try Atelier: members start jobs below; reviewers review what they produce.",
             )
         for username, role, staff in DEMO_USERS:
             user = User.objects.filter(username=username).first()
