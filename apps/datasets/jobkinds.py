@@ -54,6 +54,7 @@ register(
         description="Finds personal data in a dataset version and writes a report.",
         launchable=False,
         check=check_version,
+        progress_unit="row",
     )
 )
 register(
@@ -66,6 +67,7 @@ register(
         description="Writes a new version with personal data masked, tagged or pseudonymised.",
         launchable=False,
         check=check_version,
+        progress_unit="percent",
     )
 )
 register(
@@ -78,6 +80,7 @@ register(
         description="Finds exact and near-duplicate rows; can keep one per group as a new version.",
         launchable=False,
         check=check_version,
+        progress_unit="percent",
     )
 )
 
@@ -141,5 +144,6 @@ register(
         description="Validates a staged file and records it as a new dataset version.",
         launchable=False,
         check=check_upload,
+        progress_unit="percent",
     )
 )

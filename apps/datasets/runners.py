@@ -38,13 +38,26 @@ def _progress(ctx: JobContext, phase_start: float = 0.0, phase_share: float = 1.
     return report
 
 
+def _row_progress(ctx: JobContext, rows: int):
+    """A scan's progress in rows (its kind's progress_unit): the scanner reads blocks of bytes,
+    so the rows done are estimated from the bytes done, and exact once the last block is read."""
+    total = max(rows, 1)
+
+    def report(done: int, of: int) -> None:
+        if ctx.reporter.should_stop():
+            raise JobCancelled()
+        ctx.reporter.step(total if not of or done >= of else int(total * done / of), total)
+
+    return report
+
+
 def run_pii_scan(ctx: JobContext) -> dict:
     from apps.datasets import services
     from workers.data.pii import scan_jsonl
 
     version, path = _version(ctx)
     ctx.reporter.log(f"scanning {version} ({version.rows} rows) for personal data")
-    report = scan_jsonl(path, progress=_progress(ctx)).to_dict()
+    report = scan_jsonl(path, progress=_row_progress(ctx, version.rows)).to_dict()
     services.version_set_pii_report(version=version, report=report)
     counts = report.get("counts", {})
     ctx.reporter.log(
@@ -84,6 +97,7 @@ def run_redact(ctx: JobContext) -> dict:
     return {
         "version_id": new.pk,
         "version": new.number,
+        "version_url": new.get_absolute_url(),  # the job page links the version it made
         "replaced": result.replaced_counts,
         "created": created,
     }
@@ -91,8 +105,10 @@ def run_redact(ctx: JobContext) -> dict:
 
 def run_dedup(ctx: JobContext) -> dict:
     from apps.datasets import services
+    from apps.datasets.carry import carried_pii_report
     from apps.datasets.models import Operation
     from workers.data.dedup import find_duplicates, keep_one
+    from workers.data.dedup.keep import rows_to_drop
 
     version, path = _version(ctx)
     p = ctx.params
@@ -104,6 +120,15 @@ def run_dedup(ctx: JobContext) -> dict:
     ctx.reporter.log(f"{report.duplicates_to_drop} row(s) duplicate an earlier row")
     if p.keep_one and report.duplicates_to_drop:
         out_path, sha256, rows = keep_one(path, ctx.workdir / "deduplicated.jsonl", report)
+        # Computed before version_derive moves the file: the kept rows are copied unchanged, so
+        # the parent's scan covers them (the child needs no second scan before approval).
+        pii_report = carried_pii_report(
+            parent=version,
+            child_path=out_path,
+            dropped=rows_to_drop(report.groups()),
+            workdir=ctx.workdir,
+            progress=_progress(ctx, 0.8, 0.2),
+        )
         new, created = services.version_derive(
             parent=version,
             canonical_path=out_path,
@@ -116,11 +141,28 @@ def run_dedup(ctx: JobContext) -> dict:
                 "dropped": version.rows - rows,
             },
             actor=_launcher(ctx),
+            pii_report=pii_report,
         )
+        if not created and new.pii_report is None and pii_report is not None:
+            services.version_set_pii_report(version=new, report=pii_report)
         ctx.reporter.log(f"kept one row per group: v{new.number} has {rows} rows")
-        result.update(new_version_id=new.pk, new_version=new.number)
+        if pii_report is not None:
+            ctx.reporter.log(_carried_log(version, pii_report))
+        result.update(
+            new_version_id=new.pk, new_version=new.number, new_version_url=new.get_absolute_url()
+        )
     ctx.reporter.step(1000, 1000)
     return result
+
+
+def _carried_log(parent, report: dict) -> str:
+    carried = report.get("carried_from")
+    found = report.get("total_findings", 0)
+    if carried:
+        return (
+            f"PII report carried from v{parent.number}'s scan: {found} finding(s) in the kept rows"
+        )
+    return f"scanned the new version for personal data: {found} finding(s)"
 
 
 def run_stats(ctx: JobContext) -> dict:

@@ -212,3 +212,59 @@ def active_import(*, access: ProjectAccess, token: str):
         .order_by("-pk")
         .first()
     )
+
+
+# The length histogram's drawing, in SVG user units (pixels): the bars' area, room above it for
+# the tallest bar's count, and below it for the axis labels.
+HISTOGRAM_PLOT_HEIGHT = 150
+HISTOGRAM_TOP = 18
+HISTOGRAM_LABELS = 8  # at most this many axis labels, so that each has room to be read
+HISTOGRAM_COUNT_CHARS = (
+    80  # counts over every bar while all of them fit in about this many characters
+)
+
+
+def _pct(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def length_histogram(stats: dict | None) -> dict[str, Any] | None:
+    """The version's length histogram drawn to fill its box: the tallest bar is the plot's full
+    height and the others are scaled to it (not to the total rows, which left the tallest a
+    sliver when the lengths spread over many buckets); widths are shares of the box, so the
+    labels keep their size at any width. None: no histogram."""
+    histogram = ((stats or {}).get("length") or {}).get("histogram") or []
+    if not histogram:
+        return None
+    n = len(histogram)
+    tallest = max(int(b.get("count") or 0) for b in histogram) or 1
+    axis = HISTOGRAM_TOP + HISTOGRAM_PLOT_HEIGHT
+    every = -(-n // HISTOGRAM_LABELS)
+    all_counts = n * max(len(str(b.get("count") or 0)) for b in histogram) <= HISTOGRAM_COUNT_CHARS
+    bars = []
+    for i, b in enumerate(histogram):
+        count = int(b.get("count") or 0)
+        height = count * HISTOGRAM_PLOT_HEIGHT / tallest
+        if count:
+            height = max(height, 1.0)  # a bucket with rows is never invisible
+        bars.append(
+            {
+                "min": b.get("min"),
+                "max": b.get("max"),
+                "count": count,
+                "x": _pct((i + 0.08) * 100 / n),
+                "width": _pct(0.84 * 100 / n),
+                "center": _pct((i + 0.5) * 100 / n),
+                "y": _pct(axis - height),
+                "height": _pct(height),
+                "label": i % every == 0,
+                "show_count": bool(count) and (all_counts or count == tallest),
+            }
+        )
+    return {
+        "bars": bars,
+        "plot_height": HISTOGRAM_PLOT_HEIGHT,
+        "axis_y": axis,
+        "label_y": axis + 16,
+        "height": axis + 24,
+    }

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.datasets import storage
-from apps.datasets.lineage import version_contributors
+from apps.datasets.decisions import decision_refusal
 from apps.datasets.models import Approval, Dataset, DatasetVersion, Operation
 from apps.datasets.moderation import moderation_report
 from apps.datasets.validation import (
@@ -29,7 +29,7 @@ from apps.datasets.validation import (
     validate_file,
     version_with_content,
 )
-from apps.projects.models import Project, Role
+from apps.projects.models import Project
 from webapp.keyfiles import read_or_create_key
 
 if TYPE_CHECKING:
@@ -492,17 +492,9 @@ def version_decide(
     *, version: DatasetVersion, actor, role: str, approve: bool, comment: str, request=None
 ) -> DatasetVersion:
     """A reviewer or admin approves or rejects a version for training (four eyes: not their own)."""
-    if role not in (Role.ADMIN, Role.REVIEWER):
-        raise ValidationError("Only reviewers and admins decide on datasets")
-    if actor.pk in version_contributors(version):
-        raise ValidationError(
-            "You imported or derived a version in this version's lineage: another reviewer "
-            "must decide on it"
-        )
-    if approve and version.pii_report is None:
-        raise ValidationError(
-            "Run a PII scan first: reviewers decide with the PII report in front of them"
-        )
+    refusal = decision_refusal(version=version, actor=actor, role=role, approve=approve)
+    if refusal is not None:
+        raise ValidationError(refusal)
     if not comment.strip():
         raise ValidationError("Say why (a comment is required)")
     target = Approval.APPROVED if approve else Approval.REJECTED

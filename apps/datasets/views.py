@@ -20,6 +20,7 @@ from django.utils.translation import gettext
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.datasets import selectors, services, storage
+from apps.datasets.decisions import decision_options
 from apps.datasets.forms import DecisionForm, MappingForm, UploadForm
 from apps.datasets.jobkinds import IMPORT_KIND
 from apps.datasets.licenses import LICENSES
@@ -311,6 +312,8 @@ def version_detail(
             "can_review": access.can("review"),
             "can_scan": access.can("scan_dataset"),
             "decision_form": DecisionForm(),
+            "decision": decision_options(version=version, actor=request.user, role=access.role),
+            "histogram": selectors.length_histogram(version.stats),
             "jobs": jobs,
             "Approval": Approval,
             "tokenizers": tokenizers.available(),

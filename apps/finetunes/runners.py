@@ -170,11 +170,15 @@ def publish_adapter(
 
 
 def run_merge(ctx) -> dict:
+    """The adapter merged into its base model, zipped under media; each stage and its sizes in
+    the job's log (the merge is a long wait on large models)."""
+    from workers.data.limits import human_bytes
     from workers.ml.finetune import merge_and_export
 
     adapter = Adapter.objects.select_related("base_model", "dataset_version").get(
         pk=ctx.params.adapter_id, project_id=ctx.project_id
     )
+    ctx.reporter.log(f"merging adapter {adapter.name} into {adapter.base_model.name}")
     folder = model_folder(adapter.base_model, log_to=ctx.reporter.log)
     adapter_dir = Path(settings.MEDIA_ROOT) / adapter.storage_path
     out_rel = Path(adapter.storage_path).parent / "merged"
@@ -190,13 +194,16 @@ def run_merge(ctx) -> dict:
             "dataset_sha256": adapter.dataset_version.sha256 if adapter.dataset_version else "",
             "lineage": adapter.lineage or None,
         },
+        reporter=ctx.reporter,
     )
     ctx.reporter.step(2, 3)
     if out.exists():
         shutil.rmtree(out)
     shutil.move(str(ctx.workdir / "merged"), out)
-    shutil.make_archive(str(out), "zip", root_dir=out)
+    ctx.reporter.log("zipping the merged model for download")
+    archive = Path(shutil.make_archive(str(out), "zip", root_dir=out))
+    ctx.reporter.log(f"{archive.name}: {human_bytes(archive.stat().st_size)}")
     Adapter.objects.filter(pk=adapter.pk).update(merged_path=str(out_rel))
-    ctx.reporter.artifact(str(out) + ".zip", name="merged-model.zip")
+    ctx.reporter.artifact(str(archive), name="merged-model.zip")
     ctx.reporter.step(3, 3)
     return {"adapter_id": adapter.pk, "merged_path": str(out_rel)}

@@ -79,6 +79,9 @@ class JobKind:
     # The params fields that hold user-written prompts: the submit checks (register_submit_check)
     # read them, and a job page shows them to other members only when its content is visible.
     prompt_fields: tuple[str, ...] = ()
+    # What the job page counts progress in: "" (steps: "step 3 of 10"), "row" (a scan that
+    # reports rows: "row 30 of 30") or "percent" (phases without a countable unit: the bar alone).
+    progress_unit: str = ""
 
 
 class UnknownKind(KeyError):

@@ -38,6 +38,10 @@ const ui = {
 
 let lastSeq = 0;
 let state = root?.dataset.state ?? "";
+// The state the page was rendered in: a job seen ending live has its server-rendered parts
+// (artifact links, result, images) fetched again.
+const renderedState = state;
+let lastProgress = null; // { step, total } of the latest progress or metrics event
 
 // ---------- state, progress, ETA ----------
 
@@ -54,6 +58,21 @@ function setState(next) {
   if (ui.cancel) ui.cancel.hidden = !(next === "queued" || next === "running");
   if (ui.retry) ui.retry.hidden = !(next === "failed" || next === "cancelled");
   if (TERMINAL_STATES.has(next) || next === "cancelling") ui.eta.textContent = "";
+  // The server records a succeeded job as 100 % whatever its last progress event said (an
+  // upscale reports step 0 of 1 and is done when the resize returns).
+  if (next === "succeeded") showDone();
+}
+
+// "row 30 of 30", "step 3 of 3", or nothing for kinds whose bar's percent is all there is
+// (#job-step's data-of, from the kind's progress_unit).
+function stepText(step, total) {
+  const template = ui.step.dataset.of ?? strings.stepOf;
+  ui.step.textContent = template ? format(template, { step, total }) : "";
+}
+
+function showDone() {
+  setProgress(ui.progress, 1, ui.progress.querySelector(".progress-label"));
+  if (lastProgress && lastProgress.total != null) stepText(lastProgress.total, lastProgress.total);
 }
 
 function formatDuration(seconds) {
@@ -66,10 +85,15 @@ function formatDuration(seconds) {
 }
 
 function showProgress({ step, total, fraction, eta_seconds: eta }, withEta) {
+  if (step != null && total != null) lastProgress = { step, total };
+  if (state === "succeeded") {
+    showDone();
+    return;
+  }
   let f = fraction;
   if (f == null && Number(total) > 0) f = Number(step) / Number(total);
   if (f != null) setProgress(ui.progress, f, ui.progress.querySelector(".progress-label"));
-  if (step != null && total != null) ui.step.textContent = format(strings.stepOf, { step, total });
+  if (step != null && total != null) stepText(step, total);
   // metrics events carry no ETA: keep the last one rather than blanking it.
   if (withEta && !TERMINAL_STATES.has(state)) {
     ui.eta.textContent = eta == null ? strings.etaUnknown ?? "" : format(strings.eta, { t: formatDuration(eta) });
@@ -244,6 +268,11 @@ function addPoint(name, step, value) {
     single.dt.remove();
     single.dd.remove();
     singles.delete(name);
+    // An empty list would stay behind as a blank first cell of the charts grid.
+    if (!singles.size) {
+      summary.remove();
+      summary = null;
+    }
     entry = createChart(name);
     charts.set(name, entry);
     entry.xs.push(single.x);
@@ -310,6 +339,8 @@ function showArtifact({ name, url, size }) {
   const key = String(name ?? "");
   // A retried attempt may report the same file again: update it in place.
   let li = [...ui.artifacts.children].find((el) => el.dataset.name === key);
+  // The server's entry (its role and its download link) stands: replayed events add nothing.
+  if (li?.dataset.server) return;
   if (!li) {
     li = document.createElement("li");
     li.dataset.name = key;
@@ -328,6 +359,35 @@ function showArtifact({ name, url, size }) {
   sz.textContent = humanSize(size);
   li.replaceChildren(label, sz);
   ui.artifactsEmpty.hidden = true;
+}
+
+// A job seen ending on this page: its result, artifact links and images are the server's to
+// render (links only to what this viewer may download), so fetch the page once and take them.
+const SERVER_PARTS = ["job-made", "job-artifacts-card", "job-outputs"];
+let refreshed = false;
+
+async function refreshServerParts() {
+  if (refreshed) return;
+  refreshed = true;
+  try {
+    const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    for (const id of SERVER_PARTS) {
+      const now = document.getElementById(id);
+      const next = fresh.getElementById(id);
+      if (now && next) now.replaceWith(document.importNode(next, true));
+    }
+    ui.artifacts = $("job-artifacts");
+    ui.artifactsEmpty = $("job-artifacts-empty");
+    markServerArtifacts();
+  } catch {
+    refreshed = false; // Offline for a moment: the next terminal event (a replay) tries again.
+  }
+}
+
+function markServerArtifacts() {
+  for (const li of ui.artifacts?.children ?? []) li.dataset.server = "1";
 }
 
 function showPreview({ url }) {
@@ -371,6 +431,7 @@ function applyEvent(kind, data, ts) {
   switch (kind) {
     case "state":
       setState(data.state);
+      if (TERMINAL_STATES.has(data.state) && !TERMINAL_STATES.has(renderedState)) refreshServerParts();
       if (data.attempt != null) ui.attempt.textContent = String(data.attempt);
       // started_at is kept across re-queues (first start wins), and a terminal state is final.
       if (data.state === "running") setTimeOnce(ui.started, ts);
@@ -418,6 +479,7 @@ function onMessage(msg) {
 }
 
 if (root && root.dataset.wsUrl) {
+  markServerArtifacts();
   setState(state);
   connectLive({
     path: root.dataset.wsUrl,

@@ -10,10 +10,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from workers.data.limits import human_bytes
 from workers.ml.finetune.base_model import inspect_base_model, load_base_model, quiet_peft
 from workers.ml.finetune.card import write_model_card
 from workers.ml.finetune.files import CARD_NAME, replace_dir
-from workers.ml.reporting import JobFailed
+from workers.ml.reporting import JobFailed, NullReporter, Reporter
 
 __all__ = ["merge_and_export"]
 
@@ -27,10 +28,12 @@ def merge_and_export(
     *,
     card_info: Mapping[str, Any] | None = None,
     dtype: str = "auto",
+    reporter: Reporter | None = None,
 ) -> Path:
     """Merge a LoRA adapter into its base model; write a full safetensors folder + tokenizer + card.
 
-    dtype: auto (the base model's saved dtype), float32, bfloat16 or float16.
+    dtype: auto (the base model's saved dtype), float32, bfloat16 or float16. `reporter` hears
+    each stage with its sizes: a merge runs for a minute or more with nothing else to show.
     """
     import torch
     from peft import PeftModel
@@ -43,12 +46,18 @@ def merge_and_export(
         dtype = saved if saved in DTYPES else "float32"
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
+    say = (reporter or NullReporter()).log
+    say(f"loading the base model {base_model_dir.name} in float32 on the CPU")
     base, tokenizer = load_base_model(
         str(base_model_dir), precision="fp32", load_in="none", device="cpu"
     )
+    say(f"loaded {_count(base):,} parameters; applying the adapter {adapter_dir.name}")
     quiet_peft()
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
+    say(f"adapter: {_count(peft_model, lora_only=True):,} LoRA parameters; merging them in")
+    merged = peft_model.merge_and_unload()
     merged = merged.to(getattr(torch, dtype))
+    say(f"saving the merged model as {dtype} safetensors")
     merged.config.use_cache = True
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
@@ -74,4 +83,20 @@ def merge_and_export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    weights = sorted(out_dir.glob("*.safetensors"))
+    say(
+        f"wrote {', '.join(f'{w.name} ({human_bytes(w.stat().st_size)})' for w in weights)}; "
+        f"folder {human_bytes(folder_size(out_dir))}"
+    )
     return out_dir
+
+
+def _count(model: Any, *, lora_only: bool = False) -> int:
+    return sum(
+        p.numel() for name, p in model.named_parameters() if not lora_only or "lora_" in name
+    )
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes of every file under `folder`."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
