@@ -45,6 +45,14 @@ class TextgenParams(BaseModel):
         description="Used when the model has no chat template",
     )
     use_chat_template: bool = Field(True, title="Use the model's chat template")
+    # The playground's choice: with the chat template off, each adapter reads the prompt in the
+    # shape it was trained on (its Adapter.template), and the base model the first adapter's, so
+    # the columns compare the same text. The API's completions send their text as it is.
+    use_adapter_template: bool = Field(
+        False,
+        title="Use each adapter's training template",
+        description="When the chat template is off",
+    )
     max_new_tokens: int = Field(200, ge=1, le=4096, title="Max new tokens")
     temperature: float = Field(0.7, ge=0, le=5, title="Temperature")
     top_p: float = Field(0.9, gt=0, le=1, title="Top-p")

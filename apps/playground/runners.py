@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +17,7 @@ from django.conf import settings
 from apps.models.models import Adapter, BaseModel
 from apps.models.services import model_folder
 from apps.outputs.services import output_create
+from apps.playground.prompts import adapter_prompt
 from workers.common.timing import timed
 
 if TYPE_CHECKING:
@@ -121,6 +124,42 @@ def _save_answer(
     }
 
 
+def _turns(p) -> list[dict[str, str]]:
+    """The conversation a run answers: the messages given, or [system?, user]."""
+    if p.messages.root:
+        return p.messages.model_dump()
+    system = [{"role": "system", "content": p.system}] if p.system else []
+    return [*system, {"role": "user", "content": p.prompt}]
+
+
+def _run_prompts(p, adapters: dict[int, Adapter]) -> list[dict]:
+    """compare()'s prompt arguments for each run: as asked, or (use_adapter_template with the
+    chat template off) the conversation in the shape each adapter was trained on; the base
+    model then reads the first adapter's shape, so the columns compare the same text."""
+    asked = {
+        "prompt": p.prompt,
+        "template": p.template or None,
+        "system": p.system or None,
+        "messages": p.messages.model_dump() or None,
+    }
+    if p.use_chat_template or not p.use_adapter_template:
+        return [asked] * len(p.adapter_ids)
+    own = [adapters[i].template if i else "" for i in p.adapter_ids]
+    shared = p.template or next((t for t in own if t.strip()), "")
+    turns = _turns(p)
+    runs = []
+    for adapter_id, template in zip(p.adapter_ids, own, strict=True):
+        # An adapter trained on chat-templated text has no shape of its own: as asked.
+        chosen = shared if adapter_id is None else template
+        text = adapter_prompt(chosen, turns) if chosen.strip() else None
+        runs.append(
+            asked
+            if text is None
+            else {"prompt": text, "template": None, "system": None, "messages": None}
+        )
+    return runs
+
+
 def run_textgen(ctx) -> dict:
     """Generate on the base model and each requested adapter; save each answer as a text Output."""
     from workers.ml.reporting import JobCancelled
@@ -131,20 +170,31 @@ def run_textgen(ctx) -> dict:
     folder = model_folder(base, log_to=ctx.reporter.log)
     adapters, adapter_dirs = _adapters(ctx)
     gen = _generation_settings(p)
+    if gen.seed < 0:  # drawn once: every column runs on the same seed
+        gen = replace(gen, seed=secrets.randbelow(2**31))
     total = p.max_new_tokens * len(adapter_dirs)
-    results = compare(
-        folder,
-        p.prompt,
-        gen,
-        adapter_dirs=adapter_dirs,
-        on_text=_streamer(ctx, total),
-        should_stop=ctx.reporter.should_stop,
-        template=p.template or None,
-        system=p.system or None,
-        use_chat_template=p.use_chat_template,
-        messages=p.messages.model_dump() or None,
-        stop=p.stop,
-    )
+    stream = _streamer(ctx, total)
+    results = []
+    for index, (adapter_dir, prompt) in enumerate(
+        zip(adapter_dirs, _run_prompts(p, adapters), strict=True)
+    ):
+        # One compare() per column: each may read its own prompt shape (its adapter's template).
+        ran = compare(
+            folder,
+            prompt["prompt"],
+            gen,
+            adapter_dirs=[adapter_dir],
+            on_text=lambda _i, delta, index=index: stream(index, delta),
+            should_stop=ctx.reporter.should_stop,
+            template=prompt["template"],
+            system=prompt["system"],
+            use_chat_template=p.use_chat_template,
+            messages=prompt["messages"],
+            stop=p.stop,
+        )
+        results += ran
+        if not ran or ran[-1].stopped:
+            break
     # The last words of the answer go out now, not after the Output rows below are written.
     ctx.reporter.flush()
     if ctx.reporter.should_stop():

@@ -9,6 +9,7 @@ from apps.jobs import registry
 from apps.models.models import Adapter, AdapterKind
 from apps.models.selectors import project_adapters, text_models
 from apps.outputs.selectors import visible_outputs
+from apps.playground.prompts import trained_with_chat_template
 from apps.projects.selectors import project_access
 
 SLOTS = 2
@@ -64,6 +65,8 @@ def playground(request: HttpRequest, project_id: int) -> HttpResponse:
     ]
     # A reward model's adapter sits on a scoring head: it does not write text.
     adapters = [a for a in project_adapters(access=access) if a.kind != AdapterKind.REWARD]
+    for a in adapters:  # the page defaults the chat-template toggle to what each learned from
+        a.trained_on_chat = trained_with_chat_template(a.template)  # type: ignore[attr-defined]
     return render(
         request,
         "playground/playground.html",

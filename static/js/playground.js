@@ -1,19 +1,36 @@
 // Text playground: submits a "textgen" job through the JSON API, then follows the job's websocket
 // and streams each run's text into its own column. The job (not this page) is the source of truth:
 // reloading the job page replays the same events, and the outputs are saved server-side.
+//
+// A run answers the whole conversation so far (the kind's `messages`); the conversation, and the
+// user's own system prompt presets, live in this browser's localStorage: they are drafts of one
+// person at one desk, and the answers themselves are saved as outputs anyway. The conversation
+// exports as one line of OpenAI chat JSONL ({"messages": [...]}), which the dataset import reads.
 
-import { TERMINAL_STATES, bindIndicator, csrfToken, followJob, formErrors, format, loadStrings, setProgress } from "./live.js";
+import {
+  TERMINAL_STATES,
+  bindIndicator,
+  connectLive,
+  csrfToken,
+  followJob,
+  formErrors,
+  format,
+  loadStrings,
+  setProgress,
+} from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("pg-form");
 const strings = loadStrings();
-const pgStrings = (() => {
+function readJson(id, fallback) {
   try {
-    return JSON.parse($("playground-strings")?.textContent ?? "{}");
+    return JSON.parse($(id)?.textContent ?? "") ?? fallback;
   } catch {
-    return {};
+    return fallback;
   }
-})();
+}
+const pgStrings = readJson("playground-strings", {});
+const builtinPresets = readJson("playground-presets", []);
 
 const ui = {
   base: $("pg-base_model_id"),
@@ -36,7 +53,43 @@ const ui = {
   columns: $("pg-columns"),
   log: $("pg-log"),
   columnTemplate: $("pg-column-template"),
+  formats: $("pg-formats"),
+  formatWarning: $("pg-format-warning"),
+  newChat: $("pg-new-chat"),
+  chatBox: $("pg-chat-box"),
+  turns: $("pg-turns"),
+  turnTemplate: $("pg-turn-template"),
+  chatCount: $("pg-chat-count"),
+  copy: $("pg-copy"),
+  exportFile: $("pg-export"),
+  copied: $("pg-copied"),
+  preset: $("pg-preset"),
+  presetsBuiltin: $("pg-presets-builtin"),
+  presetsSaved: $("pg-presets-saved"),
+  presetSave: $("pg-preset-save"),
+  presetDelete: $("pg-preset-delete"),
 };
+
+// ---------- this browser's storage (private windows and full disks refuse it: then nothing is kept) ----------
+
+const stored = {
+  get(key, fallback) {
+    try {
+      return JSON.parse(localStorage.getItem(key) ?? "null") ?? fallback;
+    } catch {
+      return fallback;
+    }
+  },
+  set(key, value) {
+    try {
+      localStorage.setItem(key, JSON.stringify(value));
+    } catch {
+      /* not kept: the page still works for this visit */
+    }
+  },
+};
+const chatKey = `atelier.playground.chat.${form?.dataset.projectId}`;
+const presetsKey = `atelier.playground.presets.${form?.dataset.userId}`;
 
 // ---------- helpers ----------
 
@@ -78,6 +131,47 @@ function filterAdapters() {
 // The server preselects the adapters a link asks for (?adapters=old,new, ?adapter=id) and
 // their base model; filterAdapters() keeps those selections, as they fit that base.
 
+// ---------- the prompt shape each chosen adapter learned from ----------
+
+function chosenAdapters() {
+  return ui.slots.filter((s) => s.value && !s.disabled).map((s) => s.selectedOptions[0]);
+}
+
+/** Our fine-tunes train on their dataset's template, not the chat template: say which, per adapter. */
+function showFormats() {
+  const chosen = chosenAdapters();
+  ui.formats?.replaceChildren(
+    ...chosen.map((opt) => {
+      const li = document.createElement("li");
+      const name = opt.textContent.trim();
+      li.textContent =
+        opt.dataset.chat === "true"
+          ? format(pgStrings.trainedOnChat, { name })
+          : format(pgStrings.trainedOnTemplate, { name, template: JSON.stringify(opt.dataset.template ?? "") });
+      return li;
+    }),
+  );
+  if (ui.formats) ui.formats.hidden = !chosen.length;
+}
+
+/** A warning while the toggle disagrees with how a chosen adapter was trained. */
+function warnFormat() {
+  const chosen = chosenAdapters();
+  let message = "";
+  if (ui.chat.checked && chosen.some((o) => o.dataset.chat !== "true")) message = pgStrings.chatMismatch;
+  else if (!ui.chat.checked && chosen.some((o) => o.dataset.chat === "true")) message = pgStrings.plainMismatch;
+  ui.formatWarning.textContent = message ?? "";
+  ui.formatWarning.hidden = !message;
+}
+
+/** Choosing adapters sets the toggle to the shape they were trained on (the user may still flip it). */
+function defaultFormat() {
+  const chosen = chosenAdapters();
+  if (chosen.length) ui.chat.checked = chosen.every((o) => o.dataset.chat === "true");
+  showFormats();
+  warnFormat();
+}
+
 // ---------- errors ----------
 
 const { clear: clearErrors, general: showGeneralError, fields: showFieldErrors } = formErrors(form, ui.error);
@@ -86,6 +180,207 @@ const { clear: clearErrors, general: showGeneralError, fields: showFieldErrors }
 function showApiError(error, status) {
   const title = error?.message ? `${pgStrings.invalid ?? ""} ${error.message}`.trim() : `${pgStrings.network ?? ""} (${status})`;
   showFieldErrors(error?.fields, title);
+}
+
+// ---------- the conversation ----------
+
+// turns: the user and assistant turns so far; the system prompt is the box's, sent with each run.
+const chat = { turns: [] };
+{
+  const kept = stored.get(chatKey, {});
+  chat.turns = (Array.isArray(kept.turns) ? kept.turns : []).filter(
+    (t) => t && (t.role === "user" || t.role === "assistant") && typeof t.content === "string",
+  );
+  if (ui.system && typeof kept.system === "string" && !ui.system.value) ui.system.value = kept.system;
+}
+
+function saveChat() {
+  stored.set(chatKey, { turns: chat.turns, system: ui.system?.value ?? "" });
+}
+
+/** The messages a run answers (or the export holds): system prompt, the turns, and `next`. */
+function conversation(next) {
+  const system = ui.system?.value.trim() ? [{ role: "system", content: ui.system.value }] : [];
+  return [...system, ...chat.turns, ...(next ? [next] : [])];
+}
+
+function renderChat() {
+  if (!ui.turns) return;
+  ui.turns.replaceChildren(
+    ...chat.turns.map((turn) => {
+      const li = ui.turnTemplate.content.firstElementChild.cloneNode(true);
+      li.classList.add(`pg-turn-${turn.role}`);
+      li.querySelector(".pg-turn-role").textContent = pgStrings.roles?.[turn.role] ?? turn.role;
+      li.querySelector(".pg-turn-text").textContent = turn.content;
+      return li;
+    }),
+  );
+  ui.chatBox.hidden = !chat.turns.length;
+  ui.chatCount.textContent = format(pgStrings.turns, { n: conversation().length });
+  ui.copied.hidden = true;
+}
+
+/** One line of OpenAI chat JSONL: what the dataset import reads as a chat dataset. */
+function jsonl() {
+  return `${JSON.stringify({ messages: conversation() })}\n`;
+}
+
+async function copyJsonl() {
+  ui.copied.hidden = false;
+  try {
+    await navigator.clipboard.writeText(jsonl());
+    ui.copied.textContent = pgStrings.copied ?? "";
+  } catch {
+    ui.copied.textContent = pgStrings.copyFailed ?? ""; // plain http off localhost has no clipboard API
+  }
+}
+
+function downloadJsonl() {
+  const url = URL.createObjectURL(new Blob([jsonl()], { type: "application/jsonl" }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = `playground-chat-${form.dataset.projectId}-${new Date().toISOString().slice(0, 19).replace(/[T:]/g, "-")}.jsonl`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 0);
+}
+
+function newChat() {
+  if (chat.turns.length && !window.confirm(pgStrings.confirmNewChat ?? "")) return;
+  chat.turns = [];
+  saveChat();
+  renderChat();
+  if (!current || TERMINAL_STATES.has(current.state)) {
+    ui.columns.replaceChildren();
+    ui.placeholder.hidden = false;
+  }
+  ui.prompt.focus();
+}
+
+/** A finished run: its question and the first column's answer join the conversation. */
+function commitTurn(run) {
+  if (run.committed || run !== current) return;
+  run.committed = true;
+  chat.turns.push({ role: "user", content: run.prompt }, { role: "assistant", content: run.columns[0]?.text.data ?? "" });
+  run.picked = 0;
+  saveChat();
+  renderChat();
+  if (ui.prompt.value === run.prompt) ui.prompt.value = "";
+  markPicked(run);
+}
+
+/** Several columns: any one of them can be the answer the conversation goes on from. */
+function markPicked(run) {
+  if (run.columns.length < 2) return;
+  run.columns.forEach((col, i) => {
+    const box = col.el.querySelector(".pg-column-pick");
+    box.hidden = false;
+    box.querySelector(".pg-pick").hidden = i === run.picked;
+    box.querySelector(".pg-picked").hidden = i !== run.picked;
+  });
+}
+
+function pick(run, index) {
+  const last = chat.turns[chat.turns.length - 1];
+  if (run !== current || !run.committed || last?.role !== "assistant") return;
+  last.content = run.columns[index].text.data;
+  run.picked = index;
+  saveChat();
+  renderChat();
+  markPicked(run);
+}
+
+// ---------- system prompt presets ----------
+
+function savedPresets() {
+  return stored.get(presetsKey, []).filter((p) => p && typeof p.name === "string" && typeof p.text === "string");
+}
+
+function option(value, label) {
+  const opt = document.createElement("option");
+  opt.value = value;
+  opt.textContent = label;
+  return opt;
+}
+
+function renderPresets(selected = "") {
+  if (!ui.preset) return;
+  ui.presetsBuiltin.replaceChildren(...builtinPresets.map((p, i) => option(`b${i}`, p.name)));
+  const saved = savedPresets();
+  ui.presetsSaved.replaceChildren(...saved.map((p, i) => option(`s${i}`, p.name)));
+  ui.presetsSaved.hidden = !saved.length;
+  ui.preset.value = selected;
+  ui.presetDelete.hidden = !ui.preset.value.startsWith("s");
+}
+
+function presetAt(value) {
+  const list = value.startsWith("b") ? builtinPresets : savedPresets();
+  return list[Number(value.slice(1))];
+}
+
+function choosePreset() {
+  const preset = ui.preset.value ? presetAt(ui.preset.value) : null;
+  if (preset) {
+    ui.system.value = preset.text;
+    saveChat();
+  }
+  ui.presetDelete.hidden = !ui.preset.value.startsWith("s");
+}
+
+function savePreset() {
+  const text = ui.system.value.trim();
+  if (!text) {
+    showFieldErrors({ system: pgStrings.presetEmpty });
+    return;
+  }
+  const name = window.prompt(pgStrings.presetName ?? "", text.slice(0, 40))?.trim();
+  if (!name) return;
+  const saved = savedPresets().filter((p) => p.name !== name);
+  saved.push({ name, text: ui.system.value });
+  stored.set(presetsKey, saved);
+  renderPresets(`s${saved.length - 1}`);
+}
+
+function deletePreset() {
+  if (!ui.preset.value.startsWith("s")) return;
+  const saved = savedPresets();
+  saved.splice(Number(ui.preset.value.slice(1)), 1);
+  stored.set(presetsKey, saved);
+  renderPresets();
+}
+
+// ---------- recent outputs: current without a reload ----------
+
+const refreshedJobs = new Set();
+
+/** Swap in the server's fresh "Recent outputs" table (the page's own rendering, permissions and all). */
+async function refreshRecent() {
+  try {
+    const res = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!res.ok) return;
+    const fresh = new DOMParser().parseFromString(await res.text(), "text/html").getElementById("pg-recent");
+    if (fresh) $("pg-recent")?.replaceWith(document.importNode(fresh, true));
+  } catch {
+    /* the next finished run tries again */
+  }
+}
+
+let refreshTimer = null;
+
+/** The project's socket: a text generation that succeeded and is not in the table yet refreshes it. */
+function watchProject() {
+  connectLive({
+    path: `/ws/projects/${form.dataset.projectId}/`,
+    onMessage: (msg) => {
+      const job = msg.type === "job" ? msg.job : null;
+      if (!job || job.kind !== "textgen" || job.state !== "succeeded" || refreshedJobs.has(job.id)) return;
+      refreshedJobs.add(job.id);
+      if (document.querySelector(`#pg-recent tr[data-job-id="${Number(job.id)}"]`)) return;
+      clearTimeout(refreshTimer); // several at once (a reconnect's catch-up): one fetch
+      refreshTimer = setTimeout(refreshRecent, 250);
+    },
+  });
 }
 
 // ---------- the request ----------
@@ -101,6 +396,8 @@ function collectParams() {
     prompt: ui.prompt.value,
     system: ui.system.value,
     use_chat_template: ui.chat.checked,
+    use_adapter_template: true,
+    messages: conversation({ role: "user", content: ui.prompt.value }),
   };
   for (const el of form.querySelectorAll(".pg-settings [name]")) {
     if (el.type === "hidden" || el.value.trim() === "") continue; // empty: the schema's default
@@ -135,6 +432,9 @@ function setRunning(running) {
 
 function setState(run, state) {
   if (!state) return;
+  // Shown at the click: an event of the run's earlier life arriving late must not undo it.
+  if (run.state === "cancelling" && (state === "queued" || state === "running")) return;
+  if (TERMINAL_STATES.has(run.state) && !TERMINAL_STATES.has(state)) return;
   run.state = state;
   ui.state.hidden = false;
   ui.state.className = `badge state-${state}`;
@@ -196,6 +496,8 @@ function applyEvent(run, kind, data) {
     case "state":
       if (data.state !== "queued") ui.log.querySelector(".pg-hint")?.remove();
       setState(run, data.state);
+      // After the last text event (events are in order): the answers are whole now.
+      if (data.state === "succeeded") commitTurn(run);
       if (data.error) {
         ui.jobErrorText.textContent = data.error;
         ui.jobError.hidden = false;
@@ -221,8 +523,8 @@ function follow(run) {
   });
 }
 
-function startRun(job, adapterIds) {
-  const run = { id: job.id, lastSeq: 0, state: "", columns: [] };
+function startRun(job, adapterIds, prompt) {
+  const run = { id: job.id, lastSeq: 0, state: "", columns: [], prompt, committed: false, picked: 0 };
   current = run;
   ui.placeholder.hidden = true;
   ui.jobError.hidden = true;
@@ -234,6 +536,7 @@ function startRun(job, adapterIds) {
   ui.jobLink.href = job.url;
   ui.jobLink.textContent = format(pgStrings.job ?? "#{id}", { id: job.id });
   run.columns = buildColumns(columnLabels(adapterIds));
+  run.columns.forEach((col, i) => col.el.querySelector(".pg-pick").addEventListener("click", () => pick(run, i)));
   setState(run, job.state);
   if (!TERMINAL_STATES.has(job.state)) {
     setRunning(true);
@@ -270,7 +573,7 @@ async function submit(ev) {
       showApiError(data?.error, status);
       return;
     }
-    startRun(data, params.adapter_ids);
+    startRun(data, params.adapter_ids, params.prompt);
   } catch {
     ui.run.disabled = false;
     showGeneralError(pgStrings.network ?? "");
@@ -278,24 +581,53 @@ async function submit(ev) {
 }
 
 async function stop() {
-  if (!current) return;
+  const run = current;
+  if (!run || TERMINAL_STATES.has(run.state)) return;
+  if (!window.confirm(pgStrings.confirmStop ?? "")) return;
+  const before = run.state;
   ui.stop.disabled = true;
+  setState(run, "cancelling"); // at the click, not when the worker gets round to it
   try {
-    const { ok, status, data } = await postJson(`${form.dataset.jobsApi}${current.id}/cancel/`);
-    // 409: it had already finished; the websocket brings the final state either way.
-    if (!ok && status !== 409) showGeneralError(`${pgStrings.stopFailed ?? ""} ${data?.error?.message ?? status}`);
+    const { ok, status, data } = await postJson(`${form.dataset.jobsApi}${run.id}/cancel/`);
+    if (ok) {
+      setState(run, data?.state); // a queued job is cancelled at once; a running one stops at its next token
+    } else if (status !== 409) {
+      // 409: it had already finished; the websocket brings the final state either way.
+      run.state = before;
+      setState(run, before);
+      ui.stop.disabled = false;
+      showGeneralError(`${pgStrings.stopFailed ?? ""} ${data?.error?.message ?? status}`);
+    }
   } catch {
+    run.state = before;
+    setState(run, before);
     ui.stop.disabled = false;
     showGeneralError(pgStrings.network ?? "");
   }
 }
 
 if (form && ui.base) {
-  ui.base.addEventListener("change", filterAdapters);
+  ui.base.addEventListener("change", () => {
+    filterAdapters();
+    defaultFormat();
+  });
   filterAdapters();
+  defaultFormat();
+  for (const select of ui.slots) select.addEventListener("change", defaultFormat);
+  ui.chat.addEventListener("change", warnFormat);
+  renderChat();
+  renderPresets();
+  watchProject();
+  ui.copy.addEventListener("click", copyJsonl);
+  ui.exportFile.addEventListener("click", downloadJsonl);
   if (form.dataset.canLaunch === "true") {
     form.addEventListener("submit", submit);
     ui.stop.addEventListener("click", stop);
+    ui.newChat.addEventListener("click", newChat);
+    ui.preset.addEventListener("change", choosePreset);
+    ui.presetSave.addEventListener("click", savePreset);
+    ui.presetDelete.addEventListener("click", deletePreset);
+    ui.system.addEventListener("change", saveChat);
     // Ctrl/Cmd+Enter in the prompt runs it, as in most chat tools.
     ui.prompt.addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) form.requestSubmit();
