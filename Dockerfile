@@ -32,6 +32,12 @@ RUN groupadd --system --gid 10001 atelier \
 
 WORKDIR /app
 
+# CJK glyphs for labels drawn into images (the X/Y/Z plot's grid: a Chinese prompt or axis value);
+# without them Pillow falls back to DejaVu, which has none.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends fonts-noto-cjk \
+ && rm -rf /var/lib/apt/lists/*
+
 # torch first and pinned: left to the resolver, a torch range pulls whatever build is newest.
 # Its own layer, so source changes do not reinstall it.
 RUN pip install ${TORCH_SPEC}

@@ -68,6 +68,7 @@ class World:
     base_model: BaseModel | None = None  # the built-in tiny text model (api:model)
     asset: Any = None  # an image LoRA the project trained (craft:image_asset_download)
     craft_job: Job | None = None  # a finished bias probe (craft:text_report)
+    style: Any = None  # an image style the member saved (images:style_*)
 
     def ids(self, job: str = "job") -> dict:
         return {
@@ -88,6 +89,9 @@ class World:
             "model_id": self.base_model.pk if self.base_model else 0,
             "asset_id": self.asset.pk if self.asset else 0,
             "form": "distill",
+            "user_id": self.people["viewer"].pk,  # accounts:person
+            "uidb64": "MQ",  # a set-password link's user (accounts:password_set; bogus token)
+            "style_id": self.style.pk if self.style else 0,
             "name": "atelier-1.png",  # a signed link's file name (galleries:signed_file)
             # /v1/ (OpenAI-compatible) path ids: the version as a file, this job, a model.
             "file_id": f"file-v{self.version.pk}",
@@ -144,6 +148,37 @@ MATRIX: dict[str, list[Check]] = {
         Check("GET", "public", expect={p: 302 for p in ANY_USER}),  # redirect_authenticated_user
     ],
     "accounts:logout": [Check("POST", "public", ok=302)],
+    # People: platform admins only (is_staff / superuser; tests/services/test_people_pages.py);
+    # no persona here is one, so every signed-in user gets 404 and nothing changes.
+    "accounts:people": [
+        Check("GET", "user", frozenset(), expect={p: 404 for p in ANY_USER}),
+        Check(
+            "POST",
+            "user",
+            frozenset(),
+            data={"username": "eve", "password": "velvet-harbour-1927"},
+            expect={p: 404 for p in ANY_USER},
+        ),
+    ],
+    "accounts:person": [
+        Check(
+            "POST",
+            "user",
+            frozenset(),
+            data={"action": "deactivate"},
+            expect={p: 404 for p in ANY_USER},
+        ),
+    ],
+    # Everyone signed in changes their own password (an empty form: 200 with its errors).
+    "accounts:password_change": [
+        Check("GET", "user", ANY_USER),
+        Check("POST", "user", ANY_USER, data={}),
+    ],
+    # A set-password link is its own permission; a bogus one says "This link does not work".
+    "accounts:password_set": [
+        Check("GET", "public"),
+        Check("POST", "public", data={"new_password1": "x", "new_password2": "x"}),
+    ],
     "projects:list": [
         Check("GET", "user", ANY_USER),
         Check(
@@ -478,6 +513,37 @@ MATRIX: dict[str, list[Check]] = {
         Check("POST", "project", ROLES, ok=400),
     ],
     "images:index": [Check("GET", "project", ROLES)],
+    # No file: an allowed persona reaches the mask checks and gets their 400.
+    "images:mask_upload": [Check("POST", "project", LAUNCHERS, ok=400)],
+    "images:styles": [
+        Check("GET", "project", ROLES),
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            ok=201,
+            data={"name": "noir", "prompt": "{prompt}, black and white"},
+            effect=lambda w: w.project.image_styles.filter(name="noir").exists(),
+        ),
+    ],
+    # The member saved the world's style; its author and admins may change or delete it.
+    "images:style_update": [
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            data={"name": "film", "prompt": "{prompt}, 35mm"},
+            effect=lambda w: w.project.image_styles.get(pk=w.style.pk).prompt.endswith("35mm"),
+        ),
+    ],
+    "images:style_delete": [
+        Check(
+            "POST",
+            "project",
+            LAUNCHERS,
+            effect=lambda w: not w.project.image_styles.filter(pk=w.style.pk).exists(),
+        ),
+    ],
     # The review inbox spans every project where the user reviews; anyone else has no inbox.
     "review:inbox": [Check("GET", "user", REVIEWERS, expect=NOT_REVIEWER_404)],
     "review:loop": [Check("GET", "project", ROLES)],
@@ -1037,7 +1103,13 @@ def world(project, people, make_user, tmp_path) -> World:
         created_by=people["member"],
         result={},
     )
+    from apps.images.models import Style
+
+    style = Style.objects.create(
+        project=project, name="film", prompt="{prompt}, film grain", created_by=people["member"]
+    )
     return World(
+        style=style,
         asset=asset,
         craft_job=craft_job,
         api_token=api_token,

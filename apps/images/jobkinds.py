@@ -39,6 +39,21 @@ class ImageParams(BaseModel):
     control_weight: float = Field(1.0, ge=0, le=4, title="Control weight")
     canny_low: int = Field(100, ge=0, le=255)
     canny_high: int = Field(200, ge=0, le=255)
+    # Inpainting (A1111's img2img "Inpaint" tab): a mask uploaded to images:mask_upload, white =
+    # redraw; with an ordinary checkpoint the unmasked pixels come back unchanged.
+    mask_id: int | None = Field(None, ge=1, title="Inpaint mask (upload id)")
+    mask_blur: int = Field(4, ge=0, le=64, title="Mask blur")
+    inpainting_mask_invert: bool = Field(False, title="Inpaint not masked")
+    inpaint_full_res: bool = Field(False, title="Only masked")
+    inpaint_full_res_padding: int = Field(32, ge=0, le=256, title="Only masked padding, pixels")
+
+    @model_validator(mode="after")
+    def _inpaint_needs_an_init_image(self):
+        if self.mask_id and not self.init_output_id:
+            raise ValueError("Inpainting needs an init image (init_output_id) under the mask")
+        if self.mask_id and (self.controlnet or self.hires):
+            raise ValueError("Inpainting does not combine with ControlNet or the hi-res fix")
+        return self
 
     @model_validator(mode="after")
     def _controlnet_needs_an_image(self):
@@ -86,7 +101,27 @@ def check(project, params: ImageParams, *, user) -> dict[str, str]:
         ref = getattr(params, field)
         if ref and source_image(project, user, ref) is None:
             errors[field] = f"No image output {ref} in this project"
+    if params.mask_id and "init_output_id" not in errors:
+        errors.update(mask_errors(project, user, params))
     return errors
+
+
+def mask_errors(project, user, params: ImageParams) -> dict[str, str]:
+    """The mask must be one of the project's uploaded masks, drawn with the init image's
+    proportions (it is stretched onto the image: one drawn for another picture lands elsewhere)."""
+    from apps.images.models import InpaintMask
+    from workers.imaging.inpaint import MaskError, check_proportions
+
+    mask = InpaintMask.objects.filter(project=project, pk=params.mask_id).first()
+    if mask is None:
+        return {"mask_id": f"No inpaint mask {params.mask_id} in this project"}
+    init = source_image(project, user, params.init_output_id or 0)
+    if init is not None and init.width and init.height:
+        try:
+            check_proportions((mask.width, mask.height), (init.width, init.height))
+        except MaskError as exc:
+            return {"mask_id": str(exc)}
+    return {}
 
 
 def extra_network_errors(params: ImageParams, *, project_id: int) -> dict[str, str]:
@@ -226,3 +261,7 @@ register(
         "in tiles.",
     )
 )
+
+
+# The X/Y/Z plot kind builds on ImageParams above; importing it here registers it with the rest.
+import apps.images.xyz  # noqa: E402, F401

@@ -64,6 +64,11 @@ def _pipeline(model: BaseModel, reporter=None):
     return pipe, loaded
 
 
+def model_pipeline(model: BaseModel, reporter=None):
+    """(pipeline, loaded now) for image kinds beyond this module's (the X/Y/Z plot)."""
+    return _pipeline(model, reporter)
+
+
 class _RegisteredUpscaler:
     """A registered ESRGAN-family upscaler as the hi-res fix's image upscaler (kept warm)."""
 
@@ -110,12 +115,25 @@ def _assets(kind: str, project_id: int) -> dict[str, ImageAsset]:
     return {a.name: a for a in found}
 
 
+def model_short_hash(model: BaseModel) -> str | None:
+    """The infotext's ``Model hash`` (A1111's short hash of the checkpoint; see
+    workers/imaging/model_hash.py), hashed once per file and kept in the models folder's cache
+    for every worker of the machine; None (left out) when the model has no file to hash."""
+    from workers.imaging.model_hash import model_hash
+
+    try:
+        folder = model_folder(model)
+        return model_hash(folder, cache_file=Path(settings.MODELS_DIR) / ".model-hashes.json")
+    except OSError:
+        return None
+
+
 def build_request(p, model: BaseModel, *, job_id: int, project_id: int):
     """The pure GenerationRequest for a job's params, with every named asset resolved to files."""
     from workers.imaging.pipeline import GenerationRequest
     from workers.imaging.prompts import extract_embeddings, extract_loras
 
-    extra: dict[str, Any] = {"Model": model.name}
+    extra: dict[str, Any] = {"Model": model.name, "Model hash": model_short_hash(model)}
     loras = []
     tags = extract_loras(p.prompt)[1] + extract_loras(p.negative_prompt)[1]
     if tags:
@@ -277,6 +295,12 @@ def recorded_params(p) -> dict:
             "canny_low",
             "canny_high",
         ),
+        "mask_id": (
+            "mask_blur",
+            "inpainting_mask_invert",
+            "inpaint_full_res",
+            "inpaint_full_res_padding",
+        ),
     }
     for switch, fields in sections.items():
         if not params.get(switch):
@@ -328,7 +352,7 @@ def run_generate(ctx) -> Deferred:
     pipe, loaded = _pipeline(model, ctx.reporter)
     ctx.reporter.log(f"{model.name}: {'loaded' if loaded else 'warm (no load)'}")
     req = build_request(p, model, job_id=ctx.job_id, project_id=ctx.project_id)
-    images = generate_images(
+    images = (inpainter(ctx) if p.mask_id else generate_images)(
         pipe,
         req,
         on_step=lambda step, total, *a: ctx.reporter.step(step, total),
@@ -336,6 +360,37 @@ def run_generate(ctx) -> Deferred:
         on_preview=ctx.reporter.preview,
     )
     return _saved(ctx, model, images, model_loaded=loaded)
+
+
+def inpainter(ctx):
+    """generate_images for an inpainting job: the job's mask (one of its project's, loaded
+    from media) and A1111's inpaint settings bound in."""
+    from apps.images.models import InpaintMask
+    from apps.images.uploads import mask_image
+    from workers.imaging.inpaint import InpaintSettings
+    from workers.imaging.pipeline import InvalidRequest
+    from workers.imaging.pipeline.inpainting import inpaint_images
+    from workers.ml.reporting import JobFailed
+
+    p = ctx.params
+    mask = InpaintMask.objects.filter(project_id=ctx.project_id, pk=p.mask_id).first()
+    if mask is None:
+        raise JobFailed(f"Inpaint mask {p.mask_id} is no longer available to this job")
+    settings_ = InpaintSettings(
+        mask=mask_image(mask),
+        blur=p.mask_blur,
+        invert=p.inpainting_mask_invert,
+        only_masked=p.inpaint_full_res,
+        padding=p.inpaint_full_res_padding,
+    )
+
+    def run(pipe, req, **kwargs):
+        try:
+            return inpaint_images(pipe, req, settings_, **kwargs)
+        except InvalidRequest as exc:  # e.g. a mask that, inverted, covers nothing
+            raise JobFailed(str(exc)) from None
+
+    return run
 
 
 def run_generate_batch(contexts: list) -> list:
@@ -417,6 +472,7 @@ def run_upscale(ctx) -> dict:
     if p.upscaler.lower() == "lanczos":
         name = "Lanczos"
         result = lanczos_upscale(image, p.scale)
+        ctx.reporter.step(1, 1)  # one resize, no tiles: done once it returns
     else:
         asset = ImageAsset.objects.get(kind=AssetKind.UPSCALER, name=p.upscaler, enabled=True)
         name = asset.name

@@ -1,6 +1,13 @@
 from django.urls import path
 
-from apps.images import views
+from apps.images import styles, uploads, views
 
 app_name = "images"
-urlpatterns = [path("projects/<int:project_id>/images/", views.generate, name="index")]
+P = "projects/<int:project_id>/images/"
+urlpatterns = [
+    path(P, views.generate, name="index"),
+    path(P + "masks/", uploads.mask_upload, name="mask_upload"),
+    path(P + "styles/", styles.style_list, name="styles"),
+    path(P + "styles/<int:style_id>/", styles.style_update, name="style_update"),
+    path(P + "styles/<int:style_id>/delete/", styles.style_delete, name="style_delete"),
+]

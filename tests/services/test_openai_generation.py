@@ -239,6 +239,81 @@ def test_an_edit_refused_by_its_parameters_keeps_no_upload(client, tokens, model
     assert media_files(settings) == before
 
 
+def _png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_mask_without_transparency_is_refused_and_leaves_nothing(
+    client, tokens, models, settings
+):
+    """OpenAI's edit mask marks what to redraw by full transparency: an opaque mask says so, on
+    the `mask` parameter, and neither the upload nor the mask stays."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+
+    from apps.images.models import InpaintMask
+
+    before = media_files(settings)
+    response = client.post(
+        EDITS,
+        data={
+            "prompt": "a cat",
+            "model": "tiny-sd",
+            "image": SimpleUploadedFile("cat.png", _png(Image.new("RGB", (32, 32), "blue"))),
+            "mask": SimpleUploadedFile("m.png", _png(Image.new("RGB", (32, 32), "white"))),
+        },
+        HTTP_AUTHORIZATION=f"Bearer {tokens['member']}",
+    )
+    error = error_of(response, 400)
+    assert error["param"] == "mask" and "transparen" in error["message"]
+    assert not Output.objects.exists() and not Job.objects.exists()
+    assert not InpaintMask.objects.exists() and media_files(settings) == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_edit_with_a_mask_redraws_only_its_transparent_part(client, tokens, models, settings):
+    """/v1/images/edits with OpenAI's mask (transparent = edit) is an inpainting job: the pixels
+    far from the hole (beyond the mask blur's reach) come back exactly as uploaded."""
+    import base64
+
+    import numpy as np
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    original = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (24, 24, 40, 40))  # the hole: redraw the middle
+    worker = _run_next_job("image.generate")
+    response = client.post(
+        EDITS,
+        data={
+            "prompt": "a cat",
+            "model": "tiny-sd",
+            "steps": 2,
+            "seed": 5,
+            "image": SimpleUploadedFile("cat.png", _png(original)),
+            "mask": SimpleUploadedFile("mask.png", _png(mask)),
+        },
+        HTTP_AUTHORIZATION=f"Bearer {tokens['member']}",
+    )
+    worker.join(timeout=120)
+    assert response.status_code == 200, response.content[:500]
+    job = Job.objects.get(kind="image.generate")
+    assert job.params["mask_id"] is not None
+    edited = Image.open(io.BytesIO(base64.b64decode(response.json()["data"][0]["b64_json"])))
+    before, after = np.asarray(original), np.asarray(edited.convert("RGB"))
+    assert after.shape == before.shape
+    margin = 3 * job.params["mask_blur"]  # the blurred edge reaches this far out
+    outside = np.ones((64, 64), bool)
+    outside[24 - margin : 40 + margin, 24 - margin : 40 + margin] = False
+    assert outside.sum() > 1000
+    assert (after[outside] == before[outside]).all()
+    assert (after[24:40, 24:40] != before[24:40, 24:40]).any()
+
+
 # --------------------------------------------------------------------------- moderations
 
 

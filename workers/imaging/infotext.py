@@ -6,6 +6,12 @@ Infotext is the text A1111 stores in a PNG's ``parameters`` chunk and shows unde
     Negative prompt: blurry
     Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1234, Size: 512x512, Model: name
 
+Besides the generation settings, each image records what A1111 needs to reproduce it:
+``Model hash`` (A1111's 10-digit short hash of the checkpoint, :mod:`workers.imaging.model_hash`),
+``RNG`` (``CPU`` or ``GPU``: where the noise was drawn, always written because A1111 reads a
+missing ``RNG`` as GPU) and ``Version`` (``Atelier <version>``, :func:`version_label`: A1111 turns
+on its compatibility switches only for versions of its own, which this never parses as).
+
 Writing follows A1111's ``create_infotext`` (field order, quoting); reading follows its
 ``parse_generation_parameters`` (the last line holds the ``key: value`` pairs when it has at least
 three; ``Negative prompt:`` starts the negative; ``WxH`` values become ``key-1``/``key-2``).
@@ -38,6 +44,7 @@ with fewer than three pairs is read as part of the prompt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -65,6 +72,7 @@ __all__ = [
     "read_png_text",
     "to_form_fields",
     "unquote",
+    "version_label",
     "write_png",
 ]
 
@@ -136,6 +144,23 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # --------------------------------------------------------------------------------------------
 # Infotext
 # --------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def version_label() -> str:
+    """The infotext's ``Version``: ``Atelier <installed version>``.
+
+    A1111 reads ``Version`` with packaging's parser and, for its own releases before 1.6-1.8,
+    switches on old behaviours (prompt-editing timelines, padded conds, downcast alphas). The
+    product name in front keeps the value unparseable as a version there, so pasting an Atelier
+    image into A1111 never switches them on.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"Atelier {version('atelier')}"
+    except PackageNotFoundError:  # a source checkout that was never installed
+        return "Atelier"
 
 
 def quote(value: Any) -> str:

@@ -9,7 +9,9 @@ Every image is a gallery Output, moderated and reviewable like the others.
 "WxH" (multiples of 8, 16 to 2048; default the model's native size, else 512x512). Atelier's
 extensions: negative_prompt, seed, steps, cfg_scale, sampler; for edits `strength` (img2img
 denoising, default 0.75). Edits are img2img: the uploaded image becomes a gallery upload (as
-from the gallery's upload button) and the job's init image; `mask` (inpainting) is not offered.
+from the gallery's upload button) and the job's init image; a `mask` (OpenAI's rule: its fully
+transparent pixels are redrawn) makes it an inpainting job (apps/images/uploads.mask_create):
+the pixels outside the mask come back unchanged.
 `response_format: "url"` answers signed links that work without a login for
 ATELIER["SIGNED_LINK_SECONDS"] (an hour, as OpenAI's do; apps/galleries/links.py), absolute with
 ATELIER["PUBLIC_URL"] or the request's host.
@@ -38,6 +40,8 @@ from apps.api.openai_compat.naming import base_model_id, resolve_model
 from apps.api.openai_compat.streaming import cancel_job, refusal, wait_for_job
 from apps.galleries.links import signed_link
 from apps.galleries.services import output_upload
+from apps.images.models import InpaintMask
+from apps.images.uploads import mask_create
 from apps.jobs import services as job_services
 from apps.jobs.states import JobState
 from apps.models.models import BaseModel
@@ -60,6 +64,7 @@ PARAM_NAMES = {
     "batch_size": "n",
     "init_output_id": "image",
     "denoising_strength": "strength",
+    "mask_id": "mask",
 }
 
 
@@ -263,28 +268,30 @@ def _forget_upload(output: Output) -> None:
             (root / rel).unlink(missing_ok=True)
 
 
+def _forget_mask(mask: InpaintMask) -> None:
+    """A mask written for a refused edit whose row was rolled back (unless another row has it)."""
+    if not InpaintMask.objects.filter(file_path=mask.file_path).exists():
+        (Path(settings.MEDIA_ROOT) / mask.file_path).unlink(missing_ok=True)
+
+
 @router.post("/images/edits", url_name="image_edits", response=ImagesResponse)
 def image_edits(
     request: HttpRequest,
     body: Form[ImageEditOptions],
     image: File[UploadedFile],
-    mask: File[UploadedFile] | None = None,
+    # An optional file: ninja reads `File[...] | None` as a query parameter (never bound).
+    mask: UploadedFile | None = File(None),  # noqa: B008
 ):
-    """img2img: the uploaded image (kept as a gallery upload) redrawn after `prompt`."""
+    """img2img: the uploaded image (kept as a gallery upload) redrawn after `prompt`; with a
+    `mask`, only its fully transparent part (inpainting)."""
     _check(body)
-    if mask is not None:
-        raise ApiError(
-            400,
-            "mask (inpainting) is not offered through this API; edits redraw the whole image.",
-            code="unsupported_parameter",
-            param="mask",
-        )
     access = token_project(request, need="launch_job")
     _, base = _model(access, body.model)
     size = _size(body.size, base, _upload_size(image))
     params = _params(body, base, size)
     params["denoising_strength"] = 0.75 if body.strength is None else body.strength
     source: Output | None = None
+    made: InpaintMask | None = None
     try:
         with transaction.atomic():
             try:
@@ -299,9 +306,22 @@ def image_edits(
                     param="image",
                 ) from None
             params["init_output_id"] = source.pk
+            if mask is not None:
+                try:
+                    made = mask_create(
+                        project=access.project,
+                        actor=request.user,
+                        upload=mask,
+                        transparent_redraws=True,
+                    )
+                except ValidationError as exc:
+                    raise ApiError(400, " ".join(exc.messages), param="mask") from None
+                params["mask_id"] = made.pk
             job = _create(request, access, params)
     except Exception:
         if source is not None:
             _forget_upload(source)
+        if made is not None:
+            _forget_mask(made)
         raise
     return _answer(request, access, job.pk, size, as_url=body.response_format == "url")

@@ -22,6 +22,7 @@ from workers.imaging.pipeline.latents import decode_latents, encode_images
 from workers.imaging.pipeline.loading import pipeline_classes, pipeline_family
 from workers.imaging.pipeline.progress import StepTracker, schedule_length
 from workers.imaging.pipeline.request import ControlNetSpec, GenerationRequest, HiresFix
+from workers.imaging.pipeline.rng import generators
 
 
 @dataclass
@@ -192,10 +193,8 @@ def _stack_embeds(jobs: Sequence[ImageJob]) -> dict[str, Any]:
 
 
 def _generators(pipe: Any, seeds: Sequence[int]) -> list[Any]:
-    import torch
-
-    device = pipe._execution_device
-    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    # rng.py is the one place that says where the noise is drawn: the infotext's RNG reads it.
+    return generators(pipe, seeds)
 
 
 # Per loaded pipeline, its variants by kind; they go when the pipeline goes.

@@ -25,6 +25,7 @@ from workers.imaging.pipeline.request import (
     GenerationRequest,
     HiresFix,
 )
+from workers.imaging.pipeline.rng import rng_name
 
 
 @timed("imaging.generate_images")
@@ -194,6 +195,7 @@ def _generated_images(
 ) -> list[GeneratedImage]:
     """The decoded images, each with its seed, position and A1111 params."""
     images = decode_latents(pipe, latents)
+    rng = rng_name(pipe)
     out = []
     for job, image in zip(jobs, images, strict=True):
         req = job.request
@@ -203,7 +205,9 @@ def _generated_images(
                 image=image,
                 seed=job.seed,
                 index=job.index,
-                params=infotext_params(req, job.seed, resolved.get(id(req)), spec, job.params),
+                params=infotext_params(
+                    req, job.seed, resolved.get(id(req)), spec, job.params, rng=rng
+                ),
                 prompt=req.prompt,
                 negative_prompt=req.negative_prompt,
             )

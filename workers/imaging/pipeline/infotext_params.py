@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from workers.imaging.infotext import version_label
 from workers.imaging.pipeline.request import ControlNetSpec, GenerationRequest, HiresFix
 
 
@@ -25,9 +26,11 @@ def infotext_params(
     resolved: Any,
     controlnet: ControlNetSpec | None,
     computed: Mapping[str, Any] | None = None,
+    rng: str | None = None,
 ) -> dict[str, Any]:
     """One image's A1111 parameters; ``computed`` (found while encoding) and the request's
-    ``extra_params`` are added last and win."""
+    ``extra_params`` are added last and win. ``rng``: where the noise was drawn (``CPU`` or
+    ``GPU``, :func:`~.rng.rng_name`); ``Version`` names Atelier and its version."""
     params: dict[str, Any] = {
         "Steps": req.steps,
         "Sampler": resolved.sampler if resolved else req.sampler,
@@ -44,6 +47,9 @@ def infotext_params(
         params.update(_hires_params(req.hires, req.width, req.height))
     if controlnet is not None:
         params["ControlNet 0"] = _controlnet_param(controlnet)
+    if rng is not None:
+        params["RNG"] = rng
+    params["Version"] = version_label()
     params.update(computed or {})
     params.update(req.extra_params)
     return params

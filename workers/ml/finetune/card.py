@@ -68,14 +68,17 @@ def write_model_card(
     template: str | None,
     kind: str,
     method: str = "sft",
+    base: str | None = None,
 ) -> Path:
     """A Hugging Face style README.md: front matter, provenance, parameters, metrics, usage.
 
     `method`: how the adapter was trained (sft, dpo, grpo, reward): its tag; a reward model's
-    usage loads a sequence classifier (one score) instead of a causal LM."""
+    usage loads a sequence classifier (one score) instead of a causal LM. `base`: the base
+    model's portable name, as adapter_config.json names it (workers/ml/finetune/portable.py);
+    the usage section says to pass that model."""
     head = "AutoModelForSequenceClassification" if method == "reward" else "AutoModelForCausalLM"
     head_args = ", num_labels=1" if method == "reward" else ""
-    base = str(card_info.get("base_model", ""))
+    base = base or str(card_info.get("base_model", ""))
     lines = [
         "---",
         f"library_name: {'peft' if kind == 'adapter' else 'transformers'}",
@@ -108,18 +111,30 @@ def write_model_card(
         lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
     if kind == "adapter":
-        lines += [
-            "",
-            "## Use",
-            "",
-            "```python",
-            "from peft import PeftModel",
-            f"from transformers import {head}, AutoTokenizer",
-            "",
-            f'base = {head}.from_pretrained("BASE_MODEL_DIR"{head_args})',
-            'tokenizer = AutoTokenizer.from_pretrained("BASE_MODEL_DIR")',
-            'model = PeftModel.from_pretrained(base, "ADAPTER_DIR")',
-            "```",
-        ]
+        lines += _usage(base, head, head_args)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _usage(base: str, head: str, head_args: str) -> list[str]:
+    """The card's Use section: which base model to pass, and the code that loads the adapter."""
+    quoted = json.dumps(base, ensure_ascii=False)
+    return [
+        "",
+        "## Use",
+        "",
+        f"Load this adapter onto its base model, **{base}**: pass that model (its Hub id, or the "
+        "folder where you keep it) as the base. `adapter_config.json` names the base the same "
+        "way (`base_model_name_or_path`), never by a folder of the machine that trained it, so "
+        "`AutoPeftModel` finds it when the name is a Hub id or a folder beside your script.",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        f"from transformers import {head}, AutoTokenizer",
+        "",
+        f"BASE = {quoted}  # or the folder holding this model",
+        f"base = {head}.from_pretrained(BASE{head_args})",
+        "tokenizer = AutoTokenizer.from_pretrained(BASE)",
+        'model = PeftModel.from_pretrained(base, "ADAPTER_DIR")',
+        "```",
+    ]

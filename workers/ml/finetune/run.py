@@ -38,6 +38,7 @@ from workers.ml.finetune.files import (
     write_json,
     zip_folder,
 )
+from workers.ml.finetune.portable import make_adapter_portable, portable_base_name
 from workers.ml.finetune.runtime import check_devices, check_quantization, resolve_precision
 from workers.ml.finetune.train import train_process
 from workers.ml.reporting import JobFailed, NullReporter, Reporter
@@ -273,10 +274,13 @@ def _publish(
 ) -> FinetuneResult:
     """Write the model card into the adapter folder, zip it, keep result.json, report the zip."""
     adapter = output_dir / ADAPTER_DIR
+    base = portable_base_name(card_info)
+    make_adapter_portable(adapter, base)
     card = write_model_card(
         adapter / CARD_NAME,
         title=f"LoRA adapter for {card_info['base_model']}",
         card_info=card_info,
+        base=base,
         config=config.to_dict(),
         metrics=result.metrics,
         details=result.details,

@@ -26,6 +26,7 @@ from workers.ml.finetune.files import (
     write_json,
     zip_folder,
 )
+from workers.ml.finetune.portable import make_adapter_portable, portable_base_name
 from workers.ml.finetune.run import FinetuneResult, prepare_folder, run_fingerprint
 from workers.ml.reporting import Reporter
 
@@ -54,10 +55,13 @@ def publish(
         "reward": "Reward model (LoRA + score head)",
         "grpo": "GRPO LoRA adapter",
     }[method]
+    base = portable_base_name(card_info)
+    make_adapter_portable(adapter, base)
     card = write_model_card(
         adapter / CARD_NAME,
         title=f"{title} for {card_info['base_model']}",
         card_info=card_info,
+        base=base,
         config=config,
         metrics=result.metrics,
         details=result.details,
