@@ -176,6 +176,12 @@ export function followJob(run, { isCurrent, onSnapshot, onEvent, onStatus = () =
   });
 }
 
+/** The field's own (translated) label for an error the form has no slot for; its name if none. */
+function fieldLabel(form, name) {
+  const label = form.querySelector(`[name="${CSS.escape(name)}"]`)?.labels?.[0]?.textContent.trim();
+  return label || name;
+}
+
 /**
  * Error display for a form with a summary box and per-field slots ([data-error-for=name]):
  * clear(); general(title, lines); fields({name: message}, title) puts each message beside its
@@ -220,7 +226,7 @@ export function formErrors(form, box) {
         const section = slot.closest("details");
         if (section) section.open = true;
       } else {
-        unplaced.push(name && name !== "__all__" ? `${name}: ${message}` : String(message));
+        unplaced.push(name && name !== "__all__" ? `${fieldLabel(form, name)}: ${message}` : String(message));
       }
     }
     if (title || unplaced.length) general(title ?? "", unplaced);
