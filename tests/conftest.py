@@ -15,6 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # One folder per test run: runs side by side (two checkouts, a developer and a helper) must not
 # delete each other's job folders or media.
 TEST_VAR = ROOT / "var" / "test" / str(os.getpid())
+# Models the tests prepare (the digits demo takes minutes to train, SmolLM2 ~30 s to convert) go
+# to a folder of the tests' own, kept between runs, never the var/models that `make run` uses:
+# a new user's first `make run` then shows the first-use preparation the tests would have hidden.
+# Each builder takes a file lock beside its folder, so xdist's processes never build one twice.
+TEST_MODELS = Path(os.environ.get("ATELIER_TEST_MODELS_DIR") or ROOT / ".pytest-models")
 
 # Fast engine timings for tests; subprocesses inherit them through the environment.
 ENGINE_ENV = {
@@ -47,6 +52,7 @@ def pytest_configure(config):
     os.environ.update(ENGINE_ENV)
     os.environ["ATELIER_MEDIA_ROOT"] = str(TEST_VAR / "media")
     os.environ["ATELIER_JOBS_DIR"] = str(TEST_VAR / "jobs")
+    os.environ["ATELIER_MODELS_DIR"] = str(TEST_MODELS)
     settings.REDIS_URL = url
     settings.CELERY_BROKER_URL = url
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
@@ -57,6 +63,7 @@ def pytest_configure(config):
     settings.VAR_DIR = TEST_VAR
     settings.MEDIA_ROOT = TEST_VAR / "media"
     settings.JOBS_DIR = TEST_VAR / "jobs"
+    settings.MODELS_DIR = TEST_MODELS
     settings.ATELIER.update(
         LEASE_SECONDS=6.0,
         HEARTBEAT_SECONDS=0.5,

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -35,6 +38,48 @@ REUSABLE = (
     "canny_high",
 )
 
+# The form fields a model may suggest values for, in its row's info["suggested"] (the digits
+# demo: its sampler, CFG scale and a hi-res denoising that keeps the digit); info["native_size"]
+# suggests the width and height. The form starts from the selected model's suggestions and
+# images.js switches to another model's when the user picks it.
+SUGGESTIBLE = (
+    "sampler",
+    "steps",
+    "cfg_scale",
+    "width",
+    "height",
+    "hires_scale",
+    "hires_upscaler",
+    "hires_steps",
+    "hires_denoise",
+)
+
+
+def model_suggestions(model: BaseModel) -> dict[str, Any]:
+    """The form values ``model`` suggests (only known fields, plain values, known samplers)."""
+    from workers.imaging.samplers import SAMPLER_NAMES
+
+    info = model.info if isinstance(model.info, dict) else {}
+    suggested = info.get("suggested")
+    values: dict[str, Any] = {
+        k: v
+        for k, v in (suggested.items() if isinstance(suggested, dict) else ())
+        if k in SUGGESTIBLE and isinstance(v, int | float | str) and not isinstance(v, bool)
+    }
+    if "sampler" in values and values["sampler"] not in SAMPLER_NAMES:
+        del values["sampler"]  # a name the form's list cannot show
+    native = info.get("native_size")
+    if isinstance(native, int) and not isinstance(native, bool) and native > 0:
+        values.setdefault("width", native)
+        values.setdefault("height", native)
+    return values
+
+
+def _selected_model(models: list[BaseModel], reuse: dict) -> BaseModel | None:
+    """The model the form starts with: the reused one when it is offered, else the first."""
+    wanted = str(reuse.get("model_id", ""))
+    return next((m for m in models if str(m.pk) == wanted), models[0] if models else None)
+
 
 @login_required
 def generate(request: HttpRequest, project_id: int) -> HttpResponse:
@@ -46,10 +91,6 @@ def generate(request: HttpRequest, project_id: int) -> HttpResponse:
         name: f.default for name, f in ImageParams.model_fields.items() if not f.is_required()
     }
     models = list(BaseModel.objects.filter(kind="image", enabled=True).usable_by(access.project.pk))
-    # Small demo models draw well only at their training size: start the form there.
-    native = models[0].info.get("native_size") if models else None
-    if native:
-        defaults.update(width=native, height=native)
     reuse: dict = {}
     if request.GET.get("reuse"):
         # A junk id (not digits) reuses nothing, like the id of an output the user cannot see.
@@ -65,6 +106,15 @@ def generate(request: HttpRequest, project_id: int) -> HttpResponse:
             reuse["seed"] = output.seed if output.seed is not None else reuse.get("seed", -1)
     else:  # PNG info hands its fields over in the query string
         reuse = {k: v for k, v in request.GET.items() if k in REUSABLE}
+    # The page's own defaults, for images.js to go back to when a model suggests nothing; the
+    # form starts from the selected model's suggestions (small demo models draw well only at
+    # their training size and with their own sampler).
+    plain = {k: defaults[k] for k in SUGGESTIBLE if k in defaults}
+    selected = _selected_model(models, reuse)
+    if selected is not None:
+        defaults.update(model_suggestions(selected))
+    for m in models:  # read by images.js when the user picks another model
+        m.suggested_json = json.dumps(model_suggestions(m))  # type: ignore[attr-defined]
     return render(
         request,
         "images/generate.html",
@@ -79,6 +129,7 @@ def generate(request: HttpRequest, project_id: int) -> HttpResponse:
             "controlnets": image_assets(AssetKind.CONTROLNET, project_id=access.project.pk),
             "upscalers": image_assets(AssetKind.UPSCALER, project_id=access.project.pk),
             "defaults": defaults,
+            "plain_defaults_json": json.dumps(plain),
             "reuse": reuse,
             "jobs_api": reverse("api:jobs", kwargs={"project_id": access.project.pk}),
             "recent": visible_outputs(access=access, user=request.user)

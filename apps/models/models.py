@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 
@@ -80,6 +81,13 @@ class BaseModel(models.Model):
     @property
     def is_ready(self) -> bool:
         return self.status == ModelStatus.READY and bool(self.path)
+
+    @property
+    def note(self) -> str:
+        """What the model is, in the active language: a built-in's note is stored in English and
+        is a catalogue entry; an admin's note is shown as they wrote it."""
+        text = str(self.info.get("note") or "")
+        return gettext(text) if text and self.source == ModelSource.BUILTIN else text
 
     @property
     def parameters_display(self) -> str:

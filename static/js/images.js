@@ -3,7 +3,7 @@
 // images (read from the job's result) linking to their gallery pages. The job, not this page, is
 // the source of truth: the images are saved server-side whatever happens to this tab.
 
-import { TERMINAL_STATES, bindIndicator, csrfToken, followJob, formErrors, format, loadStrings, setProgress } from "./live.js";
+import { TERMINAL_STATES, bindIndicator, connectLive, csrfToken, followJob, formErrors, format, loadStrings, setProgress } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("im-form");
@@ -93,17 +93,44 @@ function showModelNote() {
   if (ui.modelHelp) ui.modelHelp.textContent = opt?.dataset.note ?? "";
 }
 
-// A model with a native size (the digits demo: 32 px): switching to it sets the size unless the
-// user already chose one that is not the previous model's.
-let lastModelSize = ui.model?.selectedOptions[0]?.dataset.size ?? "";
-function applyModelSize() {
-  const size = ui.model?.selectedOptions[0]?.dataset.size ?? "";
-  const untouched = (el) => !el.dataset.touched || el.value === lastModelSize;
-  if (size && /^\d+$/.test(size) && untouched(ui.width) && untouched(ui.height)) {
-    ui.width.value = size;
-    ui.height.value = size;
+// A model may suggest values for some fields (data-suggested on its option: sampler, steps, CFG,
+// size, hi-res settings; the digits demo draws well only with its own). Picking another model
+// moves each field still at the previous model's value (or the page's default, when it suggested
+// none) to the new model's; a value the user chose stays.
+function parseJson(text) {
+  try {
+    const value = JSON.parse(text ?? "{}");
+    return value && typeof value === "object" ? value : {};
+  } catch {
+    return {};
   }
-  lastModelSize = size;
+}
+
+const plainDefaults = parseJson(form?.dataset.plainDefaults);
+const suggestionsOf = (option) => parseJson(option?.dataset.suggested);
+let lastSuggested = suggestionsOf(ui.model?.selectedOptions[0]);
+
+function sameValue(current, expected) {
+  if (expected === undefined || expected === null) return false;
+  if (typeof expected === "number") return current.trim() !== "" && Number(current) === expected;
+  return current.toLowerCase() === String(expected).toLowerCase();
+}
+
+function canShow(el, value) {
+  return el.tagName !== "SELECT" || [...el.options].some((o) => o.value === String(value));
+}
+
+function applyModelSuggestions() {
+  const next = suggestionsOf(ui.model?.selectedOptions[0]);
+  for (const name of new Set([...Object.keys(lastSuggested), ...Object.keys(next)])) {
+    const el = form.elements.namedItem(name);
+    const want = next[name] ?? plainDefaults[name];
+    if (!el || el.type === "checkbox" || want === undefined || want === null) continue;
+    if (sameValue(el.value, lastSuggested[name] ?? plainDefaults[name]) && canShow(el, want)) {
+      el.value = String(want);
+    }
+  }
+  lastSuggested = next;
 }
 
 /** PNG info sends the model by name (?model=…); the view keeps only known fields, so map it here. */
@@ -422,14 +449,14 @@ function useAsInit(id) {
 
 if (form && ui.model) {
   preselectFromUrl();
+  applyModelSuggestions(); // PNG info may have picked another model than the one the page chose
   showModelNote();
   openUsedSections();
   syncSections();
   ui.model.addEventListener("change", () => {
     showModelNote();
-    applyModelSize();
+    applyModelSuggestions();
   });
-  for (const el of [ui.width, ui.height]) el.addEventListener("input", () => (el.dataset.touched = "1"));
   ui.hiresOn?.addEventListener("change", syncSections);
   ui.controlOn?.addEventListener("change", syncSections);
   // LoRA and embedding chips insert their text at the cursor of the prompt last focused.
@@ -471,8 +498,45 @@ if (form && ui.model) {
         if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) form.requestSubmit();
       });
     }
-    for (const button of document.querySelectorAll(".im-pick[data-output-id]")) {
-      button.addEventListener("click", () => useAsInit(button.dataset.outputId));
-    }
+    // Delegated: the Recent images section is replaced when new images arrive (watchRecent).
+    document.addEventListener("click", (ev) => {
+      const button = ev.target instanceof Element ? ev.target.closest(".im-pick[data-output-id]") : null;
+      if (button) useAsInit(button.dataset.outputId);
+    });
   }
+  watchRecent();
+}
+
+// ---------- Recent images, live ----------
+
+const IMAGE_KINDS = new Set(["image.generate", "image.xyz", "image.upscale"]);
+const refreshedJobs = new Set();
+let recentTimer = null;
+
+/** Fetch the page once and swap its Recent images section in (its own markup, server-rendered). */
+async function refreshRecent() {
+  try {
+    const res = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!res.ok) return;
+    const fresh = new DOMParser().parseFromString(await res.text(), "text/html").getElementById("im-recent");
+    if (fresh) $("im-recent")?.replaceWith(document.importNode(fresh, true));
+  } catch {
+    /* the next finished job tries again */
+  }
+}
+
+/** The project's socket: an image job of anyone in the project that succeeded refreshes Recent
+ * images, without a reload (several at once, e.g. a reconnect's catch-up: one fetch). */
+function watchRecent() {
+  if (!$("im-recent")) return;
+  connectLive({
+    path: `/ws/projects/${form.dataset.projectId}/`,
+    onMessage: (msg) => {
+      const job = msg.type === "job" ? msg.job : null;
+      if (!job || !IMAGE_KINDS.has(job.kind) || job.state !== "succeeded" || refreshedJobs.has(job.id)) return;
+      refreshedJobs.add(job.id);
+      clearTimeout(recentTimer);
+      recentTimer = setTimeout(refreshRecent, 250);
+    },
+  });
 }

@@ -96,6 +96,9 @@ def generate_and_upscale(page, base: str) -> None:
     # The image arrives over the job's websocket, on this very page.
     page.wait_for_selector("#im-results a", timeout=90000)
     assert page.evaluate("window.__noReload === true")
+    # Recent images follows too, without a reload (the project's socket, then one fetch).
+    page.wait_for_selector("#im-recent li.gl-card[data-output-id]", timeout=30000)
+    assert page.evaluate("window.__noReload === true")
     page.locator("#im-results a").first.click()
     page.wait_for_url("**/gallery/*/")
     page.select_option("#upscaler", "lanczos")

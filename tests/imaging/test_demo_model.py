@@ -1,7 +1,7 @@
 """The built-in demo image model (workers.imaging.demo_model) and the tiny test pipeline.
 
 The slow test trains the digits model once (about 3-5 minutes on 2 CPU cores) and keeps it under
-var/models/<recipe version>, so later runs reuse it; then a judge trained on the 450 digits the
+.pytest-models/<recipe version> (the tests' own models folder), so later runs reuse it; then a judge trained on the 450 digits the
 generator never saw reads its generations.
 """
 
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from workers.imaging.demo_model import (
     DIGIT_WORDS_EN,
@@ -30,7 +31,7 @@ from workers.imaging.demo_model import (
 from workers.ml.reporting import JobCancelled
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = ROOT / "var" / "models"
+MODELS = Path(settings.MODELS_DIR)  # the tests' own folder (tests/conftest.py), not var/models
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),

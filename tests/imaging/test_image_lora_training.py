@@ -1,7 +1,7 @@
 """Image LoRA training (workers.imaging.training): generations move toward the training images,
 the file loads in plain diffusers, crash + resume gives the same LoRA, cancel stops at a checkpoint.
 
-The "moves toward" tests train on the digits demo model (trained once into var/models by the demo
+The "moves toward" tests train on the digits demo model (trained once into the tests' models folder by the demo
 model's own slow test, or here on first use; a few minutes on 2 cores) because a LoRA can only
 nudge a model that already denoises: on the random tiny pipeline there is nothing to nudge. The
 resume and cancel tests use the tiny random pipeline, where exact equality is what counts.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from django.conf import settings
 from PIL import Image
 
 from workers.imaging.training import (
@@ -29,7 +30,6 @@ from workers.imaging.training import (
 from workers.ml.checkpoints import MARKER_NAME
 from workers.ml.reporting import RecordingReporter
 
-ROOT = Path(__file__).resolve().parents[2]
 DIGIT = 3
 PROMPT = "zwx, a handwritten digit"
 SEEDS = 1000  # the 8 images of a comparison use seeds 1000..1007
@@ -107,7 +107,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def digits_model() -> Path:
     from workers.imaging.demo_model import ensure_digits_pipeline
 
-    return ensure_digits_pipeline(ROOT / "var" / "models")
+    return ensure_digits_pipeline(Path(settings.MODELS_DIR))
 
 
 @pytest.fixture(scope="module")

