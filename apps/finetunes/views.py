@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.datasets.models import DatasetVersion
@@ -124,17 +125,24 @@ def estimate(request: HttpRequest, project_id: int) -> JsonResponse:
             | ({"reward_adapter_id": 1} if "reward_adapter_id" in kind.params.model_fields else {})
         )
     except Exception as exc:
-        return JsonResponse({"error": f"Invalid settings: {exc}"[:500]}, status=400)
+        return JsonResponse(
+            {"error": (gettext("Invalid settings: %(error)s") % {"error": exc})[:500]}, status=400
+        )
     base = (
         BaseModel.objects.filter(pk=params.base_model_id, kind="text")
         .usable_by(access.project.pk)
         .first()
     )
     if base is None:
-        return JsonResponse({"error": "No such model"}, status=404)
+        return JsonResponse({"error": gettext("No such model")}, status=404)
     if not base.is_ready:
         return JsonResponse(
-            {"pending": f"{base.name} is prepared on first use; the estimate appears after that."}
+            {
+                "pending": gettext(
+                    "%(model)s is prepared on first use; the estimate appears after that."
+                )
+                % {"model": base.name}
+            }
         )
     from workers.ml.finetune import estimate_memory
 

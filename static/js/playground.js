@@ -198,6 +198,12 @@ function saveChat() {
   stored.set(chatKey, { turns: chat.turns, system: ui.system?.value ?? "" });
 }
 
+/** "{n} messages" in the page's language: the catalogue's plural form that this number takes. */
+function countText(forms, n) {
+  const rule = new Intl.PluralRules(document.documentElement.lang || "en").select(n);
+  return format(forms?.[rule] ?? forms?.other ?? "{n}", { n });
+}
+
 /** The messages a run answers (or the export holds): system prompt, the turns, and `next`. */
 function conversation(next) {
   const system = ui.system?.value.trim() ? [{ role: "system", content: ui.system.value }] : [];
@@ -216,7 +222,7 @@ function renderChat() {
     }),
   );
   ui.chatBox.hidden = !chat.turns.length;
-  ui.chatCount.textContent = format(pgStrings.turns, { n: conversation().length });
+  ui.chatCount.textContent = countText(pgStrings.turns, conversation().length);
   ui.copied.hidden = true;
 }
 
@@ -470,6 +476,22 @@ function addLogLine(message, level) {
   ui.log.hidden = false;
 }
 
+// The worker ends with one line per run (apps/playground/runners.py writes it):
+// "[i] name: N tokens, X tokens/s on cpu (int8-dynamic), model loaded in 1.2s" or "…, model was warm".
+const STATS_LINE =
+  /^\[(\d+)\] .*?: (\d+) tokens, ([\d.]+) tokens\/s on (\S+)( \([^)]*\))?, (?:model loaded in ([\d.]+)s|model was warm)$/;
+
+/** A run's figures from its last log line, worded from the page's catalogue (the log stays as the
+ * worker wrote it). */
+function runStats(message) {
+  const m = STATS_LINE.exec(message);
+  if (!m) return null;
+  const [, index, tokens, speed, device, quantization, load] = m;
+  const values = { tokens, speed, device: device + (quantization ?? ""), load };
+  const text = format(load == null ? pgStrings.statsWarm : pgStrings.statsLoaded, values);
+  return { index: Number(index), text };
+}
+
 function applyEvent(run, kind, data) {
   switch (kind) {
     case "text": {
@@ -488,9 +510,8 @@ function applyEvent(run, kind, data) {
     case "log": {
       const message = String(data.message ?? "");
       addLogLine(message, data.level);
-      // The worker ends with one line per run: "[i] name: N tokens, X tokens/s on cpu, model was warm".
-      const m = /^\[(\d+)\][^:]*:\s*(.+)$/.exec(message);
-      if (m && run.columns[Number(m[1])]) run.columns[Number(m[1])].stats.textContent = m[2];
+      const stats = runStats(message);
+      if (stats && run.columns[stats.index]) run.columns[stats.index].stats.textContent = stats.text;
       break;
     }
     case "state":
