@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 # The Django side mypy checks (a second run: pyproject.toml's [tool.mypy] names the workers).
 MYPY_DJANGO := apps/*/services.py apps/*/selectors.py
 # Test processes (pytest-xdist; whole files to a process, so a module's fixtures are built once):
-# 2 fits CI's 2 cores, where much of the suite waits on workers, browsers and sockets.
-PYTEST_WORKERS ?= 2
+# 3 on CI's 2 cores: much of the suite waits on workers, browsers and sockets, so a third process
+# fills the idle time (2 left one core idle through the integration and browser files' waits).
+PYTEST_WORKERS ?= 3
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
