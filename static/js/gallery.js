@@ -2,16 +2,10 @@
 // form), confirmations for destructive forms, and board toggles without a page reload.
 // Everything here enhances plain forms and links: without JavaScript the pages still work.
 
-import { csrfToken } from "./live.js";
+import { csrfToken, pageStrings } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
-const strings = (() => {
-  try {
-    return JSON.parse($("gallery-strings")?.textContent ?? "{}");
-  } catch {
-    return {};
-  }
-})();
+const strings = pageStrings("gallery-strings");
 
 // ---------- confirmations: <form data-confirm="…"> ----------
 

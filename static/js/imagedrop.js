@@ -4,18 +4,12 @@
 // number fills the field, as if it had been typed. A paste goes to the field that has focus, else
 // to the init image.
 
-import { csrfToken, format } from "./live.js";
+import { csrfToken, format, pageStrings } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("im-form");
 const root = $("im-inpaint");
-const strings = (() => {
-  try {
-    return JSON.parse($("inpaint-strings")?.textContent ?? "{}");
-  } catch {
-    return {};
-  }
-})();
+const strings = pageStrings("inpaint-strings");
 
 const FIELDS = ["init_output_id", "control_output_id"];
 

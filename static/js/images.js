@@ -3,18 +3,12 @@
 // images (read from the job's result) linking to their gallery pages. The job, not this page, is
 // the source of truth: the images are saved server-side whatever happens to this tab.
 
-import { TERMINAL_STATES, bindIndicator, connectLive, csrfToken, followJob, formErrors, format, loadStrings, setProgress } from "./live.js";
+import { bindIndicator, connectLive, csrfToken, followJob, format, formErrors, loadStrings, pageStrings, setProgress, TERMINAL_STATES } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("im-form");
 const strings = loadStrings();
-const imStrings = (() => {
-  try {
-    return JSON.parse($("images-strings")?.textContent ?? "{}");
-  } catch {
-    return {};
-  }
-})();
+const imStrings = pageStrings("images-strings");
 
 const ui = {
   model: $("im-model_id"),

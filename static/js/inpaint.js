@@ -4,18 +4,12 @@
 // capture-phase submit listener, before images.js's own: a submit with an unsent mask is held,
 // the mask uploaded, then the form submitted again with its id.
 
-import { csrfToken, format } from "./live.js";
+import { csrfToken, format, pageStrings } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("im-form");
 const root = $("im-inpaint");
-const strings = (() => {
-  try {
-    return JSON.parse($("inpaint-strings")?.textContent ?? "{}");
-  } catch {
-    return {};
-  }
-})();
+const strings = pageStrings("inpaint-strings");
 
 const MAX_SIDE = 2048; // the canvas never holds more; the server stretches the mask onto the image
 const PAINT = "rgb(255, 48, 48)"; // shown at half opacity over the image; exported as white

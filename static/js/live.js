@@ -28,6 +28,16 @@ export function loadStrings() {
   }
 }
 
+/** A page part's own strings: the JSON in <script type="application/json" id="{id}"> ({} when
+ * it is missing or broken, so a page never dies of its catalogue). */
+export function pageStrings(id) {
+  try {
+    return JSON.parse(document.getElementById(id)?.textContent ?? "{}");
+  } catch {
+    return {};
+  }
+}
+
 /** "{t} left" + {t: "3 min"} -> "3 min left". */
 export function format(template, values) {
   return String(template ?? "").replace(/\{(\w+)\}/g, (_, k) => (k in values ? values[k] : ""));

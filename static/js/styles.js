@@ -3,17 +3,11 @@
 // after it with ", "), save the current prompts as a style, delete one. The job gets the merged
 // prompts, so an image records the prompt it was made with whatever happens to the style later.
 
-import { csrfToken, format } from "./live.js";
+import { csrfToken, format, pageStrings } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const root = $("im-styles");
-const strings = (() => {
-  try {
-    return JSON.parse($("styles-strings")?.textContent ?? "{}");
-  } catch {
-    return {};
-  }
-})();
+const strings = pageStrings("styles-strings");
 
 const ui = {
   select: $("im-style"),

@@ -3,19 +3,13 @@
 // (progress, state) and shows the labelled grid it saved. The single images go to the gallery
 // as the job's other outputs.
 
-import { TERMINAL_STATES, csrfToken, followJob, formErrors, format, loadStrings, setProgress } from "./live.js";
+import { csrfToken, followJob, format, formErrors, loadStrings, pageStrings, setProgress, TERMINAL_STATES } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const section = $("im-xyz");
 const form = $("im-form");
 const strings = loadStrings();
-const xyzStrings = (() => {
-  try {
-    return JSON.parse($("xyz-strings")?.textContent ?? "{}");
-  } catch {
-    return {};
-  }
-})();
+const xyzStrings = pageStrings("xyz-strings");
 
 const ui = {
   run: $("xyz-run"),
