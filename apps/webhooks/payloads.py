@@ -1,4 +1,4 @@
-"""The `data` of each event: ids, states, hashes, numbers and URL paths, never content.
+"""The `data` of each event: ids, states, hashes, numbers and URLs, never content.
 
 The callers (jobs, moderation, review, provenance) sit above this app, so the builders read
 the rows they are given by attribute and import none of their models. A prompt, a generated

@@ -3,7 +3,7 @@
 // images (read from the job's result) linking to their gallery pages. The job, not this page, is
 // the source of truth: the images are saved server-side whatever happens to this tab.
 
-import { bindIndicator, connectLive, csrfToken, followJob, format, formErrors, loadStrings, pageStrings, setProgress, TERMINAL_STATES } from "./live.js";
+import { bindIndicator, connectLive, csrfToken, followJob, format, formErrors, formParams, loadStrings, pageStrings, setProgress, TERMINAL_STATES } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("im-form");
@@ -173,20 +173,7 @@ function showApiError(error, status) {
 
 /** Every named input as a typed job parameter; an empty number means "the default". */
 function collectParams() {
-  const params = {};
-  for (const el of form.querySelectorAll("[name]")) {
-    if (el.name === "csrfmiddlewaretoken" || el.disabled) continue;
-    if (el.type === "checkbox") {
-      params[el.name] = el.checked;
-    } else if (el.dataset.type === "integer" || el.dataset.type === "number") {
-      if (el.value.trim() === "") continue;
-      const n = Number(el.value);
-      params[el.name] = Number.isFinite(n) ? n : el.value; // the server names a bad value
-    } else {
-      params[el.name] = el.value;
-    }
-  }
-  return params;
+  return formParams(form);
 }
 
 /** The checks a person would otherwise wait a round trip for; the server checks everything again. */

@@ -38,6 +38,25 @@ export function pageStrings(id) {
   }
 }
 
+/** A job form's named inputs as typed job parameters: checkboxes as booleans, inputs marked
+ * data-type integer/number as numbers (an empty one left out: "the default"), the rest as text. */
+export function formParams(form) {
+  const params = {};
+  for (const el of form.querySelectorAll("[name]")) {
+    if (el.name === "csrfmiddlewaretoken" || el.disabled) continue;
+    if (el.type === "checkbox") {
+      params[el.name] = el.checked;
+    } else if (el.dataset.type === "integer" || el.dataset.type === "number") {
+      if (el.value.trim() === "") continue;
+      const n = Number(el.value);
+      params[el.name] = Number.isFinite(n) ? n : el.value; // the server names a bad value
+    } else {
+      params[el.name] = el.value;
+    }
+  }
+  return params;
+}
+
 /** "{t} left" + {t: "3 min"} -> "3 min left". */
 export function format(template, values) {
   return String(template ?? "").replace(/\{(\w+)\}/g, (_, k) => (k in values ? values[k] : ""));

@@ -3,7 +3,7 @@
 // (progress, state) and shows the labelled grid it saved. The single images go to the gallery
 // as the job's other outputs.
 
-import { csrfToken, followJob, format, formErrors, loadStrings, pageStrings, setProgress, TERMINAL_STATES } from "./live.js";
+import { csrfToken, followJob, format, formErrors, formParams, loadStrings, pageStrings, setProgress, TERMINAL_STATES } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const section = $("im-xyz");
@@ -29,20 +29,8 @@ const ui = {
 let current = null; // { id, lastSeq, state }
 
 /** The image form's named inputs as typed job parameters (what its Generate button sends). */
-function formParams() {
-  const params = {};
-  for (const el of form.querySelectorAll("[name]")) {
-    if (el.name === "csrfmiddlewaretoken" || el.disabled) continue;
-    if (el.type === "checkbox") {
-      params[el.name] = el.checked;
-    } else if (el.dataset.type === "integer" || el.dataset.type === "number") {
-      if (el.value.trim() === "") continue;
-      const n = Number(el.value);
-      params[el.name] = Number.isFinite(n) ? n : el.value; // the server names a bad value
-    } else {
-      params[el.name] = el.value;
-    }
-  }
+function imageFormParams() {
+  const params = formParams(form);
   // One image per cell, as A1111's plot makes with "batch" left at one.
   params.batch_count = 1;
   params.batch_size = 1;
@@ -171,7 +159,7 @@ async function submit() {
   try {
     const { ok, status, data } = await requestJson(form.dataset.jobsApi, {
       method: "POST",
-      body: { kind: "image.xyz", params: { ...formParams(), axes } },
+      body: { kind: "image.xyz", params: { ...imageFormParams(), axes } },
     });
     if (!ok || !data || data.error) {
       ui.run.disabled = false;
