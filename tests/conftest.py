@@ -93,6 +93,45 @@ def _redis_db_for_this_worker(url: str) -> str:
     return urlunsplit(parts._replace(path=f"/{base + 1 + int(worker[2:])}"))
 
 
+# The files that take longest, in the order xdist should start them (measured with
+# `--durations`, 2026-12-07: seconds of one process each). `make test` runs xdist with
+# `--dist loadfile --no-loadscope-reorder`: whole files go to a process in collection order, and
+# xdist's default reorder (files with the most tests first) would leave these few-but-long files
+# for the end, where one process runs them while the other has nothing left to do. Started first,
+# they run beside the thousands of short tests instead. test_demo_model trains the digits demo
+# model that test_image_lora_training (third here: the same process's next file) and the image
+# tests use, so nobody waits for it.
+LONGEST_FIRST = (
+    "tests/imaging/test_demo_model.py",  # ~150 s: trains the digits demo once into .pytest-models
+    "tests/integration/test_finetune_live.py",  # ~200 s: kill -9 of every platform process
+    "tests/imaging/test_image_lora_training.py",  # ~180 s
+    "tests/test_authorization.py",  # ~135 s: 1,288 cells
+    "tests/services/test_image_assets.py",
+    "tests/integration/test_openai_generation_live.py",
+    "tests/integration/test_reliability.py",
+    "tests/integration/test_provenance_chain.py",
+    "tests/ml/test_finetune.py",
+    "tests/integration/test_live_jobs.py",
+    "tests/integration/test_import_job_live.py",
+    "tests/browser/test_phone_width.py",
+    "tests/ml/test_models.py",
+    "tests/browser/test_zh_live_pages.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest files first (LONGEST_FIRST), the rest in their usual order; a file's own tests
+    keep theirs."""
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    position = {id(item): i for i, item in enumerate(items)}
+
+    def key(item):
+        path = item.nodeid.split("::", 1)[0]
+        return (rank.get(path, len(rank)), position[id(item)])
+
+    items.sort(key=key)
+
+
 def pytest_unconfigure(config):
     if _redis_proc is not None:
         _redis_proc.kill()

@@ -513,6 +513,11 @@ MATRIX: dict[str, list[Check]] = {
         Check("POST", "project", ROLES, ok=400),
     ],
     "images:index": [Check("GET", "project", ROLES)],
+    # Only the job's owner (the member queued the world's job) moves it in their line; other
+    # launchers (the admin) are refused with 403, like the roles without launch_job.
+    "images:queue_move": [
+        Check("POST", "project", frozenset({"member"}), ok=302, data={"to": "front"}),
+    ],
     # No file: an allowed persona reaches the mask checks and gets their 400.
     "images:mask_upload": [Check("POST", "project", LAUNCHERS, ok=400)],
     "images:styles": [

@@ -3,12 +3,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext
+from django.views.decorators.http import require_POST
 
 from apps.images.jobkinds import ImageParams
+from apps.jobs import selectors as job_selectors
+from apps.jobs import services as job_services
 from apps.models.models import AssetKind, BaseModel
 from apps.models.selectors import image_assets
 from apps.outputs.selectors import visible_outputs
@@ -135,5 +140,61 @@ def generate(request: HttpRequest, project_id: int) -> HttpResponse:
             "recent": visible_outputs(access=access, user=request.user)
             .filter(kind="image")
             .select_related("base_model", "created_by")[:12],
+            **queue_context(access, request.user),
         },
     )
+
+
+# The queue the image kinds run on: "Your queue" lists the member's jobs waiting there (every
+# kind: fine-tunes share the gpu worker and the owner's order, see services.job_queue_move).
+IMAGE_QUEUE = "gpu"
+
+
+def queue_context(access, user) -> dict[str, Any]:
+    """The member's own waiting jobs in their order, and how many of others' wait before them."""
+    if not access.can("launch_job"):
+        return {"queue": [], "queue_ahead": 0}
+    return {
+        "queue": job_selectors.member_queue(access=access, user=user, queue=IMAGE_QUEUE),
+        "queue_ahead": job_selectors.others_queued_ahead(
+            access=access, user=user, queue=IMAGE_QUEUE
+        ),
+        "can_cancel": access.can("cancel_job"),
+    }
+
+
+@login_required
+@require_POST
+def queue_move(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
+    """Move one of the member's own queued jobs in their line ("to": front, up or down), then back
+    to the page's queue; JSON ({"moved": bool} or {"error": ...}) for images.js."""
+    _, job = job_selectors.job_access(
+        user=request.user, project_id=project_id, job_id=job_id, need="launch_job"
+    )
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    try:
+        moved = job_services.job_queue_move(
+            job=job, actor=request.user, to=request.POST.get("to", "")
+        )
+    except job_services.JobNotYours:
+        if not wants_json:
+            raise
+        error = gettext("Only the person who submitted a job can move it in the queue.")
+        return JsonResponse({"error": error}, status=403)
+    except job_services.JobQueueMoveError:
+        job.refresh_from_db(fields=["state"])
+        if job.state == "queued":
+            error = gettext("Choose where to move the job: front, up or down.")
+            status = 400
+        else:
+            error = gettext("Job #%(id)s is no longer waiting: it cannot be moved.") % {
+                "id": job.pk
+            }
+            status = 409
+        if wants_json:
+            return JsonResponse({"error": error}, status=status)
+        messages.error(request, error)
+        moved = False
+    if wants_json:
+        return JsonResponse({"moved": moved})
+    return redirect(reverse("images:index", args=[project_id]) + "#im-queue")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 
 from apps.jobs.states import TERMINAL, JobState
@@ -54,6 +55,13 @@ class Job(models.Model):
     # Workers that died (lease lost, process gone) while running this job: a job that kills
     # its workers (out of memory) fails after PlatformPolicy.max_worker_losses of them.
     worker_losses = models.PositiveIntegerField(default=0)
+    # The owner's line (apps/jobs/services.py job_queue_move, job_claim_turn): the job's place
+    # among its owner's queued jobs of the same project and queue, in the same units as `id`
+    # (None: its id, i.e. submission order). Set only when the owner reorders the line.
+    queue_rank = models.BigIntegerField(null=True, blank=True)
+    # Claimed on another job's message (its owner had moved it ahead): its own message, when it
+    # arrives, is a turn for the owner's next queued job instead of a duplicate.
+    ran_ahead = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -81,6 +89,16 @@ class Job(models.Model):
 
         kind = registry.find(self.kind)
         return gettext(kind.label) if kind else self.kind
+
+
+def line_order() -> tuple:
+    """The order of an owner's queued jobs of one project and queue (their line): the place they
+    were moved to, or their submission order; ties by age."""
+    return (
+        Coalesce("queue_rank", "id", output_field=models.BigIntegerField()).asc(),
+        "created_at",
+        "id",
+    )
 
 
 class EventKind(models.TextChoices):

@@ -7,7 +7,7 @@ from django.http import Http404
 
 from apps.jobs import registry
 from apps.jobs.events import socket_url
-from apps.jobs.models import EventKind, Job, JobEvent
+from apps.jobs.models import EventKind, Job, JobEvent, line_order
 from apps.jobs.states import JobState
 from apps.projects.models import Role
 from apps.projects.selectors import ProjectAccess, project_access
@@ -228,3 +228,33 @@ def job_detail_context(*, access: ProjectAccess, user, job: Job) -> dict:
         "may_retry": access.can("launch_job"),
         "ws_url": socket_url("job_socket", job_id=job.pk),
     }
+
+
+def member_queue(*, access: ProjectAccess, user, queue: str = "gpu", limit: int = 50) -> list[Job]:
+    """The user's own queued jobs of the project on `queue`, in the order their turns will take
+    them (services.job_queue_move reorders it, services.job_claim_turn follows it)."""
+    if not getattr(user, "is_authenticated", False):
+        return []
+    return list(
+        Job.objects.filter(
+            project=access.project, created_by=user, queue=queue, state=JobState.QUEUED
+        ).order_by(*line_order())[:limit]
+    )
+
+
+def others_queued_ahead(*, access: ProjectAccess, user, queue: str = "gpu") -> int:
+    """Other people's queued jobs of the project on `queue` submitted before the user's oldest
+    queued one: roughly what runs before the user's next job (turns go in submission order)."""
+    mine = Job.objects.filter(
+        project=access.project, created_by=user, queue=queue, state=JobState.QUEUED
+    ).order_by("created_at", "id")
+    oldest = mine.values_list("created_at", flat=True).first()
+    if oldest is None:
+        return 0
+    return (
+        Job.objects.filter(
+            project=access.project, queue=queue, state=JobState.QUEUED, created_at__lt=oldest
+        )
+        .exclude(created_by=user)
+        .count()
+    )

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
 from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce, Least, NullIf
@@ -19,7 +20,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.jobs import events as doorbell
 from apps.jobs import registry
-from apps.jobs.models import EventKind, Job, JobEvent
+from apps.jobs.models import EventKind, Job, JobEvent, line_order
 from apps.jobs.states import ACTIVE, TERMINAL, IllegalTransition, JobState, can_transition
 from apps.projects.models import Project
 from apps.webhooks.services import job_finished_emit
@@ -558,6 +559,90 @@ def job_claim(*, job_id: int, worker_id: str, device: str = "") -> Job | None:
     return claimed
 
 
+def _owner_line(*, project_id, created_by_id, queue):
+    """The owner's queued jobs of one project and queue, first turn first (models.line_order).
+    Fields or OuterRefs; a job without an owner is in no line (NULL matches nothing)."""
+    return Job.objects.filter(
+        project_id=project_id, created_by_id=created_by_id, queue=queue, state=JobState.QUEUED
+    ).order_by(*line_order())
+
+
+def _claim_ahead(*, job_id: int, worker_id: str, device: str) -> Job | None:
+    """job_claim, marking the job as run on another job's message (ran_ahead) in the same
+    transaction: its own message, on another worker, must see the mark once it sees the claim."""
+    with transaction.atomic():
+        claimed = job_claim(job_id=job_id, worker_id=worker_id, device=device)
+        if claimed is None:
+            return None
+        Job.objects.filter(pk=job_id).update(ran_ahead=True)
+    claimed.ran_ahead = True
+    return claimed
+
+
+@timed("jobs.claim_turn")
+def job_claim_turn(*, job_id: int, worker_id: str, device: str = "") -> Job | None:
+    """Claim for one Celery message of `job_id`: a message is a turn for its job's owner.
+
+    Celery's queues are FIFO, so an owner's reordering (job_queue_move) is applied here:
+    - the message's job is queued, but its owner moved another queued job of the same project
+      and queue ahead of it (either has a queue_rank): that job is claimed instead and marked
+      ran_ahead; the message's job is unmarked as sent, so dispatch_waiting sends it again when
+      a slot frees (as after a claim that found no slot). If that claim fails, job_claim as ever;
+    - the message's job is no longer queued and was marked ran_ahead: the mark is cleared (once:
+      a conditional UPDATE) and the message is a turn for the owner's first queued job;
+    - otherwise job_claim's own contract: a duplicate message does nothing.
+    A turn never passes another user's job: it is one of the owner's own messages, and job_claim
+    keeps the project's concurrency limit. Until an owner moves a job, nothing changes.
+    """
+    line = _owner_line(
+        project_id=OuterRef("project_id"),
+        created_by_id=OuterRef("created_by_id"),
+        queue=OuterRef("queue"),
+    )
+    row = (
+        Job.objects.filter(pk=job_id)
+        .values("state", "project_id", "created_by_id", "queue", "queue_rank", "ran_ahead")
+        .annotate(
+            head=Subquery(line.values("pk")[:1]),
+            head_rank=Subquery(line.values("queue_rank")[:1]),
+        )
+        .first()
+    )
+    if row is None or row["created_by_id"] is None:
+        return job_claim(job_id=job_id, worker_id=worker_id, device=device)
+    if row["state"] == JobState.QUEUED:
+        head = row["head"]
+        moved = row["queue_rank"] is not None or row["head_rank"] is not None
+        if head is not None and head != job_id and moved:
+            claimed = _claim_ahead(job_id=head, worker_id=worker_id, device=device)
+            if claimed is not None:
+                Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(dispatched_at=None)
+                log.info(
+                    "job %s runs on the turn of job %s (moved ahead by its owner)", head, job_id
+                )
+                return claimed
+        return job_claim(job_id=job_id, worker_id=worker_id, device=device)
+    if not row["ran_ahead"]:
+        return None  # a duplicate message: the job was claimed by its own
+    used = (
+        Job.objects.filter(pk=job_id, ran_ahead=True)
+        .exclude(state=JobState.QUEUED)
+        .update(ran_ahead=False)
+    )
+    if not used:
+        return None  # another copy of this message took the turn
+    head = (
+        _owner_line(
+            project_id=row["project_id"], created_by_id=row["created_by_id"], queue=row["queue"]
+        )
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if head is None:
+        return None
+    return _claim_ahead(job_id=head, worker_id=worker_id, device=device)
+
+
 def _attempt_usage(job_id: int, *, until=None, share: float = 1.0) -> dict[str, Any]:
     """Fields that add the running attempt's seconds to the job's worker-seconds (usage)."""
     started = Job.objects.filter(pk=job_id).values_list("attempt_started_at", flat=True).first()
@@ -780,6 +865,61 @@ def job_cancel(*, job: Job, actor, request=None) -> bool:
             action="job.cancel", actor=actor, project=job.project, target=job, request=request
         )
     return done
+
+
+class JobQueueMoveError(Exception):
+    """A move the owner's line cannot make (the job is no longer queued, an unknown direction)."""
+
+
+class JobNotYours(PermissionDenied):
+    """Only a job's owner reorders it."""
+
+
+QUEUE_MOVES = ("front", "up", "down")
+
+
+def job_queue_move(*, job: Job, actor, to: str) -> bool:
+    """Move a queued job in its owner's line: to the front, one place up or one place down.
+
+    The line is the owner's queued jobs of the job's project and queue (every kind on that queue,
+    not only images: the gpu queue's fine-tunes and generations share one worker, so one order
+    for all is what "run this next" means). Only the owner moves, only among their own jobs:
+    a turn is one of their own messages (job_claim_turn), so another user's job is never passed.
+    Returns False when there was nothing to move (already first or last).
+    """
+    if actor is None or job.created_by_id is None or job.created_by_id != actor.pk:
+        raise JobNotYours("Only the person who submitted a job can move it in the queue")
+    if to not in QUEUE_MOVES:
+        raise JobQueueMoveError(f"Unknown move {to!r}; use one of {', '.join(QUEUE_MOVES)}")
+    with transaction.atomic():
+        # Moves of one project take turns with each other and with dispatchers and claims.
+        Project.objects.select_for_update().filter(pk=job.project_id).values_list("pk").first()
+        state = Job.objects.filter(pk=job.pk).values_list("state", flat=True).first()
+        if state != JobState.QUEUED:
+            raise JobQueueMoveError(
+                f"Job {job.pk} is {state or 'gone'}: only queued jobs can be moved"
+            )
+        line = _owner_line(
+            project_id=job.project_id, created_by_id=job.created_by_id, queue=job.queue
+        )
+        keys = [
+            (pk, rank if rank is not None else pk)
+            for pk, rank in line.values_list("pk", "queue_rank")
+        ]
+        at = next(i for i, (pk, _) in enumerate(keys) if pk == job.pk)
+        other = {"front": 0, "up": at - 1, "down": at + 1}[to]
+        if other < 0 or other >= len(keys) or other == at:
+            return False
+        # Every job of the line gets its place written down: job_claim_turn applies the line's
+        # order only where a rank is set, so the jobs the moved one passes must carry theirs.
+        line.filter(queue_rank__isnull=True).order_by().update(queue_rank=F("id"))
+        if to == "front":
+            Job.objects.filter(pk=job.pk).update(queue_rank=keys[0][1] - 1)
+        else:
+            (pk_a, key_a), (pk_b, key_b) = keys[at], keys[other]
+            Job.objects.filter(pk=pk_a).update(queue_rank=key_b)
+            Job.objects.filter(pk=pk_b).update(queue_rank=key_a)
+    return True
 
 
 def job_retry(*, job: Job, actor, request=None) -> Job:

@@ -9,7 +9,9 @@ from typing import Any
 
 from django.db.models import Prefetch
 from django.utils import timezone
+from django.utils.translation import gettext
 
+from apps.datasets.decisions import decision_options
 from apps.datasets.models import Approval, DatasetVersion
 from apps.moderation.models import Flag
 from apps.moderation.services import highlight
@@ -66,6 +68,11 @@ class InboxItem:
     obj: Any = None
     ruleset_version: int | None = None
     own: bool = False
+    # Why this user may not decide on the item at all (its checkbox is disabled), or may not
+    # approve or reject it: the words the server would refuse with, shown before it is asked.
+    refusal: str | None = None
+    approve_refusal: str | None = None
+    reject_refusal: str | None = None
 
     @property
     def post_value(self) -> str:
@@ -74,6 +81,7 @@ class InboxItem:
 
 
 def _output_item(output: Output, user) -> InboxItem:
+    own = output.created_by_id == user.pk
     flags = list(output.flags.all())
     hits = [h for f in flags for h in f.hits]
     fields = []
@@ -97,12 +105,16 @@ def _output_item(output: Output, user) -> InboxItem:
         fields=fields,
         obj=output,
         ruleset_version=flags[0].ruleset_version if flags else None,
-        own=output.created_by_id == user.pk,
+        own=own,
+        refusal=gettext("Yours: another reviewer decides.") if own else None,
     )
 
 
-def _dataset_item(version: DatasetVersion, user) -> InboxItem:
+def _dataset_item(version: DatasetVersion, user, access: ProjectAccess) -> InboxItem:
     report = getattr(version, "moderation_report", None) or {}
+    # The version page's own rule (four eyes over the lineage, a PII scan before approval), so
+    # the inbox and that page never disagree about what this reviewer may do.
+    options = decision_options(version=version, actor=user, role=access.role)
     return InboxItem(
         key=f"dataset:{version.pk}",
         kind="dataset",
@@ -115,6 +127,9 @@ def _dataset_item(version: DatasetVersion, user) -> InboxItem:
         obj=version,
         ruleset_version=report.get("ruleset_version"),
         own=version.created_by_id == user.pk,
+        refusal=options.refusal,
+        approve_refusal=options.approve_refusal,
+        reject_refusal=options.reject_refusal,
     )
 
 
@@ -147,7 +162,9 @@ def inbox_items(*, user, filters: Filters | None = None) -> list[InboxItem]:
         )
         if cutoff:
             versions = versions.filter(created_at__lte=cutoff)
-        items += [_dataset_item(v, user) for v in versions[:INBOX_LIMIT]]
+        items += [
+            _dataset_item(v, user, accesses[v.dataset.project_id]) for v in versions[:INBOX_LIMIT]
+        ]
     if filters.category:
         items = [i for i in items if filters.category in i.categories]
     items.sort(key=lambda i: (i.created_at, i.key))

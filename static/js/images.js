@@ -485,39 +485,128 @@ if (form && ui.model) {
       if (button) useAsInit(button.dataset.outputId);
     });
   }
-  watchRecent();
 }
+if ((form && ui.model) || $("im-queue")) watchRecent();
 
-// ---------- Recent images, live ----------
+// ---------- Recent images and Your queue, live ----------
 
 const IMAGE_KINDS = new Set(["image.generate", "image.xyz", "image.upscale"]);
 const refreshedJobs = new Set();
+const pendingSections = new Set();
 let recentTimer = null;
 
-/** Fetch the page once and swap its Recent images section in (its own markup, server-rendered). */
-async function refreshRecent() {
+/** Fetch the page once and swap the named sections in (their own markup, server-rendered). */
+async function refreshSections(ids) {
   try {
     const res = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
     if (!res.ok) return;
-    const fresh = new DOMParser().parseFromString(await res.text(), "text/html").getElementById("im-recent");
-    if (fresh) $("im-recent")?.replaceWith(document.importNode(fresh, true));
+    const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+    for (const id of ids) {
+      const fresh = doc.getElementById(id);
+      if (fresh) $(id)?.replaceWith(document.importNode(fresh, true));
+    }
   } catch {
-    /* the next finished job tries again */
+    /* the next change tries again */
   }
 }
 
+/** Several changes at once (a reconnect's catch-up, a batch finishing) make one fetch. */
+function scheduleRefresh(id) {
+  pendingSections.add(id);
+  clearTimeout(recentTimer);
+  recentTimer = setTimeout(() => {
+    const ids = [...pendingSections];
+    pendingSections.clear();
+    refreshSections(ids);
+  }, 250);
+}
+
+// ---------- Your queue ----------
+// The member's waiting jobs (templates/images/_queue.html): plain forms, posted here with fetch
+// so the page (and a run being followed) stays; then the section is fetched again.
+
+const queueStates = new Map(); // job id -> the last state the project's socket reported
+
+function queueHas(id) {
+  return Boolean($("im-queue")?.querySelector(`.im-queue-item[data-job-id="${Number(id)}"]`));
+}
+
+/** Whether a job's news changes "Your queue": one of its jobs started, ended or was cancelled,
+ * the member submitted another (in this tab or elsewhere), or anyone's job started or ended
+ * (the count of others' jobs ahead). Progress pushes of a running job change nothing. */
+function queueChangedBy(job) {
+  const section = $("im-queue");
+  if (!section) return false;
+  const before = queueStates.get(job.id);
+  queueStates.set(job.id, job.state);
+  if (before === undefined) {
+    if (job.state === "queued") return job.created_by === section.dataset.user && !queueHas(job.id);
+    // One of its jobs moved on, or someone's job started while others' jobs are counted ahead.
+    return queueHas(job.id) || (job.state === "running" && Boolean($("im-queue-ahead")));
+  }
+  return before !== job.state;
+}
+
+async function queueSubmit(ev) {
+  const formEl = ev.target instanceof HTMLFormElement ? ev.target : null;
+  const section = formEl?.closest("#im-queue");
+  if (!section) return;
+  ev.preventDefault();
+  const box = $("im-queue-error");
+  if (box) box.hidden = true;
+  section.setAttribute("aria-busy", "true");
+  try {
+    const res = await fetch(formEl.action, {
+      method: "POST",
+      body: new FormData(formEl, ev.submitter ?? undefined),
+      headers: { Accept: "application/json" },
+      credentials: "same-origin",
+      redirect: "manual", // the cancel form answers with a redirect to the job's page
+    });
+    if (!res.ok && res.type !== "opaqueredirect") {
+      let message = String(res.status);
+      try {
+        message = (await res.json()).error ?? message;
+      } catch {
+        /* an HTML error page: the status says enough */
+      }
+      if (box) {
+        box.textContent = `${imStrings.queueFailed ?? ""} ${message}`.trim();
+        box.hidden = false;
+      }
+    }
+  } catch {
+    if (box) {
+      box.textContent = imStrings.network ?? "";
+      box.hidden = false;
+    }
+  }
+  const error = $("im-queue-error");
+  const keep = error && !error.hidden ? error.textContent : "";
+  await refreshSections(["im-queue"]);
+  section.removeAttribute("aria-busy"); // still this element when the refresh failed
+  if (keep && $("im-queue-error")) {
+    $("im-queue-error").textContent = keep;
+    $("im-queue-error").hidden = false;
+  }
+}
+
+document.addEventListener("submit", queueSubmit);
+
 /** The project's socket: an image job of anyone in the project that succeeded refreshes Recent
- * images, without a reload (several at once, e.g. a reconnect's catch-up: one fetch). */
+ * images, and a job that starts, ends or is submitted refreshes Your queue, without a reload. */
 function watchRecent() {
-  if (!$("im-recent")) return;
+  const projectId = form?.dataset.projectId ?? $("im-queue")?.dataset.projectId;
+  if (!projectId) return;
   connectLive({
-    path: `/ws/projects/${form.dataset.projectId}/`,
+    path: `/ws/projects/${projectId}/`,
     onMessage: (msg) => {
       const job = msg.type === "job" ? msg.job : null;
-      if (!job || !IMAGE_KINDS.has(job.kind) || job.state !== "succeeded" || refreshedJobs.has(job.id)) return;
+      if (!job) return;
+      if (queueChangedBy(job)) scheduleRefresh("im-queue");
+      if (!IMAGE_KINDS.has(job.kind) || job.state !== "succeeded" || refreshedJobs.has(job.id)) return;
       refreshedJobs.add(job.id);
-      clearTimeout(recentTimer);
-      recentTimer = setTimeout(refreshRecent, 250);
+      scheduleRefresh("im-recent");
     },
   });
 }

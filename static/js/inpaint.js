@@ -43,12 +43,14 @@ function showError(message) {
 // ---------- layout (inline styles from script are allowed by the CSP; style attributes are not)
 
 function layout() {
-  Object.assign(ui.stage.style, { position: "relative", display: "inline-block", lineHeight: "0", maxWidth: "100%" });
+  // The stage is exactly the image's box, never wider: the canvas covers the stage, so a stage
+  // stretched by its flex column (.field) would map the brush onto the wrong image pixels.
+  Object.assign(ui.stage.style, { position: "relative", display: "inline-block", lineHeight: "0", maxWidth: "100%", alignSelf: "flex-start" });
   const small = Math.max(ui.image.naturalWidth, ui.image.naturalHeight) <= 128;
   const shown = small ? 256 : Math.min(384, Math.max(ui.image.naturalWidth, ui.image.naturalHeight));
   const ratio = ui.image.naturalWidth / ui.image.naturalHeight;
   const w = ratio >= 1 ? shown : Math.round(shown * ratio);
-  Object.assign(ui.image.style, { width: `${w}px`, height: "auto", imageRendering: small ? "pixelated" : "auto", display: "block" });
+  Object.assign(ui.image.style, { width: `${w}px`, maxWidth: "100%", height: "auto", imageRendering: small ? "pixelated" : "auto", display: "block" });
   Object.assign(ui.canvas.style, {
     position: "absolute",
     inset: "0",

@@ -226,9 +226,18 @@ function renderChat() {
   ui.copied.hidden = true;
 }
 
-/** One line of OpenAI chat JSONL: what the dataset import reads as a chat dataset. */
+/**
+ * One line of OpenAI chat JSONL: what the dataset import reads as a chat dataset. An exchange
+ * whose answer is empty (the model stopped at once) is left out with its question: the import
+ * refuses an empty message, and a blank answer teaches nothing.
+ */
 function jsonl() {
-  return `${JSON.stringify({ messages: conversation() })}\n`;
+  const messages = conversation().filter((m, i, all) => {
+    if (m.role === "assistant") return Boolean(m.content.trim());
+    if (m.role === "user" && all[i + 1]?.role === "assistant") return Boolean(all[i + 1].content.trim());
+    return true;
+  });
+  return `${JSON.stringify({ messages })}\n`;
 }
 
 async function copyJsonl() {

@@ -98,16 +98,22 @@ function setState(run, state) {
   }
 }
 
-/** The job's result: {grid: {url, output_id}, outputs: [...]}; the grid links to its gallery page. */
+/** The job's result: {grid: {url, output_id}, outputs: [...]}. The grid's `url` is its gallery
+ * page, which the picture links to; the picture itself is the output's full-size PNG. */
 async function showGrid(run) {
   const { ok, data } = await requestJson(`${form.dataset.jobsApi}${run.id}/`).catch(() => ({ ok: false }));
   if (!ok || run !== current || !data?.result?.grid) return;
   const grid = data.result.grid;
+  const id = Number(grid.output_id);
+  if (!Number.isInteger(id) || id < 1) return;
   try {
-    const src = new URL(grid.url, location.href);
-    if (src.protocol !== "http:" && src.protocol !== "https:") return;
-    ui.gridImg.src = src.href;
-    ui.gridLink.href = src.href;
+    const page = new URL(grid.url, location.href);
+    if (page.protocol !== "http:" && page.protocol !== "https:") return;
+    // Never wider than the form's column (inline styles from script are allowed by the CSP).
+    Object.assign(ui.grid.style, { margin: ".6rem 0 0" });
+    Object.assign(ui.gridImg.style, { display: "block", maxWidth: "100%", height: "auto" });
+    ui.gridImg.src = new URL(`${form.dataset.galleryUrl}${id}/image.png`, location.href).href;
+    ui.gridLink.href = page.href;
   } catch {
     return;
   }

@@ -356,27 +356,3 @@ def test_every_cell_counts_in_the_image_budget(project, member, tiny_sd):
             )
     finally:
         forget_policy()
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-@pytest.mark.django_db(transaction=True)
-def test_a_2x2_plot_of_digits_demo_images_equals_the_single_images(project, member, settings):
-    """The issue's check on the built-in digits model: trained once under var/models (a few
-    minutes on CPU, shared with tests/imaging/test_demo_model.py), then reused."""
-    from apps.models.models import BaseModel
-    from apps.models.services import ensure_builtin_rows
-
-    settings.MODELS_DIR = Path(__file__).resolve().parents[2] / "var" / "models"
-    ensure_builtin_rows()
-    digits = BaseModel.objects.get(reference="digits-demo")
-    plot_matches_single_jobs(
-        project,
-        member,
-        digits,
-        prompt="a handwritten digit 7",
-        steps=20,
-        sampler="DDIM",
-        width=32,
-        height=32,
-    )

@@ -399,14 +399,18 @@ def _settle(running: _Running, value, handoff: bool) -> str:
 def execute_job(
     job_id: int, *, worker_id: str, handoff: bool = False, queue: str | None = None
 ) -> str:
-    """Returns what happened: not-claimed, succeeded, failed, cancelled or lost (of this job),
-    or handed-off: ``handoff`` (the Celery task) lets a runner's deferred writes finish on the
-    finisher thread while this worker takes its next job. ``queue``: the job's queue, when the
-    caller knows it (only the gpu queue looks for a CUDA device to record)."""
+    """Returns what happened: not-claimed, succeeded, failed, cancelled or lost (of the job this
+    message claimed: its own, or the one its owner moved ahead of it, see
+    services.job_claim_turn), or handed-off: ``handoff`` (the Celery task) lets a runner's
+    deferred writes finish on the finisher thread while this worker takes its next job.
+    ``queue``: the job's queue, when the caller knows it (only the gpu queue looks for a CUDA
+    device to record; a job claimed in its place is on the same queue)."""
     if queue is None:  # the Celery task passes the queue its message came from
         queue = Job.objects.filter(pk=job_id).values_list("queue", flat=True).first() or ""
     try:
-        job = services.job_claim(job_id=job_id, worker_id=worker_id, device=worker_device(queue))
+        job = services.job_claim_turn(
+            job_id=job_id, worker_id=worker_id, device=worker_device(queue)
+        )
     finally:
         CLAIMS.tick()
     if job is None:
