@@ -10,6 +10,8 @@ MYPY_DJANGO := apps/*/services.py apps/*/selectors.py
 # 2 fits CI's 2 cores, where much of the suite waits on workers, browsers and sockets. A third
 # process measured no faster (pytest 1330 s with 3 vs 1309 s with 2, same tree, 2026-12-07): the
 # suite is CPU-bound here, and each process's tests just ran slower.
+# --no-loadscope-reorder: files start in tests/conftest.py's order (the longest first), not
+# xdist's (most tests first), which left the long integration files for a lone process at the end.
 PYTEST_WORKERS ?= 2
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1

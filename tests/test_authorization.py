@@ -281,6 +281,9 @@ MATRIX: dict[str, list[Check]] = {
             effect=lambda w: _job_state(w) == JobState.CANCELLED,
         ),
     ],
+    # The job's owner (the member queued the world's job) or a project admin moves it within
+    # the owner's line.
+    "api:job_queue_move": [Check("POST", "project", LAUNCHERS, api=True, data={"to": "front"})],
     "api:job_retry": [
         Check(
             "POST",
@@ -513,11 +516,9 @@ MATRIX: dict[str, list[Check]] = {
         Check("POST", "project", ROLES, ok=400),
     ],
     "images:index": [Check("GET", "project", ROLES)],
-    # Only the job's owner (the member queued the world's job) moves it in their line; other
-    # launchers (the admin) are refused with 403, like the roles without launch_job.
-    "images:queue_move": [
-        Check("POST", "project", frozenset({"member"}), ok=302, data={"to": "front"}),
-    ],
+    # The job's owner (the member queued the world's job) or a project admin moves it within
+    # the owner's line; a reviewer or viewer (no launch_job) gets 403.
+    "images:queue_move": [Check("POST", "project", LAUNCHERS, ok=302, data={"to": "front"})],
     # No file: an allowed persona reaches the mask checks and gets their 400.
     "images:mask_upload": [Check("POST", "project", LAUNCHERS, ok=400)],
     "images:styles": [

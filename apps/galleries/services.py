@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils.translation import gettext
 
 from apps.audit.services import audit_record
 from apps.outputs.models import Collection, Output
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 def output_delete(*, output: Output, actor, role: str, request=None) -> None:
     """Admins and the author may delete an output; its files go with it."""
     if role != Role.ADMIN and output.created_by_id != actor.pk:
-        raise PermissionDenied("Only the author or a project admin can delete this output")
+        raise PermissionDenied(gettext("Only the author or a project admin can delete this output"))
     files = {p for p in (output.file_path, output.thumb_path) if p}
     audit_record(
         action="output.delete",

@@ -17,6 +17,7 @@ from apps.jobs import services as job_services
 from apps.models.models import AssetKind, BaseModel
 from apps.models.selectors import image_assets
 from apps.outputs.selectors import visible_outputs
+from apps.projects.models import Role
 from apps.projects.selectors import project_access
 
 REUSABLE = (
@@ -168,13 +169,16 @@ def queue_context(access, user) -> dict[str, Any]:
 def queue_move(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
     """Move one of the member's own queued jobs in their line ("to": front, up or down), then back
     to the page's queue; JSON ({"moved": bool} or {"error": ...}) for images.js."""
-    _, job = job_selectors.job_access(
+    access, job = job_selectors.job_access(
         user=request.user, project_id=project_id, job_id=job_id, need="launch_job"
     )
     wants_json = "application/json" in request.headers.get("Accept", "")
     try:
         moved = job_services.job_queue_move(
-            job=job, actor=request.user, to=request.POST.get("to", "")
+            job=job,
+            actor=request.user,
+            to=request.POST.get("to", ""),
+            as_admin=access.role == Role.ADMIN,
         )
     except job_services.JobNotYours:
         if not wants_json:

@@ -16,6 +16,7 @@ from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce, Least, NullIf
 from django.db.models.lookups import LessThan
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from apps.audit.services import audit_record
 from apps.jobs import events as doorbell
@@ -878,17 +879,21 @@ class JobNotYours(PermissionDenied):
 QUEUE_MOVES = ("front", "up", "down")
 
 
-def job_queue_move(*, job: Job, actor, to: str) -> bool:
+def job_queue_move(*, job: Job, actor, to: str, as_admin: bool = False) -> bool:
     """Move a queued job in its owner's line: to the front, one place up or one place down.
 
     The line is the owner's queued jobs of the job's project and queue (every kind on that queue,
     not only images: the gpu queue's fine-tunes and generations share one worker, so one order
     for all is what "run this next" means). Only the owner moves, only among their own jobs:
     a turn is one of their own messages (job_claim_turn), so another user's job is never passed.
+    A project admin (``as_admin``: the caller checked the role) may move anyone's job, still only
+    within its owner's line, as admins may cancel anyone's job.
     Returns False when there was nothing to move (already first or last).
     """
-    if actor is None or job.created_by_id is None or job.created_by_id != actor.pk:
-        raise JobNotYours("Only the person who submitted a job can move it in the queue")
+    if actor is None or job.created_by_id is None:
+        raise JobNotYours(gettext("Only the person who submitted a job can move it in the queue"))
+    if job.created_by_id != actor.pk and not as_admin:
+        raise JobNotYours(gettext("Only the person who submitted a job can move it in the queue"))
     if to not in QUEUE_MOVES:
         raise JobQueueMoveError(f"Unknown move {to!r}; use one of {', '.join(QUEUE_MOVES)}")
     with transaction.atomic():

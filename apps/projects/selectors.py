@@ -8,10 +8,12 @@ as project admins everywhere (they run the installation).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
+from django.utils.translation import gettext, gettext_lazy
 
 from apps.projects.models import Membership, Project, Role
 
@@ -26,6 +28,20 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     # The project's audit log (decisions, rule changes): admins, and the reviewers it records.
     "view_audit": frozenset({Role.ADMIN, Role.REVIEWER}),
     "manage_rules": frozenset({Role.ADMIN}),
+}
+
+
+# What a missing capability is called in the 403 reason ("Your role (Viewer) cannot launch jobs
+# here"), translated where the page is.
+CAPABILITY_LABELS: dict[str, Any] = {
+    "view": gettext_lazy("view this project"),
+    "launch_job": gettext_lazy("launch jobs"),
+    "cancel_job": gettext_lazy("cancel jobs"),
+    "review": gettext_lazy("review"),
+    "scan_dataset": gettext_lazy("scan datasets"),
+    "manage_members": gettext_lazy("manage members"),
+    "view_audit": gettext_lazy("view the audit log"),
+    "manage_rules": gettext_lazy("manage the rules"),
 }
 
 
@@ -65,7 +81,10 @@ def project_access(*, user, project_id: int, need: str = "view") -> ProjectAcces
             raise Http404("No such project")
     access = ProjectAccess(project=project, role=role)
     if not access.can(need):
-        raise PermissionDenied(f"Your role ({role}) cannot {need.replace('_', ' ')} here")
+        raise PermissionDenied(
+            gettext("Your role (%(role)s) cannot %(action)s here")
+            % {"role": Role(role).label, "action": CAPABILITY_LABELS[need]}
+        )
     return access
 
 

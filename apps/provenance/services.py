@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import Count, F, Min, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from apps.audit.services import audit_record
 from apps.jobs.models import Job
@@ -67,7 +68,7 @@ def provenance_settings_set(
 ) -> ProvenanceSettings:
     """Choose what the project records on chain (project admins), audited."""
     if not access.can("manage_rules"):
-        raise PermissionDenied("Only project admins choose what is recorded on chain")
+        raise PermissionDenied(gettext("Only project admins choose what is recorded on chain"))
     if mode not in Mode.values:
         raise ValidationError(f"Unknown provenance mode {mode!r}")
     with transaction.atomic():

@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from apps.audit.services import audit_record
 from apps.provenance.models import (
@@ -34,7 +35,7 @@ class BatchConflict(Exception):
 def batch_retry(*, batch: AnchorBatch, actor, request=None) -> AnchorBatch:
     """Send a failed batch again (platform staff): back to closed, a new nonce, a new job."""
     if not getattr(actor, "is_staff", False):
-        raise PermissionDenied("Only platform staff retry a failed batch")
+        raise PermissionDenied(gettext("Only platform staff retry a failed batch"))
     with transaction.atomic():
         changed = AnchorBatch.objects.filter(pk=batch.pk, state=BatchState.FAILED).update(
             state=BatchState.CLOSED,

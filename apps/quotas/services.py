@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Sum
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from apps.quotas.models import PlatformPolicy, ProjectCreation, ProjectQuota
 
@@ -58,7 +59,7 @@ def forget_policy(**kwargs) -> None:
 def check_may_create_project(user) -> None:
     rule = policy().who_may_create_projects
     if rule == ProjectCreation.STAFF and not (user.is_staff or user.is_superuser):
-        raise PermissionDenied("Only platform staff may create projects on this platform")
+        raise PermissionDenied(gettext("Only platform staff may create projects on this platform"))
 
 
 def check_project_concurrency(value: int | None) -> None:

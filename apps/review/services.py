@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils.translation import gettext
 
 from apps.audit.services import audit_record
 from apps.datasets.models import Approval, DatasetVersion
@@ -40,7 +41,7 @@ def output_decide(
 ) -> ReviewDecision:
     """Approve or reject one flagged output of `access.project`."""
     if not access.can("review"):
-        raise PermissionDenied("Only reviewers and admins decide on outputs")
+        raise PermissionDenied(gettext("Only reviewers and admins decide on outputs"))
     reason = (reason or "").strip()[:MAX_REASON]
     if not approve and not reason:
         raise ValidationError("Say why it is rejected (a reason is required)")

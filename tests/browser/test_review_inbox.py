@@ -33,7 +33,7 @@ def login(page, base: str, username: str) -> None:
 
 PII_FIRST = "Run a PII scan first"
 NOT_ALLOWED = {"en": "Not allowed", "zh": "无权访问"}
-ROLE_REASON_ZH = "你在此项目中的角色无权打开此页面。"
+ROLE_REASON_ZH = "你的角色（审核员）不能在此启动任务"
 
 
 def test_a_reviewer_clears_the_queue_with_the_keyboard_and_meets_the_styled_403(
@@ -151,7 +151,7 @@ def assert_the_styled_403(browser, processes, base: str, judge, project) -> None
         assert page.locator("h1").inner_text() == NOT_ALLOWED[language]
         assert page.locator(f"#forbidden a[href='{reverse('projects:list')}']").count() == 1
         assert "403 Forbidden" not in page.content()
-    assert "cannot launch job" in judge.locator("#forbidden-reason").inner_text()
+    assert "cannot launch jobs" in judge.locator("#forbidden-reason").inner_text()
     assert zh.evaluate("() => document.documentElement.lang") == "zh-hans"
     assert zh.locator("#forbidden-reason").inner_text() == ROLE_REASON_ZH
     # The web log has one line per refusal, no traceback (webapp/logfilters.py).

@@ -16,7 +16,7 @@ def test_a_reviewer_on_a_member_only_page_sees_the_styled_403(client, project, p
     assert response.status_code == 403
     page = response.content.decode()
     assert 'class="topbar"' in page  # in the site's frame, with its navigation
-    assert "Not allowed" in page and "cannot launch job" in page
+    assert "Not allowed" in page and "cannot launch jobs" in page
     assert reverse("projects:list") in page
 
 

@@ -140,6 +140,10 @@ def test_only_the_owner_moves_and_only_a_queued_job(db, project, people, make_us
     for actor in (other, people["admin"]):
         with pytest.raises(JobNotYours):
             job_queue_move(job=job, actor=actor, to="down")
+    # A project admin (the caller checked the role) moves it, within the owner's line.
+    assert job_queue_move(job=job, actor=people["admin"], to="down", as_admin=True)
+    assert _line(project, people["member"])[-1] == job.pk
+    Job.objects.filter(project=project).update(queue_rank=None)
     Job.objects.filter(pk=job.pk).update(state=JobState.CANCELLED)
     with pytest.raises(JobQueueMoveError):
         job_queue_move(job=job, actor=people["member"], to="down")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
+import pydantic
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
@@ -15,6 +16,7 @@ from apps.jobs import selectors as job_selectors
 from apps.jobs import services as job_services
 from apps.jobs.states import IllegalTransition
 from apps.projects import selectors as project_selectors
+from apps.projects.models import Role
 
 router = Router(tags=["jobs"])
 JOB = "/projects/{int:project_id}/jobs/{int:job_id}/"
@@ -135,6 +137,49 @@ def cancel_job(request: HttpRequest, project_id: int, job_id: int):
     if not job_services.job_cancel(job=job, actor=request.user, request=request):
         job.refresh_from_db(fields=["state"])
         raise ApiError(409, f"Job {job.pk} is {job.state}: nothing to cancel")
+    job.refresh_from_db()
+    return one_job_json(job, access=access, user=request.user)
+
+
+class QueueMove(Schema):
+    to: Literal["front", "up", "down"] = Field(
+        ..., description="front: run it next of your queued jobs; up/down: one place"
+    )
+
+
+@router.post(
+    JOB + "move/",
+    url_name="job_queue_move",
+    response={200: JobOut, **ERRORS},
+    # The body is read after the access checks (a stranger gets 404 whatever they send), so it
+    # is described here rather than parsed by ninja first.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": QueueMove.model_json_schema()}},
+        }
+    },
+)
+def move_job(request: HttpRequest, project_id: int, job_id: int):
+    """Move one of your queued jobs in your own line (the image page's "Your queue"): your jobs
+    on the same queue run in this order; other people's jobs keep their turns. A project admin
+    may move anyone's job within its owner's line. Body: `{"to": "front" | "up" | "down"}`."""
+    access, job = job_selectors.job_access(
+        user=request.user, project_id=project_id, job_id=job_id, need="launch_job"
+    )
+    # The body is read after the access checks: a stranger gets 404 whatever they send.
+    try:
+        body = QueueMove.model_validate_json(request.body or b"{}")
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first.get("loc", ())) or None
+        raise ApiError(400, f"{param}: {first.get('msg', '')}", param=param) from None
+    try:  # JobNotYours is a PermissionDenied: the API's 403
+        job_services.job_queue_move(
+            job=job, actor=request.user, to=body.to, as_admin=access.role == Role.ADMIN
+        )
+    except job_services.JobQueueMoveError as exc:
+        raise ApiError(409, str(exc)) from None
     job.refresh_from_db()
     return one_job_json(job, access=access, user=request.user)
 
