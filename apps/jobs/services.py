@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
-from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce, Least, NullIf
 from django.db.models.lookups import LessThan
 from django.utils import timezone
@@ -506,11 +506,15 @@ def _project_limit():
 
 
 @timed("jobs.claim")
-def job_claim(*, job_id: int, worker_id: str, device: str = "") -> Job | None:
+def job_claim(
+    *, job_id: int, worker_id: str, device: str = "", unless_reordered: bool = False
+) -> Job | None:
     """Claim a queued job for this worker, respecting the project's concurrency limit.
 
     Safe to call twice: a second claim (duplicate message, second worker) finds the job no
-    longer queued and returns None.
+    longer queued and returns None. ``unless_reordered`` (job_claim_turn's fast path): also
+    None when the job's owner has moved any queued job of this line (a queue_rank is set), in
+    the same UPDATE, so the common case costs no extra statement.
     """
     lease = timedelta(seconds=_cfg("LEASE_SECONDS"))
     project_of_job = Job.objects.filter(pk=job_id).order_by().values("project_id")[:1]
@@ -526,20 +530,29 @@ def job_claim(*, job_id: int, worker_id: str, device: str = "") -> Job | None:
         now = timezone.now()  # started_at: the claim itself, under the lock
         # One conditional UPDATE: still queued *and* a free slot (fewer active jobs than the
         # project's limit, both counted by the database in this statement).
-        changed = (
-            Job.objects.filter(pk=job_id, state=JobState.QUEUED)
-            .filter(LessThan(_active_in_project(), _project_limit()))
-            .update(
-                state=JobState.RUNNING,
-                attempt=F("attempt") + 1,
-                lease_owner=worker_id,
-                lease_until=now + lease,
-                started_at=Coalesce("started_at", now),
-                attempt_started_at=now,
-                device=device[:200],
-                dispatched_at=None,
-                last_seq=F("last_seq") + 1,  # the seq of its `running` event, below
+        claimable = Job.objects.filter(pk=job_id, state=JobState.QUEUED).filter(
+            LessThan(_active_in_project(), _project_limit())
+        )
+        if unless_reordered:
+            claimable = claimable.exclude(
+                Exists(
+                    _owner_line(
+                        project_id=OuterRef("project_id"),
+                        created_by_id=OuterRef("created_by_id"),
+                        queue=OuterRef("queue"),
+                    ).filter(queue_rank__isnull=False)
+                )
             )
+        changed = claimable.update(
+            state=JobState.RUNNING,
+            attempt=F("attempt") + 1,
+            lease_owner=worker_id,
+            lease_until=now + lease,
+            started_at=Coalesce("started_at", now),
+            attempt_started_at=now,
+            device=device[:200],
+            dispatched_at=None,
+            last_seq=F("last_seq") + 1,  # the seq of its `running` event, below
         )
         if not changed:
             # No longer queued (a duplicate message: nothing to do), or no free slot: then it
@@ -595,6 +608,10 @@ def job_claim_turn(*, job_id: int, worker_id: str, device: str = "") -> Job | No
     A turn never passes another user's job: it is one of the owner's own messages, and job_claim
     keeps the project's concurrency limit. Until an owner moves a job, nothing changes.
     """
+    # The common case in one statement: the job is queued and its owner moved nothing.
+    fast = job_claim(job_id=job_id, worker_id=worker_id, device=device, unless_reordered=True)
+    if fast is not None:
+        return fast
     line = _owner_line(
         project_id=OuterRef("project_id"),
         created_by_id=OuterRef("created_by_id"),
