@@ -350,30 +350,33 @@ class Bench:
                 # (as `uvicorn --ws-per-message-deflate false` would).
                 compression=None if "no-deflate" in self.args.what_if else "deflate",
             ) as ws:
-                while True:
+                done = False
+                while not done:
                     raw = await ws.recv()
                     t_recv = time.time()
-                    msg = json.loads(raw)
-                    if msg["type"] == "snapshot":
-                        if not counted:
-                            counted = True
-                            ready += 1
-                            if ready == n:
-                                all_ready.set()
-                        continue
-                    if msg["type"] != "event":
-                        continue
-                    seqs.append(msg["seq"])
-                    if msg["kind"] == "metrics":
-                        t_emit = msg["data"]["values"]["t_emit"]
-                        t_row = (
-                            datetime.fromisoformat(msg["ts"]).timestamp()
-                            if msg.get("ts")
-                            else math.nan
-                        )
-                        got.append((t_emit, t_recv, t_row))
-                    elif msg["kind"] == "state" and msg["data"]["state"] in TERMINAL:
-                        break
+                    frame = json.loads(raw)
+                    # One message, or an array of a doorbell's events (apps/jobs/consumers.py).
+                    for msg in frame if isinstance(frame, list) else [frame]:
+                        if msg["type"] == "snapshot":
+                            if not counted:
+                                counted = True
+                                ready += 1
+                                if ready == n:
+                                    all_ready.set()
+                            continue
+                        if msg["type"] != "event":
+                            continue
+                        seqs.append(msg["seq"])
+                        if msg["kind"] == "metrics":
+                            t_emit = msg["data"]["values"]["t_emit"]
+                            t_row = (
+                                datetime.fromisoformat(msg["ts"]).timestamp()
+                                if msg.get("ts")
+                                else math.nan
+                            )
+                            got.append((t_emit, t_recv, t_row))
+                        elif msg["kind"] == "state" and msg["data"]["state"] in TERMINAL:
+                            done = True
             return {"points": got, "seqs": seqs}
 
         async def starter():

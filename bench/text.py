@@ -332,24 +332,27 @@ class Bench:
         ) as ws:
             out["t_open"] = time.time()
             snapshot_seq = 0
-            while True:
+            done = False
+            while not done:
                 raw = await asyncio.wait_for(ws.recv(), timeout=self.args.timeout)
                 t_recv = time.time()
-                msg = json.loads(raw)
-                if msg["type"] == "snapshot":
-                    snapshot_seq = msg["job"]["last_seq"]
-                    continue
-                if msg["type"] != "event":
-                    continue
-                if msg["kind"] == "text":
-                    if out["live"] is None:
-                        out["ws_first"] = t_recv
-                        # Live: pushed by the doorbell after we connected, not replayed.
-                        out["live"] = msg["seq"] > snapshot_seq
-                    out["ws_last"] = t_recv
-                    out["ws_text"] += msg["data"].get("delta", "")
-                elif msg["kind"] == "state" and msg["data"].get("state") in TERMINAL:
-                    break
+                frame = json.loads(raw)
+                # One message, or an array of a doorbell's events (apps/jobs/consumers.py).
+                for msg in frame if isinstance(frame, list) else [frame]:
+                    if msg["type"] == "snapshot":
+                        snapshot_seq = msg["job"]["last_seq"]
+                        continue
+                    if msg["type"] != "event":
+                        continue
+                    if msg["kind"] == "text":
+                        if out["live"] is None:
+                            out["ws_first"] = t_recv
+                            # Live: pushed by the doorbell after we connected, not replayed.
+                            out["live"] = msg["seq"] > snapshot_seq
+                        out["ws_last"] = t_recv
+                        out["ws_text"] += msg["data"].get("delta", "")
+                    elif msg["kind"] == "state" and msg["data"].get("state") in TERMINAL:
+                        done = True
         return out
 
     # ------------------------------------------------------------------ cleanup

@@ -574,7 +574,8 @@ async def _drain(ws: WebsocketCommunicator, quiet: float = 0.4) -> list[dict]:
     while not await ws.receive_nothing(timeout=quiet):
         message = await ws.receive_output()
         if message["type"] == "websocket.send":
-            out.append(json.loads(message["text"]))
+            frame = json.loads(message["text"])  # one message, or an array of events in order
+            out += frame if isinstance(frame, list) else [frame]
     return out
 
 

@@ -38,6 +38,8 @@ from workers.common.timing import timed
 
 log = logging.getLogger(__name__)
 REPLAY_BATCH = 1000
+# Events in one frame of a replay (a doorbell's flush is one frame whatever its size).
+FRAME_EVENTS = 200
 ACCESS_RECHECK_ROUNDS = 10
 INBOX_SIZE = 1000  # doorbells waiting for one socket (the channel layer's capacity)
 # Close codes: 4000-4999 tell live.js the server refused us (it stops); 1012 ("service restart")
@@ -147,6 +149,23 @@ def encode_once(message: dict) -> str:
     if len(_encoded) > ENCODED_KEPT:
         _encoded.popitem(last=False)
     return text
+
+
+def encode_many(messages: list[dict]) -> str:
+    """A frame of several events (a JSON array), encoded once per doorbell like encode_once:
+    every socket that shows them unfiltered gets the same objects."""
+    key = tuple(id(m) for m in messages)
+    hit = _encoded_many.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], messages, strict=True)):
+        return hit[1]
+    text = "[" + ",".join(encode_once(m) for m in messages) + "]"
+    _encoded_many[key] = (list(messages), text)
+    if len(_encoded_many) > ENCODED_KEPT:
+        _encoded_many.popitem(last=False)
+    return text
+
+
+_encoded_many: OrderedDict[tuple, tuple[list[dict], str]] = OrderedDict()
 
 
 class Resync:
@@ -371,36 +390,54 @@ class JobConsumer(Resync, AsyncJsonWebsocketConsumer):
             batch = await database_sync_to_async(services.job_events_after)(
                 job_id=self.job_id, after=self.last_seq, limit=REPLAY_BATCH
             )
-            for event in batch:
-                await self._send_event(event.as_message())
+            messages = [event.as_message() for event in batch]
+            for i in range(0, len(messages), FRAME_EVENTS):
+                if not await self._send_events(messages[i : i + FRAME_EVENTS]):
+                    return
             if len(batch) < REPLAY_BATCH:
                 return
 
-    async def _send_event(self, message: dict):
-        # The doorbell task and the resync round both send: one event at a time, in order.
+    async def _send_events(self, messages: list[dict]) -> bool:
+        """Send the next events in order as ONE frame: an event object when there is one, a JSON
+        array of them when there are several (a doorbell's flush, a replay). One frame per
+        doorbell instead of one per event halves uvicorn's per-socket sends for a training step
+        (its progress and metrics events), the cost that limits fan-out to many sockets.
+        The doorbell task and the resync round both send: one frame at a time, in order.
+        Returns False once the socket closed (a terminal state was sent)."""
         async with self._sending:
-            if message["seq"] != self.last_seq + 1:
-                return
-            if message["kind"] == "state" and not self.content:
-                self.content = await database_sync_to_async(self._content_visible)()
-            shown = selectors.event_for_viewer(message, full=self.full_events, content=self.content)
-            await self.send(text_data=encode_once(shown))
-            self.last_seq = message["seq"]
+            shown = []
+            for message in messages:
+                if message["seq"] != self.last_seq + 1 + len(shown):
+                    break  # sent already, or a gap: the caller catches up from the database
+                if message["kind"] == "state" and not self.content:
+                    self.content = await database_sync_to_async(self._content_visible)()
+                shown.append(
+                    selectors.event_for_viewer(message, full=self.full_events, content=self.content)
+                )
+            if not shown:
+                return True
+            await self.send(
+                text_data=encode_once(shown[0]) if len(shown) == 1 else encode_many(shown)
+            )
+            self.last_seq += len(shown)
+            last = shown[-1]
         self.delivered()
-        if message["kind"] == "state" and message["data"].get("state") in TERMINAL:
+        if last["kind"] == "state" and last["data"].get("state") in TERMINAL:
             # Terminal states never change and nothing follows them: end the stream cleanly.
             await self.close(code=1000)
+            return False
+        return True
 
     @timed("jobs.consumer.job_events")
     async def job_events(self, message):
-        for event in message["events"]:
-            if event["seq"] <= self.last_seq:
-                continue  # already sent (replayed, or a duplicate doorbell)
-            if event["seq"] > self.last_seq + 1:
-                await self._catch_up()  # a doorbell was lost: fill the gap from the database
-                if event["seq"] <= self.last_seq:
-                    continue
-            await self._send_event(event)
+        events = [e for e in message["events"] if e["seq"] > self.last_seq]
+        if not events:
+            return  # already sent (replayed, or a duplicate doorbell)
+        if events[0]["seq"] > self.last_seq + 1:
+            await self._catch_up()  # a doorbell was lost: fill the gap from the database
+            return
+        if await self._send_events(events) and events[-1]["seq"] > self.last_seq:
+            await self._catch_up()  # a gap inside the doorbell
 
 
 class ProjectConsumer(Resync, AsyncJsonWebsocketConsumer):

@@ -110,7 +110,10 @@ export function connectLive({ path, query = () => "", onMessage, onStatus = () =
       } catch {
         return; // Not ours to interpret; one bad frame must not kill the page.
       }
-      if (msg && msg.type !== "pong") onMessage(msg);
+      // A frame is one message, or an array of them in order (a job's events flushed together).
+      for (const one of Array.isArray(msg) ? msg : [msg]) {
+        if (one && one.type !== "pong") onMessage(one);
+      }
     });
 
     socket.addEventListener("close", (ev) => {

@@ -13,6 +13,13 @@ from apps.jobs.models import Job
 from tests import factories
 
 
+def frame_messages(raw) -> list[dict]:
+    """The messages of one websocket frame: one object, or an array of a doorbell's events in
+    order (apps/jobs/consumers.py sends a job's events flushed together as one frame)."""
+    msg = json.loads(raw)
+    return msg if isinstance(msg, list) else [msg]
+
+
 def wait_for(predicate, timeout: float = 30, interval: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -52,19 +59,20 @@ async def collect_events(
     async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": base}) as ws:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            msg = json.loads(await asyncio.wait_for(ws.recv(), timeout=deadline - time.monotonic()))
-            if msg["type"] == "snapshot":
-                snapshot = msg["job"]
-                continue
-            events.append(msg)
-            if stop_after is not None and len(events) >= stop_after:
-                return events, snapshot
-            if msg["kind"] == "state" and msg["data"]["state"] in (
-                "succeeded",
-                "failed",
-                "cancelled",
-            ):
-                return events, snapshot
+            raw = await asyncio.wait_for(ws.recv(), timeout=deadline - time.monotonic())
+            for msg in frame_messages(raw):
+                if msg["type"] == "snapshot":
+                    snapshot = msg["job"]
+                    continue
+                events.append(msg)
+                if stop_after is not None and len(events) >= stop_after:
+                    return events, snapshot
+                if msg["kind"] == "state" and msg["data"]["state"] in (
+                    "succeeded",
+                    "failed",
+                    "cancelled",
+                ):
+                    return events, snapshot
     raise AssertionError(
         f"job {job_id} did not finish over the websocket; got {len(events)} events"
     )

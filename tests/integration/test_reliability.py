@@ -19,7 +19,7 @@ from apps.jobs import services
 from apps.jobs.models import Job
 from apps.jobs.selectors import job_metric_series
 from apps.jobs.states import ACTIVE, JobState
-from tests.integration.helpers import job_state, launch, session_cookie, wait_for
+from tests.integration.helpers import frame_messages, job_state, launch, session_cookie, wait_for
 from workers.ml.checkpoints import CheckpointStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -107,16 +107,17 @@ def test_live_sockets_see_a_job_end_after_redis_lost_its_data(processes, project
             f"{ws_base}/ws/jobs/{job.pk}/?after=0", additional_headers=headers
         ) as ws:
             while True:
-                msg = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
-                if msg["type"] != "event":
-                    continue
-                events.append(msg)
-                if len(events) == 8:
-                    # Every group membership and pending doorbell is gone with the data.
-                    redis.Redis.from_url(settings.REDIS_URL).flushdb()
-                    flushed.set()
-                if msg["kind"] == "state" and msg["data"]["state"] == "succeeded":
-                    return events
+                raw = await asyncio.wait_for(ws.recv(), timeout=30)
+                for msg in frame_messages(raw):
+                    if msg["type"] != "event":
+                        continue
+                    events.append(msg)
+                    if len(events) == 8:
+                        # Every group membership and pending doorbell is gone with the data.
+                        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+                        flushed.set()
+                    if msg["kind"] == "state" and msg["data"]["state"] == "succeeded":
+                        return events
 
     async def dashboard_socket() -> dict:
         async with websockets.connect(

@@ -242,7 +242,8 @@ def _socket_events(client, user, job) -> list[dict]:
             out = await ws.receive_output(timeout=5)
             if out["type"] == "websocket.close":  # a finished job: replay, then close
                 return messages
-            messages.append(json.loads(out["text"]))
+            frame = json.loads(out["text"])  # one message, or an array of events in order
+            messages += frame if isinstance(frame, list) else [frame]
 
     return async_to_sync(replay)()
 
