@@ -219,8 +219,11 @@ def _bank_card_ok(value: str, text: str, start: int) -> bool:
 _NOT_IP_WORDS = frozenset(
     "version ver release rel build firmware fw v section sec clause chapter article art para "
     "paragraph rule item schema spec rfc iso chrome firefox safari edge msie ios android windows "
-    "macos python node java sdk api".split()
+    "macos python node java sdk api schedule appendix annex exhibit eq eqn equation fig figure "
+    "table formula theorem lemma definition step part oid".split()
 )
+# An identifier that names a version ("__version__", "APP_VERSION") before "= " or ":".
+_VERSION_NAME = re.compile(r"(?<![A-Za-z])(?i:version|ver|release|build)_*$")
 _NOT_IP_MARKS = ("版本", "版本号", "固件", "§", "第", "条款", "章节", "参见")
 _VERSION_PINS = ("==", "~=", ">=", "<=", "!=")
 _NOT_IP_AFTER = "版节条章款"
@@ -236,7 +239,11 @@ def _ipv4_ok(value: str, text: str, start: int) -> bool:
     before = text[max(0, start - _IP_CONTEXT) : start]
     if before.endswith(_VERSION_PINS):
         return False
-    before = before.rstrip(" .:：=/#")
+    if before[-1:] == "/" and before[-2:-1].isalpha():
+        return False  # a product token's version: "Chrome/122.0.6261.112", "web/3.10.2.7"
+    before = before.rstrip(" .:：=/#\"'(（[")
+    if _VERSION_NAME.search(before):
+        return False
     if before.endswith(_NOT_IP_MARKS):
         return False
     i = len(before)
@@ -268,16 +275,85 @@ _product_word = re.compile(
 )
 
 
+# A travel permit or residence document is not a passport (往来台湾通行证 T12345678, visa numbers).
+_permit_word = re.compile(r"(?i)通行证|签注|签证|居留|permit|visa|residence")
+_PERMIT_BEFORE = 12  # a permit word this close before the number names it, whatever came earlier
+
+
+def _passport_shape_ok(value: str) -> bool:
+    """Not a placeholder: "000000000", "E11111111" have at most two distinct characters."""
+    return len(set(value.replace(" ", ""))) > 2
+
+
 def _near_passport_word(value: str, text: str, start: int) -> bool:
+    if not _passport_shape_ok(value):
+        return False
     window = max(0, start - _PASSPORT_BEFORE)
+    if _permit_word.search(text, max(window, start - _PERMIT_BEFORE), start):
+        return False
     words = list(_passport_word.finditer(text, window, start))
     if words:
-        return _product_word.search(text, words[-1].end(), start) is None
+        between = (words[-1].end(), start)
+        return _product_word.search(text, *between) is None and not _permit_word.search(
+            text, *between
+        )
     after = start + len(value)
     return (
         _passport_word.search(text, after, after + _PASSPORT_AFTER) is not None
         and _product_word.search(text, window, start) is None
     )
+
+
+def _manifest_passport_ok(value: str, text: str, start: int) -> bool:
+    """A passport-format number after an airline-style name on a manifest line."""
+    return _passport_shape_ok(value)
+
+
+# A number right after one of these words is a code, not a phone ("SKU 13800138001", "发票代码：
+# 044031900111", "serial 042021001234"), as is one glued to a suffix ("13800138001-BLK") or one
+# digit nine times in a row ("19999999999": a range bound, a placeholder).
+_CODE_WORDS = (
+    "sku", "serial", "s/n", "sn", "invoice", "order", "tracking", "waybill", "part", "model",
+    "item", "code", "发票代码", "发票号码", "发票号", "订单号", "订单编号", "单号", "编号", "型号", "货号",
+    "批号", "序列号", "条码", "条形码", "代码", "流水号",
+)  # fmt: skip
+_CODE_SUFFIXES = ("number", "no", "#")
+_CODE_SEPARATORS = " \t:：#.=-"
+_REPEATED = re.compile(r"([0-9])\1{8}")
+_CODE_REACH = 20
+
+
+def _after_code_word(text: str, start: int) -> bool:
+    """Does a code word end right before `start` (only separators between)?"""
+    before = text[max(0, start - _CODE_REACH) : start].rstrip(_CODE_SEPARATORS).lower()
+    for suffix in _CODE_SUFFIXES:  # "Order No. 13800138000", "serial number ..."
+        if before.endswith(suffix):
+            before = before[: -len(suffix)].rstrip(_CODE_SEPARATORS) or before
+            break
+    if not before.endswith(_CODE_WORDS):
+        return False
+    word = next(w for w in _CODE_WORDS if before.endswith(w))
+    left = before[: -len(word)][-1:]
+    return not (word.isascii() and left.isascii() and left.isalnum())  # "sn", not "json"
+
+
+def _phone_ok(value: str, text: str, start: int) -> bool:
+    if _REPEATED.search(value):
+        return False
+    end = start + len(value)
+    if text.startswith("-", end) and text[end + 1 : end + 2].isalpha():
+        return False  # "13800138001-BLK"
+    return not _after_code_word(text, start)
+
+
+def _url_credentials_ok(value: str, text: str, start: int) -> bool:
+    """Not a template: "postgres://USER:PASSWORD@HOST" (a user and password in capitals)."""
+    userinfo = value.split("://", 1)[1].split("@", 1)[0]
+    user, _, password = userinfo.partition(":")
+    return not (_PLACEHOLDER.fullmatch(password) and (not user or _PLACEHOLDER.fullmatch(user)))
+
+
+_PLACEHOLDER = re.compile(r"[A-Z][A-Z_]*")
 
 
 # --- the recognizers ---------------------------------------------------------------------------
@@ -292,6 +368,15 @@ _HOST = (
 # sentence punctuation does not.
 _URL_PATH = r"(?:[/?#](?:[A-Za-z0-9._~%!$&'()*+,;=:@/?#-]{0,1023}[A-Za-z0-9_~%$&*+=/#-])?)?"
 
+# Passport formats, after the first character (a letter or a digit): CN E/G + 8 digits, E + letter
+# + 7 digits, US/UK 9 digits, RU "75 1234567", FR "19AV12345", DE "C01X00T47" (9 letters and
+# digits: two digits at least, the first a letter), VN "C1234567", two letters + 7 digits.
+_PASSPORT_REST = (
+    "(?:(?<=[A-Z])[A-Z]?[0-9]{6,9}"
+    "|(?<=[0-9])(?:[0-9]{8}|[0-9][ ][0-9]{7}|[0-9][A-Z]{2}[0-9]{5})"
+    "|(?<=[CFGHJKLMNPRTVWXYZ])(?=[0-9A-Z]{0,7}[0-9][0-9A-Z]{0,7}[0-9])"
+    "(?=[0-9A-Z]{0,7}[A-Z])[0-9A-Z]{8})"
+)
 _EMAIL_LOCAL = "[A-Za-z0-9._%+-]"
 _EMAIL_DOMAIN = r"[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}"
 _ID_BODY = r"[0-9]{5}(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]"
@@ -319,7 +404,7 @@ _EN_TITLE_AFTER_FIRST = (
 )
 
 # The farthest any validator or look-around reads from its match (the passport word).
-MAX_CONTEXT = max(_PASSPORT_BEFORE, _PASSPORT_AFTER, _IP_CONTEXT, names.CONTEXT)
+MAX_CONTEXT = max(_PASSPORT_BEFORE, _PASSPORT_AFTER, _IP_CONTEXT, _CODE_REACH, names.CONTEXT)
 
 RECOGNIZERS: tuple[Recognizer, ...] = (
     Recognizer(
@@ -331,14 +416,17 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         ),
         triggers=(rf"://{_URL_USER}*:{_URL_PASS}+@",),
         gate="://",
+        validate=_url_credentials_ok,
         hit_reach=16 + 3 + 64 + 1 + 128 + 1,  # scheme, "://", user, ":", password, "@"
     ),
     Recognizer(
         name="email",
         type="EMAIL",
         pattern=(
-            rf"(?P<v>{_EMAIL_LOCAL}(?<!{_EMAIL_LOCAL}.){_EMAIL_LOCAL}{{0,63}}@{_EMAIL_DOMAIN})"
-            r"(?![A-Za-z-])"
+            # Not the user of a URL ("https://key@o1.ingest.sentry.io") nor a git remote
+            # ("git@github.com:owner/repo").
+            rf"(?P<v>{_EMAIL_LOCAL}(?<!{_EMAIL_LOCAL}.)(?<!/.){_EMAIL_LOCAL}{{0,63}}@{_EMAIL_DOMAIN})"
+            r"(?![A-Za-z-])(?!:[A-Za-z0-9_~/])"
         ),
         triggers=(rf"{_EMAIL_LOCAL}@[A-Za-z0-9-]+\.[A-Za-z0-9-]",),
         gate="@",
@@ -358,16 +446,17 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         type="BANK_CARD",
         pattern=(
             rf"(?P<v>[0-9]{AFTER_FIRST_DIGITS_LEFT}"
-            rf"(?:[0-9]{{12,18}}|[0-9]{{3}}(?:[ -][0-9]{{3,6}}){{2,4}})){DIGITS_RIGHT}"
+            rf"(?:[0-9]{{12,18}}|[0-9]{{3,5}}(?:[ -][0-9]{{3,6}}){{2,4}})){DIGITS_RIGHT}"
         ),
-        triggers=(rf"{_B}[0-9]{{13,19}}\b", rf"{_B}[0-9]{{4}}[ -][0-9]{{3,6}}[ -][0-9]{{3}}"),
+        # Groups of 4 to 6 digits first: "6222 0200 ...", "62284 80012 3456 78903".
+        triggers=(rf"{_B}[0-9]{{13,19}}\b", rf"{_B}[0-9]{{4,6}}[ -][0-9]{{3,6}}[ -][0-9]{{3}}"),
         gate=FOUR_DIGITS,
         validate=_bank_card_ok,
     ),
     Recognizer(
         name="passport_near_word",
         type="PASSPORT",
-        pattern=rf"(?P<v>[A-Z]{AFTER_FIRST_NOT_ALNUM}[A-Z]?[0-9]{{6,9}})(?![0-9A-Za-z_])",
+        pattern=rf"(?P<v>[0-9A-Z]{AFTER_FIRST_NOT_ALNUM}{_PASSPORT_REST})(?![0-9A-Za-z_])",
         # The validator needs the word; the number alone proves nothing (product codes).
         triggers=("护照", "旅行证件", "证件"),
         caseless_triggers=("passport", "travel document"),
@@ -375,6 +464,19 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         validate=_near_passport_word,
         reach_before=_PASSPORT_BEFORE,
         reach_after=_PASSPORT_AFTER,
+    ),
+    Recognizer(
+        name="passport_on_manifest",
+        type="PASSPORT",
+        # "WANG/FANG MS  E12930478": a passenger list's passport column, after the name.
+        pattern=(
+            rf"[A-Z]{AFTER_FIRST_NOT_ALNUM}[A-Z]{{1,19}}/[A-Z]{{2,20}}(?:[ ][A-Z]){{0,2}}"
+            r"(?:[ ](?:MRS|MR|MSTR|MS|MISS|DR))?[ \t]{1,4}"
+            rf"(?P<v>[0-9A-Z](?<![0-9A-Za-z_].){_PASSPORT_REST})(?![0-9A-Za-z_])"
+        ),
+        triggers=(r"[A-Z]/[A-Z]{2}",),
+        gate="[A-Z]/[A-Z]",
+        validate=_manifest_passport_ok,
     ),
     Recognizer(
         name="cn_mobile",
@@ -385,6 +487,7 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         ),
         triggers=(rf"1{_PHONE_REST}\b",),
         gate=FOUR_DIGITS,
+        validate=_phone_ok,
     ),
     Recognizer(
         name="cn_landline",
@@ -400,6 +503,7 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
             r"\(0[1-9][0-9]{1,2}\)[ -]?[2-9][0-9]{2}",
         ),
         gate="[0-9]{3}",
+        validate=_phone_ok,
     ),
     Recognizer(
         name="cn_landline_fullwidth",
@@ -415,7 +519,8 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         name="ipv4",
         type="IP_ADDRESS",
         pattern=(
-            r"(?P<v>[0-9](?<![0-9A-Za-z_.].)[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3})"
+            # After a letter and a period too: "relay=mx1.hotmail.com.52.101.68.4".
+            r"(?P<v>[0-9](?<![0-9A-Za-z_].)(?<![^A-Za-z]\..)[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3})"
             rf"{DIGITS_RIGHT}"
         ),
         triggers=(rf"{_B}[0-9]{{1,3}}\.[0-9]{{1,3}}\.[0-9]{{1,3}}\.[0-9]",),
@@ -436,8 +541,8 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
     Recognizer(
         name="zh_name_after_label",
         type="PERSON",
-        pattern=f"{names.ZH_BEFORE}(?P<v>{names.ZH_NAME})",
-        triggers=(f"{names.ZH_BEFORE}{names.ZH_SURNAME}",),
+        pattern=f"{names.ZH_BEFORE}(?P<v>{names.ZH_LABELED_NAME})",
+        triggers=(f"{names.ZH_BEFORE}(?:{names.ZH_SURNAME_ANY}|[小老])",),
         gate="|".join(names.ZH_LABELS),
         validate=names.zh_name_ok,
     ),
@@ -463,7 +568,7 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         type="PERSON",
         pattern=names.EN_AFTER_STRONG,
         triggers=names.EN_LABEL_TRIGGERS_STRONG,
-        gate="|".join(names.EN_LABEL_TRIGGERS_STRONG),
+        gate=names.EN_LABEL_GATE_STRONG,
         validate=names.en_strong_label_ok,
         hit_reach=names.EN_LABEL_REACH,  # the trigger is the label the match starts with
     ),
@@ -472,7 +577,7 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         type="PERSON",
         pattern=names.EN_AFTER_WEAK,
         triggers=names.EN_LABEL_TRIGGERS_WEAK,
-        gate="|".join(names.EN_LABEL_TRIGGERS_WEAK),
+        gate=names.EN_LABEL_GATE_WEAK,
         validate=names.en_weak_label_ok,
         hit_reach=names.EN_LABEL_REACH,
     ),
@@ -501,6 +606,8 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
             triggers=form.triggers,
             gate=form.gate,
             validate=form.validate,
+            reach_after=form.reach_after,
+            hit_reach=form.hit_reach,
         )
         for form in names.MORE_PERSON_FORMS
     ),

@@ -305,6 +305,141 @@ EN_BRAND_NAMES = frozenset(
     (
         "Jack Daniel|Johnnie Walker|Morgan Stanley|Betty Crocker|Tommy Hilfiger|Calvin Klein|"
         "Hugo Boss|Mary Kay|Ronald McDonald|Sam Adams|Jim Beam|Tim Hortons|Wells Fargo|"
-        "Goldman Sachs|Dolce Gabbana|Abraham Lincoln|Charles Schwab|Walt Disney|Ben Sherman"
+        "Goldman Sachs|Dolce Gabbana|Charles Schwab|Walt Disney|Ben Sherman"
     ).split("|")
+)
+
+# --- added for the second pass (issue 15): rarer surnames, more given names, roles ---------------
+# Rarer single-character surnames (a few hundred thousand bearers or fewer each). Only where a label,
+# a title or a list places a name, or where the segmenter cuts one out, do they count.
+ZH_RARE_SURNAMES = (
+    "况佘冼邝仝苟邬皮隋戚柏展眭揭粟蹇缑笪谌郇佴鄢禚郄亓仉琚雒綦栗晁訾阚钭逯厍敖冷辛邸卞常楚于"
+)
+# Characters of given names that the tables above miss (classical and common modern ones).
+ZH_GIVEN_CHARS_EXTRA = "贝朵令仲伯卓叔孟季尧帅彩承政景权标楚涌湄漪稼章策芹舜群少龄奇诺勋非航咏铎"
+# Words that stand where a name stands (after "收件人：", at a chat line's start) but are roles,
+# placeholders or answers, whatever jieba's counts say (客服 is rare in its dictionary).
+ZH_ROLE_WORDS = frozenset(
+    """
+    本人 同上 见上 见下 同前 待定 暂无 未知 不详 匿名 保密 客服 物业 前台 保安 店长 店员 柜员 柜台
+    快递 骑手 司机 医生 护士 老师 家长 家属 学生 同学 同事 领导 上级 下级 经理 主管 主任 总监 老板
+    男士 女士 先生 小姐 某某 有限 公司 银行 医院 部门 单位 系统 管理员 机器人 助手 小助手 官方 平台
+    自己 对方 双方 甲方 乙方 买家 卖家 商家 店家 用户 客户 会员 游客 访客 网友 粉丝 群主 管理
+    患者 病人 本院 本科 本所 本公司 签字 签名 盖章 日期 时间 地址 电话 手机 邮箱 备注 说明 原因
+    """.split()
+)
+# Couriers and other brands that look like a surname and a given name (申通 77320188452).
+ZH_NOT_NAMES_MORE = frozenset(
+    """
+    申通 圆通 中通 韵达 顺丰 百世 德邦 极兔 天天 宅急送 京东 邮政 菜鸟 丰巢 江小白 王致和 张裕
+    小红书 小米 杨国福 张亮 周生生 谢馥春 胡庆余堂 雷允上 马大姐 刘老根 白象 金龙鱼 鲁花 海天 李锦记 钟薛高
+    """.split()
+)
+
+# More given names (census ranks 300-1000 and international ones, with their diacritics) that are
+# rarely English words: one of them and a capitalized word is a name ("Hans Zimmer").
+EN_GIVEN_NAMES_EXTRA = frozenset(
+    (
+        "Abraham Nelson Dana Ray Hans Fatima Declan Beatriz Mohammed Mohammad Muhammad Ahmad Ahmed "
+        "Yusuf Ekaterina Raj Tomas Tomás Raul Raúl Jörg Jorg Björn Bjorn Ólafur Olafur Siobhán "
+        "Siobhan Jean-Luc Jean-Pierre Jean-Paul Marie-Claire Anne-Marie Hanako Taro Hiroko Yoshiko "
+        "Akiko Haruka Yuko Kazuki Daiki Shota Ryo Riku Sora Yuna Minji Jiwoo Seojun Minjun Hyun "
+        "Dong-hyun Ji-woo Seo-yeon Min-jun Joon Sung Jae Eun Hye Soo "
+        "Ahmet Mehmet Mustafa Emre Murat Burak Elif Zeynep Ayse Ayşe Fatma Emine Hatice Merve "
+        "Selin Deniz Can Cem Kemal Orhan Serkan Hakan Volkan Oguz "
+        "Abdullah Abdul Abdulrahman Hamza Bilal Faisal Fahad Saad Sultan Nasser Majid Adel Hani "
+        "Ziad Rami Sami Tarek Tareq Wael Yasser Osama Mahmoud Mustafa Jamal Kamal Anwar Aziz "
+        "Samira Nadia Rana Lina Dalia Hiba Ghada Lubna Mona Nada Rasha Sana Suha Wafa "
+        "Ravi Sanjay Rohit Sachin Virat Ajay Akash Anand Ankit Gaurav Harish Jatin Kunal Mohit "
+        "Naveen Pankaj Pradeep Rajiv Sandeep Saurabh Shubham Sumit Tarun Varun Vinay Yash "
+        "Aishwarya Anushka Kavita Kiran Madhuri Nandini Pallavi Preeti Radha Rekha Ritu Shreya "
+        "Shweta Sonia Sunita Swati Tanvi Usha Vidya "
+        "Oleg Igor Yuri Yury Boris Vladimir Viktor Vadim Artem Anton Denis Maxim Roman Ruslan "
+        "Konstantin Evgeny Yevgeny Stanislav Vasily Gennady Lyudmila Galina Marina Yulia Yelena "
+        "Oksana Larisa Valentina Vera Nadezhda Polina Daria Darya Ksenia Alina Sofiya "
+        "Jakub Kacper Szymon Wojciech Marek Pawel Paweł Łukasz Lukasz Michał Michal Mateusz "
+        "Zofia Kasia Joanna Ewa Aleksandra Dorota Monika Karolina Natalia Weronika "
+        "Jiří Jiri Petr Pavel Tomáš Jan Lucie Tereza Eliška Zuzana Vojtěch "
+        "Ferenc László Laszlo Zoltán Zoltan Gábor Gabor Attila István Istvan Zsófia "
+        "Mihai Andrei Ionut Alexandru Florin Bogdan Ioana Andreea Bianca Roxana "
+        "Nikos Giorgos Dimitris Kostas Yannis Eleni Katerina Sofia Despina "
+        "Matthias Jürgen Juergen Günter Gunter Horst Helmut Manfred Rainer Reinhard Ulrich Jörn "
+        "Dirk Sven Torsten Thorsten Kai Timo Jannik Malte Henning Ole Till Gerhard Karl-Heinz "
+        "Annika Svenja Wiebke Silke Anke Dörte Jutta Gisela Renate Ingeborg Liesel Friederike "
+        "Søren Soren Mette Sanne Lotte Kirsten Bodil Ingrid Solveig Kari Tove Åsa Asa Linnéa "
+        "Sigurður Guðrún Gudrun Einar Ragnar Thor Knut Terje Bjørn Geir Arne Odd Per Pål "
+        "Aino Eero Juha Jukka Matti Pekka Mikko Sami Tuomas Ville Anneli Päivi Tiina "
+        "François Francois Jérôme Jerome Sébastien Sebastien Stéphane Stephane Frédéric "
+        "Frederic Benoît Benoit Rémi Remi Clément Clement Théo Hervé Herve Gaël Gael Loïc Loic "
+        "Mathilde Clémence Clemence Aurélie Aurelie Émilie Emilie Séverine Geneviève Genevieve "
+        "Anaïs Anais Maëlle Noémie Noemie Solène Océane Oceane Brigitte Françoise Francoise "
+        "Giacomo Riccardo Federico Davide Simone Massimo Fabio Emanuele Gianluca Pietro Enrico "
+        "Alessia Federica Valeria Silvia Elisa Sara Ilaria Martina Alessandra Roberta "
+        "José Jose Jesús Jesus Ángel Angel Álvaro Alvaro Andrés Andres Óscar Oscar Iñaki Inaki "
+        "Joaquín Joaquin Martín Nicolás Nicolas Sebastián Sebastian Ramón Ramon Rubén Ruben "
+        "Adrián Adrian Iván Hernán Hernan Agustín Agustin Matías Matias Gonzalo Ignacio "
+        "María Maria Lucía Sofía Valentina Ximena Guadalupe Rocío Rocio Inés Ines Begoña Nuria "
+        "Montserrat Marisol Alejandra Verónica Veronica Patricia Lorena Paola Mónica Julieta "
+        "João Joao Gonçalo Goncalo Duarte Afonso Vitória Vitoria Conceição Leonor "
+        "Chidi Emeka Obinna Ifeanyi Adebayo Babajide Olumide Yemi Kehinde Taiwo Chiamaka "
+        "Adaeze Nneka Folake Funmilayo Kwabena Kwaku Yaw Akosua Efua Esi Jomo Wanjiru Njeri "
+        "Otieno Kamau Mandla Themba Lerato Naledi Zanele Nomvula Bongani Tendai Tatenda "
+        "Kenta Takumi Yusuke Daisuke Naoki Satoshi Tetsuya Masato Koji Shinji Hideo Ichiro "
+        "Makoto Osamu Tsubasa Yui Rin Mio Miyu Nanami Ayaka Misaki Kanako Chihiro Natsumi "
+        "Arjun Ishaan Kabir Reyansh Vihaan Aryan Dev Riya Saanvi Diya Ishita Myra "
+        "Darius Cyrus Reza Mehdi Hossein Farid Arash Babak Kaveh Shirin Parisa Nasrin Leyla "
+        "Alistair Angus Hamish Fergus Ewan Euan Niall Ruairi Oisin Cormac Ronan Eamon Eamonn "
+        "Brendan Kieran Ciaran Padraig Grainne Orla Roisin Sinead Caoimhe Maeve Clodagh "
+        "Gwen Rhys Dafydd Gareth Cerys Bethan Megan Ffion Sian "
+        "Bartholomew Barnaby Benedict Cuthbert Ignatius Leopold Montgomery Percival Reginald "
+        "Winston Thaddeus Atticus Augustus Cornelius Ezekiel Ezra Gideon Jedediah Josiah "
+        "Ebenezer Horace Ambrose Clement Rupert Quentin Humphrey Nigel Clive Desmond Malcolm "
+        "Duncan Graham Gordon Lachlan Murray Ross Stuart Bruce Douglas Craig Kenneth "
+        "Gertrude Mildred Edna Ethel Agnes Bertha Blanche Edith Enid Hilda Imogen Beatrix "
+        "Harriet Henrietta Philippa Rosalind Winifred Wilhelmina Cordelia Ophelia Octavia "
+        "Jessica Jasmine Priscilla Rebekah Tabitha Miriam Esther Naomi Ruth Deborah Judith "
+        "Brianna Destiny Jasmine Kayla Mackenzie Makayla Morgan Paige Savannah Sydney Taylor "
+        "Trinity Alyssa Gabrielle Jenna Kaitlyn Katelyn Kylie Mariah Shelby Sierra "
+        "Darnell DeShawn Deshawn Jamal Jermaine Lamar Malik Marquis Terrence Tyrone Andre "
+        "Dwayne Cedric Clarence Reggie Rodney Roderick Xavier Zion "
+        "Trevor Derek Damian Dominic Garrett Grant Jared Jeremiah Marcus Mitchell Preston Seth "
+        "Spencer Tristan Wesley Brady Bradley Brent Chad Clayton Cody Corey Dustin Edwin Elliot "
+        "Elliott Emmett Franklin Harvey Herbert Lloyd Leon Milton Morris Nathaniel Rodrigo "
+        "Rafael Ramiro Salvador Santiago Sergio Teodoro Vicente "
+        "Daphne Delilah Eloise Estelle Fern Florence Gemma Georgina Gwendolyn Heidi Ingrid "
+        "Juliet Kristina Lorraine Lydia Maxine Melanie Meredith Miranda Natasha Penelope "
+        "Phoebe Rosemary Rosalie Scarlett Serena Sienna Tamara Ursula Veronica Yolanda Zara "
+        "Cindy Coco Cherry Sunny Echo Winnie Yoyo Kiki Mandy Sandy Peggy Joey Jacky Ricky Vicky "
+        "Elaine Daisy Bonnie Connie Fanny Gigi Janice Zoey Ella Tiffany Selina Jolin Kelvin "
+        "Alvin Calvin Edison Felix Howard Ivan Jimmy Johnny Kenny Leon Nelson Oscar Sunny Terry "
+        "Vincent Wilson Yvonne Bella Cathy Doris Emily Flora Gloria Helen Irene Joyce Linda"
+    ).split()
+)
+# Family names beyond the tables above, for the same pairs and for "Given Family" checks.
+EN_FAMILY_NAMES_EXTRA = frozenset(
+    (
+        "Mandela Lincoln Zimmer Demir Smirnova Petrova Ivanova Popova Sokolova Volkova Kuznetsova "
+        "Yilmaz Yılmaz Kaya Şahin Sahin Çelik Celik Öztürk Ozturk Aydin Aydın Arslan Doğan Dogan "
+        "Haddad Aziz Farouk Abdullah Hamdan Karimi Hosseini Rahimi Mohammadi Ahmadi Jafari "
+        "Andersson Lindström Lundqvist Bergström Holm Berg Dahl Halvorsen Johansen Olsen "
+        "Müller Mueller Schäfer Schafer Zimmermann Krüger Kruger Hartmann Lange Werner Krause "
+        "Lehmann Köhler Kohler Herrmann König Konig Walter Mayer Huber Kaiser Fuchs Peters "
+        "Rivera Morales Ortiz Gutierrez Gutiérrez Ruiz Díaz Diaz Álvarez Alvarez Romero Navarro "
+        "Domínguez Dominguez Vázquez Vazquez Ramos Gil Serrano Blanco Molina Castro Ortega "
+        "Delgado Medina Herrera Castillo Jiménez Jimenez Vargas Reyes Cruz Flores Mendoza "
+        "Hughes Carter Mitchell Roberts Phillips Evans Turner Parker Collins Edwards Stewart "
+        "Morris Rogers Reed Cook Morgan Bell Murphy Bailey Cooper Richardson Cox Howard Ward "
+        "Peterson Gray Watson Brooks Sanders Price Bennett Wood Barnes Ross Henderson Coleman "
+        "Jenkins Perry Powell Long Patterson Fisher Simmons Foster Bryant Alexander Russell "
+        "Griffin Hayes Myers Ford Hamilton Graham Sullivan Wallace West Cole Jordan Owens "
+        "Reynolds Ellis Harrison Gibson McDonald Marshall Wells Webb Tucker Hunt Palmer Black "
+        "Malhotra Chopra Khanna Bhatia Sethi Saxena Srivastava Tiwari Mishra Pandey Dubey "
+        "Chauhan Thakur Yadav Naidu Krishnan Subramanian Venkatesh Ramanathan "
+        "O'Connell O'Sullivan O'Donnell O'Reilly O'Hara Fitzgerald Brennan Keane Nolan Power "
+        "Arnalds Bhriain Picard Doe Wong Chan Cheung Leung Lau Ng Ho Yip Tsang Kwok Chow "
+        "Petrović Petrovic Jovanović Jovanovic Nikolić Nikolic Kovač Kovac Novák Dvořák Svoboda "
+        "Nagy Kovács Kovacs Szabó Szabo Tóth Toth Popescu Ionescu Papadopoulos Georgiou "
+        "Mensah Boateng Asante Owusu Adeyemi Okeke Eze Nwosu Obi Mwangi Otieno Kamau Dlamini "
+        "Ismail Rahman Abdullah Hassan Hashim Ibrahim Yusof Tan Lim Teo Goh Ong Chua"
+    ).split()
 )
