@@ -72,7 +72,14 @@ browser:
 	  else echo "NOTE: docker-compose missing and not root: compose tests will be skipped"; fi; \
 	fi
 
+# The tests' own models folder (tests/conftest.py: TEST_MODELS).
+TEST_MODELS := $(or $(ATELIER_TEST_MODELS_DIR),.pytest-models)
+
 test: $(STAMP) browser
+	@# On a fresh checkout the digits demo model the image tests use trains for ~2-3 min: start it
+	@# now, beside the linters and type checks. Its file lock makes the tests wait for it (or
+	@# find it done), never train it twice; if this fails, the first test that needs it trains it.
+	@mkdir -p $(TEST_MODELS) && (nohup $(PY) -c 'import sys; from workers.imaging.demo_model import ensure_digits_pipeline; ensure_digits_pipeline(sys.argv[1])' $(TEST_MODELS) > $(TEST_MODELS)/.prepare.log 2>&1 &)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
