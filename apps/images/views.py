@@ -180,11 +180,10 @@ def queue_move(request: HttpRequest, project_id: int, job_id: int) -> HttpRespon
             to=request.POST.get("to", ""),
             as_admin=access.role == Role.ADMIN,
         )
-    except job_services.JobNotYours:
+    except job_services.JobNotYours as exc:
         if not wants_json:
             raise
-        error = gettext("Only the person who submitted a job can move it in the queue.")
-        return JsonResponse({"error": error}, status=403)
+        return JsonResponse({"error": str(exc)}, status=403)  # translated by the service
     except job_services.JobQueueMoveError:
         job.refresh_from_db(fields=["state"])
         if job.state == "queued":

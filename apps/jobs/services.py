@@ -908,9 +908,9 @@ def job_queue_move(*, job: Job, actor, to: str, as_admin: bool = False) -> bool:
     Returns False when there was nothing to move (already first or last).
     """
     if actor is None or job.created_by_id is None:
-        raise JobNotYours(gettext("Only the person who submitted a job can move it in the queue"))
+        raise JobNotYours(gettext("Only the person who submitted a job can move it in the queue."))
     if job.created_by_id != actor.pk and not as_admin:
-        raise JobNotYours(gettext("Only the person who submitted a job can move it in the queue"))
+        raise JobNotYours(gettext("Only the person who submitted a job can move it in the queue."))
     if to not in QUEUE_MOVES:
         raise JobQueueMoveError(f"Unknown move {to!r}; use one of {', '.join(QUEUE_MOVES)}")
     with transaction.atomic():

@@ -116,7 +116,10 @@ document.addEventListener("keydown", (ev) => {
   else if (ev.key === "k") focusItem(current - 1);
   else if (ev.key === "x") {
     const box = items()[current]?.querySelector("input[name=item]:not(:disabled)");
-    if (box) box.checked = !box.checked;
+    if (box) {
+      box.checked = !box.checked;
+      box.dispatchEvent(new Event("change", { bubbles: true })); // as a click would
+    }
   } else if (ev.key === "a") decide("approve", targets());
   else if (ev.key === "r") {
     ev.preventDefault();

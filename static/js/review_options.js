@@ -35,10 +35,7 @@ function update() {
 }
 
 if (form && queue && note) {
-  queue.addEventListener("change", update);
-  // review.js's `x` ticks a box without a change event: read the ticks after its key handler
-  // (the window's bubbling listener runs after the document's).
-  window.addEventListener("keydown", update);
+  queue.addEventListener("change", update); // a click, or review.js's `x`
   // The queue is redrawn when it changes (review.js keeps the ticks): read the new one.
   new MutationObserver(update).observe(queue, { childList: true });
   // Before review.js's key handler (the document's): `a` on an item that may not be approved says
