@@ -476,8 +476,9 @@ def breakdown_submit(
 
     The stages in the order they happen (apps/jobs/services.job_create registers the dispatch
     on-commit callback before the events' doorbells, so the doorbells ring after the publish,
-    while the worker already picks the job up): created_at -> COMMIT -> mark sent (_send, or a
-    dispatch_waiting round when the job must wait its turn) -> send_task -> the worker's task
+    while the worker already picks the job up): created_at -> COMMIT -> mark sent (none when the
+    INSERT marked it: a free slot; a dispatch_waiting round when the job must wait its turn) ->
+    send_task -> the worker's task
     body -> job_claim is called -> the claim stamps started_at (under the project lock). Each non-bracketed row runs from one stamp to the next, and every stamp comes
     causally after the one before it (send_task's *return* does not: the worker can start the
     task before the sending process is scheduled again, so the publish is a row of its own), so
@@ -500,8 +501,8 @@ def breakdown_submit(
     parts: dict[str, list[float]] = {
         k: []
         for k in (
-            "create: INSERT job+event+audit, COMMIT",
-            "COMMIT -> send: mark sent (dispatch_waiting or _send)",
+            "create: INSERT job (marked sent)+event+audit, COMMIT",
+            "COMMIT -> send: mark sent (a waiting job's dispatch_waiting; else 0)",
             "send_task -> worker task body starts (publish, broker)",
             "task body starts -> job_claim called (runtime: queue query)",
             "job_claim called -> started_at (lock, stamp)",
@@ -520,10 +521,11 @@ def breakdown_submit(
     for row in rows:
         j = by_job.get(row["job"], {})
         window = [p for p in mine if row["t_call"] <= p["t0"] <= row["t_ret"]]
-        # job_create sends a job that has a free slot itself (jobs.send), else dispatch_waiting
-        disp = next((p for p in window if p["k"] in ("dispatch", "send")), None)
-        rings = [p for p in window if p["k"] == "group_send"]
+        # A job with a free slot is created marked as sent and published after the COMMIT (no
+        # mark of its own: that row is 0); one that waited is sent by dispatch_waiting/_send.
         pub, task, claim = j.get("publish"), j.get("task_start"), j.get("claim")
+        disp = next((p for p in window if p["k"] in ("dispatch", "send")), pub)
+        rings = [p for p in window if p["k"] == "group_send"]
         if prev_end is not None and prev_end > row["created"]:
             overlap += 1
         prev_end = j["task_end"]["t1"] if "task_end" in j else None

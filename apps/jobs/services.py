@@ -22,6 +22,7 @@ from apps.audit.services import audit_record
 from apps.jobs import events as doorbell
 from apps.jobs import registry
 from apps.jobs.models import EventKind, Job, JobEvent, line_order
+from apps.jobs.prepared import Prepared
 from apps.jobs.states import ACTIVE, TERMINAL, IllegalTransition, JobState, can_transition
 from apps.projects.models import Project
 from apps.webhooks.services import job_finished_emit
@@ -254,6 +255,10 @@ def job_create(
         # sends oldest first). Running jobs and sent-but-unclaimed ones take slots, as in
         # _free_slots.
         send_now = counts.waiting == 0 and counts.taken < locked.concurrency_limit
+        # A slot is free and nobody older waits: the row is made already marked as sent (no
+        # dispatcher sends a marked job, so it is sent once), and its message goes out after the
+        # commit, instead of a whole dispatch_waiting round. The claim enforces the limit anyway.
+        sent_at = timezone.now() if send_now else None
         job = Job.objects.create(
             project=project,
             created_by=created_by,
@@ -263,15 +268,15 @@ def job_create(
             max_attempts=_cfg("MAX_ATTEMPTS"),
             retry_of=retry_of,
             last_seq=1,
+            dispatched_at=sent_at,
+            dispatch_count=1 if send_now else 0,
         )
         project_id, job_id, queue = project.pk, job.pk, job.queue
         # Registered before the events' doorbells: on-commit callbacks run in order, and the
         # worker should get its message before browsers get theirs (bench/dispatch.py).
         if send_now:
-            # A slot was free and nobody older waits: mark and send this one job (a conditional
-            # UPDATE: a dispatcher that got to it first wins, and it is sent once) instead of a
-            # whole dispatch_waiting round. The claim enforces the limit in any case.
-            transaction.on_commit(lambda: _send(job_id, queue))
+            # Not sent (the broker is away): unmarked again, for the dispatcher's next round.
+            transaction.on_commit(lambda: _publish_marked(job_id, queue, marked_at=sent_at))
         else:
             transaction.on_commit(lambda: dispatch_waiting(project_id=project_id))
         _insert_state_event(job, seq=1, data={"state": JobState.QUEUED, "attempt": 0, "error": ""})
@@ -411,6 +416,15 @@ def _free_slots(project_id: int) -> int:
     return max(0, project.concurrency_limit - taken)
 
 
+# Does a queued job of the project wait unsent? (Prepared: this runs after every job's end.)
+_WAITING = Prepared(
+    lambda key, *, project_id: Job.objects.filter(
+        project_id=project_id, state=JobState.QUEUED, dispatched_at__isnull=True
+    ).values_list("pk")[:1],
+    project_id="int",
+)
+
+
 @timed("jobs.dispatch_waiting")
 def dispatch_waiting(*, project_id: int) -> int:
     """Send the project's never-sent queued jobs, oldest first, into its free run slots.
@@ -420,6 +434,10 @@ def dispatch_waiting(*, project_id: int) -> int:
     one project take turns (the project row is locked while slots are counted and jobs marked):
     two counting the same free slot would each send a different job.
     """
+    if not _WAITING.execute(project_id=project_id):
+        # Nobody waits unsent (the common case: every finished job calls this). A job that starts
+        # waiting after this read calls dispatch_waiting itself once its row is committed.
+        return 0
     now = timezone.now()
     with transaction.atomic():
         Project.objects.select_for_update().filter(pk=project_id).values_list("pk").first()
@@ -491,18 +509,64 @@ def _active_in_project():
     return Coalesce(Subquery(active), 0)
 
 
-def _project_limit():
-    """SQL: Project.concurrency_limit of the updated job's project (its own limit or the
-    default, never above the platform's ceiling)."""
+def _limit_constants() -> tuple[int, int]:
+    """The constants _project_limit embeds: the default limit and the platform's ceiling."""
     from apps.quotas.services import concurrency_ceiling
 
+    return int(_cfg("PROJECT_MAX_CONCURRENT_JOBS")), int(concurrency_ceiling())
+
+
+def _project_limit(constants: tuple[int, int] | None = None):
+    """SQL: Project.concurrency_limit of the updated job's project (its own limit or the
+    default, never above the platform's ceiling)."""
+    default, ceiling = constants or _limit_constants()
     own = (
         Project.objects.filter(pk=OuterRef("project_id"))
         .order_by()
         .values("max_concurrent_jobs")[:1]
     )
-    default = int(_cfg("PROJECT_MAX_CONCURRENT_JOBS"))
-    return Least(Coalesce(NullIf(Subquery(own), 0), default), concurrency_ceiling())
+    return Least(Coalesce(NullIf(Subquery(own), 0), default), ceiling)
+
+
+def _claim_update(key, *, job_id, worker_id, device, now, lease_until):
+    """The claim's one conditional UPDATE (a Prepared statement, compiled once per `key`): still
+    queued *and* a free slot (fewer active jobs than the project's limit, both counted by the
+    database in this statement); with `unless_reordered`, also nothing moved in the owner's line."""
+    unless_reordered, constants = key
+    claimable = Job.objects.filter(pk=job_id, state=JobState.QUEUED).filter(
+        LessThan(_active_in_project(), _project_limit(constants))
+    )
+    if unless_reordered:
+        claimable = claimable.exclude(
+            Exists(
+                _owner_line(
+                    project_id=OuterRef("project_id"),
+                    created_by_id=OuterRef("created_by_id"),
+                    queue=OuterRef("queue"),
+                ).filter(queue_rank__isnull=False)
+            )
+        )
+    return claimable, {
+        "state": JobState.RUNNING,
+        "attempt": F("attempt") + 1,
+        "lease_owner": worker_id,
+        "lease_until": lease_until,
+        "started_at": Coalesce("started_at", now),
+        "attempt_started_at": now,
+        "device": device,
+        "dispatched_at": None,
+        "last_seq": F("last_seq") + 1,  # the seq of its `running` event
+    }
+
+
+_CLAIM = Prepared(
+    _claim_update,
+    job_id="int",
+    worker_id="text",
+    device="text",
+    now="datetime",
+    lease_until="datetime",
+)
 
 
 @timed("jobs.claim")
@@ -528,31 +592,13 @@ def job_claim(
                 "pk"
             ).first()
         now = timezone.now()  # started_at: the claim itself, under the lock
-        # One conditional UPDATE: still queued *and* a free slot (fewer active jobs than the
-        # project's limit, both counted by the database in this statement).
-        claimable = Job.objects.filter(pk=job_id, state=JobState.QUEUED).filter(
-            LessThan(_active_in_project(), _project_limit())
-        )
-        if unless_reordered:
-            claimable = claimable.exclude(
-                Exists(
-                    _owner_line(
-                        project_id=OuterRef("project_id"),
-                        created_by_id=OuterRef("created_by_id"),
-                        queue=OuterRef("queue"),
-                    ).filter(queue_rank__isnull=False)
-                )
-            )
-        changed = claimable.update(
-            state=JobState.RUNNING,
-            attempt=F("attempt") + 1,
-            lease_owner=worker_id,
-            lease_until=now + lease,
-            started_at=Coalesce("started_at", now),
-            attempt_started_at=now,
+        changed = _CLAIM.execute(
+            (unless_reordered, _limit_constants()),
+            job_id=job_id,
+            worker_id=worker_id,
             device=device[:200],
-            dispatched_at=None,
-            last_seq=F("last_seq") + 1,  # the seq of its `running` event, below
+            now=now,
+            lease_until=now + lease,
         )
         if not changed:
             # No longer queued (a duplicate message: nothing to do), or no free slot: then it

@@ -86,7 +86,8 @@ def test_job_create_stores_validated_params_and_a_first_queued_event(project, pe
     assert job.queue == "cpu"
     assert job.params["steps"] == 4  # coerced by the schema, defaults filled in
     assert job.params["step_seconds"] == 0.05
-    assert job.attempt == 0 and job.dispatched_at is None
+    # A slot was free: the row is made marked as sent; its message goes out after the commit.
+    assert job.attempt == 0 and job.dispatched_at is not None and job.dispatch_count == 1
     events = list(JobEvent.objects.filter(job=job))
     assert [(e.seq, e.kind, e.data["state"]) for e in events] == [
         (1, EventKind.STATE, JobState.QUEUED)
@@ -667,14 +668,19 @@ def test_a_job_whose_send_failed_is_sent_by_the_next_dispatcher_round(
 
 def test_two_dispatchers_racing_for_one_job_send_it_once(project, make_job, broker):
     job = make_job()
+    Job.objects.filter(pk=job.pk).update(dispatched_at=None)  # waiting unsent, as over a limit
     assert services._send(job.pk, job.queue) is True
     assert services._send(job.pk, job.queue) is False  # already marked by the first
     assert broker == [job.pk]
 
 
-def test_a_message_long_unclaimed_is_sent_again_with_back_off(project, make_job, broker):
-    job = make_job()
-    services.dispatch_waiting(project_id=project.pk)
+def test_a_message_long_unclaimed_is_sent_again_with_back_off(
+    project, make_job, broker, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        job = make_job()
+    assert broker == [job.pk]
+    assert services.dispatch_waiting(project_id=project.pk) == 0  # sent once already
     Job.objects.filter(pk=job.pk).update(dispatched_at=timezone.now() - timedelta(seconds=60))
     services._broker_lost_its_messages()
     assert services.dispatch_pending() == 1

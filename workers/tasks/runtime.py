@@ -21,6 +21,7 @@ from django.db import close_old_connections, transaction
 
 from apps.jobs import registry, services
 from apps.jobs.models import EventKind, Job
+from apps.jobs.prepared import Prepared
 from apps.jobs.registry import JobContext
 from apps.jobs.states import JobState
 from workers.common.timing import timed
@@ -306,6 +307,18 @@ class Finisher:
 FINISHER = Finisher(depth=2)
 
 
+# Is another job of this kind queued? (Prepared: every image job asks, and usually none is.)
+_OTHER_QUEUED = Prepared(
+    lambda key, *, kind, lead_id: (
+        Job.objects.filter(kind=kind, state=JobState.QUEUED)
+        .exclude(pk=lead_id)
+        .values_list("pk")[:1]
+    ),
+    kind="text",
+    lead_id="int",
+)
+
+
 @timed("tasks.claim_partners")
 def _claim_partners(lead: Job, kind: registry.JobKind, key, worker_id: str) -> list[_Running]:
     """Claim queued jobs of the same kind whose batch key equals the lead's.
@@ -316,8 +329,8 @@ def _claim_partners(lead: Job, kind: registry.JobKind, key, worker_id: str) -> l
     message, when it comes, finds the job taken and is dropped.
     """
     limit = int(settings.ATELIER.get("BATCH_MAX_JOBS", 1)) - 1
-    if limit <= 0:
-        return []
+    if limit <= 0 or not _OTHER_QUEUED.execute(kind=lead.kind, lead_id=lead.pk):
+        return []  # nothing else of its kind waits: the common case, one prepared statement
     candidates = (
         Job.objects.filter(kind=lead.kind, state=JobState.QUEUED)
         .exclude(pk=lead.pk)
