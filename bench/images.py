@@ -550,25 +550,54 @@ def stream_probes(stream: dict, probes: list[dict]) -> dict[str, list[dict]]:
 
 
 def stream_split(stream: dict, probes: list[dict]) -> dict[str, float] | None:
-    """Per image in a stream: the pipeline call, the critical path between pipeline calls
-    (hand-off, next claim, job setup) and the finisher's off-path work (PNG, hash, files, rows,
-    outcome), from the worker's probes; None when they are missing."""
+    """Per image in a stream: the pipeline call, the critical path between pipeline calls and
+    the finisher's off-path work (PNG, hash, files, rows, outcome), from the worker's probes;
+    None when they are missing.
+
+    A job the worker's Lookahead claimed during the previous job's last step (its job_claim
+    ended before that job's pipeline call did) starts in the same Celery task: its gap is the
+    hand-off plus its setup ("ahead"). A job claimed from its own message splits into hand-off,
+    Celery ack and next message, claim and setup."""
     found = stream_probes(stream, probes)
     gens = found.get("generate_images", [])
     n = len(stream["jobs"])
     if len(gens) != n:
         return None
     gaps = [b["t0"] - a["t1"] for a, b in zip(gens, gens[1:], strict=False)]
-    ids = {j["job"] for j in stream["jobs"]}
+    order = [j["job"] for j in sorted(stream["jobs"], key=lambda j: j["job"])]
+    ids = set(order)
     claims = [p for p in found.get("job_claim", []) if p.get("job") in ids]
-    execs = [p for p in found.get("execute_job", []) if p.get("job") in ids]
-    parts: dict[str, list[float]] = {"handoff": [], "message": [], "claim_in": [], "setup": []}
-    if len(execs) == n and len(claims) == n:
-        for k in range(n - 1):
-            parts["handoff"].append(execs[k]["t1"] - gens[k]["t1"])
-            parts["message"].append(execs[k + 1]["t0"] - execs[k]["t1"])
-            parts["claim_in"].append(claims[k + 1]["t1"] - execs[k + 1]["t0"])
-            parts["setup"].append(gens[k + 1]["t0"] - claims[k + 1]["t1"])
+    runs = {
+        p["job"]: p
+        for p in found.get("execute_job", [])
+        if p.get("job") in ids and p.get("value") != "not-claimed"
+    }
+    parts: dict[str, list[float]] = {
+        "handoff": [],
+        "message": [],
+        "claim_in": [],
+        "setup": [],
+        "ahead_gap": [],
+    }
+    for k in range(n - 1):
+        nxt = order[k + 1]
+        claim = max(
+            (c for c in claims if c["job"] == nxt and c["t1"] <= gens[k + 1]["t0"]),
+            key=lambda c: c["t1"],
+            default=None,
+        )
+        if claim is None:
+            continue
+        if claim["t1"] <= gens[k]["t1"]:  # claimed ahead, during job k's last step
+            parts["ahead_gap"].append(gens[k + 1]["t0"] - gens[k]["t1"])
+            continue
+        prev, run = runs.get(order[k]), runs.get(nxt)
+        if prev is None or run is None or prev["t1"] > run["t0"]:
+            continue
+        parts["handoff"].append(prev["t1"] - gens[k]["t1"])
+        parts["message"].append(run["t0"] - prev["t1"])
+        parts["claim_in"].append(claim["t1"] - run["t0"])
+        parts["setup"].append(gens[k + 1]["t0"] - claim["t1"])
     completes = found.get("complete", [])
     return {
         "gen": mean([g["t1"] - g["t0"] for g in gens]),
@@ -580,7 +609,9 @@ def stream_split(stream: dict, probes: list[dict]) -> dict[str, float] | None:
         "complete": mean([c["t1"] - c["t0"] for c in completes]) if completes else math.nan,
         "complete_cpu": mean([c["cpu"] for c in completes]) if completes else math.nan,
         "write": mean([w["t1"] - w["t0"] for w in found.get("write_image", [])]),
-        **{k: mean(v) for k, v in parts.items()},
+        "ahead": len(parts["ahead_gap"]),
+        "by_message": len(parts["setup"]),
+        **{k: mean(v) if v else math.nan for k, v in parts.items()},
     }
 
 
@@ -742,11 +773,15 @@ def _report_size(
             f"  where a stream image's time goes (worker probes, mean of {len(splits)} streams): "
             f"pipeline call {avg('gen'):.4f} s (bare's whole image {bare_pi:.4f} s incl. its PNG "
             f"save; thread CPU {avg('gen_cpu'):.4f} vs bare {bare_cpu:.4f} s); critical path "
-            f"between pipeline calls {1000 * avg('gap'):.1f} ms (max {1000 * max(x['gap_max'] for x in splits):.1f}; "
-            f"= hand-off {1000 * avg('handoff'):.1f} ms + Celery ack and next message "
-            f"{1000 * avg('message'):.1f} ms + claim {1000 * avg('claim_in'):.1f} ms (job_claim "
-            f"{1000 * avg('claim'):.1f} ms, CPU {1000 * avg('claim_cpu'):.1f} ms) + job setup "
-            f"to the pipeline call {1000 * avg('setup'):.1f} ms); off the "
+            f"between pipeline calls {1000 * avg('gap'):.1f} ms (max "
+            f"{1000 * max(x['gap_max'] for x in splits):.1f}); "
+            f"{sum(x['ahead'] for x in splits)} jobs claimed ahead by the worker's lookahead "
+            f"(during the job before's last step): hand-off + setup {1000 * avg('ahead_gap'):.1f} "
+            f"ms; {sum(x['by_message'] for x in splits)} from their own message: hand-off "
+            f"{1000 * avg('handoff'):.1f} ms + Celery ack and next message "
+            f"{1000 * avg('message'):.1f} ms + claim {1000 * avg('claim_in'):.1f} ms + job setup "
+            f"{1000 * avg('setup'):.1f} ms; job_claim {1000 * avg('claim'):.1f} ms, CPU "
+            f"{1000 * avg('claim_cpu'):.1f} ms; off the "
             f"critical path on the finisher thread: {1000 * avg('complete'):.1f} ms per job "
             f"(PNG + hash + files {1000 * avg('write'):.1f} ms, rows and outcome; CPU "
             f"{1000 * avg('complete_cpu'):.1f} ms)"

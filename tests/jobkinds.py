@@ -133,3 +133,50 @@ register(
         description="Test-only: hands its writes to the worker's finisher.",
     )
 )
+
+
+class AheadParams(DeferredParams):
+    steps: int = Field(3, ge=1, le=100, title="Steps")
+    # After its last step: wait (up to 10 s) until this job runs, claimed by the worker's
+    # lookahead, then ask the worker to shut down (a test of the release of a job claimed ahead).
+    shutdown_once_running: int | None = Field(None, title="Shut down once this job runs")
+    # After its last step: wait (up to 60 s) for this file (a test kills the worker meanwhile).
+    hold_file: str = Field("", title="Wait for this file after the last step")
+
+
+def run_ahead(ctx: JobContext) -> Deferred:
+    """Steps, then deferred writes, on the gpu queue, with the lookahead: as image jobs do."""
+    p = ctx.params
+    for step in range(1, p.steps + 1):
+        ctx.reporter.step(step, p.steps)
+    if p.shutdown_once_running:
+        from apps.jobs.models import Job
+        from workers.tasks.runtime import request_shutdown
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            state = Job.objects.values_list("state", flat=True).get(pk=p.shutdown_once_running)
+            if state == "running":
+                break
+            time.sleep(0.01)
+        request_shutdown()
+    if p.hold_file:
+        from pathlib import Path
+
+        deadline = time.monotonic() + 60
+        while not Path(p.hold_file).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return run_deferred(ctx)
+
+
+register(
+    JobKind(
+        name="test.gpu_ahead",
+        label="Test GPU steps with lookahead",
+        queue="gpu",
+        params=AheadParams,
+        runner=run_ahead,
+        description="Test-only: reports steps, then hands its writes off, on the gpu queue.",
+        lookahead=True,
+    )
+)

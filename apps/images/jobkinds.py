@@ -201,6 +201,7 @@ register(
         budget=budget,
         batch_key=batch_key,
         batch_runner=runner_at("apps.images.runners:run_generate_batch"),
+        lookahead=True,
         launchable=False,
         description="txt2img / img2img with A1111 prompts, samplers, hi-res fix and ControlNet.",
     )

@@ -73,6 +73,10 @@ class JobKind:
     # true): a worker's warm shutdown asks them to stop and re-queues them, so they resume on
     # the next start. Other kinds finish what they run before the worker exits.
     interruptible: bool = False
+    # Kinds whose work ends soon after their last reported step (an image: its decode and
+    # hand-off, tens of ms): at that step the worker claims its next job, so the next one starts
+    # without a broker round trip and a claim between the two (workers/tasks/runtime.Lookahead).
+    lookahead: bool = False
     # The compute budget (apps/quotas): (project, validated params, PlatformPolicy) ->
     # {field: message} when the request asks for more than one job may use.
     budget: Callable[[Any, pydantic.BaseModel, Any], dict[str, str]] | None = None

@@ -571,14 +571,21 @@ _CLAIM = Prepared(
 
 @timed("jobs.claim")
 def job_claim(
-    *, job_id: int, worker_id: str, device: str = "", unless_reordered: bool = False
+    *,
+    job_id: int,
+    worker_id: str,
+    device: str = "",
+    unless_reordered: bool = False,
+    message: bool = True,
 ) -> Job | None:
     """Claim a queued job for this worker, respecting the project's concurrency limit.
 
     Safe to call twice: a second claim (duplicate message, second worker) finds the job no
     longer queued and returns None. ``unless_reordered`` (job_claim_turn's fast path): also
     None when the job's owner has moved any queued job of this line (a queue_rank is set), in
-    the same UPDATE, so the common case costs no extra statement.
+    the same UPDATE, so the common case costs no extra statement. ``message``: the claim uses up
+    the job's Celery message, so a job it cannot take is marked unsent (dispatch_waiting sends
+    it again); False for a worker's lookahead, which leaves the message on its way.
     """
     lease = timedelta(seconds=_cfg("LEASE_SECONDS"))
     project_of_job = Job.objects.filter(pk=job_id).order_by().values("project_id")[:1]
@@ -603,7 +610,8 @@ def job_claim(
         if not changed:
             # No longer queued (a duplicate message: nothing to do), or no free slot: then it
             # waits unsent, and dispatch_waiting sends it again when a slot frees.
-            Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(dispatched_at=None)
+            if message:
+                Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(dispatched_at=None)
             return None
         claimed = Job.objects.select_related("created_by").get(pk=job_id)
         _insert_state_event(
@@ -885,16 +893,24 @@ def job_release_orphans(*, lease_owner: str) -> int:
     return released
 
 
-def job_requeue_for_shutdown(*, job_id: int, attempt: int, worker_id: str) -> bool:
+def job_requeue_for_shutdown(
+    *, job_id: int, attempt: int, worker_id: str, started: bool = True
+) -> bool:
     """A warm shutdown stopped this attempt at a checkpoint: queue it again to resume on the next
     worker. A planned stop is not a lost worker, so it does not use up one of the job's attempts.
+    ``started`` False: the worker had claimed the job ahead (its Lookahead) and not started it.
     """
+    message = (
+        f"worker {worker_id} is shutting down; re-queued to resume from its checkpoint"
+        if started
+        else f"worker {worker_id} stopped before starting this job; re-queued"
+    )
     done = job_transition(
         job_id=job_id,
         target=JobState.QUEUED,
         sources=[JobState.RUNNING],
         attempt=attempt,
-        message=f"worker {worker_id} is shutting down; re-queued to resume from its checkpoint",
+        message=message,
         lease_owner="",
         lease_until=None,
         dispatched_at=None,

@@ -52,3 +52,32 @@ def test_a_worker_killed_while_writing_a_result_loses_nothing(processes, project
     assert outputs[0].created_at <= job.finished_at
     lines = record.read_text().split("\n")
     assert "1 writing" not in lines and "2 writing" in lines
+
+
+def test_a_worker_killed_with_a_job_claimed_ahead_loses_nothing(
+    processes, project, member, tmp_path
+):
+    """A gpu worker claims its next job during the current one's last step (its Lookahead); killed
+    then, both jobs are running on a dead worker: their leases run out, and each re-runs to one
+    output on the next worker."""
+    hold = tmp_path / "hold"
+    processes.scheduler(interval=0.3)
+    processes.worker("worker-a", queues="gpu")
+    first = launch(project, member, kind="test.gpu_ahead", text="first", hold_file=str(hold))
+    second = launch(project, member, kind="test.gpu_ahead", text="second")
+    wait_for(
+        lambda: job_state(second) == JobState.RUNNING,
+        timeout=60,
+        what="the second job, claimed ahead during the first one's last step",
+    )
+    assert Job.objects.get(pk=second.pk).lease_owner == Job.objects.get(pk=first.pk).lease_owner
+
+    processes.kill("worker-a", signal.SIGKILL)
+    hold.touch()
+    processes.worker("worker-b", queues="gpu")
+    for job in (first, second):
+        wait_for(lambda j=job: job_state(j) == JobState.SUCCEEDED, timeout=90, what="a re-run")
+    for job, text in ((first, "first"), (second, "second")):
+        job = Job.objects.get(pk=job.pk)
+        assert [o.text for o in Output.objects.filter(job=job)] == [text]  # once, none lost
+        assert job.attempt == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -36,8 +37,12 @@ class JobReporter:
         min_interval: float | None = None,
         clock=time.monotonic,
         shutdown: threading.Event | None = None,
+        on_last_step: Callable[[], None] | None = None,
     ):
         self.job_id = job_id
+        # Called once, when the job reports its last step (the runtime's Lookahead: what is left
+        # of the job is short, so the worker may claim its next one meanwhile).
+        self.on_last_step = on_last_step
         self.attempt = attempt
         # Set by the worker's warm shutdown for interruptible kinds: stop at the next step.
         self.shutdown = shutdown
@@ -86,6 +91,9 @@ class JobReporter:
             # would sit on the critical path between a pipeline call and the next job.
             self._start_writer()
             self._wake.set()
+            last, self.on_last_step = self.on_last_step, None
+            if last is not None:
+                last()
         else:
             self._maybe_flush()
 

@@ -7,6 +7,7 @@ each job still has its own reporter, heartbeat, lease, outcome and events.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -80,12 +81,13 @@ class _Running:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def start(cls, job: Job) -> _Running:
+    def start(cls, job: Job, on_last_step: Callable[[], None] | None = None) -> _Running:
         kind = registry.find(job.kind)
         reporter = JobReporter(
             job_id=job.pk,
             attempt=job.attempt,
             shutdown=SHUTDOWN if kind is not None and kind.interruptible else None,
+            on_last_step=on_last_step,
         )
         heartbeat = Heartbeat(reporter=reporter)
         heartbeat.start()
@@ -306,6 +308,136 @@ class Finisher:
 
 FINISHER = Finisher(depth=2)
 
+# Jobs one Celery message runs through the Lookahead before its task returns to the broker (the
+# message stays unacknowledged meanwhile: acks_late).
+LOOKAHEAD_MAX_JOBS = 16
+# Jobs this process claimed ahead whose own message has not come back to it yet: job id ->
+# when. That message then does nothing without asking the database (~1 ms instead of a claim
+# that fails and a look at the owner's line). Entries of messages another worker took are
+# dropped after STALE_AFTER seconds.
+_CLAIMED_AHEAD: dict[int, float] = {}
+_CLAIMED_AHEAD_LOCK = threading.Lock()
+STALE_AFTER = 600.0
+
+
+class Lookahead:
+    """Claims a gpu worker's next job while the current one finishes, so that the next one starts
+    as soon as the current one hands its writes off: no broker round trip (ack, next message)
+    and no claim between two images.
+
+    A ``lookahead`` kind's last step arms it (an image job has its decode and hand-off left,
+    tens of ms). On its own thread it claims the queued job whose message went out first on the
+    current job's queue, by job_claim's fast path: a job whose owner moved anything, or one
+    without a free slot in its project, is left to its message as ever. The Celery task that
+    ran the current job runs the claimed one next (execute_job); the job's own message, when it
+    comes, finds it taken and does nothing. Jobs are claimed in the order the broker would have
+    delivered them, and only at a last step, so a job waits at most that decode for this worker
+    while another might have started it. A warm shutdown, or an error, queues a job claimed but
+    not started again; a killed worker's claimed job re-runs when its lease runs out, as any
+    running job's does.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._request: tuple[str, str] | None = None
+        self._claimed: Job | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def arm(self, *, queue: str, worker_id: str) -> None:
+        """Claim the next job of `queue` for this worker, on the lookahead thread."""
+        if SHUTDOWN.is_set():
+            return
+        with self._lock:
+            if not self._idle.is_set() or self._claimed is not None:
+                return  # one job ahead at most
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="lookahead", daemon=True)
+                self._pid = os.getpid()
+                self._thread.start()
+            self._idle.clear()
+            self._request = (queue, worker_id)
+        self._wake.set()
+
+    def take(self, timeout: float | None = 120.0) -> Job | None:
+        """The job claimed for this worker (None if none), once a claim under way is over."""
+        if not self._idle.wait(timeout):
+            log.warning("the lookahead's claim is still under way; not waiting for it")
+        with self._lock:
+            job, self._claimed = self._claimed, None
+        return job
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                request, self._request = self._request, None
+            try:
+                job = _claim_next(*request) if request is not None else None
+                if job is not None:
+                    with self._lock:
+                        self._claimed = job
+            except Exception:  # noqa: BLE001 - the job's own message claims it instead
+                log.warning("claiming the next job ahead failed", exc_info=True)
+                close_old_connections()
+            finally:
+                self._idle.set()
+
+
+@timed("tasks.lookahead")
+def _claim_next(queue: str, worker_id: str) -> Job | None:
+    """Claim the job whose message went out first on `queue`, leaving that message unused."""
+    if SHUTDOWN.is_set():
+        return None
+    found = _FIRST_SENT.execute(queue=queue)
+    if not found:
+        return None
+    job_id = found[0][0]
+    job = services.job_claim(
+        job_id=job_id,
+        worker_id=worker_id,
+        device=worker_device(queue),
+        unless_reordered=True,
+        message=False,
+    )
+    if job is not None:
+        now = time.monotonic()
+        with _CLAIMED_AHEAD_LOCK:
+            for stale in [k for k, t in _CLAIMED_AHEAD.items() if now - t > STALE_AFTER]:
+                del _CLAIMED_AHEAD[stale]
+            _CLAIMED_AHEAD[job.pk] = now
+    return job
+
+
+# The queued job of a queue whose message went out first (the broker's queues are FIFO).
+_FIRST_SENT = Prepared(
+    lambda key, *, queue: (
+        Job.objects.filter(state=JobState.QUEUED, queue=queue, dispatched_at__isnull=False)
+        .order_by("dispatched_at", "pk")
+        .values_list("pk")[:1]
+    ),
+    queue="text",
+)
+
+
+LOOKAHEAD = Lookahead()
+
+
+def _release(job: Job, worker_id: str) -> None:
+    """Queue again a job the Lookahead claimed that this worker will not start."""
+    with _CLAIMED_AHEAD_LOCK:
+        _CLAIMED_AHEAD.pop(job.pk, None)
+    try:
+        services.job_requeue_for_shutdown(
+            job_id=job.pk, attempt=job.attempt, worker_id=worker_id, started=False
+        )
+    except Exception:  # noqa: BLE001 - its lease runs out and it re-runs, as a lost job's does
+        log.exception("could not queue job %s again, claimed ahead", job.pk)
+
 
 # Is another job of this kind queued? (Prepared: every image job asks, and usually none is.)
 _OTHER_QUEUED = Prepared(
@@ -418,6 +550,11 @@ def execute_job(
     deferred writes finish on the finisher thread while this worker takes its next job.
     ``queue``: the job's queue, when the caller knows it (only the gpu queue looks for a CUDA
     device to record; a job claimed in its place is on the same queue)."""
+    if handoff:
+        with _CLAIMED_AHEAD_LOCK:
+            ahead = _CLAIMED_AHEAD.pop(job_id, None)
+        if ahead is not None:
+            return "not-claimed"  # its job ran on this worker's lookahead
     if queue is None:  # the Celery task passes the queue its message came from
         queue = Job.objects.filter(pk=job_id).values_list("queue", flat=True).first() or ""
     try:
@@ -428,7 +565,35 @@ def execute_job(
         CLAIMS.tick()
     if job is None:
         return "not-claimed"
-    running = _Running.start(job)
+    if not handoff:
+        return _run_claimed(job, worker_id=worker_id, handoff=False, ahead=False)
+    try:
+        outcome = _run_claimed(job, worker_id=worker_id, handoff=True, ahead=True)
+        for left in range(LOOKAHEAD_MAX_JOBS - 1, -1, -1):
+            following = LOOKAHEAD.take()
+            if following is None:
+                break
+            CLAIMS.tick()  # the finisher's rows need not wait for a claim: this one is done
+            if SHUTDOWN.is_set():
+                _release(following, worker_id)
+                break
+            _run_claimed(following, worker_id=worker_id, handoff=True, ahead=left > 0)
+    finally:
+        # An error above must not leave a job claimed and not run.
+        following = LOOKAHEAD.take(timeout=None if SHUTDOWN.is_set() else 0)
+        if following is not None:
+            _release(following, worker_id)
+    return outcome
+
+
+def _run_claimed(job: Job, *, worker_id: str, handoff: bool, ahead: bool) -> str:
+    """Run a job this worker claimed and record its outcome (or hand its writes off). ``ahead``:
+    a lookahead kind arms the Lookahead at its last step."""
+    found = registry.find(job.kind)
+    arm = None
+    if ahead and found is not None and found.lookahead:
+        arm = functools.partial(LOOKAHEAD.arm, queue=job.queue, worker_id=worker_id)
+    running = _Running.start(job, on_last_step=arm)
     try:
         kind = registry.get(job.kind)
         params = kind.params.model_validate(job.params)
