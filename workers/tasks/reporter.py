@@ -52,7 +52,10 @@ class JobReporter:
         self.clock = clock
         self._buffer: list[tuple[str, dict]] = []
         self._lock = threading.Lock()
-        self._last_flush = 0.0
+        # As if just written: the first lines and progress wait min_interval like the rest (a
+        # short job's first write then rides with its last step's, not beside its setup);
+        # the first streamed text and the last step go out at once all the same.
+        self._last_flush = clock()
         self._progress: tuple[int, int] | None = None
         self._flushed_progress: tuple[int, int] | None = None
         self._started = clock()
