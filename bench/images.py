@@ -412,8 +412,11 @@ class Bench:
 
     def platform_stream(self, n: int, size: int) -> dict:
         """A stream of single-image jobs: each submitted once the one before it has started (and
-        its batch-partner search is over), so the queue always holds the next job and never two
-        (which would batch). Per image = first started -> last finished / jobs."""
+        its batch-partner search is over) and the one before that has finished, so the queue
+        always holds the next job and never two (which would batch). The worker's lookahead
+        claims (starts) a job during the last step of the one before it: "started" alone would
+        let the next submit land while that job has not yet looked for batch partners. Per
+        image = first started -> last finished / jobs."""
         count = self.images_at(size)
         say(f"platform stream {n} at {size} px: {count} single-image jobs, one after another")
         pid = self.procs.procs["worker"].pid
@@ -422,6 +425,8 @@ class Bench:
         for req in self.round_requests(count):
             if submitted:
                 self.wait_started(submitted[-1][0])
+                if len(submitted) > 1:
+                    self.wait([submitted[-2][0]])
                 time.sleep(PARTNER_SEARCH_MARGIN)
             submitted.append(self.submit(req, size))
         self.wait([j for j, _ in submitted])
