@@ -115,18 +115,20 @@ def _registered_upscaler(asset: ImageAsset) -> _RegisteredUpscaler:
 # The names of the enabled assets of a kind a project's jobs may use (Prepared: every image job
 # looks its prompt over for embedding names, and most use none).
 _ASSET_NAMES = Prepared(
-    lambda key, *, kind, project_id: (
-        ImageAsset.objects.filter(kind=kind, enabled=True).usable_by(project_id).values_list("name")
-    ),
+    lambda key, *, kind, project_id: _usable_assets(kind, project_id).values_list("name"),
     kind="text",
     project_id="int",
 )
 
 
+def _usable_assets(kind: str, project_id: int):
+    """The enabled assets of `kind` a job of the project may use."""
+    return ImageAsset.objects.filter(kind=kind, enabled=True).usable_by(project_id)
+
+
 def _assets(kind: str, project_id: int) -> dict[str, ImageAsset]:
     """The enabled assets of `kind` a job of the project may use, by name."""
-    found = ImageAsset.objects.filter(kind=kind, enabled=True).usable_by(project_id)
-    return {a.name: a for a in found}
+    return {a.name: a for a in _usable_assets(kind, project_id)}
 
 
 # The Model hash of each model folder this worker generates with, taken once per load of its
