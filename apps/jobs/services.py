@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce, Least, NullIf
 from django.db.models.lookups import LessThan
 from django.utils import timezone
@@ -307,24 +307,51 @@ class ActiveCounts:
         return self.taken + self.waiting
 
 
-def _active_counts(project: Project, user) -> ActiveCounts:
-    in_project = Q(project_id=project.pk)
-    user_id = getattr(user, "pk", None)
-    scope = in_project | Q(created_by_id=user_id) if user_id is not None else in_project
+def _active_counts_query(has_user: bool, *, project_id: int, user_id: int = 0):
+    """One row (taken, waiting, mine): an aggregate without GROUP BY (the constant `g` groups
+    nothing), so it is a queryset that `Prepared` can compile once."""
+    in_project = Q(project_id=project_id)
     queued = Q(state=JobState.QUEUED)
-    aggregates: dict[str, Any] = {
-        "taken": Count(
-            "pk",
-            filter=in_project & (Q(state__in=ACTIVE) | (queued & Q(dispatched_at__isnull=False))),
-        ),
-        "waiting": Count("pk", filter=in_project & queued & Q(dispatched_at__isnull=True)),
-    }
-    if user_id is not None:
-        aggregates["mine"] = Count("pk", filter=Q(created_by_id=user_id))
-    counts = Job.objects.filter(scope, state__in=[JobState.QUEUED, *ACTIVE]).aggregate(**aggregates)
-    return ActiveCounts(
-        mine=counts.get("mine") or 0, taken=counts["taken"] or 0, waiting=counts["waiting"] or 0
+    scope = in_project | Q(created_by_id=user_id) if has_user else in_project
+    return (
+        Job.objects.filter(scope, state__in=[JobState.QUEUED, *ACTIVE])
+        .order_by()
+        .values(g=Value(1, output_field=IntegerField()))
+        .annotate(
+            taken=Count(
+                "pk",
+                filter=in_project
+                & (Q(state__in=ACTIVE) | (queued & Q(dispatched_at__isnull=False))),
+            ),
+            waiting=Count("pk", filter=in_project & queued & Q(dispatched_at__isnull=True)),
+            mine=Count("pk", filter=Q(created_by_id=user_id)) if has_user else Value(0),
+        )
+        .values_list("taken", "waiting", "mine")
     )
+
+
+# Every submit counts (prepared: the aggregate's compile cost more than running it).
+_ACTIVE_COUNTS = Prepared(
+    lambda has_user, *, project_id, user_id=0: _active_counts_query(
+        has_user, project_id=project_id, user_id=user_id
+    ),
+    project_id="int",
+    user_id="int",
+)
+_ACTIVE_COUNTS_PROJECT = Prepared(
+    lambda has_user, *, project_id: _active_counts_query(has_user, project_id=project_id),
+    project_id="int",
+)
+
+
+def _active_counts(project: Project, user) -> ActiveCounts:
+    user_id = getattr(user, "pk", None)
+    if user_id is not None:
+        rows = _ACTIVE_COUNTS.execute(True, project_id=project.pk, user_id=user_id)
+    else:
+        rows = _ACTIVE_COUNTS_PROJECT.execute(False, project_id=project.pk)
+    taken, waiting, mine = rows[0] if rows else (0, 0, 0)
+    return ActiveCounts(mine=mine or 0, taken=taken or 0, waiting=waiting or 0)
 
 
 def _insert_state_event(job: Job, *, seq: int, data: dict[str, Any]) -> None:

@@ -19,11 +19,12 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
 
 from apps.audit.services import audit_record
+from apps.jobs.prepared import Prepared
 from apps.moderation.models import Door, Flag, RuleSetVersion
 from apps.projects.models import Project
 from apps.webhooks.services import output_flagged_emit
@@ -229,10 +230,40 @@ def matcher_for_version(version: RuleSetVersion) -> Matcher:
     return matcher
 
 
+# The newest version's identity, without its rules (prepared: every submit and output asks).
+_CURRENT = Prepared(
+    lambda key, *, project_id: (
+        RuleSetVersion.objects.filter(project_id=project_id)
+        .order_by("-number")
+        .values_list("pk", "number", "created_at")[:1]
+    ),
+    project_id="int",
+)
+# (database, version id, number, created_at as the database gave it) -> its compiled rules. The
+# creation time is part of the key, so an id a rolled-back database hands out again never names
+# another version's rules; versions are immutable, so an entry never goes stale.
+_CURRENT_MATCHERS: OrderedDict[tuple, Matcher] = OrderedDict()
+
+
 def project_matcher(project_id: int) -> tuple[Matcher, int]:
-    """The project's current compiled rules and their version number."""
+    """The project's current compiled rules and their version number: one small query when the
+    process has compiled that version already."""
+    rows = _CURRENT.execute(project_id=project_id)
+    key = (connection.alias, connection.settings_dict.get("NAME"), *rows[0]) if rows else None
+    if key is not None:
+        with _CACHE_LOCK:
+            matcher = _CURRENT_MATCHERS.get(key)
+            if matcher is not None:
+                _CURRENT_MATCHERS.move_to_end(key)
+                return matcher, rows[0][1]
     version = ruleset_current(project_id)
-    return matcher_for_version(version), version.number
+    matcher = matcher_for_version(version)
+    if key is not None and version.pk == rows[0][0]:
+        with _CACHE_LOCK:
+            _CURRENT_MATCHERS[key] = matcher
+            while len(_CURRENT_MATCHERS) > _CACHE_SIZE:
+                _CURRENT_MATCHERS.popitem(last=False)
+    return matcher, version.number
 
 
 # -- checks ----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, RootModel
 
+from apps.jobs.prepared import Prepared
 from apps.jobs.registry import JobKind, register, runner_at
 
 MAX_TURNS = 200
@@ -77,29 +78,39 @@ class TextgenParams(BaseModel):
     )
 
 
-def check(project, params: TextgenParams, *, user=None) -> dict[str, str]:
-    from apps.models.models import Adapter
+def _text_model(key, *, model_id, project_id):
     from apps.models.models import BaseModel as Base
 
-    errors: dict[str, str] = {}
-    base = (
-        Base.objects.filter(pk=params.base_model_id, kind="text", enabled=True)
-        .usable_by(project.pk)
-        .first()
+    return (
+        Base.objects.filter(pk=model_id, kind="text", enabled=True)
+        .usable_by(project_id)
+        .values_list("pk", "name")[:1]
     )
-    if base is None:
+
+
+# Every chat request checks its model (prepared: the chat API's time to first token).
+_TEXT_MODEL = Prepared(_text_model, model_id="int", project_id="int")
+
+
+def check(project, params: TextgenParams, *, user=None) -> dict[str, str]:
+    from apps.models.models import Adapter
+
+    errors: dict[str, str] = {}
+    rows = _TEXT_MODEL.execute(model_id=params.base_model_id, project_id=project.pk)
+    if not rows:
         return {"base_model_id": "No such text model"}
+    base_id, base_name = rows[0]
     ids = [i for i in params.adapter_ids if i is not None]
     if not ids:  # the base model alone (most chat calls): nothing more to look up
         return errors
     found = set(
-        Adapter.objects.filter(pk__in=ids, project=project, base_model=base).values_list(
+        Adapter.objects.filter(pk__in=ids, project=project, base_model_id=base_id).values_list(
             "pk", flat=True
         )
     )
     missing = [i for i in ids if i not in found]
     if missing:
-        errors["adapter_ids"] = f"No adapter {missing[0]} for {base.name} in this project"
+        errors["adapter_ids"] = f"No adapter {missing[0]} for {base_name} in this project"
         return errors
     scorer = (
         Adapter.objects.filter(pk__in=ids, kind="reward").values_list("name", flat=True).first()

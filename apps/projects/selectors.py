@@ -64,21 +64,24 @@ def project_access(*, user, project_id: int, need: str = "view") -> ProjectAcces
         raise ValueError(f"unknown capability {need!r}")
     if user is None or not user.is_authenticated or not user.is_active:
         raise Http404("No such project")
-    try:
-        project = Project.objects.get(pk=project_id)
-    except (Project.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such project") from None
+    project: Project | None
     role: str | None
-    if user.is_superuser:
-        role = Role.ADMIN
-    else:
-        role = (
-            Membership.objects.filter(project=project, user=user)
-            .values_list("role", flat=True)
-            .first()
-        )
-        if role is None:
-            raise Http404("No such project")
+    try:
+        if user.is_superuser:
+            project, role = Project.objects.filter(pk=project_id).first(), Role.ADMIN
+        else:
+            # The membership and its project in one statement (every request asks this).
+            found = (
+                Membership.objects.filter(project_id=project_id, user=user)
+                .select_related("project")
+                .order_by()[:1]
+            )
+            membership = next(iter(found), None)
+            project, role = (membership.project, membership.role) if membership else (None, None)
+    except (ValueError, TypeError):  # an id that is not a number
+        project = None
+    if project is None or role is None:
+        raise Http404("No such project")
     access = ProjectAccess(project=project, role=role)
     if not access.can(need):
         raise PermissionDenied(

@@ -196,8 +196,18 @@ class JobReporter:
         due = self._last_flush + self.min_interval - self.clock()
         return min(max(due, 0.005), self.min_interval)
 
+    def start_writer(self) -> None:
+        """Start the writer thread now (the runtime does, as a job starts): its database
+        connection is open before the job's first streamed text, which is then written without
+        a connect on the way (each thread has its own connection; PostgreSQL's takes ms)."""
+        self._start_writer()
+
     def _write_loop(self) -> None:
         try:
+            try:
+                connection.ensure_connection()
+            except Exception:  # noqa: BLE001 - the first write connects (and retries) anyway
+                log.warning("job %s: the events writer could not connect yet", self.job_id)
             while True:
                 if self._wake.wait(self._tick()):
                     self._wake.clear()

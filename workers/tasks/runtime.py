@@ -91,6 +91,7 @@ class _Running:
         )
         heartbeat = Heartbeat(reporter=reporter)
         heartbeat.start()
+        reporter.start_writer()
         return cls(job=job, reporter=reporter, heartbeat=heartbeat)
 
     def context(self, kind: registry.JobKind, params=None) -> JobContext:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from django.utils.text import slugify
 
 from apps.api.errors import ApiError
+from apps.jobs.prepared import Prepared
 from apps.models.models import Adapter, BaseModel, ModelSource
 from apps.projects.selectors import ProjectAccess
 
@@ -73,9 +74,15 @@ def suffix_of(name: str) -> str:
     return _SUFFIX_UNSAFE.sub("-", name.strip()).strip("-")[:SUFFIX_MAX]
 
 
+# Every /v1/ generation request names its model through these (prepared: no arguments).
+_BASE_ROWS = Prepared(
+    lambda key: BaseModel.objects.order_by("pk").values_list("pk", "source", "reference", "name")
+)
+
+
 def base_ids() -> dict[int, str]:
     """The id of every base model (enabled or not, so ids never shift), by primary key."""
-    rows = list(BaseModel.objects.order_by("pk").values_list("pk", "source", "reference", "name"))
+    rows = _BASE_ROWS.execute()
     ids: dict[int, str] = {}
     taken: set[str] = set()
     for pk, source, reference, _ in rows:  # built-ins first: their keys are documented ids
