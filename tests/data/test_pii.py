@@ -697,3 +697,20 @@ def test_both_engines_agree_on_names_without_a_label():
     for _ in range(200):
         text = "".join(r.choice(pieces) + r.choice(glue) for _ in range(r.randint(1, 4)))
         assert scan_text(text, engine="hyperscan") == scan_text(text, engine="re"), text
+
+
+@pytest.mark.skipif(not HAS_HYPERSCAN, reason="no hyperscan wheel")
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        ("本人施洛授权如下事项", "施洛"),
+        ("作者钟少华与编辑见面", "钟少华"),
+        ("立遗嘱人欧阳娜娜声明", "欧阳娜娜"),
+    ],
+)
+def test_a_role_ending_in_ren_or_zhe_right_before_a_surname_opens_the_re_engines_gate(text, name):
+    # The `re` engine runs a recognizer only where its gate finds something; Hyperscan runs on
+    # the triggers. A trigger the gate did not cover ("[人者]" + surname) made the engines differ.
+    hs, plain = scan_text(text, engine="hyperscan"), scan_text(text, engine="re")
+    assert hs == plain
+    assert [f.value for f in plain if f.type == "PERSON"] == [name]

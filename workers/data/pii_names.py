@@ -780,7 +780,11 @@ ZH_ROLE_TRIGGERS = (
     f"(?:{_NAMING_LABELS})",
 )
 _ROLE_HIT_REACH = 2 + max(5, *(len(x) for x in ZH_ROLE_LABELS + _NAMING_LABELS.split("|")))
-ZH_ROLE_GATE = f"[{_ROLE_SUFFIX}][:： 　]|{'|'.join(ZH_ROLE_LABELS)}|{_NAMING_LABELS}"
+# Every trigger's text opens the gate (a role ending in 人/者 straight before a surname too:
+# "本人施洛授权"), or the `re` engine would skip what Hyperscan's triggers find.
+ZH_ROLE_GATE = (
+    f"[{_ROLE_SUFFIX}][:： 　]|[人者]{_SURNAME_START}|{'|'.join(ZH_ROLE_LABELS)}|{_NAMING_LABELS}"
+)
 # The last characters of a role or an organization, not a name (项目经理部, 财务室).
 _ORG_TAIL = set("人员者师司局部院所厂店社队处科组室办委厅行馆校站")
 _ALL_NOT_NAMES = ZH_NOT_NAMES | ZH_NOT_NAMES_MORE | ZH_ROLE_WORDS
