@@ -59,6 +59,9 @@ def pytest_configure(config):
         {"address": url, "socket_timeout": None}
     ]
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = ENGINE_ENV["ATELIER_CHANNEL_PREFIX"]
+    # Jobs run in this process hand their helper threads back at once: an idle helper would hold
+    # a connection to the test database past its teardown. Worker subprocesses keep theirs.
+    settings.ATELIER["HELPER_IDLE_SECONDS"] = 0
     os.environ["ATELIER_VAR_DIR"] = str(TEST_VAR)
     settings.VAR_DIR = TEST_VAR
     settings.MEDIA_ROOT = TEST_VAR / "media"

@@ -234,6 +234,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 ATELIER = {
     "LEASE_SECONDS": envfloat("ATELIER_LEASE_SECONDS", 30.0),
     "HEARTBEAT_SECONDS": envfloat("ATELIER_HEARTBEAT_SECONDS", 5.0),
+    # A job's helper threads (events writer, heartbeat) wait this long for the next job, keeping
+    # their database connections (workers/tasks/threads.py); 0: a thread per job, as in tests.
+    "HELPER_IDLE_SECONDS": envfloat("ATELIER_HELPER_IDLE_SECONDS", 60.0),
     "DISPATCH_INTERVAL": envfloat("ATELIER_DISPATCH_INTERVAL", 2.0),
     # A queued job whose message was sent this long ago without a claim is sent again.
     "REDISPATCH_AFTER": envfloat("ATELIER_REDISPATCH_AFTER", 15.0),

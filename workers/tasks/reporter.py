@@ -15,9 +15,13 @@ from apps.jobs import services
 from apps.jobs.models import EventKind, Job
 from apps.jobs.states import JobState
 from workers.common.timing import timed
+from workers.tasks.threads import ThreadCache
 
 log = logging.getLogger(__name__)
 PREVIEW_SIZE = 160
+# The writers and heartbeats of this process's jobs: threads kept between jobs with their
+# database connections (0 idle seconds, as in tests: a thread per job).
+HELPERS = ThreadCache(lambda: float(settings.ATELIER.get("HELPER_IDLE_SECONDS", 60.0)))
 FLUSH_RETRIES = 6  # ~12 s of back-off before a flush gives up (a database restart)
 
 
@@ -66,7 +70,7 @@ class JobReporter:
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = threading.Event()
-        self._writer: threading.Thread | None = None
+        self._writer: threading.Event | None = None  # set when the writer's loop has returned
         # Streams (text() indexes) that have sent text: the first words of each are written at
         # once, and from then on the writer also wakes on its own (see _write_loop).
         self._streams: set[int] = set()
@@ -182,10 +186,7 @@ class JobReporter:
 
     def _start_writer(self) -> None:
         if self._writer is None:
-            self._writer = threading.Thread(
-                target=self._write_loop, name=f"events-job-{self.job_id}", daemon=True
-            )
-            self._writer.start()
+            self._writer = HELPERS.run(self._write_loop, f"events-job-{self.job_id}")
 
     def _tick(self) -> float | None:
         """How long the writer may sleep: while text streams, until buffered text is due (a
@@ -203,27 +204,25 @@ class JobReporter:
         self._start_writer()
 
     def _write_loop(self) -> None:
+        """The writer, on a helper thread (its connection kept for the next job's writer)."""
         try:
+            connection.ensure_connection()
+        except Exception:  # noqa: BLE001 - the first write connects (and retries) anyway
+            log.warning("job %s: the events writer could not connect yet", self.job_id)
+        while True:
+            if self._wake.wait(self._tick()):
+                self._wake.clear()
+            elif not self._text_due():
+                continue  # a wake set meanwhile stays set: the next wait returns at once
+            if self._closing.is_set():
+                return
             try:
-                connection.ensure_connection()
-            except Exception:  # noqa: BLE001 - the first write connects (and retries) anyway
-                log.warning("job %s: the events writer could not connect yet", self.job_id)
-            while True:
-                if self._wake.wait(self._tick()):
-                    self._wake.clear()
-                elif not self._text_due():
-                    continue  # a wake set meanwhile stays set: the next wait returns at once
-                if self._closing.is_set():
-                    return
-                try:
-                    self._flush_once()
-                except Exception:
-                    log.warning(
-                        "writing events of job %s failed; will retry", self.job_id, exc_info=True
-                    )
-                    close_old_connections()
-        finally:
-            connection.close()
+                self._flush_once()
+            except Exception:
+                log.warning(
+                    "writing events of job %s failed; will retry", self.job_id, exc_info=True
+                )
+                connection.close()  # the next try connects anew
 
     def _text_due(self) -> bool:
         with self._lock:
@@ -235,7 +234,7 @@ class JobReporter:
         self._closing.set()
         self._wake.set()
         if self._writer is not None:
-            self._writer.join(timeout=30)
+            self._writer.wait(timeout=30)
         self.flush()
 
     def flush(self, retries: int = FLUSH_RETRIES) -> None:
@@ -308,53 +307,53 @@ class JobReporter:
             self.lost.set()
 
 
-class Heartbeat(threading.Thread):
+class Heartbeat:
     """Renews the lease and watches for cancel while the job runs in the main thread."""
 
     def __init__(self, *, reporter: JobReporter, poll: float = 0.5):
-        super().__init__(name=f"heartbeat-job-{reporter.job_id}", daemon=True)
         self.reporter = reporter
         self.poll = poll
         self.renew_every = settings.ATELIER["HEARTBEAT_SECONDS"]
         self._halt = threading.Event()
+        self._done: threading.Event | None = None
+
+    def start(self) -> None:
+        """Run on a helper thread (workers/tasks/threads.py) until stop()."""
+        self._done = HELPERS.run(self.run, f"heartbeat-job-{self.reporter.job_id}")
 
     def run(self) -> None:
         last_renew = time.monotonic()
-        try:
-            while not self._halt.wait(self.poll):
-                try:
-                    if time.monotonic() - last_renew >= self.renew_every:
-                        state = services.job_heartbeat(
-                            job_id=self.reporter.job_id, attempt=self.reporter.attempt
-                        )
-                        last_renew = time.monotonic()
-                    else:
-                        state = (
-                            Job.objects.filter(
-                                pk=self.reporter.job_id, attempt=self.reporter.attempt
-                            )
-                            .values_list("state", flat=True)
-                            .first()
-                        )
-                except Exception:
-                    log.warning(
-                        "heartbeat for job %s failed; retrying", self.reporter.job_id, exc_info=True
+        while not self._halt.wait(self.poll):
+            try:
+                if time.monotonic() - last_renew >= self.renew_every:
+                    state = services.job_heartbeat(
+                        job_id=self.reporter.job_id, attempt=self.reporter.attempt
                     )
-                    close_old_connections()
-                    continue
-                if state is None or state not in (JobState.RUNNING, JobState.CANCELLING):
-                    self.reporter.lost.set()
-                    log.warning(
-                        "job %s attempt %s lost its lease",
-                        self.reporter.job_id,
-                        self.reporter.attempt,
+                    last_renew = time.monotonic()
+                else:
+                    state = (
+                        Job.objects.filter(pk=self.reporter.job_id, attempt=self.reporter.attempt)
+                        .values_list("state", flat=True)
+                        .first()
                     )
-                    return
-                if state == JobState.CANCELLING:
-                    self.reporter.cancel_requested.set()
-        finally:
-            connection.close()
+            except Exception:
+                log.warning(
+                    "heartbeat for job %s failed; retrying", self.reporter.job_id, exc_info=True
+                )
+                connection.close()  # the next poll connects anew
+                continue
+            if state is None or state not in (JobState.RUNNING, JobState.CANCELLING):
+                self.reporter.lost.set()
+                log.warning(
+                    "job %s attempt %s lost its lease",
+                    self.reporter.job_id,
+                    self.reporter.attempt,
+                )
+                return
+            if state == JobState.CANCELLING:
+                self.reporter.cancel_requested.set()
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(timeout=10)
+        if self._done is not None:
+            self._done.wait(timeout=10)
