@@ -230,12 +230,18 @@ class JobReporter:
         return waiting and self.clock() - self._last_flush >= self.min_interval
 
     def close(self) -> None:
-        """Stop the writer thread and write what is left (the runtime calls this at the end)."""
+        """Stop the writer thread and write what is left (the runtime calls this at the end).
+
+        What is left is written at once, not after the writer has woken and returned: a flush
+        holds the write lock, so a writer caught mid-write finishes first and one that wakes
+        later finds nothing left."""
         self._closing.set()
         self._wake.set()
-        if self._writer is not None:
-            self._writer.wait(timeout=30)
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.wait(timeout=30)
 
     def flush(self, retries: int = FLUSH_RETRIES) -> None:
         """Write every buffered event now; retried over a few seconds, then raised.
@@ -352,6 +358,10 @@ class Heartbeat:
                 return
             if state == JobState.CANCELLING:
                 self.reporter.cancel_requested.set()
+
+    def halt(self) -> None:
+        """Ask the heartbeat to stop (stop() also waits for it)."""
+        self._halt.set()
 
     def stop(self) -> None:
         self._halt.set()

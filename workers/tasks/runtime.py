@@ -119,8 +119,11 @@ class _Running:
             if self.done:
                 return "finished"
             self.done = True
-        self.heartbeat.stop()
+        # The heartbeat is told to stop first but waited for after the last events are written:
+        # a streamed text's last words reach the client without waiting on its thread.
+        self.heartbeat.halt()
         self.reporter.close()
+        self.heartbeat.stop()
         if self.reporter.lost.is_set():
             return "lost"
         if outcome == REQUEUED:
