@@ -345,7 +345,7 @@ def recorded_params(p) -> dict:
 def _prepare_generated(ctx, model: BaseModel, images) -> list[tuple[dict, Any]]:
     p = ctx.params
     params = recorded_params(p)
-    author_id = job_author_id(ctx.job_id)
+    author_id = ctx.author_id if ctx.author_id is not None else job_author_id(ctx.job_id)
     return [
         prepare_image(
             ctx=ctx,

@@ -32,6 +32,8 @@ class JobContext:
     # Batch members only: finish this job now as cancelled while the rest of its batch runs on
     # (set by the runtime; a runner calls it when the member's reporter asks to stop).
     finish_early: Callable[[], None] | None = None
+    # Who submitted the job (None: nobody, or not told: a runner that needs it asks the row).
+    author_id: int | None = None
 
 
 @dataclass(frozen=True)

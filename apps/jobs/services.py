@@ -168,6 +168,31 @@ def job_transition(
     **fields: Any,
 ) -> bool:
     """Move a job from one of `sources` to `target` with a conditional UPDATE; log a state event."""
+    return (
+        _transition(
+            job_id=job_id,
+            target=target,
+            sources=sources,
+            attempt=attempt,
+            extra_filter=extra_filter,
+            message=message,
+            **fields,
+        )
+        is not None
+    )
+
+
+def _transition(
+    *,
+    job_id: int,
+    target: str,
+    sources: Sequence[str],
+    attempt: int | None = None,
+    extra_filter: Q | None = None,
+    message: str = "",
+    **fields: Any,
+) -> Job | None:
+    """job_transition, returning the job's row as the transition left it (None: no change)."""
     for source in sources:
         if not can_transition(source, target):
             raise IllegalTransition(source, target)
@@ -179,8 +204,10 @@ def job_transition(
             qs = qs.filter(extra_filter)
         changed = qs.update(state=target, **fields)
         if not changed:
-            return False
-        job = Job.objects.only("attempt", "error", "project_id").get(pk=job_id)
+            return None
+        # Read once, as the UPDATE left it: the state event, the dashboards' snapshot and the
+        # webhooks' payload all come from this row.
+        job = Job.objects.select_related("created_by").get(pk=job_id)
         data = {
             "state": target,
             "attempt": job.attempt,
@@ -188,13 +215,11 @@ def job_transition(
         }
         if message:
             data["message"] = message
-        job_append_events(job_id=job_id, events=[(EventKind.STATE, data)])
+        job_append_events(job_id=job_id, events=[(EventKind.STATE, data)], loaded=job)
         if target in TERMINAL:
             # Webhooks' outbox: the deliveries commit (or roll back) with the final state.
-            job_finished_emit(
-                project_id=job.project_id, state=target, load=lambda: Job.objects.get(pk=job_id)
-            )
-    return True
+            job_finished_emit(project_id=job.project_id, state=target, load=lambda: job)
+    return job
 
 
 # --------------------------------------------------------------------------- creation, dispatch
@@ -790,11 +815,12 @@ def job_finish(
         fields["progress"] = 1.0
         fields["eta_seconds"] = 0.0
     sources = [s for s in ACTIVE if can_transition(s, target)]
-    done = job_transition(job_id=job_id, target=target, sources=sources, attempt=attempt, **fields)
-    if done:
-        project_id = Job.objects.filter(pk=job_id).values_list("project_id", flat=True).first()
-        transaction.on_commit(lambda: dispatch_waiting(project_id=project_id))
-    return done
+    done = _transition(job_id=job_id, target=target, sources=sources, attempt=attempt, **fields)
+    if done is None:
+        return False
+    project_id = done.project_id
+    transaction.on_commit(lambda: dispatch_waiting(project_id=project_id))
+    return True
 
 
 def _give_back(

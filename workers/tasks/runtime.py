@@ -108,6 +108,7 @@ class _Running:
             checkpoints=CheckpointStore(
                 workdir / "checkpoints", before_complete=self.reporter.flush
             ),
+            author_id=job.created_by_id,
         )
         if job.attempt > 1:
             self.reporter.log(f"attempt {job.attempt}: resuming", "warning")
