@@ -199,9 +199,13 @@ def run_textgen(ctx) -> dict:
     ctx.reporter.flush()
     if ctx.reporter.should_stop():
         raise JobCancelled()
-    from apps.jobs.models import Job
+    author_id = ctx.author_id
+    if author_id is None:  # not told (a direct call): the job row says
+        from apps.jobs.models import Job
 
-    author_id = Job.objects.filter(pk=ctx.job_id).values_list("created_by_id", flat=True).first()
+        author_id = (
+            Job.objects.filter(pk=ctx.job_id).values_list("created_by_id", flat=True).first()
+        )
     runs = []
     for index, result in enumerate(results):
         adapter = adapters.get(p.adapter_ids[index]) if p.adapter_ids[index] else None
