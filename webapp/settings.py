@@ -105,6 +105,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as axes asks: turns a locked-out login into the lockout page (apps/accounts/lockout.py).
     "axes.middleware.AxesMiddleware",
+    # Innermost and sync-only, so that the chain runs as sync code in one thread crossing under
+    # ASGI instead of 18 (webapp/staticfiles.py).
+    "webapp.staticfiles.SyncMiddlewareChain",
 ]
 
 ROOT_URLCONF = "webapp.urls"
