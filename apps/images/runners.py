@@ -14,6 +14,7 @@ from django.urls import reverse
 from apps.jobs.models import Job
 from apps.jobs.prepared import Prepared
 from apps.jobs.registry import Deferred
+from apps.jobs.selectors import job_author_id
 from apps.models.models import AssetKind, BaseModel, ImageAsset
 from apps.models.services import model_folder
 from apps.outputs.models import Output
@@ -228,10 +229,6 @@ def build_request(p, model: BaseModel, *, job_id: int, project_id: int):
     )
 
 
-def job_author_id(job_id: int) -> int | None:
-    return Job.objects.filter(pk=job_id).values_list("created_by_id", flat=True).first()
-
-
 @timed("images.write_image")
 def write_image(project_id: int, image, infotext: str) -> tuple[str, Path, Path]:
     """The PNG (A1111 infotext, AI disclosure) named by its SHA-256, and a thumbnail when it saves
@@ -345,7 +342,7 @@ def recorded_params(p) -> dict:
 def _prepare_generated(ctx, model: BaseModel, images) -> list[tuple[dict, Any]]:
     p = ctx.params
     params = recorded_params(p)
-    author_id = ctx.author_id if ctx.author_id is not None else job_author_id(ctx.job_id)
+    author_id = job_author_id(ctx)
     return [
         prepare_image(
             ctx=ctx,
@@ -522,7 +519,7 @@ def run_upscale(ctx) -> dict:
     infotext = f"{original}, {extra}" if original else extra
     saved = save_image(
         ctx=ctx,
-        author_id=job_author_id(ctx.job_id),
+        author_id=job_author_id(ctx),
         image=result,
         infotext=infotext,
         params={

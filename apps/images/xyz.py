@@ -154,13 +154,14 @@ def run_xyz(ctx):
 
 def _saved_plot(ctx, model, singles, cells, axes, generated, loaded):
     """The result once the cells' PNGs and the grid are written (deferred, as image jobs are)."""
-    from apps.images.runners import job_author_id, prepare_image, record_image, recorded_params
+    from apps.images.runners import prepare_image, record_image, recorded_params
     from apps.jobs.registry import Deferred
+    from apps.jobs.selectors import job_author_id
     from workers.imaging.infotext import build_infotext
     from workers.imaging.xyz import draw_grid, grid_params
 
     def prepare():
-        author_id = job_author_id(ctx.job_id)
+        author_id = job_author_id(ctx)
         cell_outputs = [
             prepare_image(
                 ctx=ctx,

@@ -20,6 +20,14 @@ RETRYABLE = (JobState.FAILED, JobState.CANCELLED)
 RETRY_CONTINUES = frozenset({"finetune.lora"})
 
 
+def job_author_id(ctx: registry.JobContext) -> int | None:
+    """Who submitted the context's job: as the runtime told the context (a job a worker runs),
+    else as the job's row says (a context made by hand, or a job without an author)."""
+    if ctx.author_id is not None:
+        return ctx.author_id
+    return Job.objects.filter(pk=ctx.job_id).values_list("created_by_id", flat=True).first()
+
+
 def job_access(
     *, user, project_id: int, job_id: int, need: str = "view"
 ) -> tuple[ProjectAccess, Job]:

@@ -210,6 +210,22 @@ _CACHE_SIZE = 64
 _CACHE_LOCK = threading.Lock()
 
 
+def _cached(cache: OrderedDict[tuple, Matcher], key: tuple) -> Matcher | None:
+    with _CACHE_LOCK:
+        matcher = cache.get(key)
+        if matcher is not None:
+            cache.move_to_end(key)
+        return matcher
+
+
+def _keep(cache: OrderedDict[tuple, Matcher], key: tuple, matcher: Matcher) -> None:
+    """Remember `matcher` under `key`, forgetting the least recently used past _CACHE_SIZE."""
+    with _CACHE_LOCK:
+        cache[key] = matcher
+        while len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
+
+
 def matcher_for_version(version: RuleSetVersion) -> Matcher:
     """The compiled rules of one version, built once per process (a 500-rule set compiles in a
     fraction of a second; a check then costs microseconds)."""
@@ -217,16 +233,10 @@ def matcher_for_version(version: RuleSetVersion) -> Matcher:
     # compiled set (a Hyperscan build is ~0.1 s), and no id reused by a rolled-back database can
     # ever name rules it does not hold.
     key = (hashlib.sha256(json.dumps(version.rules, sort_keys=True).encode()).hexdigest(),)
-    with _CACHE_LOCK:
-        matcher = _CACHE.get(key)
-        if matcher is not None:
-            _CACHE.move_to_end(key)
-            return matcher
-    matcher = compile_rules(rules_from_json(version.rules))
-    with _CACHE_LOCK:
-        _CACHE[key] = matcher
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+    matcher = _cached(_CACHE, key)
+    if matcher is None:
+        matcher = compile_rules(rules_from_json(version.rules))
+        _keep(_CACHE, key, matcher)
     return matcher
 
 
@@ -250,19 +260,13 @@ def project_matcher(project_id: int) -> tuple[Matcher, int]:
     process has compiled that version already."""
     rows = _CURRENT.execute(project_id=project_id)
     key = (connection.alias, connection.settings_dict.get("NAME"), *rows[0]) if rows else None
-    if key is not None:
-        with _CACHE_LOCK:
-            matcher = _CURRENT_MATCHERS.get(key)
-            if matcher is not None:
-                _CURRENT_MATCHERS.move_to_end(key)
-                return matcher, rows[0][1]
+    found = _cached(_CURRENT_MATCHERS, key) if key is not None else None
+    if found is not None:
+        return found, rows[0][1]
     version = ruleset_current(project_id)
     matcher = matcher_for_version(version)
     if key is not None and version.pk == rows[0][0]:
-        with _CACHE_LOCK:
-            _CURRENT_MATCHERS[key] = matcher
-            while len(_CURRENT_MATCHERS) > _CACHE_SIZE:
-                _CURRENT_MATCHERS.popitem(last=False)
+        _keep(_CURRENT_MATCHERS, key, matcher)
     return matcher, version.number
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from apps.jobs.selectors import job_author_id
 from apps.models.models import Adapter, BaseModel
 from apps.models.services import model_folder
 from apps.outputs.services import output_create
@@ -199,13 +200,7 @@ def run_textgen(ctx) -> dict:
     ctx.reporter.flush()
     if ctx.reporter.should_stop():
         raise JobCancelled()
-    author_id = ctx.author_id
-    if author_id is None:  # not told (a direct call): the job row says
-        from apps.jobs.models import Job
-
-        author_id = (
-            Job.objects.filter(pk=ctx.job_id).values_list("created_by_id", flat=True).first()
-        )
+    author_id = job_author_id(ctx)
     runs = []
     for index, result in enumerate(results):
         adapter = adapters.get(p.adapter_ids[index]) if p.adapter_ids[index] else None

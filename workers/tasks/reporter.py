@@ -96,7 +96,7 @@ class JobReporter:
         if step >= total:
             # The last step's progress goes out at once, but on the writer thread: a write here
             # would sit on the critical path between a pipeline call and the next job.
-            self._start_writer()
+            self.start_writer()
             self._wake.set()
             last, self.on_last_step = self.on_last_step, None
             if last is not None:
@@ -163,7 +163,7 @@ class JobReporter:
                 self._buffer.append((EventKind.TEXT, {"index": index, "delta": delta}))
         if first:
             # On the writer thread, never inline: the generating loop only appends.
-            self._start_writer()
+            self.start_writer()
             self._wake.set()
         else:
             self._maybe_flush()
@@ -181,10 +181,12 @@ class JobReporter:
         elif self.clock() - self._last_flush >= self.min_interval:
             # Periodic writes happen on a writer thread: the training loop only appends to the
             # buffer (bench/finetune.py measured 3-7 % of loop time spent in inline flushes).
-            self._start_writer()
+            self.start_writer()
             self._wake.set()
 
-    def _start_writer(self) -> None:
+    def start_writer(self) -> None:
+        """Start the writer thread, if it is not running yet. The runtime starts it as a job
+        starts, so its database connection is open before the job's first streamed text."""
         if self._writer is None:
             self._writer = HELPERS.run(self._write_loop, f"events-job-{self.job_id}")
 
@@ -196,12 +198,6 @@ class JobReporter:
             return None
         due = self._last_flush + self.min_interval - self.clock()
         return min(max(due, 0.005), self.min_interval)
-
-    def start_writer(self) -> None:
-        """Start the writer thread now (the runtime does, as a job starts): its database
-        connection is open before the job's first streamed text, which is then written without
-        a connect on the way (each thread has its own connection; PostgreSQL's takes ms)."""
-        self._start_writer()
 
     def _write_loop(self) -> None:
         """The writer, on a helper thread (its connection kept for the next job's writer)."""

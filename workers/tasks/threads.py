@@ -26,13 +26,15 @@ log = logging.getLogger(__name__)
 IDLE_NAME = "helper-idle"
 
 
+_Task = tuple[Callable[[], None], str, threading.Event]
+
+
 class _Helper(threading.Thread):
-    def __init__(self, cache: ThreadCache) -> None:
+    def __init__(self, cache: ThreadCache, first: _Task) -> None:
         super().__init__(name=IDLE_NAME, daemon=True)
         self.cache = cache
-        self.inbox: queue.SimpleQueue[tuple[Callable[[], None], str, threading.Event] | None] = (
-            queue.SimpleQueue()
-        )
+        self.inbox: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self.inbox.put(first)  # in its inbox before it starts: it never waits for its first task
 
     def run(self) -> None:
         try:
@@ -81,9 +83,9 @@ class ThreadCache:
                 self._idle, self._pid = [], os.getpid()
             helper = self._idle.pop() if self._idle else None
         if helper is None:
-            helper = _Helper(self)
-            helper.start()
-        helper.inbox.put((task, name, done))
+            _Helper(self, (task, name, done)).start()
+        else:
+            helper.inbox.put((task, name, done))
         return done
 
     def park(self, helper: _Helper) -> bool:
