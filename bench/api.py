@@ -410,6 +410,23 @@ def split(run: dict, probes: list[dict]) -> dict[str, float] | None:
     }
 
 
+def tail_split(run: dict, probes: list[dict]) -> dict[str, float] | None:
+    """Where the first -> last text span of an API run goes (seconds): the worker's own
+    generation between its first and last text, then the last text's way to the client,
+    against the first text's way (their difference is what the span gains over the worker's)."""
+    stream = _probe("stream", run, probes)
+    if stream is None or not stream.get("first_text") or not stream.get("last_text"):
+        return None
+    return {
+        "first -> last text in the worker (the generation itself)": stream["last_text"]
+        - stream["first_text"],
+        "last text in the worker -> its TEXT row written": run["row_last"] - stream["last_text"],
+        "last TEXT row -> last content chunk at the client": run["t_last"] - run["row_last"],
+        "(first text's way: worker -> row -> client)": run["t_first"] - stream["first_text"],
+        "first -> last content chunk at the client": run["t_last"] - run["t_first"],
+    }
+
+
 def report(bench: Bench, inprocs: list[dict], apis: list[dict], conc: dict) -> str:
     args = bench.args
     out: list[str] = []
@@ -462,6 +479,19 @@ def report(bench: Bench, inprocs: list[dict], apis: list[dict], conc: dict) -> s
         out.append(
             f"  {'in-process: generate_text -> first text':<72}"
             f"{ms(mean([r['ttft'] for r in inprocs])):>8.1f}"
+        )
+
+    tails = [s for s in (tail_split(r, read_probes(bench.probe_dir)) for r in apis) if s]
+    if tails:
+        out.append(
+            f"\nWhere an API request's first -> last text span goes (mean of {len(tails)}, ms):"
+        )
+        for key in tails[0]:
+            values = [r[key] for r in tails]
+            out.append(f"  {key:<72}{ms(mean(values)):>8.1f}  (p50 {ms(pct(values, 50)):.1f})")
+        out.append(
+            f"  {'in-process: first -> last text':<72}"
+            f"{ms(mean([r['span'] for r in inprocs])):>8.1f}"
         )
 
     results = conc["results"]

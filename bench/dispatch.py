@@ -631,9 +631,7 @@ def _parse_args() -> argparse.Namespace:
         default=[],
         choices=[
             "doorbell-loop",
-            "pubsub-layer",
             "no-deflate",
-            "sqlite-keep-connection",
             "sqlite-no-autocheckpoint",
             "web-gc-freeze",
             "no-doorbells",

@@ -175,22 +175,6 @@ def install_whatifs() -> None:
     """ATELIER_BENCH_WHATIF=a,b: try a product change from the outside, to measure it before
     proposing it. Bench-only; never used by `make bench` unless asked for (--what-if)."""
     wanted = {w.strip() for w in os.environ.get("ATELIER_BENCH_WHATIF", "").split(",") if w.strip()}
-    if "pubsub-layer" in wanted:
-        # channels_redis' RedisPubSubChannelLayer: group_send is one PUBLISH, and each web process
-        # gets a doorbell once and hands it to its consumers' queues (no per-process receive lock
-        # dance). At-most-once: fine here, the consumer fills gaps from the database.
-        from django.conf import settings
-
-        settings.CHANNEL_LAYERS["default"]["BACKEND"] = (
-            "channels_redis.pubsub.RedisPubSubChannelLayer"
-        )
-    if "sqlite-keep-connection" in wanted:
-        # settings keep CONN_MAX_AGE=0 for SQLite, so Celery's Django fix-up closes the worker's
-        # connection after every task and the next job opens (and sets up) a new one before its
-        # claim. Keeping it for a minute, as for PostgreSQL:
-        from django.db import connections
-
-        connections["default"].settings_dict["CONN_MAX_AGE"] = 60
     if "sqlite-no-autocheckpoint" in wanted:
         # SQLite copies the WAL back into the database (a checkpoint, with fsyncs) inside the
         # COMMIT that crosses 1,000 WAL pages, in whichever process commits: 1 commit in ~100

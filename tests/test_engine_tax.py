@@ -251,6 +251,33 @@ def test_sockets_on_one_job_share_one_group_membership_and_each_get_every_event_
 
 
 @pytest.mark.django_db(transaction=True)
+def test_after_the_last_socket_leaves_the_process_still_listens_for_doorbells(
+    client, project, people
+):
+    """The pub/sub layer's reader naps 0.1 s at a time while its connection subscribes to
+    nothing; the next socket's first doorbell would wait out the nap. The hub keeps one channel
+    subscribed for the process's life, so the reader never naps (this checks that state: a test
+    must not time the 0.1 s itself)."""
+    from channels.layers import get_channel_layer
+
+    job = factories.make_job(project, people["member"])
+    headers = _headers(client, people["member"])
+
+    async def scenario():
+        c = await _open(f"/ws/jobs/{job.pk}/?after=0", headers)
+        assert (await c.receive_json_from(timeout=5))["type"] == "snapshot"
+        await c.disconnect()
+        hub = LocalGroups.get()
+        assert not hub.channels  # every group left
+        # The reader drops a subscription when Redis confirms the UNSUBSCRIBE: let it read.
+        await asyncio.sleep(0.5)
+        shards = get_channel_layer()._get_layer()._shards
+        return [shard._pubsub.subscribed for shard in shards]
+
+    assert async_to_sync(scenario)() == [True]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_reconnect_gets_the_missed_events_exactly_once_then_live_ones(client, project, people):
     job = factories.make_job(project, people["member"])
     headers = _headers(client, people["member"])

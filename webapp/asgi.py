@@ -1,10 +1,14 @@
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-# Build Django first: the routing below imports models.
-django_asgi_app = get_asgi_application()
+# Build Django first (as get_asgi_application does): the routing below imports models.
+django.setup(set_prefix=False)
+
+from webapp.handlers import SyncChainASGIHandler  # noqa: E402
+
+django_asgi_app = SyncChainASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -22,3 +26,7 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+from webapp.startup import freeze_startup_objects  # noqa: E402
+
+freeze_startup_objects()

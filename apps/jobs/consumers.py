@@ -67,6 +67,8 @@ class LocalGroups:
         self.readers: dict[str, asyncio.Task] = {}
         self.joined_at: dict[str, float] = {}
         self.lock = asyncio.Lock()
+        # A channel of this process's that nobody reads or leaves (see join).
+        self.anchor: str | None = None
 
     @classmethod
     def get(cls) -> LocalGroups | None:
@@ -91,6 +93,12 @@ class LocalGroups:
         async with self.lock:
             if group not in self.members or not self.members[group]:
                 return  # everyone left while we waited
+            if self.anchor is None:
+                # The pub/sub layer's reader naps 0.1 s at a time while this process subscribes
+                # to nothing, so the first doorbell after an idle spell (an API stream after a
+                # quiet minute) would wait for the nap to end. One channel kept subscribed for
+                # the process's life keeps the reader listening instead.
+                self.anchor = await self.layer.new_channel()
             channel = self.channels.get(group)
             if channel is None:
                 channel = await self.layer.new_channel()

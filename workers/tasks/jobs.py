@@ -1,7 +1,16 @@
 import os
 
 from celery import shared_task
-from celery.signals import worker_shutdown, worker_shutting_down
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
+
+
+@worker_ready.connect
+def _freeze_startup_objects(**kwargs) -> None:
+    """Django, Celery and the task modules are loaded: keep them out of the cycle collector's
+    full collections (webapp/startup.py)."""
+    from webapp.startup import freeze_startup_objects
+
+    freeze_startup_objects()
 
 
 @worker_shutting_down.connect
