@@ -470,29 +470,20 @@ def report(bench: Bench, inprocs: list[dict], apis: list[dict], conc: dict) -> s
         f"median {pct(whole, 50):.3f}"
     )
 
-    rows = [s for s in (split(r, read_probes(bench.probe_dir)) for r in apis) if s]
-    if rows:
-        out.append(f"\nWhere an API request's time to first token goes (mean of {len(rows)}, ms):")
-        for key in rows[0]:
-            values = [r[key] for r in rows]
-            out.append(f"  {key:<72}{ms(mean(values)):>8.1f}  (p50 {ms(pct(values, 50)):.1f})")
-        out.append(
-            f"  {'in-process: generate_text -> first text':<72}"
-            f"{ms(mean([r['ttft'] for r in inprocs])):>8.1f}"
-        )
-
-    tails = [s for s in (tail_split(r, read_probes(bench.probe_dir)) for r in apis) if s]
-    if tails:
-        out.append(
-            f"\nWhere an API request's first -> last text span goes (mean of {len(tails)}, ms):"
-        )
-        for key in tails[0]:
-            values = [r[key] for r in tails]
-            out.append(f"  {key:<72}{ms(mean(values)):>8.1f}  (p50 {ms(pct(values, 50)):.1f})")
-        out.append(
-            f"  {'in-process: first -> last text':<72}"
-            f"{ms(mean([r['span'] for r in inprocs])):>8.1f}"
-        )
+    probes = read_probes(bench.probe_dir)
+    for what, splitter, label, key in (
+        ("time to first token", split, "generate_text -> first text", "ttft"),
+        ("first -> last text span", tail_split, "first -> last text", "span"),
+    ):
+        rows = [s for s in (splitter(r, probes) for r in apis) if s]
+        if not rows:
+            continue
+        out.append(f"\nWhere an API request's {what} goes (mean of {len(rows)}, ms):")
+        for name in rows[0]:
+            values = [r[name] for r in rows]
+            out.append(f"  {name:<72}{ms(mean(values)):>8.1f}  (p50 {ms(pct(values, 50)):.1f})")
+        in_process = ms(mean([r[key] for r in inprocs]))
+        out.append(f"  {'in-process: ' + label:<72}{in_process:>8.1f}")
 
     results = conc["results"]
     errors = [r for r in results if not r["ok"]]
