@@ -206,8 +206,14 @@ def run_job(project, member, kind, **params):
 
 
 def plot_matches_single_jobs(project, member, model, **common) -> None:
-    """The shared check: a 2x2 plot (seed x CFG) whose saved images and grid cells equal the
-    images of single image.generate jobs with the same parameters, pixel for pixel."""
+    """The shared check: a 2x2 plot (seed x CFG) whose saved images equal the images of single
+    image.generate jobs with the same parameters (the same infotext, the same pixels up to one
+    level of rounding), and whose grid cells are those images, pixel for pixel.
+
+    Rounding: the plot's cells run through generate_batch and a single job alone. The pipeline's
+    batch-invariant arithmetic gives identical pixels on the AVX2 machines it was measured on;
+    on an AVX-512 Xeon one value of one cell rounded the other way (at most 1/255). The grid is
+    made from the cells' own images, so that comparison stays exact."""
     from django.conf import settings
 
     from apps.outputs.models import Output
@@ -240,8 +246,13 @@ def plot_matches_single_jobs(project, member, model, **common) -> None:
             **common,
         )
         single = Output.objects.get(job=single_job)
-        assert cell.sha256 == single.sha256  # same pixels and same infotext, byte for byte
-        image = Image.open(media / single.file_path).convert("RGB")
+        assert read_png_parameters(media / cell.file_path) == read_png_parameters(
+            media / single.file_path
+        )
+        image = Image.open(media / cell.file_path).convert("RGB")
+        alone = Image.open(media / single.file_path).convert("RGB")
+        assert image.size == alone.size
+        assert max(hi for _, hi in ImageChops.difference(image, alone).getextrema()) <= 1
         zoom = layout["zoom"]
         expected = image.resize((image.width * zoom, image.height * zoom), Image.Resampling.NEAREST)
         assert ImageChops.difference(grid.crop(tuple(box)), expected).getbbox() is None
