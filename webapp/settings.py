@@ -134,7 +134,7 @@ TEMPLATES = [
 # for the write lock instead of failing with "database is locked".
 DATABASE_URL = env("DATABASE_URL")
 DATABASES = {
-    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+    "default": dj_database_url.parse(DATABASE_URL)
     if DATABASE_URL
     else {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "atelier.sqlite3"}
 }

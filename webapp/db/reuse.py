@@ -53,16 +53,13 @@ def idle_count(wrapper) -> int:
 
 
 def drop_idle() -> None:
-    """Close every idle connection of this process (a test that replaces a database file)."""
+    """Close every idle connection of this process (before a test database is destroyed)."""
     with _lock:
         lists = list(_idle.values())
         _idle.clear()
     for entries in lists:
         for raw, _, _ in entries:
-            try:
-                raw.close()
-            except Exception:  # noqa: BLE001, S110 - closing a broken connection: nothing to do
-                pass
+            _close_quietly(raw)
 
 
 class ReuseConnections:
