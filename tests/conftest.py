@@ -20,6 +20,10 @@ TEST_VAR = ROOT / "var" / "test" / str(os.getpid())
 # a new user's first `make run` then shows the first-use preparation the tests would have hidden.
 # Each builder takes a file lock beside its folder, so xdist's processes never build one twice.
 TEST_MODELS = Path(os.environ.get("ATELIER_TEST_MODELS_DIR") or ROOT / ".pytest-models")
+# Compiled pattern databases (the PII triggers take 5-7 s to compile) are shared by every test
+# process and kept between runs, like a deployment's var/cache; the per-run TEST_VAR would make
+# each xdist process compile them again.
+os.environ["ATELIER_CACHE_DIR"] = str(ROOT / "var" / "test-cache")
 
 # Fast engine timings for tests; subprocesses inherit them through the environment.
 ENGINE_ENV = {

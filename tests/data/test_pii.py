@@ -714,3 +714,53 @@ def test_a_role_ending_in_ren_or_zhe_right_before_a_surname_opens_the_re_engines
     hs, plain = scan_text(text, engine="hyperscan"), scan_text(text, engine="re")
     assert hs == plain
     assert [f.value for f in plain if f.type == "PERSON"] == [name]
+
+
+@pytest.mark.skipif(not HAS_HYPERSCAN, reason="no hyperscan wheel")
+def test_threads_share_one_engine_each_with_its_own_scratch_and_find_the_same():
+    # One compiled database per process (compiling takes seconds), one scratch space per thread:
+    # concurrent scans must neither fail (a scratch in use) nor mix their hits.
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = corpus(400, seed=5)
+    serial = [scan_text(t, engine="hyperscan") for t in texts]
+    engines = set()
+
+    def scan_all(offset: int) -> list:
+        engines.add(id(pii._hyperscan()))
+        order = texts[offset:] + texts[:offset]
+        found = [scan_text(t, engine="hyperscan") for t in order]
+        return found[-offset:] + found[:-offset] if offset else found
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(scan_all, [0, 101, 202, 303]))
+    assert all(r == serial for r in results)
+    assert len(engines) == 1
+    assert sum(map(len, serial)) > 300
+
+
+@pytest.mark.skipif(not HAS_HYPERSCAN, reason="no hyperscan wheel")
+def test_the_trigger_database_is_stored_under_the_same_name_in_every_process():
+    # The compiled database is cached under a hash of its patterns: patterns built from sets must
+    # come out the same whatever a process's hash seed, or every process compiles again.
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from workers.data import pii; from workers.data.hyperscan_cache import database_key; "
+        "import hyperscan as hs; e, c, _ = pii._trigger_table(); print(database_key(hs, 1, e, "
+        "[int(x) for x in c]))"
+    )
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert len(keys) == 1 and len(keys.pop()) == 64

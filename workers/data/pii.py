@@ -40,6 +40,7 @@ from typing import Any, Literal, NamedTuple
 
 from workers.data.canonical import CanonicalWriter
 from workers.data.errors import DatasetError
+from workers.data.hyperscan_cache import block_database
 from workers.data.pii_fakes import mask, pseudonym, tag
 from workers.data.pii_recognizers import MAX_CONTEXT, RECOGNIZERS, TYPES
 
@@ -111,7 +112,11 @@ def _trigger_table() -> tuple[list[bytes], list[bool], list[frozenset[int]]]:
 
 
 class _Hyperscan:
-    """Two block-mode databases of the same triggers: all hits (blocks), one per pattern (lines)."""
+    """Two block-mode databases of the same triggers: all hits (blocks), one per pattern (lines).
+
+    Compiled once per process, or read from the on-disk cache (`hyperscan_cache`: compiling takes
+    seconds), and shared by its threads, each scanning with a scratch space of its own.
+    """
 
     def __init__(self, hs) -> None:
         expressions, caseless, self.targets = _trigger_table()
@@ -123,13 +128,12 @@ class _Hyperscan:
             (0 if _ascii_only(e) else hs.HS_FLAG_UTF8) | (hs.HS_FLAG_CASELESS if c else 0)
             for e, c in zip(expressions, caseless, strict=True)
         ]
-        ids = list(range(len(expressions)))
-        self.blocks = hs.Database(mode=hs.HS_MODE_BLOCK)
-        self.blocks.compile(expressions=expressions, ids=ids, elements=len(ids), flags=base)
-        self.lines = hs.Database(mode=hs.HS_MODE_BLOCK)
+        self.hs = hs
+        self.blocks = block_database(hs, "pii-blocks", expressions, base)
         single = [f | hs.HS_FLAG_SINGLEMATCH for f in base]
-        self.lines.compile(expressions=expressions, ids=ids, elements=len(ids), flags=single)
+        self.lines = block_database(hs, "pii-lines", expressions, single)
         self.terminated = hs.ScanTerminated
+        self._local = threading.local()  # a scratch space may serve one thread at a time
         owner = self.owner
 
         def collect_by_recognizer(pattern_id, start, end, flags, context):
@@ -137,16 +141,26 @@ class _Hyperscan:
 
         self._collect_by_recognizer = collect_by_recognizer
 
+    def _scan(self, db, data: bytes, handler, context) -> None:
+        """`db.scan` with this thread's scratch space for `db`."""
+        scratches = getattr(self._local, "scratches", None)
+        if scratches is None:
+            scratches = self._local.scratches = {}
+        scratch = scratches.get(id(db))
+        if scratch is None:
+            scratch = scratches[id(db)] = self.hs.Scratch(db)
+        db.scan(data, match_event_handler=handler, context=context, scratch=scratch)
+
     def recognizers_for(self, data: bytes) -> frozenset[int]:
         hit: set[int] = set()
-        self.lines.scan(data, match_event_handler=_collect_ids, context=hit)
+        self._scan(self.lines, data, _collect_ids, hit)
         targets = self.targets
         return frozenset().union(*(targets[i] for i in hit)) if hit else frozenset()
 
     def string_hits(self, data: bytes) -> list[tuple[int, int]]:
         """(end offset, pattern id) of every trigger hit in one string's UTF-8 bytes, in order."""
         hits: list[tuple[int, int]] = []
-        self.blocks.scan(data, match_event_handler=_collect_all, context=hits)
+        self._scan(self.blocks, data, _collect_all, hits)
         hits.sort()
         return hits
 
@@ -158,7 +172,7 @@ class _Hyperscan:
         a tuple per hit and a pass over all of them.
         """
         lists: list[list[int]] = [[] for _ in range(len(RECOGNIZERS) + 1)]
-        self.blocks.scan(data, match_event_handler=self._collect_by_recognizer, context=lists)
+        self._scan(self.blocks, data, self._collect_by_recognizer, lists)
         for ends in lists:
             ends.sort()  # already in order, or nearly: the order is Hyperscan's, not a promise
         return lists
@@ -167,7 +181,7 @@ class _Hyperscan:
         """(end offset, pattern id) of every hit in `data`, or None when there are too many."""
         hits: list[tuple[int, int]] = []
         try:
-            self.blocks.scan(data, match_event_handler=_collect_hits, context=hits)
+            self._scan(self.blocks, data, _collect_hits, hits)
         except self.terminated:  # _collect_hits stopped the scan: too many hits
             return None
         return hits
@@ -222,17 +236,21 @@ def _collect_hits(pattern_id, start, end, flags, context):
     return len(context) > DENSE_HITS  # True stops the scan
 
 
-_local = threading.local()  # a Hyperscan scratch space may only be used by one thread at a time
+_engine_lock = threading.Lock()
+_engine: _Hyperscan | None = None
 
 
 def _hyperscan() -> _Hyperscan | None:
+    """The process's Hyperscan engine (made on first use), or None without the wheel."""
+    global _engine
     hs = _hyperscan_module()
     if hs is None:
         return None
-    engine = getattr(_local, "engine", None)
-    if engine is None:
-        engine = _local.engine = _Hyperscan(hs)
-    return engine
+    if _engine is None:
+        with _engine_lock:
+            if _engine is None:
+                _engine = _Hyperscan(hs)
+    return _engine
 
 
 @cache

@@ -1,0 +1,105 @@
+"""Compiled Hyperscan databases on disk (workers/data/hyperscan_cache): what a process compiled
+once, the next one loads; a damaged or foreign file is compiled again; an unwritable folder
+changes nothing but the time."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from workers.data import hyperscan_cache
+from workers.data.hyperscan_cache import block_database, database_key
+
+hyperscan = pytest.importorskip("hyperscan")
+
+EXPRESSIONS = [rb"1[3-9][0-9]{9}", rb"[a-z]+@[a-z]+\.com", "王[芳伟]".encode()]
+FLAGS = [0, hyperscan.HS_FLAG_CASELESS, hyperscan.HS_FLAG_UTF8]
+TEXT = "call 13812345678 or Mail@Example.com, 王芳".encode()
+
+
+def _matches(db) -> list[tuple[int, int]]:
+    found: list[tuple[int, int]] = []
+    db.scan(
+        TEXT,
+        match_event_handler=lambda i, start, end, flags, ctx: found.append((i, end)),
+        scratch=hyperscan.Scratch(db),
+    )
+    return sorted(found)
+
+
+def _no_compiler() -> types.SimpleNamespace:
+    """The hyperscan module, except that making a database to compile fails the test."""
+
+    def database(*args, **kwargs):
+        raise AssertionError("compiled instead of loading the stored database")
+
+    return types.SimpleNamespace(**{**vars(hyperscan), "Database": database})
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATELIER_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_a_compiled_database_is_stored_and_the_next_process_loads_it_without_compiling(cache):
+    first = block_database(hyperscan, "t", EXPRESSIONS, FLAGS)
+    expected = _matches(first)
+    assert expected == [(0, 16), (1, 36), (2, 44)]
+    (stored,) = cache.glob("t-*.hsdb")
+    again = block_database(_no_compiler(), "t", EXPRESSIONS, FLAGS)
+    assert _matches(again) == expected
+    assert list(cache.glob("t-*.hsdb")) == [stored]
+    assert not list(cache.glob(".*tmp"))
+
+
+def test_other_expressions_or_flags_are_stored_under_another_name(cache):
+    block_database(hyperscan, "t", EXPRESSIONS, FLAGS)
+    block_database(hyperscan, "t", EXPRESSIONS, [0, 0, hyperscan.HS_FLAG_UTF8])
+    block_database(hyperscan, "t", EXPRESSIONS[:2], FLAGS[:2])
+    assert len(list(cache.glob("t-*.hsdb"))) == 3
+    mode = hyperscan.HS_MODE_BLOCK
+    assert database_key(hyperscan, mode, EXPRESSIONS, FLAGS) == database_key(
+        hyperscan, mode, list(EXPRESSIONS), list(FLAGS)
+    )
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "foreign"])
+def test_a_damaged_or_foreign_file_is_compiled_again_and_replaced(cache, damage):
+    expected = _matches(block_database(hyperscan, "t", EXPRESSIONS, FLAGS))
+    (stored,) = cache.glob("t-*.hsdb")
+    data = stored.read_bytes()
+    if damage == "truncated":
+        stored.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped":
+        at = len(data) - 100
+        stored.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :])
+    else:  # a well-formed file whose payload hyperscan refuses (another build, another CPU)
+        import hashlib
+
+        payload = b"\x00" * 256
+        stored.write_bytes(hyperscan_cache.MAGIC + hashlib.sha256(payload).digest() + payload)
+    assert _matches(block_database(hyperscan, "t", EXPRESSIONS, FLAGS)) == expected
+    assert _matches(block_database(_no_compiler(), "t", EXPRESSIONS, FLAGS)) == expected
+
+
+def test_an_unwritable_cache_folder_only_costs_a_compile(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    monkeypatch.setenv("ATELIER_CACHE_DIR", str(blocker / "cache"))
+    assert _matches(block_database(hyperscan, "t", EXPRESSIONS, FLAGS)) == [
+        (0, 16),
+        (1, 36),
+        (2, 44),
+    ]
+    assert blocker.read_text() == "a file where the folder should be"
+    assert list(tmp_path.iterdir()) == [blocker]
+
+
+def test_the_folder_follows_the_deployment_state_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("ATELIER_CACHE_DIR", raising=False)
+    monkeypatch.setenv("ATELIER_VAR_DIR", str(tmp_path / "var"))
+    assert hyperscan_cache.cache_dir() == tmp_path / "var" / "cache"
+    monkeypatch.setenv("ATELIER_CACHE_DIR", str(tmp_path / "c"))
+    assert hyperscan_cache.cache_dir() == tmp_path / "c"
