@@ -641,6 +641,7 @@ def _parse_args() -> argparse.Namespace:
             "no-deflate",
             "sqlite-no-autocheckpoint",
             "web-gc-freeze",
+            "web-gc-log",
             "no-doorbells",
         ],
         help="measure a proposed product change, patched in from bench/probes.py (not the product)",

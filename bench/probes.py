@@ -203,6 +203,32 @@ def install_whatifs() -> None:
                     gc.freeze()
 
             threading.Thread(target=freeze, name="bench-gc-freeze", daemon=True).start()
+    if "web-gc-log" in wanted:
+        import sys
+
+        if "uvicorn" in sys.argv[0]:
+            # Not a change: a line per full collection of the web process on its stderr (the
+            # run's logs/, with --keep): how long, how many objects it walked, what it freed.
+            import gc
+            import time
+
+            started: list[float] = []
+
+            def log_full_collections(phase: str, info: dict) -> None:
+                if info["generation"] != 2:
+                    return
+                if phase == "start":
+                    started[:] = [time.perf_counter()]
+                    return
+                print(
+                    f"web full collection: {1000 * (time.perf_counter() - started[0]):.1f} ms, "
+                    f"{len(gc.get_objects())} objects tracked, {gc.get_freeze_count()} frozen, "
+                    f"{info['collected']} collected, at {time.time():.3f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+            gc.callbacks.append(log_full_collections)
     if "no-doorbells" in wanted:
         # What the doorbells cost the processes that ring them (browsers get nothing live).
         from apps.jobs import events
