@@ -27,6 +27,8 @@ application = ProtocolTypeRouter(
     }
 )
 
-from webapp.startup import freeze_startup_objects  # noqa: E402
+from webapp.startup import freeze_startup_objects, load_url_patterns, tune_collector  # noqa: E402
 
+load_url_patterns()
 freeze_startup_objects()
+tune_collector()
