@@ -340,6 +340,7 @@ class Bench:
             got: list[tuple[float, float, float]] = []  # (t_emit, t_recv, t_row)
             seqs: list[int] = []
             counted = False
+            caught_up_at = None  # the job's last event when the socket opened (its snapshot)
             async with websockets.connect(
                 url,
                 additional_headers=headers,
@@ -358,16 +359,24 @@ class Bench:
                     frame = json.loads(raw)
                     # One message, or an array of a doorbell's events (apps/jobs/consumers.py).
                     for msg in frame if isinstance(frame, list) else [frame]:
+                        # Ready (live) once the replay that follows the snapshot is through: a
+                        # socket still replaying would count its replay's queue in the first
+                        # point's latency.
                         if msg["type"] == "snapshot":
-                            if not counted:
-                                counted = True
-                                ready += 1
-                                if ready == n:
-                                    all_ready.set()
-                            continue
+                            caught_up_at = msg["job"]["last_seq"]
+                        elif msg["type"] == "event":
+                            seqs.append(msg["seq"])
+                        if (
+                            not counted
+                            and caught_up_at is not None
+                            and (caught_up_at == 0 or (seqs and seqs[-1] >= caught_up_at))
+                        ):
+                            counted = True
+                            ready += 1
+                            if ready == n:
+                                all_ready.set()
                         if msg["type"] != "event":
                             continue
-                        seqs.append(msg["seq"])
                         if msg["kind"] == "metrics":
                             t_emit = msg["data"]["values"]["t_emit"]
                             t_row = (
