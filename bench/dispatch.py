@@ -651,7 +651,6 @@ def _parse_args() -> argparse.Namespace:
             "sqlite-no-autocheckpoint",
             "web-gc-freeze",
             "web-gc-log",
-            "web-gc-threshold",
             "no-doorbells",
         ],
         help="measure a proposed product change, patched in from bench/probes.py (not the product)",

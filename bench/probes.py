@@ -203,13 +203,6 @@ def install_whatifs() -> None:
                     gc.freeze()
 
             threading.Thread(target=freeze, name="bench-gc-freeze", daemon=True).start()
-    if "web-gc-threshold" in wanted:
-        import sys
-
-        if "uvicorn" in sys.argv[0]:
-            import gc
-
-            gc.set_threshold(int(os.environ.get("ATELIER_BENCH_GC_GEN0", "50000")), 10, 10)
     if "web-gc-log" in wanted:
         import sys
 

@@ -40,8 +40,8 @@ def tune_collector() -> None:
     instead of 700. A doorbell's fan-out to 1,000 sockets allocates far more than 700 objects
     that live only until its sends are done (handles, frames, coroutine state); a young
     collection in the middle of it promoted them, and every promotion brought the next full
-    collection nearer: 7 full collections of 60-200 ms each (the whole heap, ~170-330 objects per
-    socket) in 30 s of bench/dispatch.py at 1,000 clients, each a stall of every socket. With
-    50,000: none after startup in the same run (event p99 110-296 -> 84 ms, web CPU per point
-    68 -> 58 ms). Cyclic garbage is still collected, at most 50,000 allocations later."""
+    collection nearer: 5-7 full collections of 60-215 ms each (the whole heap, ~170-330 objects
+    per socket) in a bench/dispatch.py run at 1,000 clients, each a stall of every socket. With
+    50,000: none after startup (2 runs of 2; `--what-if web-gc-log` shows them). Cyclic garbage is
+    still collected, at most 50,000 allocations later."""
     gc.set_threshold(YOUNG_THRESHOLD, 10, 10)

@@ -103,3 +103,34 @@ def test_the_folder_follows_the_deployment_state_folder(monkeypatch, tmp_path):
     assert hyperscan_cache.cache_dir() == tmp_path / "var" / "cache"
     monkeypatch.setenv("ATELIER_CACHE_DIR", str(tmp_path / "c"))
     assert hyperscan_cache.cache_dir() == tmp_path / "c"
+
+
+def test_storing_a_new_version_deletes_the_ones_unused_for_two_weeks(cache):
+    import os
+    import time
+
+    old = block_database(hyperscan, "t", EXPRESSIONS[:2], FLAGS[:2])
+    (old_file,) = cache.glob("t-*.hsdb")
+    block_database(hyperscan, "u", EXPRESSIONS[:1], FLAGS[:1])
+    (other_file,) = cache.glob("u-*.hsdb")
+    weeks_ago = time.time() - 15 * 86400
+    os.utime(old_file, (weeks_ago, weeks_ago))
+    os.utime(other_file, (weeks_ago, weeks_ago))
+    recent = block_database(hyperscan, "t", EXPRESSIONS[1:], FLAGS[1:])
+    assert not old_file.exists()  # another version of "t", unused for 15 days
+    assert other_file.exists()  # another name is not touched
+    assert _matches(recent) == [(0, 36), (1, 44)] and _matches(old) == [(0, 16), (1, 36)]
+
+
+def test_loading_a_file_keeps_it_from_being_deleted(cache):
+    import os
+    import time
+
+    block_database(hyperscan, "t", EXPRESSIONS[:2], FLAGS[:2])
+    (kept,) = cache.glob("t-*.hsdb")
+    weeks_ago = time.time() - 15 * 86400
+    os.utime(kept, (weeks_ago, weeks_ago))
+    block_database(_no_compiler(), "t", EXPRESSIONS[:2], FLAGS[:2])  # used again: touched
+    block_database(hyperscan, "t", EXPRESSIONS[1:], FLAGS[1:])
+    assert kept.exists()
+    assert len(list(cache.glob("t-*.hsdb"))) == 2

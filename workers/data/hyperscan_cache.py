@@ -9,6 +9,10 @@ carries the SHA-256 of its payload; one that is truncated, altered, or refused b
 version or platform mismatch) is compiled again and replaced. Where the folder cannot be written
 (a read-only home), the database is compiled as before and nothing else changes.
 
+Every change to the patterns makes a new file (7.5 MB for the PII triggers). Loading a file
+touches it; storing one deletes the files of the same name not touched for `STALE_DAYS` (other
+versions of the patterns; another CPU sharing the folder keeps its own by using it).
+
 The folder is `ATELIER_CACHE_DIR`, else `cache/` under `ATELIER_VAR_DIR` (the deployment's shared
 state folder), else `$XDG_CACHE_HOME/atelier` (`~/.cache/atelier`). Pure: no Django.
 """
@@ -21,12 +25,14 @@ import json
 import logging
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"atelier-hsdb-1\n"
+STALE_DAYS = 14
 
 
 def cache_dir() -> Path:
@@ -96,10 +102,13 @@ def _load(hs: Any, path: Path, mode: int) -> Any | None:
         log.warning("compiled pattern cache %s is damaged: compiling it again", path)
         return None
     try:
-        return hs.loadb(payload, mode)
+        db = hs.loadb(payload, mode)
     except hs.error as exc:  # another hyperscan build or CPU: compile for this one
         log.info("compiled pattern cache %s refused by hyperscan (%r): compiling", path, exc)
         return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # in use: not stale
+    return db
 
 
 def _store(hs: Any, path: Path, db: Any) -> None:
@@ -113,3 +122,15 @@ def _store(hs: Any, path: Path, db: Any) -> None:
         log.info("compiled pattern cache %s not written (%s)", path, exc)
         with contextlib.suppress(OSError):
             tmp.unlink()
+        return
+    _prune(path)
+
+
+def _prune(path: Path) -> None:
+    """Delete the other files of `path`'s name (`<name>-<key>.hsdb`) unused for STALE_DAYS."""
+    name = path.name.rsplit("-", 1)[0]
+    cutoff = time.time() - STALE_DAYS * 86400
+    for other in path.parent.glob(f"{name}-*.hsdb"):
+        with contextlib.suppress(OSError):
+            if other != path and other.stat().st_mtime < cutoff:
+                other.unlink()
