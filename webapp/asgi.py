@@ -14,6 +14,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from apps.jobs.consumers import ServerSend  # noqa: E402
 from webapp.limits import BodyLimit  # noqa: E402
 from webapp.routing import websocket_urlpatterns  # noqa: E402
 
@@ -21,8 +22,9 @@ application = ProtocolTypeRouter(
     {
         # Bodies are bounded before Django reads (and spools) them: webapp/limits.py.
         "http": BodyLimit(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        # ServerSend: event frames skip channels' send wrappers (apps/jobs/consumers.py).
+        "websocket": ServerSend(
+            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

@@ -259,6 +259,31 @@ def test_the_job_socket_strips_the_traceback_for_a_member_and_keeps_it_for_an_ad
     assert any("traceback" in d for d in _log_events(admin_events))
 
 
+def test_event_frames_go_straight_to_the_server_past_the_session_wrapper(
+    client, people, crashed_job, monkeypatch
+):
+    # The session middleware wraps every send to save the session on HTTP responses; a websocket
+    # frame it only passes on, after reading the lazy session: a per-socket, per-event cost when
+    # a doorbell fans out to 1,000 sockets. Event frames skip it (apps.jobs.consumers.ServerSend);
+    # the handshake still goes through it.
+    from channels.sessions import InstanceSessionWrapper
+
+    seen: list[str] = []
+    wrapped = InstanceSessionWrapper.send
+
+    async def counting(self, message):
+        seen.append(message["type"])
+        return await wrapped(self, message)
+
+    monkeypatch.setattr(InstanceSessionWrapper, "send", counting)
+    events = _socket_events(client, people["member"], crashed_job)
+
+    assert [e["seq"] for e in events[1:]] == list(range(1, crashed_job.events.count() + 1))
+    assert events[0]["type"] == "snapshot" and events[-1]["data"]["state"] == "failed"
+    assert "websocket.accept" in seen and "websocket.close" in seen
+    assert seen.count("websocket.send") == 1  # the snapshot; no event frame
+
+
 def test_the_job_page_shows_a_member_no_traceback(client, people, crashed_job):
     client.force_login(people["member"])
 
