@@ -11,7 +11,7 @@ from django.utils.translation import gettext
 
 from apps.audit.services import audit_record
 from apps.outputs.models import Collection, Output
-from apps.outputs.services import output_create, write_thumbnail
+from apps.outputs.services import output_create, thumbnail_name, write_thumbnail
 from apps.projects.models import Role
 from workers.imaging.credentials import credentialed_path
 
@@ -141,7 +141,7 @@ def _write_files(
     if not target.exists():
         target.write_bytes(png)
         written.append(target)
-    thumb = out_dir / f"{sha}.thumb.png"
+    thumb = out_dir / thumbnail_name(image, sha)
     if thumb.exists():
         pass
     elif write_thumbnail(image, thumb):

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 from apps.galleries import links, selectors, services
 from apps.models.models import Adapter, AdapterKind, AssetKind, BaseModel, ImageAsset
 from apps.outputs.models import Collection, Moderation
+from apps.outputs.services import served_file
 from apps.projects.selectors import project_access
 
 
@@ -141,13 +142,13 @@ def _file_response(output, which: str, *, download: bool) -> FileResponse:
     }.get(which)
     if not rel:
         raise Http404("No file")
-    suffix = ".c2pa.png" if which == "c2pa" else ".png"
     path = (Path(settings.MEDIA_ROOT) / rel).resolve()
     if Path(settings.MEDIA_ROOT).resolve() not in path.parents or not path.is_file():
         raise Http404("No file")
+    content_type, suffix = served_file(path, which)
     response = FileResponse(
         open(path, "rb"),
-        content_type="image/png",
+        content_type=content_type,
         as_attachment=download,
         filename=f"atelier-{output.pk}-{output.sha256[:10]}{suffix}",
     )

@@ -18,7 +18,7 @@ from apps.jobs.selectors import job_author_id
 from apps.models.models import AssetKind, BaseModel, ImageAsset
 from apps.models.services import model_folder
 from apps.outputs.models import Output
-from apps.outputs.services import output_create, write_thumbnail
+from apps.outputs.services import output_create, thumbnail_name, write_thumbnail
 from workers.common.timing import timed
 
 
@@ -243,9 +243,8 @@ def write_image(project_id: int, image, infotext: str) -> tuple[str, Path, Path]
     sha = write_png(image, buffer, infotext)
     name = f"{sha}.png"
     write_file_durably(out_dir / name, buffer.getvalue())
-    thumb_name = (
-        f"{sha}.thumb.png" if write_thumbnail(image, out_dir / f"{sha}.thumb.png") else name
-    )
+    thumb = thumbnail_name(image, sha)
+    thumb_name = thumb if write_thumbnail(image, out_dir / thumb) else name
     return sha, rel_dir / name, rel_dir / thumb_name
 
 

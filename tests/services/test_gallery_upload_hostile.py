@@ -252,3 +252,37 @@ def test_a_camera_jpeg_with_a_preview_picture_uploads_as_a_still(db, client, pro
     output = upload_ok(client, project, people, "camera.jpg", data)
 
     assert (output.width, output.height) == (40, 20)
+
+
+def _thumb(client, output: Output):
+    response = client.get(reverse("galleries:file", args=[output.project_id, output.pk, "thumb"]))
+    assert response.status_code == 200
+    return response["Content-Type"], b"".join(response.streaming_content)
+
+
+def test_an_opaque_image_gets_a_small_jpeg_thumbnail_and_a_transparent_one_keeps_png(
+    db, client, project, people
+):
+    # A photograph (scikit-learn ships two), as generated images look: the grid's thumbnail is a
+    # JPEG of a fraction of a PNG thumbnail's bytes; alpha would be lost in a JPEG, so it stays PNG.
+    from sklearn.datasets import load_sample_image
+
+    opaque = Image.fromarray(load_sample_image("china.jpg")).crop((0, 0, 427, 427))
+    opaque = opaque.resize((512, 512), Image.Resampling.LANCZOS)
+    clear = opaque.copy()
+    clear.putalpha(Image.new("L", (512, 512), 128))
+
+    photo = upload_ok(client, project, people, "photo.png", encode(opaque, "PNG"))
+    glass = upload_ok(client, project, people, "glass.png", encode(clear, "PNG"))
+    photo_type, photo_thumb = _thumb(client, photo)
+    glass_type, glass_thumb = _thumb(client, glass)
+
+    assert photo.thumb_path.endswith(".thumb.jpg") and photo_type == "image/jpeg"
+    with Image.open(io.BytesIO(photo_thumb)) as im:
+        assert (im.format, im.size, im.mode) == ("JPEG", (256, 256), "RGB")
+    as_png = opaque.copy()
+    as_png.thumbnail((256, 256))
+    assert len(photo_thumb) * 4 < len(encode(as_png, "PNG", compress_level=4))  # 19 vs 121 KB
+    assert glass.thumb_path.endswith(".thumb.png") and glass_type == "image/png"
+    with Image.open(io.BytesIO(glass_thumb)) as im:
+        assert (im.format, im.size, im.mode) == ("PNG", (256, 256), "RGBA")

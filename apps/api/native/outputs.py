@@ -18,11 +18,14 @@ from apps.api.native.common import ERRORS, MAX_ID, PageQuery, page, username
 from apps.galleries import selectors as gallery_selectors
 from apps.outputs import selectors as output_selectors
 from apps.outputs.models import Output
+from apps.outputs.services import served_file
 from apps.projects import selectors as project_selectors
 
 router = Router(tags=["outputs"])
 OUTPUT = "/projects/{int:project_id}/outputs/{int:output_id}/"
 PNG = {"image/png": {"schema": {"type": "string", "format": "binary"}}}
+# A thumbnail is JPEG or PNG (apps.outputs.services.thumbnail_name).
+IMAGE_FILE = {**PNG, "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}
 ModerationName = Literal["clean", "flagged", "approved", "rejected"]
 
 
@@ -158,7 +161,8 @@ def get_output(request: HttpRequest, project_id: int, output_id: int):
 class FileQuery(Schema):
     which: Literal["image", "thumb", "c2pa"] = Field(
         "image",
-        description="image: the PNG; thumb: its thumbnail; c2pa: the copy with signed "
+        description="image: the PNG; thumb: its thumbnail (JPEG, or PNG for images with "
+        "alpha and thumbnails made before 2026-12); c2pa: the copy with signed "
         "content credentials, once its provenance record is final",
     )
     download: bool = Field(False, description="As an attachment (Content-Disposition)")
@@ -168,7 +172,11 @@ class FileQuery(Schema):
     OUTPUT + "file/",
     url_name="output_file",
     response={200: None, **ERRORS},
-    openapi_extra={"responses": {200: {"description": "The PNG", "content": PNG}}},
+    openapi_extra={
+        "responses": {
+            200: {"description": "The image (a thumbnail may be JPEG)", "content": IMAGE_FILE}
+        }
+    },
 )
 def output_file(request: HttpRequest, project_id: int, output_id: int, q: Query[FileQuery]):
     """An image output's PNG (as the gallery serves it)."""
@@ -185,10 +193,10 @@ def output_file(request: HttpRequest, project_id: int, output_id: int, q: Query[
     path = (root / rel).resolve() if rel else root
     if not rel or root not in path.parents or not path.is_file():
         raise ApiError(404, f"This output has no {q.which} file", param="which")
-    suffix = ".c2pa.png" if q.which == "c2pa" else ".png"
+    content_type, suffix = served_file(path, q.which)
     response = FileResponse(
         open(path, "rb"),
-        content_type="image/png",
+        content_type=content_type,
         as_attachment=q.download,
         filename=f"atelier-{output.pk}-{output.sha256[:10]}{suffix}",
     )
