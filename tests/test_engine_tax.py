@@ -251,6 +251,46 @@ def test_sockets_on_one_job_share_one_group_membership_and_each_get_every_event_
 
 
 @pytest.mark.django_db(transaction=True)
+def test_dashboards_on_one_project_get_a_job_change_encoded_once_for_all(
+    client, project, people, monkeypatch
+):
+    # A job.changed doorbell's snapshot is one object for every dashboard socket of the process:
+    # it is turned into JSON once, not once per socket (1,000 dashboards, 1,000 encodings).
+    from apps.jobs import consumers
+
+    headers = _headers(client, people["member"])
+    job = factories.make_job(project, people["member"])
+    pushes: list[int] = []
+    dumps = consumers.json.dumps
+
+    def counting(obj, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("type") == "job" and obj["job"]["id"] == job.pk:
+            pushes.append(obj["job"]["progress"])
+        return dumps(obj, *args, **kwargs)
+
+    async def scenario():
+        sockets = [await _open(f"/ws/projects/{project.pk}/", headers) for _ in range(3)]
+        for ws in sockets:  # the recent jobs on connect
+            assert (await ws.receive_json_from(timeout=5))["job"]["id"] == job.pk
+        monkeypatch.setattr(consumers.json, "dumps", counting)
+        await asyncio.to_thread(
+            job_append_events,
+            job_id=job.pk,
+            events=[(EventKind.STATE, {"state": "queued", "attempt": 0, "error": ""})],
+            progress=0.5,
+        )
+        frames = [await ws.receive_json_from(timeout=5) for ws in sockets]
+        for ws in sockets:
+            await ws.disconnect()
+        return frames
+
+    frames = async_to_sync(scenario)()
+
+    assert [f["job"]["progress"] for f in frames] == [0.5, 0.5, 0.5]
+    assert pushes == [0.5]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_after_the_last_socket_leaves_the_process_still_listens_for_doorbells(
     client, project, people
 ):

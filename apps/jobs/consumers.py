@@ -17,6 +17,8 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
@@ -165,15 +167,30 @@ _encoded: OrderedDict[int, tuple[dict, str]] = OrderedDict()
 ENCODED_KEPT = 64
 
 
-def encode_once(message: dict) -> str:
-    hit = _encoded.get(id(message))
-    if hit is not None and hit[0] is message:
+def _once(cache: OrderedDict, obj: Any, encode: Callable[[Any], str]) -> str:
+    """`encode(obj)`, remembered by the object's identity (the cache holds the object, so its id
+    cannot be reused while remembered)."""
+    hit = cache.get(id(obj))
+    if hit is not None and hit[0] is obj:
         return hit[1]
-    text = json.dumps(message)
-    _encoded[id(message)] = (message, text)
-    if len(_encoded) > ENCODED_KEPT:
-        _encoded.popitem(last=False)
+    text = encode(obj)
+    cache[id(obj)] = (obj, text)
+    if len(cache) > ENCODED_KEPT:
+        cache.popitem(last=False)
     return text
+
+
+def encode_once(message: dict) -> str:
+    return _once(_encoded, message, json.dumps)
+
+
+def encode_job_push(snapshot: dict) -> str:
+    """A dashboard's job frame, encoded once per snapshot: a job.changed doorbell's snapshot is
+    one object shared by every dashboard socket of the process on that project."""
+    return _once(_encoded_push, snapshot, lambda snap: json.dumps({"type": "job", "job": snap}))
+
+
+_encoded_push: OrderedDict[int, tuple[dict, str]] = OrderedDict()
 
 
 def encode_many(messages: list[dict]) -> str:
@@ -491,7 +508,7 @@ class ProjectConsumer(Resync, AsyncJsonWebsocketConsumer):
 
     async def _push(self, snap: dict) -> None:
         self._sent[snap["id"]] = (snap["state"], snap["progress"], snap["attempt"])
-        await self.send_frame(json.dumps({"type": "job", "job": snap}))
+        await self.send_frame(encode_job_push(snap))
 
     async def resync(self) -> None:
         """Push the jobs whose state or progress changed since the last push: the unfinished
