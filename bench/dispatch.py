@@ -8,7 +8,10 @@ REDIS_URL is set and answers, own channel prefix), it measures:
 1. baseline: bare Celery enqueue -> task start (bench.tasks.stamp), same app, broker and pool;
 2. submit -> running: services.job_create of a no-op job -> Job.started_at (both row stamps);
 3. event -> browser: a running job's metric point (emit time inside the point) -> received by each
-   of N websocket clients through uvicorn.
+   of N websocket clients through uvicorn. With --idle S, before the points, once every socket is
+   open and caught up, the sockets sit idle for S seconds and the web process's CPU is reported:
+   what N open pages of a quiet job cost (no goal; measured 68-71 % of a core for 1,000 sockets
+   of one user, 2026-12-07: their access re-checks and catch-up queries every WS_RESYNC_SECONDS).
 
 Goals (issue 14, "no tax"): submit -> running p99 at most 2x bare Celery's p99 measured in the
 same run; event -> browser p99 at most 100 ms with --clients (1,000) sockets on one job.
@@ -255,7 +258,12 @@ class Bench:
             project=self.project,
             kind="bench.emit",
             created_by=self.user,
-            params={"points": points, "interval": interval, "start_key": go_key},
+            params={
+                "points": points,
+                "interval": interval,
+                "start_key": go_key,
+                "start_timeout": 120 + self.args.idle,
+            },
         )
         deadline = time.monotonic() + 30
         while Job.objects.filter(pk=job.pk).values_list("state", flat=True).first() != "running":
@@ -276,6 +284,16 @@ class Bench:
         if self.redis_proc is not None:
             pids["redis"] = self.redis_proc.pid
         cpu0: dict[str, float] = {}
+        idle: dict[str, float] = {}
+
+        async def hold_idle():
+            """All sockets open and caught up, no events: what they cost the web process."""
+            if self.args.idle <= 0:
+                return
+            web = pids["uvicorn (web)"]
+            c0, t0 = cpu_seconds(web), time.monotonic()
+            await asyncio.sleep(self.args.idle)
+            idle["cpu"], idle["span"] = cpu_seconds(web) - c0, time.monotonic() - t0
 
         def go():
             cpu0.update({name: cpu_seconds(pid) for name, pid in pids.items()})
@@ -286,7 +304,14 @@ class Bench:
 
         t_phase = time.time()
         per_client = asyncio.run(
-            self._clients(url, headers, clients, go, timeout=points * interval + 90)
+            self._clients(
+                url,
+                headers,
+                clients,
+                go,
+                timeout=points * interval + 90 + self.args.idle,
+                hold=hold_idle,
+            )
         )
         t_phase_end = time.time()
         span = time.monotonic() - cpu0["_t"]
@@ -310,6 +335,7 @@ class Bench:
             "window": (t_phase, t_phase_end),
             "cpu": cpu,
             "span": span,
+            "idle": idle,
         }
 
     def _dump_web_profile(self, pid: int) -> None:
@@ -329,7 +355,9 @@ class Bench:
         stats.sort_stats("cumulative").print_stats(40)
         self.web_profile = buf.getvalue()
 
-    async def _clients(self, url: str, headers: dict, n: int, go, timeout: float) -> list[dict]:
+    async def _clients(
+        self, url: str, headers: dict, n: int, go, timeout: float, hold=None
+    ) -> list[dict]:
         import websockets
 
         ready = 0
@@ -397,6 +425,9 @@ class Bench:
             # p99 437-532 -> 208 ms). Those objects are left out of the cycle collector.
             gc.collect()
             gc.freeze()
+            if hold is not None:
+                say(f"  all {n} clients connected; idle for {self.args.idle:g}s")
+                await hold()
             go()
             say(f"  all {n} clients connected; emitting")
 
@@ -634,6 +665,13 @@ def _parse_args() -> argparse.Namespace:
         "--settle", type=float, default=0.05, help="pause between sequential tasks/jobs"
     )
     ap.add_argument("--poll", type=float, default=0.005, help="job state poll interval")
+    ap.add_argument(
+        "--idle",
+        type=float,
+        default=0.0,
+        help="seconds the connected sockets sit idle (no events) before the points, the web "
+        "process's CPU measured (0: no idle phase, so the event phase is as it always was)",
+    )
     ap.add_argument("--skip-events", action="store_true")
     ap.add_argument("--no-probes", action="store_true", help="no timing probes (no breakdown)")
     ap.add_argument(
@@ -814,6 +852,14 @@ def _report_events(
     out.append(
         f"  CPU ms per point while emitting ({ev['span']:.0f}s, {bench.facts['cpus']} CPUs): {per_point}"
     )
+    if ev["idle"]:
+        n, idle = len(ev["clients"]), ev["idle"]
+        per_s = idle["cpu"] / idle["span"]
+        out.append(
+            f"  idle sockets ({n} open, no events, {idle['span']:.0f}s; each re-checks access and "
+            f"asks for missed events every WS_RESYNC_SECONDS): uvicorn CPU {ms(per_s):.0f} ms per "
+            f"second ({per_s * 100:.0f} % of a core), {per_s / n * 1e6:.0f} us per socket per second"
+        )
     return out, e
 
 
