@@ -288,8 +288,6 @@ class Bench:
 
         async def hold_idle():
             """All sockets open and caught up, no events: what they cost the web process."""
-            if self.args.idle <= 0:
-                return
             web = pids["uvicorn (web)"]
             c0, t0 = cpu_seconds(web), time.monotonic()
             await asyncio.sleep(self.args.idle)
@@ -310,7 +308,7 @@ class Bench:
                 clients,
                 go,
                 timeout=points * interval + 90 + self.args.idle,
-                hold=hold_idle,
+                hold=hold_idle if self.args.idle > 0 else None,
             )
         )
         t_phase_end = time.time()

@@ -260,7 +260,7 @@ def test_dashboards_on_one_project_get_a_job_change_encoded_once_for_all(
 
     headers = _headers(client, people["member"])
     job = factories.make_job(project, people["member"])
-    pushes: list[int] = []
+    pushes: list[float] = []
     dumps = consumers.json.dumps
 
     def counting(obj, *args, **kwargs):

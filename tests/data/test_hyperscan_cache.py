@@ -134,3 +134,15 @@ def test_loading_a_file_keeps_it_from_being_deleted(cache):
     block_database(hyperscan, "t", EXPRESSIONS[1:], FLAGS[1:])
     assert kept.exists()
     assert len(list(cache.glob("t-*.hsdb"))) == 2
+
+
+def test_pruning_leaves_a_name_that_only_starts_like_another_alone(cache):
+    import os
+    import time
+
+    block_database(hyperscan, "t-x", EXPRESSIONS[:1], FLAGS[:1])
+    (longer,) = cache.glob("t-x-*.hsdb")
+    weeks_ago = time.time() - 15 * 86400
+    os.utime(longer, (weeks_ago, weeks_ago))
+    block_database(hyperscan, "t", EXPRESSIONS[:2], FLAGS[:2])  # stores "t": prunes only "t"
+    assert longer.exists()

@@ -131,6 +131,8 @@ def _prune(path: Path) -> None:
     name = path.name.rsplit("-", 1)[0]
     cutoff = time.time() - STALE_DAYS * 86400
     for other in path.parent.glob(f"{name}-*.hsdb"):
+        if other == path or other.name.rsplit("-", 1)[0] != name:
+            continue  # this file, or another name's ("pii-x-<key>" is not a version of "pii")
         with contextlib.suppress(OSError):
-            if other != path and other.stat().st_mtime < cutoff:
+            if other.stat().st_mtime < cutoff:
                 other.unlink()

@@ -454,9 +454,9 @@ def _segmenter() -> tuple[Any, dict[str, int], dict[str, str], frozenset[str]]:
 
     The segmenter is rjieba (jieba-rs: jieba's dictionary and HMM in Rust). It cuts as jieba does
     (the tests compare the two on the evaluation set's Chinese runs), 2 us a window instead of 23:
-    name-dense documents scan about a third faster; on other text the cuts were a small share. The
-    frequencies and tags are read
-    from jieba's own `dict.txt`, as jieba reads them, without building jieba's prefix dictionary.
+    name-dense documents scan about a third faster; on other text the cuts were a small share.
+    The frequencies and tags are read from jieba's own `dict.txt`, as jieba reads them, without
+    building jieba's prefix dictionary.
     Loaded on the first candidate (about 0.5 s and 60 MB), so that a process that never scans
     Chinese text never pays for it.
     """
