@@ -10,8 +10,11 @@ REDIS_URL is set and answers, own channel prefix), it measures:
 3. event -> browser: a running job's metric point (emit time inside the point) -> received by each
    of N websocket clients through uvicorn. With --idle S, before the points, once every socket is
    open and caught up, the sockets sit idle for S seconds and the web process's CPU is reported:
-   what N open pages of a quiet job cost (no goal; measured 68-71 % of a core for 1,000 sockets
-   of one user, 2026-12-07: their access re-checks and catch-up queries every WS_RESYNC_SECONDS).
+   what N open pages of a quiet job cost (no goal). 1,000 sockets of one user took 68-71 % of a
+   core on 2026-12-07 (an access re-check and a catch-up query per socket every
+   WS_RESYNC_SECONDS); since one resync round serves all of a process's sockets with a few
+   statements (apps/jobs/consumers.py ResyncRounds), ~1 % (2026-12-08, against 91 % before in
+   the same session).
 
 Goals (issue 14, "no tax"): submit -> running p99 at most 2x bare Celery's p99 measured in the
 same run; event -> browser p99 at most 100 ms with --clients (1,000) sockets on one job.
@@ -854,8 +857,8 @@ def _report_events(
         n, idle = len(ev["clients"]), ev["idle"]
         per_s = idle["cpu"] / idle["span"]
         out.append(
-            f"  idle sockets ({n} open, no events, {idle['span']:.0f}s; each re-checks access and "
-            f"asks for missed events every WS_RESYNC_SECONDS): uvicorn CPU {ms(per_s):.0f} ms per "
+            f"  idle sockets ({n} open, no events, {idle['span']:.0f}s; a resync round checks "
+            f"their access and missed events every WS_RESYNC_SECONDS): uvicorn CPU {ms(per_s):.0f} ms per "
             f"second ({per_s * 100:.0f} % of a core), {per_s / n * 1e6:.0f} us per socket per second"
         )
     return out, e

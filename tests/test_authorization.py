@@ -20,6 +20,7 @@ from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.http import Http404
 from django.urls import URLResolver, get_resolver, reverse
 
 from apps.api.models import ApiToken
@@ -1509,3 +1510,42 @@ def test_retrying_a_job_whose_params_no_longer_validate_is_a_400_in_the_api(clie
     assert response.status_code == 400
     assert "steps" in response.json()["error"]["fields"]
     assert not Job.objects.filter(retry_of=job).exists()
+
+
+@pytest.mark.django_db
+def test_the_resync_rounds_batched_roles_follow_project_access_for_every_kind_of_user(
+    project, people, make_user
+):
+    """`current_roles` answers for many sockets at once what `project_access` answers for one;
+    the two must never disagree (a socket kept open that a page would refuse)."""
+    from apps.projects.models import Membership, Project
+    from apps.projects.selectors import current_roles, project_access
+
+    other = Project.objects.create(name="Elsewhere")
+    Membership.objects.create(project=other, user=people["viewer"], role="admin")
+    root = make_user("root")
+    root.is_superuser = True
+    root.save()
+    gone = make_user("gone")
+    Membership.objects.create(project=project, user=gone, role="member")
+    gone.is_active = False
+    gone.save()
+    fallen = make_user("fallen")
+    fallen.is_superuser, fallen.is_active = True, False
+    fallen.save()
+    users = [*people.values(), root, gone, fallen]
+    projects = [project.pk, other.pk, other.pk + 1000]  # the last one does not exist
+
+    def expected(user, project_id):
+        try:
+            return project_access(user=user, project_id=project_id).role
+        except Http404:
+            return None
+
+    pairs = [(u.pk, p) for u in users for p in projects]
+    roles = current_roles(pairs)
+    assert {pair: roles.get(pair) for pair in pairs} == {
+        (u.pk, p): expected(u, p) for u in users for p in projects
+    }
+    assert roles[root.pk, other.pk] == "admin" and (root.pk, other.pk + 1000) not in roles
+    assert (gone.pk, project.pk) not in roles and roles[people["viewer"].pk, other.pk] == "admin"

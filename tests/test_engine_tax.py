@@ -13,6 +13,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.db import close_old_connections
+from django.test import Client
 from django.utils import timezone
 
 from apps.jobs import services
@@ -362,6 +363,63 @@ def test_a_lost_doorbell_is_filled_from_the_database_in_order(client, project, p
         return got
 
     assert async_to_sync(scenario)() == [2, 3]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_resync_round_serves_every_quiet_socket_with_the_same_few_statements(
+    client, project, people, settings
+):
+    """Quiet sockets used to cost two statements each per round for the access check and one for
+    the catch-up (1,000 of them: 70 % of a core, bench/dispatch.py --idle). A round now asks the
+    same few statements for 2 sockets as for 6, and still heals every socket a doorbell missed."""
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.jobs.consumers import ResyncRounds
+
+    settings.ATELIER = {**settings.ATELIER, "WS_RESYNC_SECONDS": 3600.0}  # rounds run by hand
+    job = factories.make_job(project, people["member"])
+    # A client each: logging another user in on one client would end the first one's session.
+    users = [_headers(Client(), people[r]) for r in ("member", "viewer", "reviewer")]
+
+    async def scenario(ctx, n: int):
+        sockets = [await _open(f"/ws/jobs/{job.pk}/?after=0", users[k % 3]) for k in range(n)]
+        for c in sockets:
+            assert (await c.receive_json_from(timeout=5))["type"] == "snapshot"
+            await _events(c, 1)
+        rounds = ResyncRounds.get()
+        for s in rounds.sockets:
+            s._last_delivery -= 7200  # idle for a while
+        LocalGroups.get().members.pop(f"job.{job.pk}")  # the next doorbell reaches nobody
+        await asyncio.to_thread(_log, job.pk, "lost")
+        await rounds.round()
+        healed = [await _events(c, 1) for c in sockets]
+        for s in rounds.sockets:
+            s._last_delivery -= 7200
+        before = len(ctx.captured_queries)
+        await rounds.round()  # nothing new: nobody reads events
+        quiet = len(ctx.captured_queries) - before
+        nothing = [await c.receive_nothing(timeout=0.2) for c in sockets]
+        for c in sockets:
+            await c.disconnect()
+        return healed, quiet, nothing
+
+    results = {}
+    for n in (2, 6):
+        # This thread's connection itself (not the proxy, which the event loop's thread would
+        # resolve to its own): database_sync_to_async runs the consumers' queries here.
+        with CaptureQueriesContext(connections["default"]) as ctx:
+            results[n] = async_to_sync(scenario)(ctx, n)
+        _log(job.pk, "next")  # seq 3: replayed to the next sockets when they connect
+
+    healed2, quiet2, nothing2 = results[2]
+    healed6, quiet6, nothing6 = results[6]
+    assert healed2 == [[2], [2]]
+    assert healed6 == [[4]] * 6  # after seq 3 ("next"), the replay; then the lost one
+    assert all(nothing2) and all(nothing6)
+    # Users, memberships, the jobs' last sequence numbers, and the viewer's withheld content
+    # asked again (membership, job): once per user and job, not per socket.
+    assert quiet2 == quiet6 == 5
 
 
 def test_a_full_inbox_drops_its_oldest_doorbell():

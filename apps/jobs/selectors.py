@@ -131,18 +131,19 @@ def project_jobs(
 
 
 def project_jobs_to_resync(
-    *, access: ProjectAccess, known_unfinished: list[int], limit: int = 200
+    *, project_id: int, known_unfinished: list[int], limit: int = 200
 ) -> list[Job]:
-    """Jobs a dashboard socket must re-check: every unfinished job of the project and the jobs
-    it last saw unfinished (they may have finished while its doorbells were lost)."""
+    """Jobs the project's dashboard sockets must re-check: every unfinished job of the project
+    (at most `limit`) and the jobs they last saw unfinished (they may have finished while their
+    doorbells were lost). The caller has checked the sockets' access."""
     from django.db.models import Q
 
     from apps.jobs.states import TERMINAL
 
     return list(
-        Job.objects.filter(project=access.project)
+        Job.objects.filter(project_id=project_id)
         .filter(~Q(state__in=list(TERMINAL)) | Q(pk__in=known_unfinished))
-        .select_related("created_by")[:limit]
+        .select_related("created_by")[: limit + len(known_unfinished)]
     )
 
 
