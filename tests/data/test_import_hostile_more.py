@@ -641,3 +641,41 @@ def test_an_explicit_preference_mapping_still_needs_its_prompt(tmp_path):
     )
 
     assert messages == ['missing column "prompt" (found: "chosen", "rejected")']
+
+
+TRADITIONAL_QA = (
+    "問題,答案\n頭痛怎麼辦,多休息，注意飲食清淡，避免熬夜。\n發燒三天了怎麼辦,及時就醫\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "text"),
+    [
+        ("big5", TRADITIONAL_QA),
+        ("shift_jis", "質問,回答\nこんにちは,よろしくお願いします。\n東京の天気は,晴れです\n"),
+        (
+            "cp1252",
+            "question,answer\nnaïve façade über,Zürich señor Müller\ncrème piñata,Ångström brûlée\n",
+        ),
+    ],
+)
+def test_text_in_another_encoding_is_not_imported_as_gbk_garbage(tmp_path, encoding, text):
+    # GB18030 decodes almost any bytes: these all read as GBK without an error, as strings of
+    # rare characters.
+    data = text.encode(encoding)
+    assert data.decode("gb18030") != text
+    (message,) = refused(tmp_path, "qa.csv", data)
+    assert "looks like another encoding" in message and "from line " in message
+    assert "save it as UTF-8" in message
+
+
+def test_the_same_file_imports_once_its_encoding_is_chosen(tmp_path):
+    _, rows = imported(tmp_path, "qa.csv", TRADITIONAL_QA.encode("big5"), encoding="big5")
+    assert rows[0] == {"question": "頭痛怎麼辦", "answer": "多休息，注意飲食清淡，避免熬夜。"}
+
+
+def test_gbk_text_with_rare_characters_in_names_still_imports(tmp_path):
+    text = "问题,答案\n王喆,复诊\n李堃,术后随访\n张赟,高血压\n刘德华,门诊\n陈奕迅,住院\n"
+    result, rows = imported(tmp_path, "people.csv", text.encode("gbk"))
+    assert result.encoding == "gb18030"
+    assert [r["question"] for r in rows] == ["王喆", "李堃", "张赟", "刘德华", "陈奕迅"]

@@ -143,12 +143,52 @@ def detect_encoding(head: bytes) -> str:
         # A BOM says UTF-8: bytes that are not are a broken file, not a hint to guess again.
         raise _bom_not_utf8(line, body[utf8.start])
     if _decode_error(body, "gb18030", False) is None:
+        _check_reads_as_chinese(body)
         return "gb18030"
     raise DatasetError(
         f"the file is not UTF-8, GBK or GB18030 text (line {line} has the byte "
         f"0x{body[utf8.start]:02x}); save it as UTF-8 or choose its encoding",
         code="bad_encoding",
     )
+
+
+# GB18030 decodes almost any bytes: Big5, Shift-JIS or Latin-1 text read as GBK becomes a string
+# of real but rare characters. Chinese written in GBK is nearly all GB2312's 7,445 common
+# characters and marks (a name's rare character is one in dozens), so a sample whose non-ASCII
+# characters are more than GB_RARE_SHARE outside GB2312 is refused instead of imported as garbage
+# (Shift-JIS reads as ~100 % rare, Big5 ~60 %, Latin-1 accents before a letter 100 %; EUC-KR
+# reads as common characters and is not caught). Traditional Chinese really written in GBK is
+# refused too: choosing the encoding imports it.
+GB_RARE_SHARE = 0.25
+GB_JUDGED_CHARS = 8  # fewer non-ASCII characters in the sample: too few to judge
+
+
+def _check_reads_as_chinese(body: bytes) -> None:
+    """Raise when `body`, read as GB18030, is mostly characters outside GB2312 (see above)."""
+    text = codecs.getincrementaldecoder("gb18030")("strict").decode(body, False)
+    wide = [ch for ch in text if ord(ch) > 0x7F]
+    if len(wide) < GB_JUDGED_CHARS:
+        return
+    rare = [i for i, ch in enumerate(wide) if not _in_gb2312(ch)]
+    if len(rare) <= GB_RARE_SHARE * len(wide):
+        return
+    first = wide[rare[0]]
+    line = text.count("\n", 0, text.index(first)) + 1
+    raise DatasetError(
+        f"the file is not UTF-8, and read as GBK {len(rare) * 100 // len(wide)} % of the "
+        f"{len(wide):,} non-ASCII characters of its first {len(body) // 1024 or 1} KB are rare "
+        f"ones, from line {line} on (Chinese text has few): it looks like another encoding (Big5, "
+        "Shift-JIS, Latin-1?); save it as UTF-8, or choose its encoding if it really is GBK",
+        code="bad_encoding",
+    )
+
+
+def _in_gb2312(ch: str) -> bool:
+    try:
+        ch.encode("gb2312")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _wide_text(body: bytes) -> str:
