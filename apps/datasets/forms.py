@@ -32,6 +32,24 @@ class UploadForm(forms.Form):
         help_text=_("Where the data comes from: organisation, URL, agreement"),
     )
 
+    # Detected unless chosen: UTF-8 (with or without BOM), UTF-16/32 with a BOM, else GBK. The
+    # others are for files the detection refuses ("looks like another encoding", "not UTF-8").
+    encoding = forms.ChoiceField(
+        label=_("Encoding"),
+        choices=[
+            ("", _("Detect (UTF-8, GBK)")),
+            ("utf-8", "UTF-8"),
+            ("gb18030", "GBK / GB18030"),
+            ("big5", "Big5"),
+            ("shift_jis", "Shift-JIS"),
+            ("euc-kr", "EUC-KR"),
+            ("cp1252", "Windows-1252 / Latin-1"),
+            ("utf-16", "UTF-16"),
+        ],
+        required=False,
+        help_text=_("Text files only; leave it to detection unless the file is refused"),
+    )
+
     def __init__(self, *args: Any, project: Project, target: Dataset | None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.project, self.target = project, target
@@ -62,7 +80,10 @@ class UploadForm(forms.Form):
 
     def meta(self) -> dict[str, Any]:
         """What the mapping step needs from this one (kept next to the staged file)."""
-        meta = {k: self.cleaned_data[k] for k in ("name", "description", "license", "source")}
+        meta = {
+            k: self.cleaned_data[k]
+            for k in ("name", "description", "license", "source", "encoding")
+        }
         meta["dataset"] = self.target.pk if self.target else None
         return meta
 

@@ -66,7 +66,9 @@ def upload(request: HttpRequest, project_id: int) -> HttpResponse:
             project_id=access.project.pk,
             meta=form.meta(),
         )
-        _, sniff_error = selectors.staged_sniff(staged)
+        _, sniff_error = selectors.staged_sniff(
+            staged, encoding=form.cleaned_data["encoding"] or None
+        )
         if sniff_error is None:
             return redirect("datasets:map", access.project.pk, staged.token)
         storage.discard_upload(staged)
@@ -110,7 +112,7 @@ def map_columns(request: HttpRequest, project_id: int, token: str) -> HttpRespon
     running = selectors.active_import(access=access, token=staged.token)
     if running is not None:  # one import per staged file at a time: follow the one under way
         return redirect("datasets:import", access.project.pk, running.pk)
-    sniffed, sniff_error = selectors.staged_sniff(staged)
+    sniffed, sniff_error = selectors.staged_sniff(staged, encoding=meta.get("encoding") or None)
     refused = _refused_import(request, access, staged.token) if request.method == "GET" else None
     suggested = (
         sniffed.suggested_mapping.to_dict() if sniffed and sniffed.suggested_mapping else None
@@ -232,7 +234,7 @@ def map_preview(request: HttpRequest, project_id: int, token: str) -> JsonRespon
     from workers.data.importer import preview
 
     access = project_access(user=request.user, project_id=project_id, need="launch_job")
-    staged, _, _ = selectors.staged_upload(access=access, user=request.user, token=token)
+    staged, meta, _ = selectors.staged_upload(access=access, user=request.user, token=token)
     try:
         body = json.loads(request.body or b"{}")
         mapping = Mapping.from_dict(
@@ -244,6 +246,7 @@ def map_preview(request: HttpRequest, project_id: int, token: str) -> JsonRespon
             mapping=mapping,
             template=body.get("template") or None,
             n=5,
+            encoding=meta.get("encoding") or None,
         )
     except (DatasetError, DatasetInvalid, ValueError, KeyError) as exc:
         return JsonResponse({"error": str(exc)}, status=400)

@@ -359,3 +359,31 @@ def test_a_cell_utf8_cannot_encode_is_shown_as_its_escape():
     assert printable("\ud800 lone") == "\\ud800 lone"
     assert printable({"a": "\udfff"}) == '{"a": "\\udfff"}'
     assert printable("x" * 500).endswith("…") and len(printable("x" * 500)) == 160
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_big5_file_is_refused_at_step_1_until_its_encoding_is_chosen_then_imports(
+    logged_in, project
+):
+    body = "問題,答案\n頭痛怎麼辦,多休息，注意飲食清淡。\n發燒三天了怎麼辦,及時就醫\n".encode(
+        "big5"
+    )
+    refused = upload(logged_in, project, "qa.csv", body)
+    assert refused.status_code == 400
+    assert "looks like another encoding" in refused.content.decode()
+    assert staged_uploads() == []
+
+    chosen = upload(logged_in, project, "qa.csv", body, encoding="big5")
+    assert chosen.status_code == 302, chosen.content[:800]
+    mapping_page = logged_in.get(chosen.url).content.decode()
+    assert "big5" in mapping_page and "頭痛怎麼辦" in mapping_page
+    response = logged_in.post(
+        chosen.url, {**MAPPING, "role_question": "問題", "role_answer": "答案"}
+    )
+    assert response.status_code == 302, response.content[:800]
+    job = run(Job.objects.get(kind="dataset.import"))
+    assert job.state == JobState.SUCCEEDED, job.error
+    version = DatasetVersion.objects.get()
+    assert version.source_encoding == "big5" and version.rows == 2
+    page = logged_in.get(version.get_absolute_url()).content.decode()
+    assert "發燒三天了怎麼辦" in page and "及時就醫" in page
