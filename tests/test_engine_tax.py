@@ -436,3 +436,34 @@ def test_a_full_inbox_drops_its_oldest_doorbell():
         return [s._inbox.get_nowait()["n"] for _ in range(2)]
 
     assert asyncio.run(scenario()) == [1, 2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_round_still_heals_sockets_from_the_database_while_redis_refuses_the_joins(
+    client, project, people, settings, monkeypatch
+):
+    from apps.jobs.consumers import ResyncRounds
+
+    settings.ATELIER = {**settings.ATELIER, "WS_RESYNC_SECONDS": 3600.0}  # rounds run by hand
+    job = factories.make_job(project, people["member"])
+    headers = _headers(Client(), people["member"])
+
+    async def refused(self, group, member):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    async def scenario():
+        c = await _open(f"/ws/jobs/{job.pk}/?after=0", headers)
+        assert (await c.receive_json_from(timeout=5))["type"] == "snapshot"
+        assert await _events(c, 1) == [1]
+        LocalGroups.get().members.pop(f"job.{job.pk}")  # Redis away: no doorbell reaches it
+        await asyncio.to_thread(_log, job.pk, "while Redis is away")
+        monkeypatch.setattr(LocalGroups, "join", refused)
+        rounds = ResyncRounds.get()
+        for s in rounds.sockets:
+            s._last_delivery -= 7200
+        await rounds.round()
+        got = await _events(c, 1)
+        await c.disconnect()
+        return got
+
+    assert async_to_sync(scenario)() == [2]
