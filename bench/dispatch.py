@@ -883,6 +883,9 @@ def result_line(args: argparse.Namespace, headline: dict, ev: dict | None) -> st
             f" | event->browser({len(ev['clients'])} clients) p50={e['p50']:.1f}ms p99={e['p99']:.1f}ms "
             f"(goal p99<={GOAL_EVENT_P99_MS:.0f}ms, {verdict(e['p99'], GOAL_EVENT_P99_MS)})"
         )
+        if ev["idle"]:  # no goal: what the open pages of a quiet job cost (--idle)
+            per_s = ev["idle"]["cpu"] / ev["idle"]["span"]
+            line += f" [idle {len(ev['clients'])} sockets: uvicorn {per_s * 1000:.0f} ms CPU/s]"
     return line
 
 

@@ -18,7 +18,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
@@ -466,7 +466,7 @@ class JobConsumer(Resync, AsyncJsonWebsocketConsumer):
     async def resync_many(cls, sockets: list[Resync]) -> None:
         """One statement for the jobs' last sequence numbers; only a socket behind its job's
         reads its events (a quiet job's 1,000 viewers cost one query a round, not 1,000)."""
-        jobs: list[JobConsumer] = [s for s in sockets if isinstance(s, JobConsumer)]
+        jobs = cast("list[JobConsumer]", sockets)  # the round groups sockets by class
         last = await database_sync_to_async(services.jobs_last_seq)({s.job_id for s in jobs})
         await _each(s._catch_up() for s in jobs if last.get(s.job_id, 0) > s.last_seq)
 
@@ -502,7 +502,7 @@ class JobConsumer(Resync, AsyncJsonWebsocketConsumer):
     @classmethod
     async def access_kept_many(cls, sockets: list[Resync]) -> None:
         """Ask again, once per user and job, whether withheld content may be shown now."""
-        withheld = [s for s in sockets if isinstance(s, JobConsumer) and not s.content]
+        withheld = [s for s in cast("list[JobConsumer]", sockets) if not s.content]
         if not withheld:
             return
         asked = {(s.scope["user"].pk, s.job_id): s for s in withheld}
@@ -606,9 +606,8 @@ class ProjectConsumer(Resync, AsyncJsonWebsocketConsumer):
         push: the unfinished ones it knows of, and any job that is not finished yet. One
         statement per project (its dashboards share it); access was checked by the round."""
         by_project: dict[int, list[ProjectConsumer]] = {}
-        for s in sockets:
-            if isinstance(s, ProjectConsumer):
-                by_project.setdefault(s.project_id, []).append(s)
+        for s in cast("list[ProjectConsumer]", sockets):  # the round groups sockets by class
+            by_project.setdefault(s.project_id, []).append(s)
         for project_id, dashboards in by_project.items():
             known = {
                 pk
